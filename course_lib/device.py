@@ -1,0 +1,71 @@
+"""Where tensors live and how to make runs repeatable.
+
+``pick_device()`` prefers CUDA, then Apple's MPS, then the CPU, unless ``COURSE_DEVICE``
+names one. On CUDA the course trains and samples under bf16 autocast; elsewhere in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+
+import numpy as np
+import torch
+
+from .settings import get_settings
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
+def pick_device(preferred: str | None = None) -> torch.device:
+    """The device to run on: ``preferred``, else ``COURSE_DEVICE``, else cuda → mps → cpu."""
+    name = preferred or get_settings().device
+    if name:
+        try:
+            dev = torch.device(name)
+        except RuntimeError as e:
+            raise ValueError(f"device must be like 'cpu', 'cuda', 'cuda:0' or 'mps'; got {name!r}") from e
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+        if dev.type == "mps" and not _mps_available():
+            raise ValueError(f"device {name!r} asked for, but MPS is not available here")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices); returns a CPU generator with that seed."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def bf16_supported(device: torch.device | str) -> bool:
+    dev = torch.device(device)
+    return dev.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """bf16 on a CUDA GPU that supports it; None (plain fp32) elsewhere."""
+    return torch.bfloat16 if bf16_supported(device) else None
+
+
+def autocast(device: torch.device | str):
+    """Context manager: bf16 autocast on CUDA, a no-op elsewhere."""
+    dev = torch.device(device)
+    dtype = autocast_dtype(dev)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=dev.type, dtype=dtype)
