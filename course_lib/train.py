@@ -1,0 +1,280 @@
+r"""Training a noise predictor, and keeping what was trained.
+
+The DDPM objective (Ho et al. 2020, "simple" loss): draw an image x_0, a step
+t ~ U{0 … T−1} and noise ε ~ N(0, I); make x_t = sqrt(abar_t) x_0 + sqrt(1 − abar_t) ε
+and ask the network to say which noise was added:
+
+    L(θ) = E_{x_0, t, ε} ‖ ε − ε_θ(x_t, t) ‖²
+
+The loop below is the whole recipe: AdamW, a short warm-up, gradient clipping, an
+exponential moving average (EMA) of the weights for sampling, bf16 autocast on CUDA.
+The data sit on the device as one tensor (these datasets are small), so there is
+no DataLoader in the way.
+
+Checkpoints are a folder: ``model.safetensors`` (weights) and ``config.json`` (what
+rebuilds the model). :func:`cached_train` keys them by a hash of every setting that
+changes the result, so a later lesson reuses a model an earlier one trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .device import autocast, pick_device, seed_everything
+from .nn.unet import UNet, UNetConfig
+from .schedules import NoiseSchedule, q_sample
+from .settings import get_settings
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class TrainConfig:
+    """The training budget and recipe."""
+
+    steps: int = 10_000
+    batch_size: int = 128
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    ema_start: int = 0  # steps before the EMA starts following the weights
+    class_dropout: float = 0.0  # share of labels replaced by "no class" (for guidance)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be ≥ 1, got {self.steps} and {self.batch_size}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.class_dropout <= 1.0:
+            raise ValueError(f"class_dropout must lie in [0, 1], got {self.class_dropout}")
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # the EMA weights, in eval mode: the one to sample from
+    raw_model: nn.Module  # the weights the optimiser moved last
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    from_cache: bool = False
+
+
+class EMA:
+    r"""θ_ema ← d·θ_ema + (1 − d)·θ after each step; the average samples better than θ.
+
+    The decay warms up as min(d, (1 + k)/(10 + k)) over the first steps k so the
+    average is not dominated by the random initial weights.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        ema_params = list(self.model.parameters())
+        params = [p.detach() for p in model.parameters()]
+        torch._foreach_lerp_(ema_params, params, 1 - d)
+        for b_ema, b in zip(self.model.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+
+def diffusion_loss(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """‖ε − ε_θ(x_t, t)‖² averaged over a batch x0 (N×C×H×W) with random t and ε."""
+    n = len(x0)
+    t = torch.randint(0, schedule.num_steps, (n,), device=x0.device, generator=generator)
+    noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+    x_t = q_sample(schedule, x0, t, noise)
+    with autocast(x0.device):
+        pred = model(x_t, t) if labels is None else model(x_t, t, labels)
+    return F.mse_loss(pred.float(), noise)
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to ``lr``, then constant."""
+    return config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+
+
+def train_diffusion(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    images: torch.Tensor,
+    config: TrainConfig | None = None,
+    labels: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` to predict noise on ``images`` (N×C×H×W in [-1, 1]).
+
+    With ``labels`` (N,) the model is trained class-conditionally; ``class_dropout``
+    then replaces that share of labels by the model's "no class" token. Returns a
+    :class:`TrainResult` holding the EMA model (eval mode) and the loss of every step.
+    """
+    config = config or TrainConfig()
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError("images must be a tensor N×C×H×W")
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"labels must have one entry per image ({len(images)}), got {len(labels)}")
+    if labels is not None and getattr(getattr(model, "config", None), "num_classes", None) is None:
+        raise ValueError("labels given, but the model has no num_classes")
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    seed_everything(config.seed)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(config.seed)
+
+    model.to(device).train()
+    data = images.to(device, torch.float32)
+    y = labels.to(device).long() if labels is not None else None
+    null_label = getattr(getattr(model, "config", None), "num_classes", None)
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        **({"fused": True} if device.type == "cuda" else {}),
+    )
+    ema = EMA(model, config.ema_decay)
+
+    steps = range(config.steps)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = bar = tqdm(steps, desc="training", leave=False)
+    losses: list[torch.Tensor] = []
+    t0 = time.perf_counter()
+    for step in steps:
+        idx = torch.randint(0, len(data), (config.batch_size,), device=device, generator=gen)
+        yb = None
+        if y is not None:
+            yb = y[idx]
+            if config.class_dropout > 0:
+                drop = torch.rand(len(yb), device=device, generator=gen) < config.class_dropout
+                yb = torch.where(drop, torch.full_like(yb, null_label), yb)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, config)
+        loss = diffusion_loss(model, schedule, data[idx], yb, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        if step >= config.ema_start:
+            ema.update(model)
+        losses.append(loss.detach())
+        if bar is not None and (step % 50 == 0 or step == config.steps - 1):
+            bar.set_postfix(loss=f"{loss.item():.4f}")  # the only sync, every 50 steps
+    history = torch.stack(losses).float().cpu().tolist()
+    if not all(math.isfinite(v) for v in history):
+        raise FloatingPointError("the loss became NaN or infinite; lower lr or check the data")
+    seconds = time.perf_counter() - t0
+    model.eval()
+    return TrainResult(
+        model=ema.model,
+        raw_model=model,
+        losses=history,
+        seconds=seconds,
+        images_per_second=config.steps * config.batch_size / seconds,
+    )
+
+
+# --------------------------------------------------------------------- checkpoints
+def save_checkpoint(folder: str | Path, model: UNet, meta: dict | None = None) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/config.json`` atomically."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, tmp / "model.safetensors")
+        info = {"format": CHECKPOINT_FORMAT, "unet": model.config.to_dict(), "meta": meta or {}}
+        (tmp / "config.json").write_text(json.dumps(info, indent=2))
+        if folder.exists():  # another process finished first: keep theirs
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def load_checkpoint(folder: str | Path, device: torch.device | str | None = None) -> tuple[UNet, dict]:
+    """Rebuild a U-Net from ``save_checkpoint``'s folder → (model in eval mode, meta)."""
+    folder = Path(folder)
+    cfg_path, weights = folder / "config.json", folder / "model.safetensors"
+    if not cfg_path.exists() or not weights.exists():
+        raise FileNotFoundError(f"{folder} is not a checkpoint: expected config.json and model.safetensors")
+    info = json.loads(cfg_path.read_text())
+    model = UNet(UNetConfig.from_dict(info["unet"]))
+    model.load_state_dict(load_file(weights))
+    return model.to(pick_device(device) if device is None else device).eval(), info.get("meta", {})
+
+
+def config_hash(*parts) -> str:
+    """A short stable hash of JSON-able settings (dataclasses allowed)."""
+    norm = [asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts]
+    blob = json.dumps(norm, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cached_train(
+    unet_config: UNetConfig,
+    schedule: NoiseSchedule,
+    train_config: TrainConfig,
+    dataset: str | None = None,
+    class_conditional: bool = False,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    retrain: bool = False,
+) -> TrainResult:
+    """Train a U-Net on ``dataset``'s train split, or load the one trained with the same
+    settings before (``<cache>/models/<name>-<hash>``). The hash covers the U-Net config,
+    the schedule, the training config, the dataset and whether labels were used."""
+    from .data import load_images
+
+    dataset = dataset or get_settings().dataset
+    key = config_hash(unet_config.to_dict(), schedule.config(), train_config, dataset, class_conditional)
+    folder = get_settings().cache_dir / "models" / f"ddpm-{dataset}-{key}"
+    if folder.exists() and not retrain:
+        model, meta = load_checkpoint(folder, device)
+        return TrainResult(model=model, raw_model=model, losses=meta.get("losses", []),
+                           seconds=meta.get("seconds", 0.0),
+                           images_per_second=meta.get("images_per_second", 0.0), from_cache=True)
+    data = load_images(dataset, "train")
+    result = train_diffusion(
+        UNet(unet_config), schedule, data.images, train_config,
+        labels=data.labels if class_conditional else None, device=device, progress=progress,
+    )
+    meta = {"dataset": dataset, "schedule": schedule.config(), "train": asdict(train_config),
+            "class_conditional": class_conditional, "losses": result.losses, "seconds": result.seconds,
+            "images_per_second": result.images_per_second}
+    if retrain and folder.exists():
+        shutil.rmtree(folder)
+    save_checkpoint(folder, result.model, meta)
+    return result

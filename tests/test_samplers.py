@@ -1,0 +1,121 @@
+"""The DDPM step against diffusers' DDPMScheduler, and the sampling loop."""
+
+import pytest
+import torch
+
+from course_lib.nn.unet import UNet, UNetConfig
+from course_lib.samplers import ddpm_step, sample
+from course_lib.schedules import NoiseSchedule
+
+diffusers = pytest.importorskip("diffusers")
+
+SCHEDULES = [("linear", "linear", {}), ("cosine", "squaredcos_cap_v2", {}),
+             ("scaled_linear", "scaled_linear", {"beta_start": 0.00085, "beta_end": 0.012})]
+STEPS = [999, 731, 500, 37, 1, 0]
+
+
+def _reference(ds_name, kw, tables_from=None):
+    ref = diffusers.DDPMScheduler(beta_schedule=ds_name, clip_sample=False, variance_type="fixed_small", **kw)
+    if tables_from is not None:  # same float64 tables: compares the step equation alone
+        ref.betas, ref.alphas, ref.alphas_cumprod = tables_from.betas, tables_from.alphas, tables_from.alphas_cumprod
+    return ref
+
+
+def _inputs(seed, dtype):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(4, 1, 8, 8, generator=g, dtype=dtype), torch.randn(4, 1, 8, 8, generator=g, dtype=dtype))
+
+
+@pytest.mark.parametrize("name,ds_name,kw", SCHEDULES, ids=[s[0] for s in SCHEDULES])
+@pytest.mark.parametrize("t", STEPS)
+def test_ddpm_step_equals_diffusers_same_tables(name, ds_name, kw, t):
+    ours = NoiseSchedule.from_name(name)
+    ref = _reference(ds_name, kw, tables_from=ours)
+    x, eps = _inputs(t, torch.float64)
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    expected = ref.step(eps, t, x, generator=torch.Generator().manual_seed(7)).prev_sample
+    assert torch.allclose(ddpm_step(ours, x, eps, t, noise=z), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name,ds_name,kw", SCHEDULES, ids=[s[0] for s in SCHEDULES])
+@pytest.mark.parametrize("t", STEPS)
+def test_ddpm_step_equals_diffusers_float32(name, ds_name, kw, t):
+    """Out of the box, float32 on both sides: equal up to float32 rounding of abar."""
+    ours = NoiseSchedule.from_name(name)
+    ref = _reference(ds_name, kw)
+    x, eps = _inputs(t, torch.float32)
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
+    expected = ref.step(eps, t, x, generator=torch.Generator().manual_seed(7)).prev_sample
+    got = ddpm_step(ours, x, eps, t, noise=z)
+    assert ((got - expected).abs() / (expected.abs() + 1)).max() < 1e-4
+
+
+def test_known_wrong_variance_fails_the_comparison():
+    """beta_t instead of the posterior variance (diffusers' fixed_large) fails the tolerance above."""
+    ours = NoiseSchedule.linear()
+    ref = diffusers.DDPMScheduler(beta_schedule="linear", clip_sample=False, variance_type="fixed_large")
+    x, eps = _inputs(0, torch.float32)
+    got = ddpm_step(ours, x, eps, 10, noise=torch.randn(x.shape, generator=torch.Generator().manual_seed(7)))
+    wrong = ref.step(eps, 10, x, generator=torch.Generator().manual_seed(7)).prev_sample
+    assert ((got - wrong).abs() / (wrong.abs() + 1)).max() > 1e-3
+
+
+def test_last_step_adds_no_noise():
+    s = NoiseSchedule.cosine()
+    x, eps = _inputs(3, torch.float32)
+    a = ddpm_step(s, x, eps, 0, noise=torch.randn_like(x))
+    b = ddpm_step(s, x, eps, 0, noise=torch.zeros_like(x))
+    assert torch.equal(a, b)
+
+
+def test_per_sample_timesteps_match_scalar_steps():
+    s = NoiseSchedule.linear()
+    x, eps = _inputs(4, torch.float32)
+    z = torch.randn_like(x)
+    t = torch.tensor([0, 5, 500, 999])
+    batched = ddpm_step(s, x, eps, t, noise=z)
+    for i in range(4):
+        one = ddpm_step(s, x[i : i + 1], eps[i : i + 1], int(t[i]), noise=z[i : i + 1])
+        assert torch.allclose(batched[i : i + 1], one, atol=1e-6)
+
+
+def _tiny_model(**kw):
+    torch.manual_seed(0)
+    m = UNet(UNetConfig(channels=(8, 16), blocks=(1, 1), attention=(False, True), head_dim=8, groups=4, **kw))
+    for p in m.parameters():  # the zero-initialised output would make every sample pure noise
+        p.data.add_(0.01 * torch.randn_like(p))
+    return m
+
+
+def test_sampling_with_a_seed_is_reproducible_and_seeds_differ():
+    s = NoiseSchedule.linear(num_steps=20)
+    m = _tiny_model()
+    a = sample(m, s, 3, seed=1, progress=False)
+    b = sample(m, s, 3, seed=1, progress=False)
+    c = sample(m, s, 3, seed=2, progress=False)
+    assert a.shape == (3, 1, 32, 32)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    assert a.min() >= -1 and a.max() <= 1
+
+
+def test_sampling_trajectory_and_labels():
+    s = NoiseSchedule.cosine(num_steps=10)
+    m = _tiny_model(num_classes=3)
+    x, frames = sample(m, s, 2, labels=torch.tensor([0, 2]), trajectory_every=5, progress=False)
+    assert len(frames) == 3 and frames[-1].shape == x.shape
+    assert torch.equal(frames[-1], x)
+
+
+def test_sampling_bad_input():
+    s = NoiseSchedule.linear(num_steps=5)
+    m = _tiny_model(num_classes=3)
+    with pytest.raises(ValueError, match="positive int"):
+        sample(m, s, 0, progress=False)
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
+        sample(m, s, 2, labels=torch.tensor([1, 2, 0]), progress=False)
+    x = torch.randn(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="eps must have x_t's shape"):
+        ddpm_step(s, x, torch.randn(2, 1, 4, 3), 1)
+    with pytest.raises(ValueError, match="0..4"):
+        ddpm_step(s, x, torch.randn_like(x), 5)
