@@ -1,0 +1,96 @@
+"""Training lowers the loss; checkpoints round-trip; the cache reuses a trained model."""
+
+import torch
+
+from course_lib.nn.unet import UNet, UNetConfig
+from course_lib.samplers import sample
+from course_lib.schedules import NoiseSchedule
+from course_lib.train import EMA, TrainConfig, cached_train, load_checkpoint, save_checkpoint, train_diffusion
+
+TINY = UNetConfig(channels=(16, 32), blocks=(1, 1), attention=(False, True), head_dim=16, groups=8,
+                  image_size=16)
+
+
+def _blobs(n=256, size=16):
+    """A toy dataset with structure to learn: one bright square per image, random place."""
+    g = torch.Generator().manual_seed(0)
+    x = -torch.ones(n, 1, size, size)
+    pos = torch.randint(0, size - 6, (n, 2), generator=g)
+    for i, (r, c) in enumerate(pos.tolist()):
+        x[i, :, r : r + 6, c : c + 6] = 1.0
+    return x
+
+
+def test_training_lowers_the_loss():
+    res = train_diffusion(UNet(TINY), NoiseSchedule.cosine(), _blobs(),
+                          TrainConfig(steps=120, batch_size=32, lr=2e-3, warmup_steps=10), device="cpu",
+                          progress=False)
+    first, last = sum(res.losses[:20]) / 20, sum(res.losses[-20:]) / 20
+    assert len(res.losses) == 120
+    assert first > 0.8  # a zero predictor's loss is E ε² = 1
+    assert last < 0.6 * first, (first, last)
+    assert not res.model.training
+
+
+def test_training_is_reproducible_with_a_seed():
+    cfg = TrainConfig(steps=5, batch_size=8, warmup_steps=1)
+    torch.manual_seed(0)
+    model_a = UNet(TINY)
+    torch.manual_seed(0)
+    model_b = UNet(TINY)
+    a = train_diffusion(model_a, NoiseSchedule.linear(), _blobs(32), cfg, device="cpu", progress=False)
+    torch.randn(10)  # a different global random state must not matter: training seeds itself
+    b = train_diffusion(model_b, NoiseSchedule.linear(), _blobs(32), cfg, device="cpu", progress=False)
+    assert a.losses == b.losses
+    c = train_diffusion(UNet(TINY), NoiseSchedule.linear(), _blobs(32), TrainConfig(steps=5, batch_size=8, seed=1),
+                        device="cpu", progress=False)
+    assert c.losses != a.losses
+
+
+def test_class_conditional_training_uses_labels():
+    cfg = UNetConfig(**{**TINY.to_dict(), "num_classes": 2})
+    res = train_diffusion(UNet(cfg), NoiseSchedule.linear(), _blobs(32), TrainConfig(steps=3, batch_size=8),
+                          labels=torch.randint(0, 2, (32,)), device="cpu", progress=False)
+    assert len(res.losses) == 3
+
+
+def test_ema_is_the_moving_average():
+    m = torch.nn.Linear(2, 1, bias=False)
+    m.weight.data.fill_(0.0)
+    ema = EMA(m, decay=0.5)
+    m.weight.data.fill_(1.0)
+    ema.update(m)  # warm-up decay min(0.5, 2/11) = 2/11
+    assert torch.allclose(ema.model.weight, torch.full((1, 2), 1 - 2 / 11))
+    ema.update(m)  # min(0.5, 3/12) = 1/4
+    assert torch.allclose(ema.model.weight, torch.full((1, 2), 1 - (2 / 11) * (1 / 4)))
+
+
+def test_checkpoint_round_trip_gives_the_same_samples(tmp_path):
+    torch.manual_seed(0)
+    m = UNet(TINY)
+    for p in m.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    save_checkpoint(tmp_path / "ckpt", m, {"note": "hi"})
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    m2, meta = load_checkpoint(tmp_path / "ckpt", device="cpu")
+    assert meta == {"note": "hi"} and m2.config == m.config
+    s = NoiseSchedule.linear(num_steps=10)
+    assert torch.equal(sample(m.eval(), s, 2, seed=3, progress=False), sample(m2, s, 2, seed=3, progress=False))
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp folder left
+
+
+def test_cached_train_reuses_the_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    cfg = UNetConfig(channels=(8, 16), blocks=(1, 1), attention=(False, True), head_dim=8, groups=4)
+    tc = TrainConfig(steps=2, batch_size=4)
+    a = cached_train(cfg, NoiseSchedule.linear(), tc, dataset="digits", device="cpu", progress=False)
+    b = cached_train(cfg, NoiseSchedule.linear(), tc, dataset="digits", device="cpu", progress=False)
+    assert not a.from_cache and b.from_cache
+    assert a.losses == b.losses
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k])
+    # a different budget is a different model
+    c = cached_train(cfg, NoiseSchedule.linear(), TrainConfig(steps=3, batch_size=4), dataset="digits",
+                     device="cpu", progress=False)
+    assert not c.from_cache
+    assert len(list((tmp_path / "models").iterdir())) == 2
