@@ -1,0 +1,675 @@
+"""The ``course`` command.
+
+Usage::
+
+    course doctor [--json]
+        What this machine offers the course: Python, torch, the device the lessons will use
+        (CUDA + GPUs + bf16, MPS), package versions, the settings, which datasets are
+        available offline and where from, and what the cache holds. Nothing is downloaded.
+
+    course run [--quick] [--out DIR] [--timeout S] [NB ...]
+        Execute lesson notebooks headlessly (a fresh ``python3`` kernel each, working directory
+        = the notebook's folder), write the executed copies and ``summary.json`` into DIR
+        (default ``build/run``), print a table lesson / status / seconds. NB is a notebook
+        path, a folder of lessons, or a lesson name or number (``01``, ``01_noise_schedules``);
+        none means every ``notebooks/[0-9][0-9]_*.ipynb``. Exit status 1 if a lesson failed.
+
+Adding a subcommand: write ``_add_<name>(subparsers)`` that builds its parser and calls
+``parser.set_defaults(func=_cmd_<name>)``, write ``_cmd_<name>(args) -> int``, and append
+``_add_<name>`` to :data:`SUBCOMMANDS`. Handlers return the exit status; :class:`UsageError`
+(bad input from the user) prints ``course <cmd>: error: ...`` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SUBCOMMANDS", "UsageError", "build_parser", "main"]
+
+
+class UsageError(Exception):
+    """Bad input from the user (an unknown lesson, a missing file): exit status 2."""
+
+
+# =============================================================================================
+# course doctor
+# =============================================================================================
+
+#: Distributions whose versions ``course doctor`` reports (optional ones may be missing).
+PACKAGES = (
+    "numpy",
+    "diffusers",
+    "safetensors",
+    "matplotlib",
+    "ipywidgets",
+    "nbval",
+    "jupyterlab",
+    "tqdm",
+    "scikit-learn",
+    "scikit-image",
+    "nbclient",
+    "ipykernel",
+)
+
+#: The four IDX files of MNIST and Fashion-MNIST, per split, as ``course_lib.data`` looks for
+#: them (it keeps its own copy private; tests/test_cli.py checks that the two agree).
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+_SETTING_VARS = {
+    "quick": "COURSE_QUICK",
+    "dataset": "COURSE_DATASET",
+    "data_dir": "COURSE_DATA_DIR",
+    "cache_dir": "COURSE_CACHE_DIR",
+    "device": "COURSE_DEVICE",
+}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _error_text(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def _system_report() -> dict[str, Any]:
+    import torch
+
+    from .device import bf16_supported, pick_device
+
+    report: dict[str, Any] = {
+        "python": {"version": platform.python_version(), "executable": sys.executable},
+        "platform": {
+            "system": platform.platform(),
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "torch": torch.__version__,
+    }
+
+    try:
+        device = pick_device()
+        report["device"] = {"name": str(device), "error": None}
+        report["bf16"] = bf16_supported(device)
+    except Exception as e:  # a bad COURSE_DEVICE: report it, do not crash
+        report["device"] = {"name": None, "error": _error_text(e)}
+        report["bf16"] = False
+
+    gpus = []
+    cuda_error = None
+    try:
+        cuda = torch.cuda.is_available()
+        for i in range(torch.cuda.device_count() if cuda else 0):
+            props = torch.cuda.get_device_properties(i)
+            gpus.append(
+                {
+                    "index": i,
+                    "name": props.name,
+                    "memory_gib": round(props.total_memory / 2**30, 1),
+                    "capability": f"{props.major}.{props.minor}",
+                }
+            )
+    except Exception as e:  # a broken driver must not stop the report
+        cuda, cuda_error = False, _error_text(e)
+    report["cuda"] = {
+        "available": cuda,
+        "version": torch.version.cuda,
+        "gpus": gpus,
+        "error": cuda_error,
+    }
+
+    mps = getattr(torch.backends, "mps", None)
+    report["mps"] = {
+        "available": bool(mps and mps.is_available()),
+        "built": bool(mps and mps.is_built()),
+    }
+    report["packages"] = {dist: _version(dist) for dist in PACKAGES}
+    return report
+
+
+def _locate_idx(name: str, data_dir: Path | None, cache_dir: Path) -> dict[str, Any]:
+    """Where ``course_lib.data`` would find each IDX file of ``name``, looking only at names.
+
+    The search order is data.py's: ``$COURSE_DATA_DIR/<name>/``, ``<cache>/data/<name>/``,
+    then (Fashion-MNIST only) Debian's folder. Files are not opened, so not checksum-checked.
+    """
+    from . import data
+
+    places: list[tuple[str, Path]] = []
+    if data_dir is not None:
+        places.append(("COURSE_DATA_DIR", data_dir / name))
+    places.append(("cache", cache_dir / "data" / name))
+    if name == "fashion_mnist":
+        places.append(("Debian package", Path(data.DEBIAN_FASHION_MNIST_DIR)))
+
+    splits: dict[str, Any] = {}
+    for split in data.SPLITS:
+        files = {}
+        for fname in IDX_FILES[split]:
+            found = next(((label, folder) for label, folder in places if (folder / fname).is_file()), None)
+            files[fname] = (
+                {"source": found[0], "path": str(found[1] / fname)}
+                if found
+                else {"source": None, "path": None}
+            )
+        sources = [f["source"] for f in files.values()]
+        n_found = sum(s is not None for s in sources)
+        status = "available" if n_found == len(sources) else "partial" if n_found else "missing"
+        found_places = [(label, str(folder)) for label, folder in places if label in sources]
+        splits[split] = {
+            "available": status == "available",
+            "status": status,
+            "source": " + ".join(label for label, _ in found_places) or None,
+            "folder": found_places[0][1] if len(found_places) == 1 else None,
+            "files": files,
+        }
+    return {
+        "kind": "IDX files",
+        "searched": [{"source": label, "folder": str(folder)} for label, folder in places],
+        "download_from": list(data.MIRRORS.get(name, [])),
+        "splits": splits,
+    }
+
+
+def _locate_digits() -> dict[str, Any]:
+    """scikit-learn's digits ship inside scikit-learn: find the file without importing it."""
+    spec = importlib.util.find_spec("sklearn")
+    path = None
+    if spec is not None and spec.submodule_search_locations:
+        candidate = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+        path = str(candidate) if candidate.is_file() else None
+    available = path is not None
+    version = _version("scikit-learn")
+    split_info = {
+        "available": available,
+        "status": "available" if available else "missing",
+        "source": f"scikit-learn {version}" if available else None,
+        "folder": str(Path(path).parent) if path else None,
+        "files": {"digits.csv.gz": {"source": "scikit-learn" if available else None, "path": path}},
+    }
+    return {
+        "kind": "embedded in scikit-learn",
+        "searched": [],
+        "download_from": [],
+        "splits": {"train": dict(split_info), "test": dict(split_info)},
+    }
+
+
+def _data_and_cache_dirs(settings) -> tuple[Path | None, Path]:
+    """The settings' folders; when another setting is unreadable, read these two directly."""
+    if settings is not None:
+        return settings.data_dir, settings.cache_dir
+    data_dir = os.environ.get("COURSE_DATA_DIR", "").strip()
+    cache_dir = os.environ.get("COURSE_CACHE_DIR", "").strip()
+    return (
+        Path(data_dir).expanduser() if data_dir else None,
+        Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "diffusion-course",
+    )
+
+
+def _datasets_report(settings) -> dict[str, Any]:
+    from .settings import DATASETS
+
+    data_dir, cache_dir = _data_and_cache_dirs(settings)
+    return {
+        name: _locate_digits() if name == "digits" else _locate_idx(name, data_dir, cache_dir)
+        for name in DATASETS
+    }
+
+
+def _tree_size(path: Path) -> tuple[int, int]:
+    """(number of files, bytes) under ``path``, following no links."""
+    n, size = 0, 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                size += (Path(root) / f).lstat().st_size
+                n += 1
+            except OSError:
+                pass
+    return n, size
+
+
+def _cache_report(cache_dir: Path) -> dict[str, Any]:
+    report: dict[str, Any] = {"path": str(cache_dir), "exists": cache_dir.is_dir(), "folders": {}}
+    if not report["exists"]:
+        return report
+    items_of = {
+        # what one "item" is in each folder the library writes
+        "models": lambda folder: [
+            p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+        ],
+        "evaluator": lambda folder: [p.name for p in folder.glob("*.safetensors")],
+        "data": lambda folder: [
+            f"{p.parent.name}/{p.name}"
+            for p in folder.glob("*/*")
+            if p.is_file() and not p.name.startswith(".")
+        ],
+    }
+    names = ["models", "evaluator", "data"] + sorted(
+        p.name for p in cache_dir.iterdir() if p.is_dir() and p.name not in items_of
+    )
+    for name in names:
+        folder = cache_dir / name
+        if not folder.is_dir():
+            report["folders"][name] = {"exists": False, "items": [], "files": 0, "bytes": 0}
+            continue
+        items = sorted(items_of.get(name, lambda f: [p.name for p in f.iterdir()])(folder))
+        n_files, size = _tree_size(folder)
+        report["folders"][name] = {"exists": True, "items": items, "files": n_files, "bytes": size}
+    n_files, size = _tree_size(cache_dir)
+    report["files"], report["bytes"] = n_files, size
+    return report
+
+
+def doctor_report() -> dict[str, Any]:
+    """Everything ``course doctor`` prints, as a JSON-able dict."""
+    from .settings import get_settings
+
+    report = _system_report()
+    try:
+        settings = get_settings()
+        report["settings"] = {
+            "quick": settings.quick,
+            "dataset": settings.dataset,
+            "data_dir": str(settings.data_dir) if settings.data_dir else None,
+            "cache_dir": str(settings.cache_dir),
+            "device": settings.device,
+            "error": None,
+        }
+    except ValueError as e:  # e.g. COURSE_QUICK=maybe
+        settings = None
+        report["settings"] = {key: None for key in _SETTING_VARS} | {"error": str(e)}
+    report["datasets"] = _datasets_report(settings)
+    cache_dir = _data_and_cache_dirs(settings)[1]
+    report["cache"] = _cache_report(cache_dir)
+    return report
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def format_doctor(r: dict[str, Any]) -> str:
+    """The human-readable report of :func:`doctor_report`."""
+    out: list[str] = []
+    add = out.append
+    row = lambda key, value: add(f"  {key:<13} {value}")
+
+    add("System")
+    row("python", f"{r['python']['version']}  ({r['python']['executable']})")
+    p = r["platform"]
+    row("platform", f"{p['system']}, {p['cpu_count']} CPUs ({p['torch_threads']} torch threads)")
+    row("torch", r["torch"])
+    dev = r["device"]
+    row("device", dev["name"] if dev["error"] is None else f"none: {dev['error']}")
+    cuda = r["cuda"]
+    if cuda["available"]:
+        row("cuda", f"available (CUDA {cuda['version']}), {len(cuda['gpus'])} GPU(s)")
+        for g in cuda["gpus"]:
+            gpu = f"cuda:{g['index']} {g['name']}, {g['memory_gib']} GiB, capability {g['capability']}"
+            add(f"  {'':<13}   {gpu}")
+    else:
+        built = f"torch built with CUDA {cuda['version']}" if cuda["version"] else "CPU-only torch build"
+        row("cuda", f"not available ({built})" + (f"; {cuda['error']}" if cuda["error"] else ""))
+    row("bf16", _yes_no(r["bf16"]) + " (bf16 autocast on the device above)")
+    row("mps", "available" if r["mps"]["available"] else "not available")
+
+    add("")
+    add("Packages")
+    for dist, version in r["packages"].items():
+        row(dist, version or "not installed")
+
+    add("")
+    add("Settings")
+    s = r["settings"]
+    if s["error"]:
+        add(f"  error: {s['error']}")
+    else:
+        for key, var in _SETTING_VARS.items():
+            value = s[key]
+            shown = "unset" if value is None else str(value)
+            row(key, f"{shown}  ({var})")
+
+    add("")
+    add("Datasets (looked up offline by file name: nothing downloaded, nothing checksum-checked)")
+    add(f"  {'dataset':<14} {'split':<6} {'status':<10} where")
+    for name, d in r["datasets"].items():
+        for split, info in d["splits"].items():
+            if info["status"] == "available":
+                where = f"{info['source']}: {info['folder']}" if info["folder"] else info["source"]
+            elif d["download_from"]:
+                missing = [f for f, v in info["files"].items() if v["source"] is None]
+                where = f"{len(missing)} file(s) would be downloaded from {d['download_from'][0]}"
+                if info["status"] == "partial":
+                    where = f"found in {info['source']}; " + where
+            else:
+                where = "scikit-learn is not installed"
+            add(f"  {name:<14} {split:<6} {info['status']:<10} {where}")
+    if s.get("dataset"):
+        train = r["datasets"][s["dataset"]]["splits"]["train"]
+        if not train["available"]:
+            add(
+                f"  note: the course's dataset ({s['dataset']}) is not all here; it is downloaded on "
+                "first use, or set COURSE_DATASET=digits to work offline."
+            )
+
+    add("")
+    c = r["cache"]
+    if not c["exists"]:
+        add(f"Cache  {c['path']}  (does not exist yet; made on first use)")
+    else:
+        add(f"Cache  {c['path']}  ({c['files']} files, {_human_bytes(c['bytes'])})")
+        for name, f in c["folders"].items():
+            if not f["exists"]:
+                row(name, "empty")
+                continue
+            shown = ", ".join(f["items"][:5]) + (
+                f", … ({len(f['items']) - 5} more)" if len(f["items"]) > 5 else ""
+            )
+            row(
+                name,
+                f"{len(f['items'])} item(s), {_human_bytes(f['bytes'])}" + (f": {shown}" if shown else ""),
+            )
+    return "\n".join(out)
+
+
+def _add_doctor(subparsers) -> None:
+    p = subparsers.add_parser(
+        "doctor",
+        help="report Python, torch, device, packages, settings, datasets and the cache",
+        description="Report what this machine offers the course. Downloads nothing; always exits 0.",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_doctor)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    report = doctor_report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_doctor(report))
+    return 0
+
+
+# =============================================================================================
+# course run
+# =============================================================================================
+
+LESSON_GLOB = "[0-9][0-9]_*.ipynb"
+
+
+def find_notebooks_dir(cwd: Path | None = None) -> Path | None:
+    """``./notebooks`` if it exists, else ``notebooks/`` beside the installed ``course_lib``."""
+    candidates = [(cwd or Path.cwd()) / "notebooks", Path(__file__).resolve().parent.parent / "notebooks"]
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def _lessons_in(folder: Path) -> list[Path]:
+    return sorted(folder.glob(LESSON_GLOB))
+
+
+def resolve_notebooks(names: Sequence[str], notebooks_dir: Path | None) -> list[Path]:
+    """Turn NB arguments (paths, folders, lesson names or numbers) into notebook paths.
+
+    Raises UsageError naming the available lessons when an argument matches nothing.
+    """
+    available = _lessons_in(notebooks_dir) if notebooks_dir else []
+    where = f"in {notebooks_dir}" if notebooks_dir else "(no notebooks/ folder found)"
+    listing = ", ".join(p.stem for p in available) or "none"
+    if not names:
+        if not available:
+            raise UsageError(f"no lessons ({LESSON_GLOB}) found {where}")
+        return available
+
+    paths: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            found = _lessons_in(path)
+            if not found:
+                raise UsageError(f"no lessons ({LESSON_GLOB}) in folder {name}")
+            paths += found
+            continue
+        if path.is_file():
+            if path.suffix != ".ipynb":
+                raise UsageError(f"{name} is not a notebook (.ipynb)")
+            paths.append(path)
+            continue
+        stem = name.removesuffix(".ipynb")
+        matches = [p for p in available if p.stem == stem]
+        matches = matches or [p for p in available if p.stem.startswith(stem + "_")]
+        if len(matches) == 1:
+            paths.append(matches[0])
+            continue
+        if len(matches) > 1:
+            raise UsageError(f"lesson {name!r} is ambiguous: {', '.join(p.stem for p in matches)}")
+        raise UsageError(f"unknown lesson {name!r}; available lessons {where}: {listing}")
+    seen: set[Path] = set()
+    unique = []
+    for p in paths:  # keep the order given, run each notebook once
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _first_line(source: str) -> str:
+    line = next((ln.strip() for ln in source.splitlines() if ln.strip()), "")
+    return line if len(line) <= 80 else line[:77] + "..."
+
+
+def run_notebook(
+    path: Path, out_dir: Path, quick: bool = False, timeout: float | None = None
+) -> dict[str, Any]:
+    """Execute one notebook in a fresh ``python3`` kernel (cwd = its folder) and save the copy.
+
+    Returns a summary row: lesson, path, output, status (ok / error / timeout), seconds,
+    kernel_log (the kernel process's stderr), and for a failure ``error`` = {cell (1-based
+    index among all cells), first_line, ename, evalue}.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+    out_path = out_dir / path.name
+    row: dict[str, Any] = {
+        "lesson": path.stem,
+        "path": str(path),
+        "output": str(out_path),
+        "status": "ok",
+        "seconds": 0.0,
+        "error": None,
+    }
+    current: dict[str, Any] = {"index": None, "source": ""}
+
+    def on_cell_start(cell, cell_index, **_):
+        current["index"], current["source"] = cell_index, cell.get("source", "")
+
+    env = dict(os.environ)
+    if quick:
+        env["COURSE_QUICK"] = "1"
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiet the debugger's frozen-modules warning
+    # The kernel process's own stderr (its log, C-level warnings, crash dumps; not cell output,
+    # which goes into the notebook) is kept in a file rather than cluttering the terminal.
+    log_path = out_dir / "logs" / f"{path.stem}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    row["kernel_log"] = str(log_path)
+    start = time.perf_counter()
+    nb = None
+    try:
+        nb = nbformat.read(path, as_version=4)
+        client = NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.resolve().parent)}},
+            on_cell_start=on_cell_start,
+        )
+        with open(log_path, "w") as log:
+            client.execute(env=env, stdout=log, stderr=log)
+    except CellTimeoutError:
+        row["status"] = "timeout"
+        row["error"] = {"ename": "CellTimeoutError", "evalue": f"a cell ran longer than {timeout:g} s"}
+    except CellExecutionError as e:
+        row["status"] = "error"
+        row["error"] = {"ename": e.ename, "evalue": e.evalue}
+    except Exception as e:  # unreadable notebook, kernel died or would not start
+        row["status"] = "error"
+        row["error"] = {"ename": type(e).__name__, "evalue": f"{e} (kernel log: {log_path})"}
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    if row["error"] is not None:
+        index = current["index"]
+        row["error"] |= {
+            "cell": None if index is None else index + 1,
+            "first_line": _first_line(current["source"]) if index is not None else "",
+        }
+    if nb is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, out_path)
+    else:
+        row["output"] = None
+    return row
+
+
+def format_run_table(rows: list[dict[str, Any]]) -> str:
+    width = max([len("lesson")] + [len(r["lesson"]) for r in rows])
+    lines = [f"{'lesson':<{width}}  {'status':<7}  {'seconds':>8}"]
+    lines += [f"{r['lesson']:<{width}}  {r['status']:<7}  {r['seconds']:>8.1f}" for r in rows]
+    total = sum(r["seconds"] for r in rows)
+    n_ok = sum(r["status"] == "ok" for r in rows)
+    lines.append(f"{f'{n_ok}/{len(rows)} ok':<{width}}  {'':<7}  {total:>8.1f}")
+    notes = []
+    for r in rows:
+        e = r["error"]
+        if e is None:
+            continue
+        evalue = _first_line(e.get("evalue") or "")
+        where = f"cell {e['cell']} `{e['first_line']}`: " if e.get("cell") else ""
+        notes.append(f"  {r['lesson']}: {where}{e['ename']}" + (f": {evalue}" if evalue else ""))
+    if notes:
+        lines += ["", "Failures:"] + notes
+    return "\n".join(lines)
+
+
+def _add_run(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="execute lesson notebooks headlessly and report ok / error / timeout",
+        description=(
+            "Execute lesson notebooks in order, each in a fresh python3 kernel whose working "
+            "directory is the notebook's folder. Executed copies and summary.json go to --out. "
+            "Exit status 1 if any lesson failed, 2 for bad arguments."
+        ),
+    )
+    p.add_argument(
+        "notebooks",
+        nargs="*",
+        metavar="NB",
+        help="notebook path, folder, or lesson name/number (01, 01_noise_schedules); "
+        f"default: every notebooks/{LESSON_GLOB}",
+    )
+    p.add_argument("--quick", action="store_true", help="set COURSE_QUICK=1 in the kernels")
+    p.add_argument("--out", type=Path, default=Path("build/run"), help="output folder (default: build/run)")
+    p.add_argument(
+        "--timeout", type=float, default=None, metavar="S", help="limit per cell, in seconds (default: none)"
+    )
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    paths = resolve_notebooks(args.notebooks, find_notebooks_dir())
+    out_dir: Path = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "quick": bool(args.quick),
+        "timeout": args.timeout,
+        "python": sys.executable,
+        "results": [],
+    }
+    for i, path in enumerate(paths, 1):
+        print(f"[{i}/{len(paths)}] {path.stem} ...", file=sys.stderr, flush=True)
+        row = run_notebook(path, out_dir, quick=args.quick, timeout=args.timeout)
+        print(
+            f"[{i}/{len(paths)}] {path.stem}: {row['status']} ({row['seconds']:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        summary["results"].append(row)
+        summary["ok"] = all(r["status"] == "ok" for r in summary["results"])
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(format_run_table(summary["results"]))
+    print(f"\nExecuted notebooks and summary.json are in {out_dir}/")
+    return 0 if summary["ok"] else 1
+
+
+# =============================================================================================
+# The command
+# =============================================================================================
+
+#: One function per subcommand, in the order ``course --help`` lists them.
+SUBCOMMANDS: list[Callable[[Any], None]] = [_add_doctor, _add_run]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="course",
+        description="Tools for the diffusion course: check the setup, run the lessons.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``course`` command; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or an argparse error (2): return, do not exit
+        return e.code if isinstance(e.code, int) else 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"course {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
