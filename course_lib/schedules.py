@@ -175,11 +175,20 @@ def q_step(schedule: NoiseSchedule, x_prev: torch.Tensor, t: torch.Tensor, noise
     t = schedule.check_timesteps(t, len(x_prev))
     if noise is None:
         noise = torch.randn_like(x_prev)
+    elif noise.shape != x_prev.shape:
+        raise ValueError(f"noise must have x_prev's shape {tuple(x_prev.shape)}, got {tuple(noise.shape)}")
     beta = schedule.gather(schedule.betas, t, x_prev)
     return (1 - beta).sqrt() * x_prev + beta.sqrt() * noise
 
 
 def predict_x0(schedule: NoiseSchedule, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor):
-    r"""Invert q_sample given the noise:  x̂_0 = (x_t − sqrt(1 − abar_t) ε̂) / sqrt(abar_t)."""
+    r"""Invert q_sample given the noise:  x̂_0 = (x_t − sqrt(1 − abar_t) ε̂) / sqrt(abar_t).
+
+    x_t, eps: N×C×H×W; t: int64 (N,) in 0 … T−1. Returns x̂_0, N×C×H×W.
+    """
+    check_images(x_t, "x_t")
+    if eps.shape != x_t.shape:
+        raise ValueError(f"eps must have x_t's shape {tuple(x_t.shape)}, got {tuple(eps.shape)}")
+    t = schedule.check_timesteps(t, len(x_t))
     abar = schedule.gather(schedule.alphas_cumprod, t, x_t)
     return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()

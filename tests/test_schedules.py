@@ -111,6 +111,12 @@ def test_bad_input_says_what_was_expected():
         q_sample(s, torch.randn(2, 1, 4, 4), torch.tensor([0.5, 1.0]))
     with pytest.raises(ValueError, match="shape"):
         q_sample(s, torch.randn(2, 1, 4, 4), torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="noise must have"):
+        q_step(s, torch.randn(2, 1, 4, 4), torch.tensor([0, 1]), torch.randn(2, 1, 4, 5))
+    with pytest.raises(ValueError, match="0..999"):
+        predict_x0(s, torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4), torch.tensor([0, 1000]))
+    with pytest.raises(ValueError, match="eps must have"):
+        predict_x0(s, torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="unknown schedule 'sigmoid'.*linear, cosine, scaled_linear"):
         NoiseSchedule.from_name("sigmoid")
     with pytest.raises(ValueError, match="num_steps"):
