@@ -205,7 +205,7 @@ class EvaluatorRecipe:
     """
 
     epochs: int = 2
-    min_steps: int = 400
+    min_steps: int = 150
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 1e-4

@@ -72,20 +72,26 @@ def make_grid(images, nrow: int | None = None, padding: int = 2, pad_value: floa
         pixel at (p + (k // nrow)(H+p), p + (k % nrow)(W+p)).
     """
     arr = _to_numpy_images(images)
+    return _grid(arr, nrow, padding, padding, pad_value)
+
+
+def _grid(arr: np.ndarray, nrow, pad_y, pad_x, pad_value) -> np.ndarray:
+    """make_grid on a checked array, with separate vertical (pad_y) and horizontal (pad_x) padding."""
     n, c, h, w = arr.shape
     if nrow is None:
         nrow = math.ceil(math.sqrt(n))
     if not isinstance(nrow, (int, np.integer)) or isinstance(nrow, bool) or nrow < 1:
         raise ValueError(f"nrow must be a positive int (images per row), got {nrow!r}")
-    if not isinstance(padding, (int, np.integer)) or isinstance(padding, bool) or padding < 0:
-        raise ValueError(f"padding must be a non-negative int (pixels), got {padding!r}")
+    for p in (pad_y, pad_x):
+        if not isinstance(p, (int, np.integer)) or isinstance(p, bool) or p < 0:
+            raise ValueError(f"padding must be a non-negative int (pixels), got {p!r}")
     ncol = min(int(nrow), n)
     nrows = math.ceil(n / ncol)
-    p = int(padding)
-    grid = np.full((nrows * (h + p) + p, ncol * (w + p) + p, c), pad_value, dtype=np.float32)
+    py, px = int(pad_y), int(pad_x)
+    grid = np.full((nrows * (h + py) + py, ncol * (w + px) + px, c), pad_value, dtype=np.float32)
     for k in range(n):
         r, col = divmod(k, ncol)
-        y, x = p + r * (h + p), p + col * (w + p)
+        y, x = py + r * (h + py), px + col * (w + px)
         grid[y : y + h, x : x + w, :] = arr[k].transpose(1, 2, 0)
     return grid[:, :, 0] if c == 1 else grid
 
@@ -121,13 +127,17 @@ def show_images(
         labels = list(labels)
         if len(labels) != n:
             raise ValueError(f"labels must have one entry per image ({n}), got {len(labels)}")
-    grid = make_grid(arr, nrow=nrow, padding=padding)
+    # with labels, leave a band above each row for the text
+    pad_y = padding if labels is None else padding + max(6, h // 3)
+    grid = _grid(arr, nrow, pad_y, padding, 1.0)
     ncol = min(nrow or math.ceil(math.sqrt(n)), n)
-    nrows = math.ceil(n / ncol)
     if ax is None:
-        plt = _pyplot()
-        scale = 1.0 if labels is None else 1.25
-        fig, ax = plt.subplots(figsize=(min(1.0 * ncol + 0.4, 16), min(scale * nrows + 0.6, 16)))
+        # about one inch per 32 pixels, at most 16 inches wide or tall
+        width, height = grid.shape[1] / 32, grid.shape[0] / 32
+        shrink = min(1.0, 16 / width, 16 / height)
+        top = 0.35 if title else 0.0
+        fig = _pyplot().figure(figsize=(max(width * shrink, 1.0), max(height * shrink, 1.0) + top))
+        ax = fig.add_axes((0, 0, 1, 1 - top / (max(height * shrink, 1.0) + top)))
     else:
         fig = ax.figure
     ax.imshow(
@@ -138,10 +148,10 @@ def show_images(
         for k, lab in enumerate(labels):
             r, col = divmod(k, ncol)
             x = padding + col * (w + padding) + w / 2
-            y = padding + r * (h + padding)
-            ax.text(x, y - 0.5, str(lab), ha="center", va="bottom", fontsize=7, clip_on=False)
+            y = pad_y + r * (h + pad_y)
+            ax.text(x, y - 1, str(lab), ha="center", va="bottom", fontsize=7, clip_on=False)
     if title:
-        ax.set_title(title, pad=12 if labels is not None else 6)
+        ax.set_title(title)
     return fig
 
 

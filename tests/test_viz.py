@@ -103,8 +103,20 @@ def test_show_images_returns_figure():
     assert ax.get_title() == "samples"
     assert [t.get_text() for t in ax.texts] == [f"c{i}" for i in range(10)]
     shown = ax.images[0].get_array()
-    assert shown.shape == viz.make_grid(x, nrow=5).shape
+    plain = viz.make_grid(x, nrow=5)
+    assert shown.shape[1] == plain.shape[1] and shown.shape[0] > plain.shape[0]  # room for the labels
     assert float(shown.min()) >= 0.0 and float(shown.max()) <= 1.0  # mapped to [0, 1] for display
+    # the labels sit above their tiles, not on another image
+    tile_top = [t.get_position()[1] for t in ax.texts]
+    assert tile_top[0] == tile_top[4] < tile_top[5]
+
+
+def test_show_images_without_labels_shows_make_grid():
+    x = torch.rand(6, 1, 8, 8) * 2 - 1
+    fig = viz.show_images(x, nrow=3)
+    np.testing.assert_allclose(
+        fig.axes[0].images[0].get_array(), (viz.make_grid(x, nrow=3) + 1) / 2, atol=1e-6
+    )
 
 
 def test_show_images_into_given_axes_and_rgb():
