@@ -87,8 +87,12 @@ def main() -> None:
             s()
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
-    print(f"device: {device} ({where}); torch {torch.__version__}; batch {args.batch}; {args.rounds} interleaved rounds")
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+    print(f"device: {device} ({where}); torch {torch.__version__}; batch {args.batch}; "
+          f"{args.rounds} interleaved rounds")
     print("| model | parameters | median s/step | images/s |")
     print("| --- | --- | --- | --- |")
     for name, n in (("course UNet", n_ours), ("diffusers UNet2DModel", n_theirs)):

@@ -150,18 +150,24 @@ def check_images(x: torch.Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
 
+def _check_forward_inputs(schedule, x, t, noise, name):
+    """Validated (t, noise) for a forward-process step from ``x``; noise drawn if None."""
+    check_images(x, name)
+    t = schedule.check_timesteps(t, len(x))
+    if noise is None:
+        return t, torch.randn_like(x)
+    if noise.shape != x.shape:
+        raise ValueError(f"noise must have {name}'s shape {tuple(x.shape)}, got {tuple(noise.shape)}")
+    return t, noise
+
+
 def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None):
     r"""Sample x_t ~ q(x_t | x_0) in one jump:  x_t = sqrt(abar_t) x_0 + sqrt(1 − abar_t) ε.
 
     x0: N×C×H×W; t: int64 (N,) in 0 … T−1; noise: ε ~ N(0, I) of x0's shape (drawn if None).
     Returns x_t, N×C×H×W.
     """
-    check_images(x0, "x0")
-    t = schedule.check_timesteps(t, len(x0))
-    if noise is None:
-        noise = torch.randn_like(x0)
-    elif noise.shape != x0.shape:
-        raise ValueError(f"noise must have x0's shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
+    t, noise = _check_forward_inputs(schedule, x0, t, noise, "x0")
     abar = schedule.gather(schedule.alphas_cumprod, t, x0)
     return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
@@ -171,12 +177,7 @@ def q_step(schedule: NoiseSchedule, x_prev: torch.Tensor, t: torch.Tensor, noise
 
     Applying it for t = 0 … k gives the same distribution as :func:`q_sample` at k.
     """
-    check_images(x_prev, "x_prev")
-    t = schedule.check_timesteps(t, len(x_prev))
-    if noise is None:
-        noise = torch.randn_like(x_prev)
-    elif noise.shape != x_prev.shape:
-        raise ValueError(f"noise must have x_prev's shape {tuple(x_prev.shape)}, got {tuple(noise.shape)}")
+    t, noise = _check_forward_inputs(schedule, x_prev, t, noise, "x_prev")
     beta = schedule.gather(schedule.betas, t, x_prev)
     return (1 - beta).sqrt() * x_prev + beta.sqrt() * noise
 

@@ -52,7 +52,6 @@ def test_environment_yml_installs_the_lock():
 
 def test_pyproject_ranges_admit_the_lock():
     import tomllib
-
     from packaging.requirements import Requirement
 
     pins = _lock()
