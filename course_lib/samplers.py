@@ -9,7 +9,11 @@ q(x_{t−1} | x_t, x̂_0), with x̂_0 the clean image implied by the predicted n
     x_{t−1}   = μ̃_t + sqrt(β̃_t) z,   z ~ N(0, I), and no noise at the last step (t = 0).
 
 This is diffusers' ``DDPMScheduler.step`` with ``variance_type="fixed_small"`` and
-``clip_sample=False``.
+``clip_sample=False``; with ``clip_x0=True`` x̂_0 is clamped to [-1, 1] before it enters
+μ̃_t (``clip_sample=True``, as in Ho et al.'s own sampler). Clamping matters most at the
+first steps of a cosine schedule: there abar_t/abar_{t−1} = 1 − β_t can be 0.001, so an
+error in ε̂ reaches x_{t−1} amplified by sqrt(abar_{t−1}/abar_t) ≈ 30, and an imperfect
+model's samples run off to values in the hundreds instead of staying in [-1, 1].
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ def ddpm_step(
     t: int | torch.Tensor,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    clip_x0: bool = False,
 ) -> torch.Tensor:
     r"""One ancestral step x_t → x_{t−1} (equations in the module docstring).
 
     x_t, eps: N×C×H×W; t: an int (the whole batch at one step) or an int64 (N,) tensor;
-    noise: the z to use (drawn from ``generator`` if None; ignored where t = 0).
+    noise: the z to use (drawn from ``generator`` if None; ignored where t = 0);
+    clip_x0: clamp x̂_0 to [-1, 1] (diffusers' ``clip_sample=True``).
     """
     check_images(x_t, "x_t")
     if eps.shape != x_t.shape:
@@ -51,6 +57,8 @@ def ddpm_step(
     beta_t = 1 - a_t / a_prev  # equals schedule.betas[t], written as diffusers does
 
     x0 = predict_x0(schedule, x_t, eps, t)
+    if clip_x0:
+        x0 = x0.clamp(-1, 1)
     mean = (a_prev.sqrt() * beta_t / (1 - a_t)) * x0 + ((1 - beta_t).sqrt() * (1 - a_prev) / (1 - a_t)) * x_t
     var = ((1 - a_prev) / (1 - a_t) * beta_t).clamp(min=1e-20)
     if noise is None:
@@ -73,6 +81,7 @@ def sample(
     progress: bool = True,
     trajectory_every: int | None = None,
     batch_size: int | None = None,
+    clip_x0: bool = True,
 ):
     """Ancestral DDPM sampling: x_T ~ N(0, I), then ``ddpm_step`` for t = T−1 … 0.
 
@@ -111,13 +120,14 @@ def sample(
 
         steps = tqdm(steps, desc="DDPM sampling", leave=False)
     bs = batch_size or n
+    # clip_x0 (default on): clamp x̂_0 to the data range at every step, see ddpm_step.
     for t in steps:
         tt = torch.full((n,), t, device=device, dtype=torch.long)
         eps = torch.cat(
             [_predict(model, x[i : i + bs], tt[i : i + bs], None if labels is None else labels[i : i + bs])
              for i in range(0, n, bs)]
         )
-        x = ddpm_step(schedule, x, eps, tt, generator=generator)
+        x = ddpm_step(schedule, x, eps, tt, generator=generator, clip_x0=clip_x0)
         if trajectory_every and (t % trajectory_every == 0):
             frames.append(x.clamp(-1, 1).cpu())
     model.train(was_training)

@@ -50,6 +50,19 @@ def test_ddpm_step_equals_diffusers_float32(name, ds_name, kw, t):
     assert ((got - expected).abs() / (expected.abs() + 1)).max() < 1e-4
 
 
+@pytest.mark.parametrize("t", [999, 500, 1])
+def test_ddpm_step_with_clipping_equals_diffusers_clip_sample(t):
+    ours = NoiseSchedule.cosine()
+    ref = diffusers.DDPMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=True, variance_type="fixed_small")
+    ref.betas, ref.alphas, ref.alphas_cumprod = ours.betas, ours.alphas, ours.alphas_cumprod
+    x, eps = _inputs(t, torch.float64)
+    x = 3 * x  # far outside [-1, 1]: the clamp is active
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    expected = ref.step(eps, t, x, generator=torch.Generator().manual_seed(7)).prev_sample
+    assert torch.allclose(ddpm_step(ours, x, eps, t, noise=z, clip_x0=True), expected, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(ddpm_step(ours, x, eps, t, noise=z), expected, atol=1e-3)
+
+
 def test_known_wrong_variance_fails_the_comparison():
     """beta_t instead of the posterior variance (diffusers' fixed_large) fails the tolerance above."""
     ours = NoiseSchedule.linear()
