@@ -11,8 +11,9 @@ median seconds per step of each and the speed-up.
 Both U-Nets are 3 levels (32×32, 16×16, 8×8) with attention only at 8×8. diffusers' is its
 usual layout (64, 128, 256), two ResBlocks per level going down, three coming up. The
 course's puts its parameters where the pixels are few: 32 channels and 1 ResBlock at 32×32,
-256 channels and 3 ResBlocks at 8×8, and one skip per ResBlock (none from conv_in and the
-downsamplers). Same parameter budget (±10%), far fewer multiply-adds at full resolution.
+320 channels and 2 ResBlocks at 8×8, one skip per ResBlock (none from conv_in and the
+downsamplers), and upsamplers that narrow to the next level's width. Same parameter budget
+(±10%), far fewer multiply-adds at high resolution.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from course_lib.device import autocast
 from course_lib.nn.unet import UNet, UNetConfig
 
-COURSE = UNetConfig(channels=(32, 128, 256), blocks=(1, 2, 3), attention=(False, False, True), head_dim=64)
+COURSE = UNetConfig(channels=(32, 96, 320), blocks=(1, 1, 2), attention=(False, False, True), head_dim=64)
 
 
 def diffusers_unet():

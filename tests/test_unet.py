@@ -55,8 +55,8 @@ def test_parameter_count_equals_hand_formula():
     cfg = UNetConfig(in_channels=cin, channels=(c0, c1), blocks=(1, 1), attention=(False, True),
                      head_dim=8, groups=4)
     stem = linear(c0, e) + linear(e, e) + conv(cin, c0) + gn(c0) + conv(c0, cin)
-    level0 = res(c0, c0, e) + conv(c0, c0) + res(c1 + c0, c0, e)  # down block + Downsample; up block
-    level1 = res(c0, c1, e) + attn(c1) + res(c1 + c1, c1, e) + attn(c1) + conv(c1, c1)  # + Upsample
+    level0 = res(c0, c0, e) + conv(c0, c0) + res(c0 + c0, c0, e)  # down block + Downsample; up block
+    level1 = res(c0, c1, e) + attn(c1) + res(c1 + c1, c1, e) + attn(c1) + conv(c1, c0)  # + Upsample c1 → c0
     middle = 2 * res(c1, c1, e) + attn(c1)
     m = UNet(cfg)
     assert m.num_parameters() == stem + level0 + level1 + middle

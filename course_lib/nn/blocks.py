@@ -102,11 +102,15 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Double H and W (nearest neighbour) then a 3×3 convolution: N×C×H×W → N×C×2H×2W."""
+    """Double H and W (nearest neighbour) then a 3×3 convolution: N×C×H×W → N×C'×2H×2W.
 
-    def __init__(self, channels: int):
+    C' = ``out_channels`` (default C). The U-Net uses C' = the next level's width, so the
+    convolution at the larger resolution is as narrow as that level: much cheaper.
+    """
+
+    def __init__(self, channels: int, out_channels: int | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = nn.Conv2d(channels, out_channels or channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

@@ -5,6 +5,8 @@ r"""The course U-Net: a noise predictor ε_θ(x_t, t [, class]) for 32×32 image
 
 Level i works at resolution image_size / 2^i with ``channels[i]`` channels. Each encoder
 ResBlock leaves a skip tensor; the decoder block of the same level concatenates it.
+Going up, the upsampler's convolution also narrows to the next level's width, so no
+wide convolution ever runs at a high resolution (where most of the compute would go).
 Attention is used only where ``attention[i]`` is true (low resolution: cost ∝ (H·W)²).
 The time step enters every ResBlock through an embedding; a class label, when the
 model has ``num_classes``, is one more embedding added to it (label ``num_classes`` is
@@ -21,6 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Downsample, ResBlock, SelfAttention, Upsample, group_norm, timestep_embedding
+
+
+#: Bump when the module layout changes: cached checkpoints are keyed by it.
+ARCHITECTURE = "unet-v2"
 
 
 @dataclass
@@ -116,9 +122,9 @@ class UNet(nn.Module):
             level = nn.ModuleDict()
             level["res"] = nn.ModuleList([res((prev if j == 0 else c) + c, c) for j in range(b)])
             level["attn"] = nn.ModuleList([attn(c) if cfg.attention[i] else nn.Identity() for _ in range(b)])
-            level["up"] = Upsample(c) if i > 0 else nn.Identity()
+            level["up"] = Upsample(c, ch[i - 1]) if i > 0 else nn.Identity()
             self.up.append(level)
-            prev = c
+            prev = ch[i - 1] if i > 0 else c
 
         self.norm_out = group_norm(ch[0], cfg.groups)
         self.conv_out = nn.Conv2d(ch[0], cfg.out_channels or cfg.in_channels, 3, padding=1)
