@@ -413,19 +413,22 @@ def _download(name: str, fname: str, folder: Path) -> bytes:
     raise last_error
 
 
+def _verify_kept(name: str, fname: str, path: Path, advice: str) -> bytes:
+    """Verify a file the user or the system keeps (never deleted here); on failure say what to do."""
+    try:
+        return _verify(name, fname, path)
+    except DatasetChecksumError as e:
+        raise DatasetChecksumError(f"{e} {advice}") from None
+
+
 def _fetch(name: str, fname: str, data_dir: Path | None, cache_dir: Path, debian_dir: Path) -> bytes:
     """The checked, decompressed contents of ``fname``, found along the search path (module doc)."""
-    if data_dir is not None:
-        path = data_dir / name / fname
-        if path.is_file():
-            try:
-                return _verify(name, fname, path)
-            except DatasetChecksumError as e:
-                raise DatasetChecksumError(
-                    f"{e} It was found through COURSE_DATA_DIR. Delete it or replace it with a fresh "
-                    f"copy (from {MIRRORS[name][0]}{fname}); without it the loader looks in the cache "
-                    "and downloads the file if needed."
-                ) from None
+    if data_dir is not None and (data_dir / name / fname).is_file():
+        return _verify_kept(
+            name, fname, data_dir / name / fname,
+            f"It was found through COURSE_DATA_DIR. Delete it or replace it with a fresh copy (from "
+            f"{MIRRORS[name][0]}{fname}); without it the loader looks in the cache and downloads the file if needed.",
+        )
 
     cache_folder = cache_dir / "data" / name
     cached = cache_folder / fname
@@ -438,16 +441,12 @@ def _fetch(name: str, fname: str, data_dir: Path | None, cache_dir: Path, debian
             removed_note = f" (A cached copy was removed because it failed its check: {e})"
             print(f"Removed a bad cached file, downloading it again: {e}", file=sys.stderr)
 
-    if name == "fashion_mnist":
-        path = debian_dir / fname
-        if path.is_file():
-            try:
-                return _verify(name, fname, path)
-            except DatasetChecksumError as e:
-                raise DatasetChecksumError(
-                    f"{e} It comes from Debian's dataset-fashion-mnist package: reinstall it "
-                    "(apt-get install --reinstall dataset-fashion-mnist)."
-                ) from None
+    if name == "fashion_mnist" and (debian_dir / fname).is_file():
+        return _verify_kept(
+            name, fname, debian_dir / fname,
+            "It comes from Debian's dataset-fashion-mnist package: reinstall it "
+            "(apt-get install --reinstall dataset-fashion-mnist).",
+        )
 
     try:
         return _download(name, fname, cache_folder)
