@@ -14,6 +14,22 @@ Usage::
         path, a folder of lessons, or a lesson name or number (``01``, ``01_noise_schedules``);
         none means every ``notebooks/[0-9][0-9]_*.ipynb``. Exit status 1 if a lesson failed.
 
+    course build-exercises [--check]
+        Write exercises/NN_topic.ipynb from solutions/NN_topic.ipynb (answers replaced by stubs
+        that raise NotImplementedError). With --check, write nothing and exit 1 if exercises/
+        is out of date.
+
+    course check NB [--timeout S]
+        Grade your own exercise notebook exactly as the teacher's grader will (a fresh kernel,
+        the checks judged outside it) and print a table: exercise, status, points, hint.
+
+    course grade SUBMISSION... --out DIR [--jobs N] [--timeout S] [--lesson NN] [--seed K]
+        Grade a class: each submission in its own kernel and temporary folder, on the CPU,
+        rebuilt from the released exercise notebook (only the learner's exercise cells are
+        taken). Writes DIR/gradebook.csv, DIR/<submission>.json and DIR/<submission>.md.
+        SUBMISSION may be a folder (every .ipynb in it). Exit status 1 only if the grader
+        itself failed.
+
 Adding a subcommand: write ``_add_<name>(subparsers)`` that builds its parser and calls
 ``parser.set_defaults(func=_cmd_<name>)``, write ``_cmd_<name>(args) -> int``, and append
 ``_add_<name>`` to :data:`SUBCOMMANDS`. Handlers return the exit status; :class:`UsageError`
@@ -636,17 +652,171 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 # =============================================================================================
+# course build-exercises / check / grade
+# =============================================================================================
+
+
+def _add_build_exercises(subparsers) -> None:
+    p = subparsers.add_parser(
+        "build-exercises",
+        help="write exercises/ from solutions/ (answers replaced by stubs)",
+        description="Write exercises/NN_topic.ipynb from each solutions/NN_topic.ipynb.",
+    )
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if exercises/ is out of date")
+    p.add_argument("--solutions", type=Path, default=None, help="solutions folder (default: the course's)")
+    p.add_argument("--exercises", type=Path, default=None, help="exercises folder (default: the course's)")
+    p.set_defaults(func=_cmd_build_exercises)
+
+
+def _cmd_build_exercises(args: argparse.Namespace) -> int:
+    from course_lib.grading.build import BuildError, build_exercises, repo_folder, stale_exercises
+
+    solutions = args.solutions or repo_folder("solutions")
+    if not Path(solutions).is_dir():
+        raise UsageError(f"no solutions folder at {solutions}")
+    try:
+        if args.check:
+            stale = stale_exercises(solutions, args.exercises)
+            for name in stale:
+                print(f"out of date: {name}")
+            if stale:
+                print("run `course build-exercises` to regenerate exercises/")
+            return 1 if stale else 0
+        changed = build_exercises(solutions, args.exercises)
+    except BuildError as e:
+        raise UsageError(str(e)) from None
+    for path in changed:
+        print(f"wrote {path}")
+    if not changed:
+        print("exercises/ is up to date")
+    return 0
+
+
+def _grade_options(args: argparse.Namespace, jobs: int = 1):
+    from course_lib.grading.grade import GradeOptions
+
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    opts = GradeOptions(jobs=jobs, lesson=getattr(args, "lesson", None), seed=getattr(args, "seed", None))
+    if args.timeout is not None:
+        opts.timeout = args.timeout
+        opts.cell_timeout = min(opts.cell_timeout, args.timeout)
+    if getattr(args, "device", None):
+        opts.device = args.device
+    if getattr(args, "exercises", None):
+        if not Path(args.exercises).is_dir():
+            raise UsageError(f"no exercises folder at {args.exercises}")
+        opts.exercises_dir = args.exercises
+    return opts
+
+
+def _add_check(subparsers) -> None:
+    p = subparsers.add_parser(
+        "check",
+        help="grade your own exercise notebook and print exercise / status / points / hint",
+        description="Grade one exercise notebook exactly as `course grade` would and print the table.",
+    )
+    p.add_argument("notebook", type=Path, metavar="NB", help="your exercise notebook (.ipynb)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S", help="limit for the whole notebook")
+    p.add_argument("--lesson", default=None, help="lesson number or name, if the notebook does not say")
+    p.add_argument("--exercises", type=Path, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_check)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from course_lib.grading.grade import format_table, grade_submission
+
+    if not args.notebook.is_file():
+        raise UsageError(f"no notebook at {args.notebook}")
+    row = grade_submission(args.notebook, _grade_options(args))
+    print(format_table(row))
+    return 1 if row["status"] == "grader_error" else 0
+
+
+def _submissions(items: Sequence[Path]) -> list[Path]:
+    paths: list[Path] = []
+    for item in items:
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+            if not found:
+                print(f"note: no .ipynb files in {item}", file=sys.stderr)
+            paths += found
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise UsageError(f"no submission at {item}")
+    if not paths:
+        raise UsageError("no submissions to grade")
+    return paths
+
+
+def _add_grade(subparsers) -> None:
+    p = subparsers.add_parser(
+        "grade",
+        help="grade a class's submissions into a gradebook",
+        description=(
+            "Grade submissions, each in its own kernel and temporary folder, rebuilt from the released "
+            "exercise notebook. Writes DIR/gradebook.csv, DIR/<submission>.json and DIR/<submission>.md. "
+            "Exit status 1 only if the grader itself failed."
+        ),
+    )
+    p.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION", help="notebooks or folders of them")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the gradebook goes")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="submissions graded at once (default 1)")
+    p.add_argument(
+        "--timeout", type=float, default=None, metavar="S", help="wall-clock limit per submission (default 300)"
+    )
+    p.add_argument("--lesson", default=None, help="lesson number or name for every submission")
+    p.add_argument("--seed", type=int, default=None, help="seed of the check inputs (default: random, recorded)")
+    p.add_argument("--device", default="cpu", help="device for the learners' code (default cpu)")
+    p.add_argument("--exercises", type=Path, default=None, help="released exercises folder (default: the course's)")
+    p.set_defaults(func=_cmd_grade)
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from course_lib.grading.grade import grade_many
+
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    paths = _submissions(args.submissions)
+    opts = _grade_options(args, jobs=args.jobs)
+    start = time.perf_counter()
+
+    def progress(row, done, total):
+        print(
+            f"[{done}/{total}] {row['submission']}: {row['status']}, {row['total']:g}/{row['max_total']:g} "
+            f"({row['seconds']:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        rows = grade_many(paths, args.out, opts, progress=progress)
+    except OSError as e:
+        print(f"course grade: error: {e}", file=sys.stderr)
+        return 1
+    n_fail = sum(r["status"] == "grader_error" for r in rows)
+    print(
+        f"graded {len(rows)} submissions in {time.perf_counter() - start:.1f} s (seed {opts.seed}); "
+        f"gradebook: {args.out / 'gradebook.csv'}"
+    )
+    if n_fail:
+        print(f"course grade: the grader failed on {n_fail} submissions (see their .json)", file=sys.stderr)
+    return 1 if n_fail else 0
+
+
+# =============================================================================================
 # The command
 # =============================================================================================
 
 #: One function per subcommand, in the order ``course --help`` lists them.
-SUBCOMMANDS: list[Callable[[Any], None]] = [_add_doctor, _add_run]
+SUBCOMMANDS: list[Callable[[Any], None]] = [_add_doctor, _add_run, _add_build_exercises, _add_check, _add_grade]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="course",
-        description="Tools for the diffusion course: check the setup, run the lessons.",
+        description="Tools for the diffusion course: check the setup, run the lessons, build and grade exercises.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in SUBCOMMANDS:

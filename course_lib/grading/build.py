@@ -1,0 +1,187 @@
+"""exercises/ from solutions/: one source, answers replaced by stubs.
+
+A solutions notebook marks each exercise with two cells:
+
+* the exercise cell, tagged ``exercise:NN.k``, defines the global the exercise names and
+  holds the answer between a line ``### BEGIN SOLUTION`` and a line ``### END SOLUTION``;
+* the check cell, tagged ``check:NN.k``, whose source is ``check("NN.k")``.
+
+:func:`build_exercise_notebook` replaces every marked block, markers included, by
+``raise NotImplementedError("Exercise NN.k: <title>")`` at the marker's indentation, tags the
+exercise cell ``raises-exception`` (so nbval accepts a stub that raises when run) and records
+the lesson and its exercises in the notebook's metadata, which the grader reads back.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import re
+from pathlib import Path
+
+import nbformat
+
+from course_lib.grading.exercise import exercises_for, get_exercise
+
+__all__ = [
+    "BuildError",
+    "EXERCISE_TAG",
+    "CHECK_TAG",
+    "exercise_id",
+    "check_id",
+    "stub_source",
+    "build_exercise_notebook",
+    "build_exercises",
+    "stale_exercises",
+    "repo_folder",
+]
+
+EXERCISE_TAG = "exercise:"
+CHECK_TAG = "check:"
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+_BLOCK = re.compile(
+    r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r"[ \t]*\n.*?^[ \t]*" + re.escape(END) + r"[ \t]*(\n|$)",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+class BuildError(ValueError):
+    """A solutions notebook that does not follow the format (says which cell and why)."""
+
+
+def _tags(cell) -> list[str]:
+    tags = cell.get("metadata", {}).get("tags", [])
+    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+
+
+def exercise_id(cell) -> str | None:
+    """``"01.2"`` for a cell tagged ``exercise:01.2``, else None."""
+    return next((t[len(EXERCISE_TAG) :] for t in _tags(cell) if t.startswith(EXERCISE_TAG)), None)
+
+
+def check_id(cell) -> str | None:
+    """``"01.2"`` for a cell tagged ``check:01.2``, else None."""
+    return next((t[len(CHECK_TAG) :] for t in _tags(cell) if t.startswith(CHECK_TAG)), None)
+
+
+def stub_source(source: str, message: str) -> str:
+    """Replace each BEGIN/END SOLUTION block with a ``raise NotImplementedError(message)``."""
+    if BEGIN not in source:
+        raise BuildError(f"no '{BEGIN}' line in the exercise cell")
+
+    def stub(m: re.Match) -> str:
+        return f"{m.group('indent')}raise NotImplementedError({message!r})\n"
+
+    out, n = _BLOCK.subn(stub, source)
+    if n == 0 or BEGIN in out or END in out:
+        raise BuildError(f"unbalanced '{BEGIN}' / '{END}' lines in the exercise cell")
+    return out.rstrip("\n")
+
+
+def _defines(source: str, name: str) -> bool:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        raise BuildError(f"the cell does not parse: {e}") from None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return True
+    return False
+
+
+def build_exercise_notebook(solution: nbformat.NotebookNode, lesson: str) -> nbformat.NotebookNode:
+    """The released exercise notebook for a solutions notebook of ``lesson`` (its stem)."""
+    nb = copy.deepcopy(solution)
+    seen_ex: dict[str, int] = {}
+    seen_check: dict[str, int] = {}
+    for i, cell in enumerate(nb.cells):
+        where = f"{lesson}, cell {i + 1}"
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+        ex_id, ck_id = exercise_id(cell), check_id(cell)
+        if ex_id is not None:
+            if ex_id in seen_ex:
+                raise BuildError(f"{where}: exercise {ex_id} is tagged twice (first in cell {seen_ex[ex_id] + 1})")
+            seen_ex[ex_id] = i
+            try:
+                ex = get_exercise(ex_id)
+            except KeyError as e:
+                raise BuildError(f"{where}: {e.args[0]}") from None
+            if ex.lesson != lesson:
+                raise BuildError(f"{where}: exercise {ex_id} belongs to lesson {ex.lesson}, not {lesson}")
+            if not _defines(cell.source, ex.name):
+                raise BuildError(f"{where}: the cell of exercise {ex_id} must define {ex.name}")
+            try:
+                cell.source = stub_source(cell.source, f"Exercise {ex.id}: {ex.title}")
+            except BuildError as e:
+                raise BuildError(f"{where}: {e}") from None
+            _defines(cell.source, ex.name)  # the stubbed cell must still parse
+            tags = [t for t in _tags(cell) if t != "raises-exception"] + ["raises-exception"]
+            cell.metadata["tags"] = tags
+        if ck_id is not None:
+            if ck_id in seen_check:
+                raise BuildError(f"{where}: check {ck_id} is tagged twice")
+            seen_check[ck_id] = i
+            if ck_id not in seen_ex:
+                raise BuildError(f"{where}: the check cell of {ck_id} must come after its exercise cell")
+    registered = [e.id for e in exercises_for(lesson)]
+    if sorted(seen_ex) != sorted(registered):
+        raise BuildError(
+            f"{lesson}: the notebook's exercises {sorted(seen_ex)} differ from the registered ones {registered}"
+        )
+    if sorted(seen_check) != sorted(seen_ex):
+        raise BuildError(f"{lesson}: every exercise needs one check cell; checks found for {sorted(seen_check)}")
+    nb.metadata["course"] = {
+        "lesson": lesson,
+        "exercises": sorted(seen_ex, key=lambda s: [int(p) for p in s.split(".")]),
+        "generated_from": f"solutions/{lesson}.ipynb",
+        "note": "Generated by `course build-exercises`; edit the solutions notebook instead.",
+    }
+    return nb
+
+
+def repo_folder(name: str) -> Path:
+    """``solutions`` or ``exercises`` beside the installed course_lib (an editable install)."""
+    import course_lib
+
+    return Path(course_lib.__file__).resolve().parent.parent / name
+
+
+def _render(solution_path: Path) -> str:
+    solution = nbformat.read(solution_path, as_version=4)
+    nb = build_exercise_notebook(solution, solution_path.stem)
+    return nbformat.writes(nb) + "\n"
+
+
+def build_exercises(solutions: Path | None = None, exercises: Path | None = None) -> list[Path]:
+    """Write exercises/NN_topic.ipynb for every solutions/NN_topic.ipynb; returns those changed."""
+    solutions = Path(solutions or repo_folder("solutions"))
+    exercises = Path(exercises or repo_folder("exercises"))
+    exercises.mkdir(parents=True, exist_ok=True)
+    changed = []
+    for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb")):
+        text = _render(path)
+        target = exercises / path.name
+        if not target.exists() or target.read_text() != text:
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_text(text)
+            tmp.replace(target)
+            changed.append(target)
+    return changed
+
+
+def stale_exercises(solutions: Path | None = None, exercises: Path | None = None) -> list[str]:
+    """Names of exercise notebooks missing or out of date with solutions/ (empty: all fresh)."""
+    solutions = Path(solutions or repo_folder("solutions"))
+    exercises = Path(exercises or repo_folder("exercises"))
+    stale = []
+    for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb")):
+        target = exercises / path.name
+        if not target.exists() or target.read_text() != _render(path):
+            stale.append(path.name)
+    extra = {p.name for p in exercises.glob("[0-9][0-9]_*.ipynb")} - {
+        p.name for p in solutions.glob("[0-9][0-9]_*.ipynb")
+    }
+    return stale + sorted(f"{name} (no solutions notebook)" for name in extra)

@@ -1,0 +1,81 @@
+"""The grader's side of a learner's kernel: record what an answer does, judge nothing.
+
+``course grade`` replaces each check cell of a submission with a call to :func:`capture`.
+It rebuilds the exercise's cases from the grader's seed, runs the exercise's probe on the
+learner's answer for each case under a time limit, and writes the observations (or the
+error, or the timeout) to a file in the run's folder. The grader reads the file back and
+judges it in its own process (:mod:`course_lib.grading.grade`); nothing here knows the
+expected values.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["capture", "CallTimeout"]
+
+
+class CallTimeout(BaseException):
+    """Raised inside a learner's call that ran too long (a BaseException, so that a learner's
+    ``except Exception`` does not swallow it)."""
+
+
+def _on_alarm(signum, frame):
+    raise CallTimeout()
+
+
+def _run_limited(fn, limit: float):
+    """fn() with a wall-clock limit (SIGALRM where this is the main thread, else no limit)."""
+    use_alarm = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not use_alarm:
+        return fn()
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(limit, 0.01))
+    try:
+        return fn()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def capture(exercise_id: str, namespace: dict, seed: int, out: str, time_limit: float | None = None) -> None:
+    """Record the answer ``namespace[exercise.name]`` on every case into ``out`` (.json + .npz).
+
+    Records are ``{"case": i, "value": observation}``, ``{"case": i, "error": "Type: msg"}``
+    or ``{"case": i, "timeout": true}``; a single ``{"undefined": name}`` when the answer is
+    missing. After a timeout the remaining cases are recorded as timed out without running.
+    """
+    from course_lib.grading.encode import encode, save_observations
+    from course_lib.grading.exercise import get_exercise
+
+    ex = get_exercise(exercise_id)
+    limit = float(time_limit if time_limit is not None else ex.time_limit)
+    records: list[dict[str, Any]] = []
+    answer = namespace.get(ex.name)
+    if answer is None:
+        records.append({"undefined": ex.name})
+    else:
+        cases = list(ex.cases(seed))
+        timed_out = False
+        for i, case in enumerate(cases):
+            if timed_out:
+                records.append({"case": i, "timeout": True})
+                continue
+            start = time.perf_counter()
+            try:
+                value = _run_limited(lambda case=case: ex.probe(answer, case), limit)
+                encode(value)  # fail here, as the learner's error, if the value cannot be recorded
+                records.append({"case": i, "value": value})
+            except CallTimeout:
+                timed_out = True
+                records.append({"case": i, "timeout": True})
+            except Exception as e:  # the learner's code failing is a result, not a crash
+                records.append({"case": i, "error": f"{type(e).__name__}: {e}"[:2000]})
+            records[-1]["seconds"] = round(time.perf_counter() - start, 4)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_observations(path, records)

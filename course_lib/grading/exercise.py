@@ -1,0 +1,492 @@
+"""What an exercise is, and how one answer is judged.
+
+An :class:`Exercise` names the global a learner defines (a function or a class), builds the
+check inputs from a seed the learner does not choose (:attr:`Exercise.cases`), observes what
+an answer does on each of them (:attr:`Exercise.probe`: by default it calls the answer with the
+case's arguments) and compares that observation with the reference's (:attr:`Exercise.judge`),
+sub-check by sub-check, each worth some weight. The score is
+
+    points × (weight of the sub-checks passed) / (weight of all sub-checks),
+
+so an answer with the right shape but wrong values earns partial credit.
+
+The same three steps run in two places:
+
+* in a notebook, :func:`check` runs them in the learner's kernel and prints ✓ or ✗ with hints;
+* in ``course grade``, the learner's kernel only runs ``probe`` on the learner's answer and
+  writes the observations to disk (:mod:`course_lib.grading.capture`); the grader rebuilds the
+  cases from the same seed, runs ``probe`` on the reference and ``judge`` in its own process.
+  A learner's code can therefore neither see the expected values nor change the judging.
+
+Writing an exercise (one module per lesson, ``course_lib/grading/lessonNN.py``)::
+
+    def _cases(seed):                      # deterministic from the seed
+        g = torch.Generator().manual_seed(seed)
+        return [Case((torch.rand(5, generator=g) * 0.98 + 0.01,), label="random abar"),
+                Case((torch.tensor([0.5]),), label="abar = 1/2 is 0 dB")]
+
+    register(Exercise(
+        id="01.1", lesson="01_noise_schedules", name="snr_db", title="write snr_db",
+        reference=_snr_db, cases=_cases, points=2,
+        hint="SNR = abar / (1 - abar); decibels are 10·log10 of a power ratio"))
+
+Observations pass through :mod:`course_lib.grading.encode`: numbers, strings, booleans,
+None, lists, tuples, dicts with string keys, numpy arrays and torch tensors (compared as
+float64 / int64 numpy arrays on the grader's side); anything else arrives as a description
+``{"__object__": type name}`` and fails a type check.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "STATUSES",
+    "Case",
+    "SubCheck",
+    "Outcome",
+    "ExerciseResult",
+    "Exercise",
+    "register",
+    "get_exercise",
+    "exercises_for",
+    "all_exercises",
+    "compare",
+    "judge_outcomes",
+    "grade_answer",
+    "check",
+]
+
+#: Status of one exercise in one submission, from best to worst.
+#: pass / partial / fail: the answer ran on every case and earned all / some / none of the
+#: points; error: the exercise cell or every call raised (not NotImplementedError), or the
+#: name is not defined; timeout: the cell or a call ran past its time limit; missing: the
+#: submission has no cell tagged for this exercise; not_implemented: the stub is still there;
+#: unreadable: the submission file could not be read as a notebook at all.
+STATUSES = ("pass", "partial", "fail", "error", "timeout", "missing", "not_implemented", "unreadable")
+
+
+@dataclass
+class Case:
+    """One check input: positional and keyword arguments, and a label for messages."""
+
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    label: str = ""
+    weight: float = 1.0
+
+
+@dataclass
+class SubCheck:
+    """One verdict: its name (shape, dtype, values …), whether it passed, its weight, a hint."""
+
+    name: str
+    passed: bool
+    weight: float = 1.0
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "passed": self.passed, "weight": self.weight, "message": self.message}
+
+
+@dataclass
+class Outcome:
+    """What running the answer on one case gave: an observation, or an error / timeout."""
+
+    value: Any = None
+    error: str | None = None  # "ValueError: ..." ; "NotImplementedError: ..." ; None if it returned
+    timed_out: bool = False
+
+    @property
+    def not_implemented(self) -> bool:
+        return self.error is not None and self.error.startswith("NotImplementedError")
+
+
+@dataclass
+class ExerciseResult:
+    """The grade of one exercise: status, points out of max_points, sub-checks, feedback."""
+
+    id: str
+    title: str
+    status: str
+    points: float
+    max_points: float
+    checks: list[SubCheck] = field(default_factory=list)
+    hint: str = ""
+    detail: str = ""
+
+    @property
+    def symbol(self) -> str:
+        return "✓" if self.status == "pass" else "✗"
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "status": self.status,
+            "points": self.points,
+            "max_points": self.max_points,
+            "hint": self.hint,
+            "detail": self.detail,
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    def feedback(self) -> str:
+        """Human-readable lines: the verdict, then each failed sub-check's message."""
+        head = f"{self.symbol} Exercise {self.id} ({self.title}): {self.status}, {self.points:g}/{self.max_points:g}"
+        lines = [head]
+        if self.detail:
+            lines.append(f"  {self.detail}")
+        # sub-checks without a message failed only because an earlier one did (no values
+        # without the right shape): the first message says it all
+        messages = list(dict.fromkeys(c.message for c in self.checks if not c.passed and c.message))
+        lines += [f"  - {m}" for m in messages[:8]]
+        if len(messages) > 8:
+            lines.append(f"  - … and {len(messages) - 8} more")
+        if self.status != "pass" and self.hint:
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(ln for ln in lines if ln)
+
+
+def _call(obj: Any, case: Case) -> Any:
+    return obj(*case.args, **case.kwargs)
+
+
+@dataclass
+class Exercise:
+    """One graded exercise. See the module docstring for how the pieces fit.
+
+    id: "NN.k" (lesson number, exercise number); lesson: the notebook's stem
+    ("01_noise_schedules"); name: the global the learner defines; title: what to do, short
+    ("write snr_db"), used in the stub's message; reference: the correct answer (same kind
+    of object as the learner's); cases(seed) -> list[Case]; probe(answer, case) -> an
+    encodable observation (default: answer(*case.args, **case.kwargs)); judge(case, got,
+    expected) -> list[SubCheck] (default: :func:`compare` with rtol/atol); points: the
+    maximum score; hint: shown on any status but pass; time_limit: seconds per call.
+    """
+
+    id: str
+    lesson: str
+    name: str
+    title: str
+    reference: Any
+    cases: Callable[[int], Sequence[Case]]
+    points: float = 1.0
+    probe: Callable[[Any, Case], Any] = _call
+    judge: Callable[[Case, Any, Any], list[SubCheck]] | None = None
+    rtol: float = 1e-4
+    atol: float = 1e-6
+    hint: str = ""
+    time_limit: float = 10.0
+
+    def judge_case(self, case: Case, got: Any, expected: Any) -> list[SubCheck]:
+        if self.judge is not None:
+            return list(self.judge(case, got, expected))
+        return compare(got, expected, rtol=self.rtol, atol=self.atol, label=case.label)
+
+    def expected(self, seed: int) -> tuple[list[Case], list[Any]]:
+        """The cases for ``seed`` and the reference's observations on them (grader side)."""
+        from course_lib.grading.encode import roundtrip
+
+        cases = list(self.cases(seed))
+        return cases, [roundtrip(self.probe(self.reference, c)) for c in cases]
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry: lesson modules call register() when imported.
+# ---------------------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, Exercise] = {}
+_LOADED = False
+
+
+def register(exercise: Exercise) -> Exercise:
+    if exercise.id in _REGISTRY and _REGISTRY[exercise.id] is not exercise:
+        raise ValueError(f"exercise {exercise.id} is registered twice")
+    _REGISTRY[exercise.id] = exercise
+    return exercise
+
+
+def _load_lessons() -> None:
+    """Import every ``course_lib.grading.lessonNN`` module so its exercises register."""
+    global _LOADED
+    if _LOADED:
+        return
+    import importlib
+    import pkgutil
+
+    import course_lib.grading as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if info.name.startswith("lesson"):
+            importlib.import_module(f"course_lib.grading.{info.name}")
+    _LOADED = True
+
+
+def all_exercises() -> list[Exercise]:
+    _load_lessons()
+    return sorted(_REGISTRY.values(), key=lambda e: tuple(int(p) for p in e.id.split(".")))
+
+
+def get_exercise(exercise_id: str) -> Exercise:
+    _load_lessons()
+    try:
+        return _REGISTRY[exercise_id]
+    except KeyError:
+        known = ", ".join(e.id for e in all_exercises()) or "none"
+        raise KeyError(f"no exercise {exercise_id!r}; known exercises: {known}") from None
+
+
+def exercises_for(lesson: str) -> list[Exercise]:
+    """The exercises of a lesson, by stem ("01_noise_schedules") or number ("01")."""
+    number = lesson.split("_", 1)[0]
+    return [e for e in all_exercises() if e.lesson == lesson or e.id.split(".")[0] == number]
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing observations
+# ---------------------------------------------------------------------------------------------
+
+
+def _kind(x: Any) -> str:
+    if isinstance(x, np.ndarray):
+        return "array"
+    if isinstance(x, bool):
+        return "bool"
+    if isinstance(x, (int, float)):
+        return "number"
+    if isinstance(x, dict):
+        return "object" if "__object__" in x else "dict"
+    if isinstance(x, (list, tuple)):
+        return "list"
+    if x is None:
+        return "None"
+    return type(x).__name__
+
+
+def _describe(x: Any) -> str:
+    k = _kind(x)
+    if k == "array":
+        return f"an array of shape {tuple(x.shape)}"
+    if k == "object":
+        return f"a {x['__object__']}"
+    if k == "dict":
+        return f"a dict with keys {sorted(x)}"
+    if k == "list":
+        return f"a sequence of length {len(x)}"
+    return f"{k} {x!r}" if k in ("number", "bool") else k
+
+
+def _fmt(v: float) -> str:
+    """Whole numbers in full (a parameter count off by 32 must show), others to 6 figures."""
+    v = float(v)
+    return f"{int(v)}" if v.is_integer() and abs(v) < 1e15 else f"{v:.6g}"
+
+
+def compare(got: Any, expected: Any, *, rtol: float = 1e-4, atol: float = 1e-6, label: str = "") -> list[SubCheck]:
+    """Sub-checks that ``got`` matches ``expected`` (both decoded observations).
+
+    Arrays: a ``shape`` check then a ``values`` check (``np.allclose`` with rtol/atol,
+    NaN never equal). Numbers: ``values``. Dicts: a ``keys`` check, then each expected key
+    recursively. Lists: a ``length`` check, then element-wise. Everything else: equality.
+    Messages name the case label and the path inside the observation.
+    """
+    where = f" ({label})" if label else ""
+    return _compare(got, expected, rtol, atol, "", where)
+
+
+def _compare(got, expected, rtol, atol, path, where) -> list[SubCheck]:
+    name_of = (lambda s: f"{path}: {s}") if path else (lambda s: s)
+    at = f" at {path}" if path else ""
+    ek, gk = _kind(expected), _kind(got)
+    if ek == "array" or (ek == "number" and gk == "array"):
+        exp = np.asarray(expected, dtype=np.float64)
+        if gk not in ("array", "number", "bool", "list"):
+            return [
+                SubCheck(name_of("type"), False, 1, f"expected an array{at}, got {_describe(got)}{where}"),
+                SubCheck(name_of("values"), False, 2, ""),
+            ]
+        try:
+            g = np.asarray(got, dtype=np.float64)
+        except (TypeError, ValueError):
+            return [SubCheck(name_of("type"), False, 1, f"could not read {_describe(got)} as numbers{at}{where}")]
+        if ek == "number":
+            g = g.reshape(-1) if g.size == 1 else g
+            exp = exp.reshape(-1)
+        shape_ok = g.shape == exp.shape
+        checks = [
+            SubCheck(
+                name_of("shape"),
+                shape_ok,
+                1,
+                "" if shape_ok else f"expected shape {tuple(exp.shape)}{at}, got {tuple(g.shape)}{where}",
+            )
+        ]
+        if not shape_ok:
+            return checks + [SubCheck(name_of("values"), False, 2, "")]
+        close = np.isclose(g, exp, rtol=rtol, atol=atol)
+        ok = bool(close.all())
+        msg = ""
+        if not ok:
+            bad = np.argwhere(~close)
+            i = tuple(int(v) for v in bad[0]) if exp.ndim else ()
+            pos = f" at index {i if len(i) != 1 else i[0]}" if exp.ndim else ""
+            msg = (
+                f"values differ{at}{where}: {len(bad)} of {exp.size} wrong; "
+                f"expected {_fmt(exp[i])}{pos}, got {_fmt(g[i])}"
+            )
+        return checks + [SubCheck(name_of("values"), ok, 2, msg)]
+    if ek == "number":
+        if isinstance(expected, int):  # counts and indices are exact: no relative tolerance
+            rtol, atol = 0.0, 0.0
+        ok = gk == "number" and math.isclose(got, expected, rel_tol=rtol, abs_tol=atol)
+        if gk not in ("number", "bool") and not (gk == "array" and np.size(got) == 1):
+            msg = f"expected a number{at}, got {_describe(got)}{where}"
+        elif not ok:
+            g = float(np.asarray(got).reshape(-1)[0]) if gk == "array" else got
+            ok = math.isclose(g, expected, rel_tol=rtol, abs_tol=atol)
+            msg = "" if ok else f"expected {_fmt(expected)}{at}, got {_fmt(g)}{where}"
+        else:
+            msg = ""
+        return [SubCheck(name_of("value"), ok, 2, msg)]
+    if ek == "dict":
+        if gk != "dict":
+            return [SubCheck(name_of("type"), False, 1, f"expected a dict{at}, got {_describe(got)}{where}")] + [
+                SubCheck(name_of(f"{k}"), False, 2, "") for k in expected
+            ]
+        missing = [k for k in expected if k not in got]
+        checks = [
+            SubCheck(
+                name_of("keys"),
+                not missing,
+                1,
+                "" if not missing else f"missing keys{at}: {missing} (expected keys {sorted(expected)}){where}",
+            )
+        ]
+        for k in expected:
+            sub = f"{path}.{k}" if path else str(k)
+            if k in got:
+                checks += _compare(got[k], expected[k], rtol, atol, sub, where)
+            else:
+                checks.append(SubCheck(f"{sub}: values", False, 2, ""))
+        return checks
+    if ek == "list":
+        if gk not in ("list", "array"):
+            return [
+                SubCheck(name_of("type"), False, 1, f"expected a sequence{at}, got {_describe(got)}{where}"),
+                SubCheck(name_of("values"), False, 2, ""),
+            ]
+        got_list = list(got)
+        ok_len = len(got_list) == len(expected)
+        checks = [
+            SubCheck(
+                name_of("length"),
+                ok_len,
+                1,
+                "" if ok_len else f"expected {len(expected)} items{at}, got {len(got_list)}{where}",
+            )
+        ]
+        if not ok_len:
+            return checks + [SubCheck(name_of("values"), False, 2, "")]
+        for i, (g, e) in enumerate(zip(got_list, expected)):
+            checks += _compare(g, e, rtol, atol, f"{path}[{i}]", where)
+        return checks
+    ok = got == expected and gk == ek
+    return [SubCheck(name_of("value"), bool(ok), 2, "" if ok else f"expected {expected!r}{at}, got {got!r}{where}")]
+
+
+# ---------------------------------------------------------------------------------------------
+# From outcomes to a grade
+# ---------------------------------------------------------------------------------------------
+
+
+def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -> ExerciseResult:
+    """Grade the learner's outcomes (one per case, in order) against the reference."""
+    cases, expected = exercise.expected(seed)
+    result = ExerciseResult(exercise.id, exercise.title, "fail", 0.0, float(exercise.points), hint=exercise.hint)
+    if len(outcomes) != len(cases):
+        result.status, result.detail = "error", f"expected {len(cases)} results, the run recorded {len(outcomes)}"
+        return result
+    if any(o.not_implemented for o in outcomes):
+        first = next(o for o in outcomes if o.not_implemented)
+        result.status, result.detail = "not_implemented", first.error
+        return result
+    total = passed = 0.0
+    n_errors = n_timeouts = 0
+    for case, outcome, exp in zip(cases, outcomes, expected):
+        label = f" ({case.label})" if case.label else ""
+        if outcome.timed_out or outcome.error is not None:
+            n_timeouts += outcome.timed_out
+            n_errors += not outcome.timed_out
+            what = f"ran past {exercise.time_limit:g} s" if outcome.timed_out else f"raised {outcome.error}"
+            # a failed case is worth what a complete set of sub-checks on the reference is
+            weight = sum(c.weight for c in exercise.judge_case(case, exp, exp)) * case.weight
+            result.checks.append(SubCheck(f"runs{label}", False, weight, f"your code {what}{label}"))
+            total += weight
+            continue
+        for c in exercise.judge_case(case, outcome.value, exp):
+            c.weight *= case.weight
+            result.checks.append(c)
+            total += c.weight
+            passed += c.weight if c.passed else 0.0
+    score = exercise.points * passed / total if total else 0.0
+    result.points = round(score, 2)
+    if n_timeouts == len(cases):
+        result.status = "timeout"
+    elif n_errors + n_timeouts == len(cases):
+        result.status = "error"
+        result.detail = next(c.message for c in result.checks if not c.passed)
+    elif passed == total:
+        result.status = "pass"
+    elif passed > 0:
+        result.status = "partial"
+    else:
+        result.status = "fail"
+    return result
+
+
+def run_cases(exercise: Exercise, answer: Any, seed: int) -> list[Outcome]:
+    """Run ``probe`` on the learner's answer for every case; errors become outcomes."""
+    from course_lib.grading.encode import roundtrip
+
+    outcomes = []
+    for case in exercise.cases(seed):
+        try:
+            outcomes.append(Outcome(roundtrip(exercise.probe(answer, case))))
+        except Exception as e:  # the learner's code: any failure is a verdict, not a crash
+            outcomes.append(Outcome(error=f"{type(e).__name__}: {e}"))
+    return outcomes
+
+
+def grade_answer(exercise: Exercise | str, answer: Any, seed: int = 0) -> ExerciseResult:
+    """Grade an answer in this process (tests, and :func:`check` in a notebook)."""
+    ex = get_exercise(exercise) if isinstance(exercise, str) else exercise
+    return judge_outcomes(ex, seed, run_cases(ex, answer, seed))
+
+
+def check(exercise_id: str, answer: Any = None, seed: int | None = None) -> None:
+    """The check cell after an exercise: grade ``answer`` and print ✓ or ✗ with hints.
+
+    ``answer`` defaults to the global the exercise names, looked up in the caller's
+    notebook. The seed is fresh each time, so the inputs are ones you did not choose.
+    """
+    import inspect
+    import random
+
+    ex = get_exercise(exercise_id)
+    if answer is None:
+        frame = inspect.currentframe().f_back
+        answer = frame.f_globals.get(ex.name) if frame is not None else None
+        if answer is None:
+            result = ExerciseResult(
+                ex.id, ex.title, "error", 0.0, float(ex.points), hint=ex.hint, detail=f"{ex.name} is not defined"
+            )
+            print(result.feedback())
+            return
+    seed = random.randrange(2**31) if seed is None else seed
+    print(grade_answer(ex, answer, seed).feedback())

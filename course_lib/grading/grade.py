@@ -1,0 +1,568 @@
+"""Grading submissions: rebuild from the template, run in a fresh kernel, judge outside it.
+
+For each submission :func:`grade_submission`
+
+1. reads the notebook (a file that is not a notebook still gets a row: ``unreadable``);
+2. finds its lesson (the metadata ``build-exercises`` wrote, else its exercise tags, else
+   its file name) and the released exercise notebook of that lesson, the template;
+3. rebuilds it: every cell from the template, except each exercise cell, which comes from
+   the submission's cell with the same tag (the last one if the learner duplicated it;
+   the template's stub if they deleted it: ``missing``), and each check cell, which
+   becomes a capture cell (:mod:`course_lib.grading.capture`). Deleted, reordered, edited
+   or duplicated check cells therefore neither break nor fool grading;
+4. runs the rebuilt notebook in its own kernel process, in a temporary folder, on the CPU
+   unless told otherwise, under a wall-clock limit (:mod:`course_lib.grading.worker`);
+5. judges what the capture cells recorded against the reference, in this process.
+
+:func:`grade_many` does that for a class (``--jobs`` at a time) and writes
+``gradebook.csv``, ``<submission>.json`` and ``<submission>.md`` as each one finishes, so an
+interrupted run keeps every row graded so far.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from course_lib.grading.build import check_id, exercise_id, repo_folder
+from course_lib.grading.encode import load_observations
+from course_lib.grading.exercise import ExerciseResult, Outcome, exercises_for, judge_outcomes
+
+__all__ = ["GradeOptions", "grade_submission", "grade_many", "format_table", "write_gradebook"]
+
+_LESSON_RE = re.compile(r"(?<![0-9])([0-9]{2})_[a-z]")
+
+
+@dataclass
+class GradeOptions:
+    """How to grade. timeout: seconds for a whole submission; cell_timeout: for any one cell."""
+
+    timeout: float = 300.0
+    cell_timeout: float = 30.0
+    call_timeout: float | None = None  # per call of the learner's answer (default: the exercise's)
+    jobs: int = 1
+    seed: int | None = None
+    device: str = "cpu"
+    exercises_dir: Path | None = None
+    lesson: str | None = None
+    keep_work: bool = False
+    extra_env: dict = field(default_factory=dict)
+
+    def resolved_seed(self) -> int:
+        if self.seed is None:
+            self.seed = random.randrange(2**31)
+        return self.seed
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and rebuilding
+# ---------------------------------------------------------------------------------------------
+
+
+def _templates(options: GradeOptions) -> dict[str, Path]:
+    folder = Path(options.exercises_dir or repo_folder("exercises"))
+    return {p.stem: p for p in sorted(folder.glob("[0-9][0-9]_*.ipynb"))}
+
+
+def _lesson_of(nb, path: Path, templates: dict[str, Path], default: str | None) -> str | None:
+    """The lesson stem a submission belongs to, or None if nothing says."""
+    by_number = {stem[:2]: stem for stem in templates}
+    if default:
+        return by_number.get(default[:2], default) if default[:2].isdigit() else default
+    meta = nb.metadata.get("course", {}) if nb is not None else {}
+    if isinstance(meta, dict) and isinstance(meta.get("lesson"), str) and meta["lesson"] in templates:
+        return meta["lesson"]
+    if nb is not None:
+        numbers = {exercise_id(c).split(".")[0] for c in nb.cells if exercise_id(c)}
+        if len(numbers) == 1:
+            number = numbers.pop()
+            if number in by_number:
+                return by_number[number]
+    stems = [stem for stem in templates if stem in path.name]
+    if len(stems) == 1:
+        return stems[0]
+    numbers = {m.group(1) for m in _LESSON_RE.finditer(path.name)} & set(by_number)
+    return by_number[numbers.pop()] if len(numbers) == 1 else None
+
+
+def rebuild(template, submission, seed: int, token: str, call_timeout: float | None = None) -> tuple[Any, dict]:
+    """The notebook to run, and the plan: which cell is which exercise and capture."""
+    nb = nbformat.v4.new_notebook(metadata=template.metadata)
+    learner: dict[str, list] = {}
+    for cell in submission.cells:
+        ex_id = exercise_id(cell)
+        if ex_id is not None and cell.get("cell_type") == "code":
+            learner.setdefault(ex_id, []).append(cell)
+    plan: dict[str, Any] = {"exercise_cells": {}, "captures": {}, "missing": [], "notes": {}}
+    for cell in template.cells:
+        ex_id, ck_id = exercise_id(cell), check_id(cell)
+        index = len(nb.cells)
+        if ex_id is not None:
+            mine = learner.get(ex_id, [])
+            if not mine:
+                plan["missing"].append(ex_id)
+                source = cell.source
+            else:
+                source = mine[-1].source
+                if len(mine) > 1:
+                    plan["notes"][ex_id] = f"{len(mine)} cells are tagged exercise:{ex_id}; the last one was graded"
+            if not isinstance(source, str):
+                source = "".join(source) if isinstance(source, list) else ""
+            nb.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": [f"exercise:{ex_id}"]}))
+            plan["exercise_cells"][ex_id] = index
+        elif ck_id is not None:
+            stem = f"{ck_id}-{token}"
+            src = (
+                "from course_lib.grading.capture import capture as _course_capture\n"
+                f"_course_capture({ck_id!r}, globals(), seed={seed}, out='.grading/{stem}.json', "
+                f"time_limit={call_timeout!r})"
+            )
+            nb.cells.append(nbformat.v4.new_code_cell(src, metadata={"tags": [f"check:{ck_id}"]}))
+            plan["captures"][ck_id] = {"index": index, "stem": stem}
+        elif cell.cell_type == "code":
+            nb.cells.append(nbformat.v4.new_code_cell(cell.source, metadata=dict(cell.metadata)))
+        else:
+            nb.cells.append(nbformat.v4.new_markdown_cell(cell.source))
+    return nb, plan
+
+
+# ---------------------------------------------------------------------------------------------
+# Running and judging one submission
+# ---------------------------------------------------------------------------------------------
+
+
+def _kernel_env(options: GradeOptions) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"COURSE_QUICK": "1", "MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, options.jobs)))
+    env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+    if options.device == "cpu":
+        env.update({"CUDA_VISIBLE_DEVICES": "", "COURSE_DEVICE": "cpu"})
+    else:
+        env["COURSE_DEVICE"] = options.device
+    env.update({k: str(v) for k, v in options.extra_env.items()})
+    return env
+
+
+class Worker:
+    """A ``course_lib.grading.worker --serve`` process: runs one job at a time, restarts if lost."""
+
+    def __init__(self):
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.TemporaryFile(mode="w+")
+
+    def _start(self) -> subprocess.Popen:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "course_lib.grading.worker", "--serve"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.log,
+                text=True,
+                start_new_session=True,
+            )
+        return self.proc
+
+    def _log_tail(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        lines = [ln for ln in self.log.read().splitlines() if ln.strip()]
+        self.log.seek(0, 2)
+        return lines[-1][:300] if lines else ""
+
+    def run(self, job_path: Path, limit: float) -> tuple[str, str]:
+        """("done" | "failed" | "stopped" | "crashed", message) for one job."""
+        import select
+
+        proc = self._start()
+        proc.stdin.write(f"{job_path}\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + limit
+        while True:
+            left = deadline - time.monotonic()
+            ready = select.select([proc.stdout], [], [], max(0.0, left))[0] if left > 0 else []
+            if not ready:
+                self.stop()
+                return "stopped", f"the run was stopped after {limit:g} s"
+            line = proc.stdout.readline()
+            if not line:  # the worker died
+                self.stop()
+                return "crashed", self._log_tail()
+            word, _, rest = line.strip().partition(" ")
+            if rest.split(" ", 1)[0] != str(job_path):
+                continue
+            return word, rest.partition(" ")[2]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            import signal
+
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait()
+            self.proc = None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.stop()
+        self.proc = None
+        self.log.close()
+
+
+def _run(nb, plan: dict, options: GradeOptions, work: Path, worker: Worker) -> tuple[list[dict], str]:
+    """Execute the rebuilt notebook through ``worker``; returns its cell log and a run note."""
+    kernel_dir, vault = work / "kernel", work / "vault"
+    kernel_dir.mkdir()
+    vault.mkdir()
+    nb_path = work / "rebuilt.ipynb"
+    nbformat.write(nb, nb_path)
+    job = {
+        "notebook": str(nb_path),
+        "workdir": str(kernel_dir),
+        "vault": str(vault),
+        "log": str(work / "cells.jsonl"),
+        "timeout": options.timeout,
+        "cell_timeout": options.cell_timeout,
+        "captures": {str(c["index"]): c["stem"] for c in plan["captures"].values()},
+        "env": _kernel_env(options),
+    }
+    (work / "job.json").write_text(json.dumps(job))
+    # the worker enforces the limit cell by cell and kills a kernel that ignores interrupts;
+    # this backstop also allows for starting and stopping the kernel
+    outcome, message = worker.run(work / "job.json", options.timeout + 90)
+    log = []
+    log_path = work / "cells.jsonl"
+    if log_path.exists():
+        for line in log_path.read_text().splitlines():
+            try:
+                log.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    died = any(r.get("status") == "dead" for r in log)
+    if outcome in ("failed", "crashed") and not died:
+        raise RuntimeError(f"the grader's worker failed: {message}")  # not the submission's doing
+    return log, (message if outcome == "stopped" else "")
+
+
+def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run_note: str) -> list[ExerciseResult]:
+    by_index = {r["index"]: r for r in log if "index" in r}
+    died = any(r.get("status") == "dead" for r in log)
+    results = []
+    for ex in exercises_for(lesson):
+        res = ExerciseResult(ex.id, ex.title, "error", 0.0, float(ex.points), hint=ex.hint)
+        results.append(res)
+        if ex.id in plan["missing"]:
+            res.status = "missing"
+            res.detail = (
+                f"no cell is tagged exercise:{ex.id}. If you wrote your answer in a new cell, put it back "
+                "into the exercise's own cell (or give the new cell that tag)"
+            )
+            continue
+        cell_log = by_index.get(plan["exercise_cells"].get(ex.id), {})
+        cap = plan["captures"].get(ex.id)
+        cap_log = by_index.get(cap["index"], {}) if cap else {}
+        path = vault / f"{cap['stem']}.json" if cap else None
+        cell_error = None
+        if cell_log.get("status") == "error":
+            cell_error = f"{cell_log.get('ename')}: {cell_log.get('evalue')}"
+        records = None
+        if path is not None and path.exists():
+            try:
+                records = load_observations(path)
+            except Exception as e:  # a damaged capture is the run's fault, not a crash
+                res.detail = f"could not read the recorded results ({type(e).__name__})"
+        if records and "undefined" not in records[0]:
+            outcomes = _outcomes(records)
+            judged = judge_outcomes(ex, seed, outcomes)
+            res.__dict__.update(judged.__dict__)
+            if cell_error and res.status != "not_implemented":
+                res.detail = (res.detail + "; " if res.detail else "") + f"the exercise cell raised {cell_error}"
+        elif cell_log.get("status") == "timeout" or cap_log.get("status") == "timeout":
+            res.status = "timeout"
+            res.detail = "your code ran past the time limit and was interrupted"
+        elif cell_error and cell_log.get("ename") == "NotImplementedError":
+            res.status, res.detail = "not_implemented", cell_error
+        elif cell_error:
+            res.status, res.detail = "error", f"the exercise cell raised {cell_error}"
+        elif records and "undefined" in records[0]:
+            res.status, res.detail = "error", f"the exercise cell ran but did not define {ex.name}"
+        elif cap_log.get("status") == "error":
+            res.status = "error"
+            res.detail = f"checking raised {cap_log.get('ename')}: {cap_log.get('evalue')}"
+        elif cap_log.get("status") == "skipped" or cell_log.get("status") == "skipped":
+            res.status = "timeout"
+            res.detail = "the notebook ran out of time before this exercise"
+        elif died:
+            res.status, res.detail = "error", "the kernel died (did your code exit or crash Python?)"
+        else:
+            res.status, res.detail = "error", run_note or "no result was recorded for this exercise"
+        if ex.id in plan["notes"]:
+            res.detail = (res.detail + "; " if res.detail else "") + plan["notes"][ex.id]
+    return results
+
+
+def _outcomes(records: list[dict]) -> list[Outcome]:
+    outcomes = []
+    for r in records:
+        if r.get("timeout"):
+            outcomes.append(Outcome(timed_out=True))
+        elif r.get("error") is not None:
+            outcomes.append(Outcome(error=str(r["error"])))
+        else:
+            outcomes.append(Outcome(value=r.get("value")))
+    return outcomes
+
+
+def grade_submission(
+    path: Path, options: GradeOptions, name: str | None = None, worker: Worker | None = None
+) -> dict[str, Any]:
+    """Grade one notebook; never raises for anything the submission contains."""
+    if worker is None:
+        worker = Worker()
+        try:
+            return grade_submission(path, options, name, worker)
+        finally:
+            worker.close()
+    path = Path(path)
+    seed = options.resolved_seed()
+    row: dict[str, Any] = {
+        "submission": name or path.stem,
+        "file": str(path),
+        "lesson": None,
+        "status": "graded",
+        "seed": seed,
+        "seconds": 0.0,
+        "exercises": [],
+        "total": 0.0,
+        "max_total": 0.0,
+        "notes": [],
+    }
+    start = time.perf_counter()
+    templates = _templates(options)
+    try:
+        submission = nbformat.read(path, as_version=4)
+        if not isinstance(submission.get("cells"), list):
+            raise ValueError("no cells")
+    except Exception as e:  # anything that is not a readable notebook
+        submission = None
+        row["status"] = "unreadable"
+        row["notes"].append(f"not a readable notebook: {type(e).__name__}: {str(e)[:300]}")
+    lesson = _lesson_of(submission, path, templates, options.lesson)
+    row["lesson"] = lesson
+    if lesson is None or lesson not in templates:
+        row["notes"].append(
+            "could not tell which lesson this is (pass --lesson NN)"
+            if lesson is None
+            else f"no released exercise notebook for lesson {lesson}"
+        )
+        if row["status"] != "unreadable":
+            row["status"] = "grader_error" if lesson is not None else "unreadable"
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        return row
+    exercises = exercises_for(lesson)
+    row["max_total"] = float(sum(e.points for e in exercises))
+    if submission is None:
+        row["exercises"] = [
+            ExerciseResult(e.id, e.title, "unreadable", 0.0, float(e.points), detail=row["notes"][0]).to_dict()
+            for e in exercises
+        ]
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        return row
+    work = Path(tempfile.mkdtemp(prefix="course-grade-"))
+    try:
+        template = nbformat.read(templates[lesson], as_version=4)
+        nb, plan = rebuild(template, submission, seed, secrets.token_hex(8), options.call_timeout)
+        log, note = _run(nb, plan, options, work, worker)
+        if note:
+            row["notes"].append(note)
+        results = _judge(lesson, plan, log, work / "vault", seed, note)
+        row["exercises"] = [r.to_dict() for r in results]
+        row["total"] = round(sum(r.points for r in results), 2)
+    except Exception as e:  # a fault of the grader itself: keep the row, say so, exit non-zero later
+        row["status"] = "grader_error"
+        row["notes"].append(f"grader error: {type(e).__name__}: {e}")
+        row["traceback"] = traceback.format_exc()
+    finally:
+        if options.keep_work:
+            row["work"] = str(work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# A class: many submissions, the gradebook
+# ---------------------------------------------------------------------------------------------
+
+
+def _names(paths: list[Path]) -> list[str]:
+    """One distinct, file-safe name per submission (stems; -2, -3 … where two collide)."""
+    names, used = [], set()
+    for p in paths:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", p.stem).strip("._") or "submission"
+        name, k = base, 2
+        while name in used or name == "gradebook":
+            name, k = f"{base}-{k}", k + 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def _exercise_ids(rows: list[dict]) -> list[str]:
+    ids = {e["id"] for r in rows for e in r["exercises"]}
+    return sorted(ids, key=lambda s: [int(p) for p in s.split(".")])
+
+
+def write_gradebook(rows: list[dict], out: Path) -> Path:
+    """``out/gradebook.csv``: a row per submission; points and status per exercise, total."""
+    ids = _exercise_ids(rows)
+    header = ["submission", "lesson", "status"] + ids + ["total", "max"] + [f"{i} status" for i in ids] + ["notes"]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    for r in sorted(rows, key=lambda r: r["submission"]):
+        by_id = {e["id"]: e for e in r["exercises"]}
+        writer.writerow(
+            [r["submission"], r["lesson"] or "", r["status"]]
+            + [f"{by_id[i]['points']:g}" if i in by_id else "" for i in ids]
+            + [f"{r['total']:g}", f"{r['max_total']:g}"]
+            + [by_id[i]["status"] if i in by_id else "" for i in ids]
+            + ["; ".join(r["notes"])]
+        )
+    path = out / "gradebook.csv"
+    tmp = out / ".gradebook.csv.tmp"
+    tmp.write_text(buf.getvalue())
+    tmp.replace(path)
+    return path
+
+
+def feedback_markdown(row: dict) -> str:
+    """The Markdown a learner gets back: a table, then what to fix."""
+    lines = [f"# Feedback: {row['submission']}", ""]
+    lines.append(f"Lesson {row['lesson'] or '?'}: **{row['total']:g} / {row['max_total']:g}** points.")
+    for note in row["notes"]:
+        lines.append(f"\n> {note}")
+    if row["exercises"]:
+        lines += ["", "| exercise | status | points | hint |", "|---|---|---|---|"]
+        for e in row["exercises"]:
+            hint = e["hint"] if e["status"] != "pass" else ""
+            lines.append(f"| {e['id']} {e['title']} | {e['status']} | {e['points']:g}/{e['max_points']:g} | {hint} |")
+        for e in row["exercises"]:
+            if e["status"] == "pass":
+                continue
+            lines += ["", f"## {e['id']}: {e['title']} ({e['status']})"]
+            if e["detail"]:
+                lines.append(f"- {e['detail']}")
+            seen = set()
+            for c in e["checks"]:
+                if not c["passed"] and c["message"] and c["message"] not in seen and len(seen) < 8:
+                    seen.add(c["message"])
+                    lines.append(f"- {c['message']}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_row(row: dict, out: Path) -> None:
+    name = row["submission"]
+    for suffix, text in ((".json", json.dumps(row, indent=2) + "\n"), (".md", feedback_markdown(row))):
+        tmp = out / f".{name}{suffix}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / f"{name}{suffix}")
+
+
+def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=None) -> list[dict]:
+    """Grade every submission (``options.jobs`` at a time); write the gradebook as rows arrive."""
+    out.mkdir(parents=True, exist_ok=True)
+    options.resolved_seed()
+    names = _names([Path(p) for p in paths])
+    rows: list[dict] = []
+    local = threading.local()
+    workers: list[Worker] = []
+    lock = threading.Lock()
+
+    def one(item):
+        path, name = item
+        if not hasattr(local, "worker"):
+            local.worker = Worker()
+            with lock:
+                workers.append(local.worker)
+        try:
+            row = grade_submission(Path(path), options, name, local.worker)
+        except Exception as e:  # never lose a submission, even to a grader bug
+            row = {
+                "submission": name,
+                "file": str(path),
+                "lesson": None,
+                "status": "grader_error",
+                "seed": options.seed,
+                "seconds": 0.0,
+                "exercises": [],
+                "total": 0.0,
+                "max_total": 0.0,
+                "notes": [f"grader error: {type(e).__name__}: {e}"],
+                "traceback": traceback.format_exc(),
+            }
+        return row
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+            for row in pool.map(one, zip(paths, names)):
+                rows.append(row)
+                _write_row(row, out)
+                write_gradebook(rows, out)
+                if progress is not None:
+                    progress(row, len(rows), len(paths))
+    finally:
+        for w in workers:
+            w.close()
+    return rows
+
+
+def format_table(row: dict) -> str:
+    """A learner's table: exercise, status, points, hint."""
+    exs = row["exercises"]
+    if not exs:
+        return f"{row['submission']}: {row['status']} ({'; '.join(row['notes'])})"
+    w = max(len("exercise"), *(len(f"{e['id']} {e['title']}") for e in exs))
+    lines = [f"{'exercise':<{w}}  {'status':<15}  {'points':>7}  hint"]
+    for e in exs:
+        hint = e["hint"] if e["status"] != "pass" else ""
+        pts = f"{e['points']:g}/{e['max_points']:g}"
+        lines.append(f"{e['id'] + ' ' + e['title']:<{w}}  {e['status']:<15}  {pts:>7}  {hint}")
+    lines.append(f"{'total':<{w}}  {'':<15}  {row['total']:g}/{row['max_total']:g}".rstrip())
+    details = []
+    for e in exs:
+        if e["status"] == "pass":
+            continue
+        msgs = ([e["detail"]] if e["detail"] else []) + [c["message"] for c in e["checks"] if not c["passed"]]
+        msgs = [m for m in dict.fromkeys(msgs) if m][:6]
+        details += [f"  {e['id']}: {m}" for m in msgs]
+    if details:
+        lines += ["", "Details:"] + details
+    if row["notes"]:
+        lines += [""] + [f"Note: {n}" for n in row["notes"]]
+    return "\n".join(lines)

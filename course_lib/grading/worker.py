@@ -1,0 +1,152 @@
+"""Execute rebuilt submissions, each in its own fresh kernel.
+
+``python -m course_lib.grading.worker JOB`` runs one job; ``--serve`` reads job paths from
+stdin, one per line, and answers ``done JOB`` on stdout after each, so that a grader with
+``--jobs N`` pays the start-up of this process (nbclient, zmq, …) N times, not once per
+submission. Every job still gets a new kernel process and a new working folder.
+
+For each code cell the worker appends one JSON line to the job's log: index, status (ok /
+error / timeout / skipped / dead), the error's name and value, seconds. A cell gets the
+time left, at most ``cell_timeout``; on a timeout the kernel is interrupted and the next cell
+runs, so an infinite loop in one exercise does not cost the others their grade. A watchdog
+kills the kernel outright if it ignores interrupts past the job's wall-clock limit. After a
+capture cell the worker moves the capture files out of the kernel's working folder, so that
+later learner code cannot touch them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+#: Seconds a kernel may overrun the job's limit (ignoring interrupts) before it is killed.
+GRACE = 10.0
+
+
+def _error_of(cell) -> tuple[str | None, str | None]:
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            return out.get("ename"), str(out.get("evalue", ""))[:2000]
+    return None, None
+
+
+def _kernel_pid(client) -> int | None:
+    km = getattr(client, "km", None)
+    provisioner = getattr(km, "provisioner", None)
+    pid = getattr(provisioner, "pid", None)
+    if pid is None:
+        process = getattr(provisioner, "process", None) or getattr(km, "kernel", None)
+        pid = getattr(process, "pid", None)
+    return pid
+
+
+def run_job(job: dict) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    nb = nbformat.read(job["notebook"], as_version=4)
+    workdir = Path(job["workdir"])
+    vault = Path(job["vault"])
+    captures = {int(k): v for k, v in job.get("captures", {}).items()}  # cell index -> capture stem
+    deadline = time.monotonic() + float(job["timeout"])
+    cell_timeout = float(job["cell_timeout"])
+    client = NotebookClient(
+        nb,
+        timeout=max(1, math.ceil(cell_timeout)),
+        kernel_name="python3",
+        resources={"metadata": {"path": str(workdir)}},
+        allow_errors=True,
+        interrupt_on_timeout=True,
+        startup_timeout=120,
+    )
+    finished = threading.Event()
+
+    def watchdog():
+        # a kernel that swallows interrupts (a bare except in a loop) is killed at the limit
+        if not finished.wait(max(0.0, deadline - time.monotonic()) + GRACE):
+            pid = _kernel_pid(client)
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    with open(job["log"], "a") as log, open(Path(job["log"]).with_name("kernel.log"), "w") as klog:
+
+        def write(record: dict) -> None:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+
+        write({"event": "start"})
+        threading.Thread(target=watchdog, daemon=True).start()
+        try:
+            with client.setup_kernel(env=job["env"], stdout=klog, stderr=klog):
+                write({"event": "kernel"})
+                for i, cell in enumerate(nb.cells):
+                    if cell.cell_type != "code":
+                        continue
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        write({"index": i, "status": "skipped"})
+                        continue
+                    limit = max(1, math.ceil(min(cell_timeout, left)))  # nbclient wants whole seconds
+                    client.timeout = limit
+                    start = time.monotonic()
+                    status = "ok"
+                    try:
+                        client.execute_cell(cell, i)
+                    except CellTimeoutError:
+                        status = "timeout"
+                    except DeadKernelError:
+                        status = "timeout" if time.monotonic() > deadline else "dead"
+                        write({"index": i, "status": status, "seconds": round(time.monotonic() - start, 3)})
+                        break
+                    seconds = time.monotonic() - start
+                    ename, evalue = _error_of(cell)
+                    if ename == "KeyboardInterrupt" and seconds >= 0.9 * limit:
+                        status = "timeout"  # our interrupt after the limit, not the learner's own
+                    elif ename is not None and status == "ok":
+                        status = "error"
+                    record = {"index": i, "status": status, "ename": ename, "evalue": evalue}
+                    write(record | {"seconds": round(seconds, 3)})
+                    if i in captures:
+                        for suffix in (".json", ".npz"):
+                            src = workdir / ".grading" / f"{captures[i]}{suffix}"
+                            if src.exists():
+                                shutil.move(str(src), vault / src.name)
+        finally:
+            finished.set()
+        write({"event": "end"})
+
+
+def serve() -> None:
+    """Run jobs named on stdin, one per line; answer ``done PATH`` (or ``failed PATH ...``)."""
+    # the answers get their own copy of stdout; anything else printed goes to stderr
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    for line in sys.stdin:
+        path = line.strip()
+        if not path:
+            continue
+        try:
+            run_job(json.loads(Path(path).read_text()))
+            print(f"done {path}", file=answers, flush=True)
+        except Exception as e:  # report and keep serving; the grader marks the submission
+            msg = f"{type(e).__name__}: {e}".replace("\n", " ")[:500]
+            print(f"failed {path} {msg}", file=answers, flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        run_job(json.loads(Path(sys.argv[1]).read_text()))
