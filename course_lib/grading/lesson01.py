@@ -1,0 +1,359 @@
+r"""Graded exercises of lesson 01, noise schedules (``solutions/01_noise_schedules.ipynb``).
+
+01.1  ``snr_db(alphas_cumprod)``                     SNR in decibels from abar
+01.2  ``cosine_alphas_cumprod(num_steps, s, max_beta)`` the clipped cosine schedule's abar
+01.3  ``compare_schedules(steps, num_steps)``          the schedule comparator (CURRICULUM.md)
+
+The references below are written from the formulas, not from :mod:`course_lib.schedules`, so
+that the library and the exercises check each other (tests/test_grading_lesson01.py compares
+them). Every judge adds a diagnosis to a failed value check when the answer matches a known
+mistake (natural log, 20·log10, no clip, the crossing one step off …).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
+from course_lib.schedules import NoiseSchedule
+
+LESSON = "01_noise_schedules"
+
+__all__ = ["LESSON"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _ratio_close(got: np.ndarray, exp: np.ndarray, factor: float, rtol: float = 1e-3) -> bool:
+    """True when got ≈ factor · exp wherever exp is clearly away from 0 (and there is such a place)."""
+    got, exp = np.asarray(got, dtype=np.float64), np.asarray(exp, dtype=np.float64)
+    if got.shape != exp.shape:
+        return False
+    mask = np.abs(exp) > 1e-3
+    if not mask.any():
+        return False
+    return bool(np.allclose(got[mask], factor * exp[mask], rtol=rtol, atol=1e-6))
+
+
+def _db_diagnosis(got, exp) -> str:
+    """A sentence naming the decibel mistake that turns ``exp`` into ``got``, or ''."""
+    try:
+        got = np.asarray(got, dtype=np.float64)
+        exp = np.asarray(exp, dtype=np.float64)
+    except (TypeError, ValueError):
+        return ""
+    if got.shape != exp.shape:
+        return ""
+    # 10·ln x = ln(10) · 10·log10 x
+    if _ratio_close(got, exp, math.log(10)):
+        return "your values look like 10·ln(SNR): decibels use log10, not the natural log"
+    if _ratio_close(got, exp, math.log(10) / 10):
+        return "your values look like ln(SNR): decibels are 10·log10(SNR)"
+    if _ratio_close(got, exp, 2.0):
+        return "your values are twice the expected ones: 20·log10 is for amplitudes, SNR is a power ratio, use 10·log10"
+    if _ratio_close(got, exp, 0.1):
+        return "your values are a tenth of the expected ones: log10(SNR) is in bels, multiply by 10 for decibels"
+    if _ratio_close(got, exp, -1.0):
+        return "your values have the wrong sign: SNR is signal over noise, abar / (1 − abar)"
+    return ""
+
+
+def _with_diagnosis(checks: list[SubCheck], path: str, diagnosis: str) -> list[SubCheck]:
+    """Append ``diagnosis`` to the failed ``values`` check at ``path`` (``''`` for the top level)."""
+    if not diagnosis:
+        return checks
+    name = f"{path}: values" if path else "values"
+    for c in checks:
+        if c.name == name and not c.passed:
+            c.message = f"{c.message} — {diagnosis}" if c.message else diagnosis
+    return checks
+
+
+# ---------------------------------------------------------------------------------------------
+# 01.1  snr_db
+# ---------------------------------------------------------------------------------------------
+
+
+def _snr_db(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    r"""SNR in decibels:  SNR_dB(t) = 10·log10( abar_t / (1 − abar_t) ).
+
+    alphas_cumprod: abar, shape (T,), every value in (0, 1). Returns shape (T,), float64.
+    Written as 10·log10(abar) − 10·log10(1 − abar), the same number without forming the ratio.
+    """
+    abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+    return 10.0 * torch.log10(abar) - 10.0 * torch.log10(1.0 - abar)
+
+
+def _snr_db_cases(seed: int) -> list[Case]:
+    g = torch.Generator().manual_seed(seed)
+    random_abar = torch.rand(7, generator=g, dtype=torch.float64) * 0.98 + 0.01
+    T_cos = 2 * int(torch.randint(5, 50, (1,), generator=g)) + 1  # odd, 11 … 99
+    return [
+        Case((random_abar,), label="7 random abar in (0.01, 0.99)"),
+        Case((torch.tensor([0.5], dtype=torch.float64),), label="abar = 1/2 alone: 0 dB"),
+        Case((torch.tensor([1e-6, 1e-3, 0.999, 0.999999], dtype=torch.float64),), label="abar near 0 and near 1"),
+        Case((NoiseSchedule.linear(1000).alphas_cumprod,), label="the linear schedule's abar, t = 0 … 999"),
+        Case((NoiseSchedule.cosine(T_cos).alphas_cumprod,), label=f"the cosine schedule's abar, T = {T_cos}"),
+    ]
+
+
+def _snr_db_judge(case: Case, got, expected) -> list[SubCheck]:
+    checks = compare(got, expected, rtol=1e-5, atol=1e-5, label=case.label)
+    return _with_diagnosis(checks, "", _db_diagnosis(got, expected))
+
+
+register(
+    Exercise(
+        id="01.1",
+        lesson=LESSON,
+        name="snr_db",
+        title="write snr_db",
+        reference=_snr_db,
+        cases=_snr_db_cases,
+        judge=_snr_db_judge,
+        points=2,
+        hint="SNR is the signal's variance abar over the noise's 1 − abar, and a power ratio in decibels is "
+        "10·log10 of it.",
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# 01.2  cosine_alphas_cumprod
+# ---------------------------------------------------------------------------------------------
+
+
+def _cosine_alphas_cumprod(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    r"""abar of the cosine schedule (Nichol & Dhariwal 2021), betas clipped at ``max_beta``.
+
+        f(u)   = cos²( π/2 · (u + s) / (1 + s) ),          u = t / T
+        beta_t = min( 1 − f((t+1)/T) / f(t/T), max_beta ),  t = 0 … T−1
+        abar_t = ∏_{k ≤ t} (1 − beta_k)
+
+    (diffusers' ``squaredcos_cap_v2``). Returns shape (T,), float64.
+    Computed with an explicit loop over the steps, a different route from the library's
+    vectorised one, so each checks the other.
+    """
+    T = int(num_steps)
+
+    def f(u: float) -> float:
+        return math.cos((u + s) / (1.0 + s) * math.pi / 2.0) ** 2
+
+    abar, out = 1.0, []
+    for t in range(T):
+        beta = min(1.0 - f((t + 1) / T) / f(t / T), max_beta)
+        abar *= 1.0 - beta
+        out.append(abar)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def _cosine_cases(seed: int) -> list[Case]:
+    g = torch.Generator().manual_seed(seed)
+
+    def uniform(lo: float, hi: float, digits: int = 4) -> float:
+        return round(lo + (hi - lo) * float(torch.rand(1, generator=g, dtype=torch.float64)), digits)
+
+    T_mid = int(torch.randint(20, 400, (1,), generator=g))
+    s_mid = uniform(0.015, 0.05)  # well away from the default, so an answer that ignores s shows
+    T_small = 2 * int(torch.randint(1, 8, (1,), generator=g)) + 1  # odd, 3 … 15
+    max_beta_small = uniform(0.3, 0.6, 2)
+    return [
+        Case((1000,), label="T = 1000, default s and max_beta"),
+        Case((T_mid,), {"s": s_mid}, label=f"T = {T_mid}, s = {s_mid}"),
+        Case((2,), label="T = 2: the last beta is clipped"),
+        Case((1,), label="T = 1: a single, clipped step"),
+        Case((T_small,), {"s": 0.008, "max_beta": max_beta_small}, label=f"T = {T_small}, max_beta = {max_beta_small}"),
+        Case((50,), {"s": 0.0}, label="T = 50, s = 0"),
+    ]
+
+
+def _cosine_diagnosis(case: Case, got, expected) -> str:
+    try:
+        got = np.asarray(got, dtype=np.float64)
+        exp = np.asarray(expected, dtype=np.float64)
+    except (TypeError, ValueError):
+        return ""
+    if got.shape != exp.shape:
+        if got.shape == (exp.size + 1,):
+            return "you returned T + 1 values: abar_t for t = 0 … T−1 comes from f at u = 1/T … 1"
+        return ""
+    if not np.all(np.isfinite(got)):
+        return "some values are not finite: did a beta reach 1 or more? Clip the betas at max_beta"
+    T, s = int(case.args[0]), case.kwargs.get("s", 0.008)
+    max_beta = case.kwargs.get("max_beta", 0.999)
+    if s != 0.008 and np.allclose(got, _cosine_alphas_cumprod(T, 0.008, max_beta).numpy(), rtol=1e-5, atol=1e-12):
+        return f"this is the schedule for s = 0.008, but this case asks for s = {s}: use the argument s"
+    if max_beta != 0.999 and np.allclose(got, _cosine_alphas_cumprod(T, s, 0.999).numpy(), rtol=1e-5, atol=1e-12):
+        return f"this is the schedule clipped at 0.999, but this case asks for max_beta = {max_beta}: use the argument"
+    rel = np.abs(got - exp) / np.maximum(np.abs(exp), 1e-300)
+    if (rel > 1e-5).any() and np.all(rel < 2e-3):
+        return "close, but not to float64 precision: compute in torch.float64 (float32 loses digits near the end)"
+    unclipped = _cosine_alphas_cumprod(T, s, max_beta=math.inf).numpy()
+    if np.allclose(got, unclipped, rtol=1e-5, atol=1e-12):
+        return "this is the cosine schedule without the clip: clip each beta at max_beta before the product"
+    if np.allclose(got, np.concatenate([[1.0], exp[:-1]]), rtol=1e-5, atol=1e-12):
+        return "your abar is one step late: abar_0 is already 1 − beta_0, not 1"
+    return ""
+
+
+def _cosine_judge(case: Case, got, expected) -> list[SubCheck]:
+    checks = compare(got, expected, rtol=1e-5, atol=1e-12, label=case.label)
+    return _with_diagnosis(checks, "", _cosine_diagnosis(case, got, expected))
+
+
+register(
+    Exercise(
+        id="01.2",
+        lesson=LESSON,
+        name="cosine_alphas_cumprod",
+        title="build the clipped cosine schedule",
+        reference=_cosine_alphas_cumprod,
+        cases=_cosine_cases,
+        judge=_cosine_judge,
+        points=3,
+        hint="The clip acts on the betas, not on abar: go from f to each step's beta, clip it, then take the "
+        "running product of 1 − beta, in float64.",
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# 01.3  compare_schedules: the schedule comparator
+# ---------------------------------------------------------------------------------------------
+
+
+def _abar_table(name: str, T: int) -> torch.Tensor:
+    """abar_t, t = 0 … T−1, of the course's linear (1e-4 → 0.02) or cosine (s = 0.008) schedule."""
+    if name == "linear":
+        betas = [1e-4 + (0.02 - 1e-4) * t / (T - 1) for t in range(T)] if T > 1 else [1e-4]
+    else:
+        s = 0.008
+        f = lambda u: math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+        betas = [min(1 - f((t + 1) / T) / f(t / T), 0.999) for t in range(T)]
+    return torch.cumprod(1 - torch.tensor(betas, dtype=torch.float64), dim=0)
+
+
+def _compare_schedules(steps, num_steps: int = 1000) -> dict:
+    r"""abar, SNR in dB and the 0 dB crossing of the linear and cosine schedules.
+
+        abar_t    = ∏_{k ≤ t} (1 − beta_k)
+        SNR_dB(t) = 10·log10( abar_t / (1 − abar_t) )
+        t_0dB     = min{ t : abar_t ≤ 1/2 }   (T if there is none)
+
+    steps: int64 tensor of shape (K,), values in 0 … T−1. Returns
+    ``{"linear": {"abar": (K,), "snr_db": (K,), "zero_db_step": int}, "cosine": {...}}``.
+    """
+    steps = torch.as_tensor(steps, dtype=torch.long)
+    out = {}
+    for name in ("linear", "cosine"):
+        abar = _abar_table(name, int(num_steps))
+        at = abar[steps]
+        below = [t for t, a in enumerate(abar.tolist()) if a <= 0.5]
+        out[name] = {
+            "abar": at,
+            "snr_db": 10 * torch.log10(at) - 10 * torch.log10(1 - at),
+            "zero_db_step": below[0] if below else int(num_steps),
+        }
+    return out
+
+
+def _compare_cases(seed: int) -> list[Case]:
+    g = torch.Generator().manual_seed(seed)
+    T_mid = 2 * int(torch.randint(50, 200, (1,), generator=g)) + 1  # odd, 101 … 399
+    return [
+        Case((torch.randint(0, 1000, (6,), generator=g),), label="6 random steps, T = 1000"),
+        Case((torch.tensor([0, 999]),), label="t = 0 and t = T−1, T = 1000"),
+        Case((torch.tensor([259, 496, 500]),), label="steps 259, 496, 500, T = 1000"),
+        Case((torch.randint(0, 1000, (1,), generator=g),), label="a single step, T = 1000"),
+        Case((torch.randint(0, T_mid, (5,), generator=g),), {"num_steps": T_mid}, label=f"5 random steps, T = {T_mid}"),
+        Case((torch.tensor([0, 10, 19]),), {"num_steps": 20}, label="T = 20: linear never reaches 0 dB"),
+    ]
+
+
+def _as_step(x):
+    """The learner's zero_db_step as an int, if it is one (an int, an integral float, a 0-d array)."""
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, np.ndarray) and x.size == 1:
+        x = x.reshape(-1)[0].item()
+    if isinstance(x, (int, float)) and math.isfinite(x) and float(x).is_integer():
+        return int(x)
+    return None
+
+
+def _compare_judge(case: Case, got, expected) -> list[SubCheck]:
+    where = f" ({case.label})" if case.label else ""
+    if not isinstance(got, dict) or "__object__" in got:
+        what = got.get("__object__", "an object") if isinstance(got, dict) else type(got).__name__
+        return [SubCheck("type", False, 1, f"expected a dict with keys 'linear' and 'cosine', got {what}{where}")] + [
+            SubCheck(f"{name}", False, 6, "") for name in expected
+        ]
+    checks = []
+    missing = [k for k in expected if k not in got]
+    checks.append(
+        SubCheck(
+            "keys", not missing, 1, f"missing keys {missing}: return one entry per schedule{where}" if missing else ""
+        )
+    )
+    for name, exp in expected.items():
+        sub = got.get(name)
+        if not isinstance(sub, dict) or "__object__" in sub:
+            checks.append(SubCheck(f"{name}", False, 6, f"{name}: expected a dict with keys {sorted(exp)}{where}"))
+            continue
+        missing = [k for k in exp if k not in sub]
+        checks.append(
+            SubCheck(f"{name}: keys", not missing, 1, f"{name}: missing keys {missing}{where}" if missing else "")
+        )
+        for key in ("abar", "snr_db"):
+            if key not in sub:
+                checks.append(SubCheck(f"{name}.{key}: values", False, 2, ""))
+                continue
+            part = compare(sub[key], exp[key], rtol=1e-5, atol=1e-9 if key == "abar" else 1e-5, label=case.label)
+            for c in part:
+                c.name = f"{name}.{key}: {c.name}"
+                if c.message:
+                    c.message = f"{name}.{key}: {c.message}"
+            if key == "snr_db":
+                part = _with_diagnosis(part, f"{name}.snr_db", _db_diagnosis(sub[key], exp[key]))
+            checks += part
+        if "zero_db_step" in sub:
+            step, want = _as_step(sub["zero_db_step"]), exp["zero_db_step"]
+            ok = step == want
+            msg = ""
+            if step is None:
+                msg = f"{name}.zero_db_step: expected an int, got {sub['zero_db_step']!r}{where}"
+            elif not ok:
+                msg = f"{name}.zero_db_step: expected {want}, got {step}{where}"
+                T = case.kwargs.get("num_steps", 1000)
+                if step == want - 1:
+                    msg += " — one step early: that is the last t above 0 dB; return the first t with abar_t ≤ 1/2"
+                elif step == want + 1:
+                    msg += " — one step late: return the first t with abar_t ≤ 1/2 (t counts from 0)"
+                elif want == T:
+                    msg += f" — this schedule never reaches 0 dB within T = {T} steps: return T"
+            checks.append(SubCheck(f"{name}.zero_db_step", ok, 2, msg))
+        else:
+            checks.append(SubCheck(f"{name}.zero_db_step", False, 2, ""))
+    return checks
+
+
+register(
+    Exercise(
+        id="01.3",
+        lesson=LESSON,
+        name="compare_schedules",
+        title="write the schedule comparator",
+        reference=_compare_schedules,
+        cases=_compare_cases,
+        judge=_compare_judge,
+        points=4,
+        hint="abar is the running product of 1 − beta; 0 dB is where abar_t = 1/2, and the crossing is the "
+        "first index at or below it (T when there is none).",
+    )
+)

@@ -1,0 +1,378 @@
+r"""Graded exercises of lesson 02, forward noising (``solutions/02_forward_noising.ipynb``).
+
+02.1 ``q_sample_closed_form``: the one-jump formula with a timestep per sample.
+02.2 ``forward_by_steps``: the step-by-step chain q(x_t | x_{t-1}), and the single noise
+     ε̄ that makes the closed form land on the same x_t.
+02.3 ``evaluate_noise_predictors``: the noise-predictor evaluator of the curriculum: the
+     zero, random and oracle predictors' errors per band of timesteps, in noise space
+     (ε-MSE) and in image space (x̂0-MSE).
+
+Every check input is built from the grading seed; the noises are passed in, so a correct
+answer matches the reference to rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
+from course_lib.schedules import NoiseSchedule
+
+LESSON = "02_forward_noising"
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """values (N,) shaped (N, 1, 1, …) to broadcast against like (N×C×H×W), in like's dtype."""
+    return values.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def _random_betas(g: torch.Generator, num_steps: int) -> torch.Tensor:
+    """A short, increasing, made-up schedule (float64), so answers cannot assume T = 1000."""
+    return torch.sort(torch.rand(num_steps, generator=g, dtype=torch.float64) * 0.3 + 0.01).values
+
+
+def _images(g: torch.Generator, shape: tuple, dtype=torch.float32) -> torch.Tensor:
+    """Image-like values, uniform in [-1, 1]."""
+    return torch.rand(shape, generator=g, dtype=dtype) * 2 - 1
+
+
+def _diagnosis(message: str) -> SubCheck:
+    """A note on what went wrong, added beside failed sub-checks; weight 0, so it never costs points.
+
+    Its message is the same in every case, so the feedback (which drops repeated messages) shows it once.
+    """
+    return SubCheck("diagnosis", False, 0.0, message)
+
+
+def _matches(got, candidate: torch.Tensor | np.ndarray, rtol=1e-4, atol=1e-6) -> bool:
+    try:
+        g = np.asarray(got, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    c = np.asarray(candidate.detach().double().numpy() if hasattr(candidate, "detach") else candidate, np.float64)
+    return g.shape == c.shape and bool(np.allclose(g, c, rtol=rtol, atol=atol))
+
+
+# ---------------------------------------------------------------------------------------------
+# 02.1 q_sample_closed_form
+# ---------------------------------------------------------------------------------------------
+
+
+def _q_sample_closed_form(alphas_cumprod: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor):
+    r"""x_t = sqrt(abar_t) x0 + sqrt(1 − abar_t) ε, with each sample's own abar_t.
+
+    alphas_cumprod: (T,); x0, noise: N×C×H×W; t: int64 (N,) in 0 … T−1. Returns x_t, N×C×H×W.
+    """
+    abar = _per_sample(alphas_cumprod[t], x0)  # (N, 1, 1, 1): one abar per image
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+
+def _cases_q_sample(seed: int) -> list[Case]:
+    g = torch.Generator().manual_seed(seed)
+    linear = NoiseSchedule.linear(1000).alphas_cumprod
+    cosine = NoiseSchedule.cosine(1000).alphas_cumprod
+
+    def case(abar, shape, t, label):
+        x0 = _images(g, shape)
+        noise = torch.randn(shape, generator=g)
+        return Case((abar, x0, torch.as_tensor(t, dtype=torch.long), noise), label=label)
+
+    short = torch.cumprod(1 - _random_betas(g, 7), 0)
+    return [
+        case(linear, (6, 3, 5, 7), torch.randint(0, 1000, (6,), generator=g), "linear, 6 images, random t"),
+        # W == N: abar[t] without reshaping broadcasts along the width instead of raising
+        case(cosine, (4, 1, 8, 4), torch.randint(0, 1000, (4,), generator=g), "cosine, 4 images 1×8×4, random t"),
+        # t away from the end, where sqrt(1 − abar) ≈ 1 − abar would hide a missing square root
+        case(linear, (1, 3, 4, 4), [int(torch.randint(50, 900, (1,), generator=g))], "a batch of 1"),
+        case(cosine, (3, 2, 3, 3), [0, 999, 0], "t = 0 and t = T−1"),
+        case(short, (5, 2, 3, 3), torch.randint(0, 7, (5,), generator=g), "a made-up schedule with T = 7"),
+    ]
+
+
+def _q_sample_mistakes(abar_table, x0, t, noise):
+    """What common wrong answers would return on these inputs (name, tensor)."""
+    x0, noise = x0.double(), noise.double()
+    a = _per_sample(abar_table[t], x0)
+    out = [
+        ("you used abar_t where sqrt(abar_t) belongs (and 1 − abar_t for its square root)", a * x0 + (1 - a) * noise),
+        ("the noise term needs sqrt(1 − abar_t), not 1 − abar_t", a.sqrt() * x0 + (1 - a) * noise),
+        ("the signal term needs sqrt(abar_t), not abar_t", a * x0 + (1 - a).sqrt() * noise),
+        (
+            "the coefficients are swapped: x0 keeps sqrt(abar_t), the noise gets sqrt(1 − abar_t)",
+            (1 - a).sqrt() * x0 + a.sqrt() * noise,
+        ),
+    ]
+    T = len(abar_table)
+    for shift, word in ((-1, "t − 1"), (1, "t + 1")):
+        s = t - 1 if shift < 0 else (t + 1).clamp(max=T - 1)  # alphas_cumprod[-1] wraps, as a slip would
+        b = _per_sample(abar_table[s], x0)
+        out.append((f"you read abar at {word}: abar_t is alphas_cumprod[t]", b.sqrt() * x0 + (1 - b).sqrt() * noise))
+    if x0.shape[-1] == len(t):  # abar[t] of shape (N,) broadcast against the last axis, W
+        w = abar_table[t].double()
+        out.append(
+            (
+                "abar_t[t] has shape (N,), which broadcast along the image width: reshape it to (N, 1, 1, 1)",
+                w.sqrt() * x0 + (1 - w).sqrt() * noise,
+            )
+        )
+    return out
+
+
+def _judge_q_sample(case: Case, got, expected) -> list[SubCheck]:
+    checks = compare(got, expected, rtol=1e-4, atol=1e-6, label=case.label)
+    if all(c.passed for c in checks) or not isinstance(got, np.ndarray) or got.shape != np.shape(expected):
+        return checks
+    for why, candidate in _q_sample_mistakes(*case.args):
+        if _matches(got, candidate):
+            return checks + [_diagnosis(f"It looks like {why}")]
+    return checks
+
+
+register(
+    Exercise(
+        id="02.1",
+        lesson=LESSON,
+        name="q_sample_closed_form",
+        title="write q_sample_closed_form",
+        reference=_q_sample_closed_form,
+        cases=_cases_q_sample,
+        judge=_judge_q_sample,
+        points=2,
+        hint="Each image needs its own abar_t: pick them with t and give them a shape that broadcasts "
+        "over C, H and W; both coefficients are square roots.",
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# 02.2 forward_by_steps
+# ---------------------------------------------------------------------------------------------
+
+
+def _forward_by_steps(betas: torch.Tensor, x0: torch.Tensor, noises: torch.Tensor) -> dict:
+    r"""Run q(x_t | x_{t−1}) for t = 0 … k, k = len(noises) − 1, and find the equivalent jump noise.
+
+    Each step:  x_t = sqrt(1 − beta_t) x_{t−1} + sqrt(beta_t) ε_t  (x_{−1} is the clean x0),
+    with ε_t = noises[t]. The accumulated noise n_t = sqrt(1 − beta_t) n_{t−1} + sqrt(beta_t) ε_t
+    has variance 1 − abar_t and x_t = sqrt(abar_t) x0 + n_t, so ε̄ = n_k / sqrt(1 − abar_k) is
+    the single noise with  q_sample(x0, k, ε̄) = x_k.
+
+    betas: (T,); x0: N×C×H×W; noises: (k+1)×N×C×H×W with k < T.
+    Returns {"x_t": x_k (N×C×H×W), "eps_bar": ε̄ (N×C×H×W)}.
+    """
+    x = x0
+    n = torch.zeros_like(x0)
+    one_minus_abar = 0.0
+    for step, eps in enumerate(noises):
+        beta = float(betas[step])
+        x = (1 - beta) ** 0.5 * x + beta**0.5 * eps
+        n = (1 - beta) ** 0.5 * n + beta**0.5 * eps
+        one_minus_abar = (1 - beta) * one_minus_abar + beta  # Var(n_t) = 1 − abar_t
+    return {"x_t": x, "eps_bar": n / one_minus_abar**0.5}
+
+
+def _cases_by_steps(seed: int) -> list[Case]:
+    g = torch.Generator().manual_seed(seed)
+    linear, cosine = NoiseSchedule.linear(1000).betas, NoiseSchedule.cosine(1000).betas
+    scaled = NoiseSchedule.scaled_linear(1000).betas
+    cosine_200 = NoiseSchedule.cosine(200).betas  # its last beta is clipped at 0.999 too
+
+    def case(betas, shape, k, label):
+        x0 = _images(g, shape, torch.float64)
+        noises = torch.randn((k + 1, *shape), generator=g, dtype=torch.float64)
+        return Case((betas, x0, noises), label=label)
+
+    k_mid = int(torch.randint(20, 200, (1,), generator=g))
+    k_late = int(torch.randint(200, 400, (1,), generator=g))
+    return [
+        case(linear, (3, 1, 4, 4), k_mid, f"linear, k = {k_mid}"),
+        case(cosine, (1, 3, 2, 2), 0, "a single step (k = 0), a batch of 1"),
+        case(cosine_200, (2, 1, 3, 3), 199, "cosine with T = 200, all steps (k = T−1)"),
+        case(scaled, (2, 2, 3, 5), k_late, f"scaled-linear, k = {k_late}"),
+        case(_random_betas(g, 5), (5, 2, 3, 1), 4, "a made-up schedule, T = 5, all steps"),
+    ]
+
+
+_BY_STEPS_TIPS = {
+    "x_t": "Step t keeps sqrt(1 − beta_t) of the previous x and adds sqrt(beta_t)·noises[t], starting "
+    "from x0 with step t = 0 and ending with step k = len(noises) − 1",
+    "eps_bar": "eps_bar is the noise for which sqrt(abar_k)·x0 + sqrt(1 − abar_k)·eps_bar equals x_t: it has unit "
+    "variance, so the accumulated noise must be divided by sqrt(1 − abar_k)",
+}
+
+
+def _judge_by_steps(case: Case, got, expected) -> list[SubCheck]:
+    checks = compare(got, expected, rtol=1e-4, atol=1e-6, label=case.label)
+    failed = {c.name.split(":")[0] for c in checks if not c.passed}
+    return checks + [_diagnosis(tip) for key, tip in _BY_STEPS_TIPS.items() if key in failed]
+
+
+register(
+    Exercise(
+        id="02.2",
+        lesson=LESSON,
+        name="forward_by_steps",
+        title="write forward_by_steps",
+        reference=_forward_by_steps,
+        cases=_cases_by_steps,
+        judge=_judge_by_steps,
+        points=3,
+        hint="Every step is linear in x and in the noise, so you can carry the accumulated noise (and its "
+        "variance) along the loop exactly as you carry x.",
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# 02.3 evaluate_noise_predictors
+# ---------------------------------------------------------------------------------------------
+
+
+def _evaluate_noise_predictors(
+    alphas_cumprod: torch.Tensor,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    random_eps: torch.Tensor,
+    bands,
+    *,
+    _inclusive: bool = False,
+) -> dict:
+    r"""Errors of three noise predictors that need no training, per band of timesteps.
+
+    Noise each image:  x_t = sqrt(abar_t) x0 + sqrt(1 − abar_t) ε  (ε = noise). Predictors:
+    zero (ε̂ = 0), random (ε̂ = random_eps, drawn independently of ε) and oracle (ε̂ = ε).
+    For each, in each band [lo, hi) (the samples with lo ≤ t < hi):
+
+        eps_mse = mean of (ε̂ − ε)²                         over all values of the band's images
+        x0_mse  = mean of (x̂0 − x0)²,  x̂0 = (x_t − sqrt(1 − abar_t) ε̂) / sqrt(abar_t)
+
+    Expected values: eps_mse is 0 / 1 / 2 for oracle / zero / random at every t (flat), while
+    x0_mse = eps_mse / SNR(t): the zero predictor is good in image space at small t only.
+
+    alphas_cumprod: (T,); x0, noise, random_eps: N×C×H×W; t: int64 (N,); bands: B pairs (lo, hi).
+    Returns {"zero" | "random" | "oracle": {"eps_mse": (B,), "x0_mse": (B,)}}.
+    """
+    abar = _per_sample(alphas_cumprod[t], x0)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    predictions = {"zero": torch.zeros_like(noise), "random": random_eps, "oracle": noise}
+    masks = []
+    for lo, hi in bands:
+        mask = (t >= lo) & ((t <= hi) if _inclusive else (t < hi))
+        if not mask.any():
+            raise ValueError(f"no sample has t in the band [{lo}, {hi})")
+        masks.append(mask)
+    out = {}
+    for name, eps_hat in predictions.items():
+        x0_hat = (x_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()
+        eps_err = (eps_hat - noise).pow(2).flatten(1).mean(1)  # per image
+        x0_err = (x0_hat - x0).pow(2).flatten(1).mean(1)
+        out[name] = {
+            "eps_mse": torch.stack([eps_err[m].mean() for m in masks]),
+            "x0_mse": torch.stack([x0_err[m].mean() for m in masks]),
+        }
+    return out
+
+
+def _cases_predictors(seed: int) -> list[Case]:
+    g = torch.Generator().manual_seed(seed)
+    T = 1000
+    linear, cosine = NoiseSchedule.linear(T).alphas_cumprod, NoiseSchedule.cosine(T).alphas_cumprod
+    scaled = NoiseSchedule.scaled_linear(T).alphas_cumprod
+
+    def case(abar, shape, fixed_t, bands, label):
+        n = shape[0]
+        t = torch.cat(
+            [torch.tensor(fixed_t, dtype=torch.long), torch.randint(0, len(abar), (n - len(fixed_t),), generator=g)]
+        )
+        t = t[torch.randperm(n, generator=g)]
+        x0 = _images(g, shape, torch.float64)
+        noise = torch.randn(shape, generator=g, dtype=torch.float64)
+        random_eps = torch.randn(shape, generator=g, dtype=torch.float64)
+        return Case((abar, x0, t, noise, random_eps, bands), label=label)
+
+    short = torch.cumprod(1 - _random_betas(g, 10), 0)
+    return [
+        # the band edges themselves: t = 99 and t = 100 fall in different bands
+        case(
+            linear,
+            (24, 1, 4, 4),
+            [0, 99, 100, 499, 500, 999],
+            [(0, 100), (100, 500), (500, 1000)],
+            "linear, bands [0,100) [100,500) [500,1000)",
+        ),
+        case(
+            cosine,
+            (16, 3, 3, 5),
+            [0, 249, 250, 499, 500, 749, 750, 999],
+            [(0, 250), (250, 500), (500, 750), (750, 1000)],
+            "cosine, four bands, 3×3×5 images",
+        ),
+        case(
+            linear,
+            (12, 1, 2, 2),
+            [3, 995],
+            [(0, 10), (990, 1000)],
+            "bands with a gap: samples outside every band are left out",
+        ),
+        case(scaled, (8, 2, 2, 2), [10, 600], [(500, 1000), (0, 500)], "scaled-linear, bands not in increasing order"),
+        case(short, (5, 1, 3, 3), [0, 1, 9], [(0, 1), (1, 10)], "a made-up schedule, T = 10; the band [0,1)"),
+    ]
+
+
+_PREDICTOR_TIPS = {
+    "eps_mse": "eps_mse is the mean of (ε̂ − noise)² over every value of the band's images; ε̂ is 0 (zero), "
+    "random_eps (random) or noise itself (oracle)",
+    "x0_mse": "x0_mse needs x_t = sqrt(abar_t)·x0 + sqrt(1 − abar_t)·noise, then x̂0 = (x_t − sqrt(1 − abar_t)·ε̂) "
+    "/ sqrt(abar_t), then the mean of (x̂0 − x0)² over the band's images",
+}
+
+
+_HALF_OPEN = "A band [lo, hi) holds lo ≤ t < hi: an image with t == hi belongs to the next band"
+
+
+def _judge_predictors(case: Case, got, expected) -> list[SubCheck]:
+    """compare(), reweighted: the structure (keys, shapes) is worth little, and so are the oracle's
+    values, which are 0 and which many wrong answers get right by accident; the zero and random
+    predictors' values carry the points."""
+    checks = compare(got, expected, rtol=1e-4, atol=1e-6, label=case.label)
+    for c in checks:
+        if c.name == "keys" or c.name.endswith((": keys", ": shape", ": type", ": length")):
+            c.weight = 0.25
+        elif c.name.startswith("oracle."):
+            c.weight = 0.5
+    if all(c.passed for c in checks):
+        return checks
+    inclusive = _evaluate_noise_predictors(*case.args, _inclusive=True)
+    if all(c.passed for c in compare(got, _roundtrip(inclusive), rtol=1e-4, atol=1e-6)):
+        return checks + [_diagnosis(_HALF_OPEN)]
+    failed = {c.name.split(":")[0].rsplit(".", 1)[-1] for c in checks if not c.passed}
+    return checks + [_diagnosis(tip) for key, tip in _PREDICTOR_TIPS.items() if key in failed]
+
+
+def _roundtrip(x):
+    from course_lib.grading.encode import roundtrip
+
+    return roundtrip(x)
+
+
+register(
+    Exercise(
+        id="02.3",
+        lesson=LESSON,
+        name="evaluate_noise_predictors",
+        title="write evaluate_noise_predictors",
+        reference=_evaluate_noise_predictors,
+        cases=_cases_predictors,
+        judge=_judge_predictors,
+        points=4,
+        hint="Noise the images with the true noise, turn each predictor's ε̂ into x̂0 by solving the jump for x0, "
+        "and average each squared error only over the samples whose t lies in [lo, hi).",
+    )
+)

@@ -1,0 +1,371 @@
+"""Lesson 01's graded exercises: the references pass, known-wrong answers do not, and the
+solutions notebook's cells pass as written and become not_implemented once stubbed."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
+from course_lib.schedules import NoiseSchedule
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions" / "01_noise_schedules.ipynb"
+IDS = ["01.1", "01.2", "01.3"]
+NAMES = {"01.1": "snr_db", "01.2": "cosine_alphas_cumprod", "01.3": "compare_schedules"}
+SEEDS = [0, 1, 7, 12345]
+
+
+def _grade(exercise_id, answer, seed=0):
+    return grade_answer(exercise_id, answer, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry and the references
+# ---------------------------------------------------------------------------------------------
+
+
+def test_lesson_registers_three_exercises():
+    exercises = exercises_for("01_noise_schedules")
+    assert [e.id for e in exercises] == IDS
+    for e in exercises:
+        assert e.name == NAMES[e.id]
+        assert e.lesson == "01_noise_schedules"
+        assert 2 <= e.points <= 4
+        assert e.hint and e.title
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reference_scores_full_marks(exercise_id, seed):
+    ex = get_exercise(exercise_id)
+    result = _grade(ex, ex.reference, seed)
+    assert result.status == "pass", result.feedback()
+    assert result.points == ex.points
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_cases_are_deterministic_and_depend_on_the_seed(exercise_id):
+    ex = get_exercise(exercise_id)
+    assert 4 <= len(ex.cases(0)) <= 8
+    assert [c.label for c in ex.cases(3)] == [c.label for c in ex.cases(3)]
+    a, b = ex.expected(3)[1], ex.expected(3)[1]
+    assert repr(a) == repr(b)
+    assert repr(ex.expected(3)[1]) != repr(ex.expected(4)[1])
+
+
+def test_whole_lesson_checks_are_fast():
+    start = time.perf_counter()
+    for ex in exercises_for("01"):
+        _grade(ex, ex.reference, 5)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_references_agree_with_the_library():
+    """The references are written from the formulas; the library must give the same numbers."""
+    snr, cos, cmp = (get_exercise(i).reference for i in IDS)
+    for T in (1, 2, 5, 50, 1000):
+        for s, max_beta in ((0.008, 0.999), (0.0, 0.999), (0.02, 0.4)):
+            lib = NoiseSchedule.cosine(T, s=s, max_beta=max_beta).alphas_cumprod
+            assert torch.allclose(cos(T, s=s, max_beta=max_beta), lib, rtol=1e-12, atol=0)
+    for T in (20, 101, 1000):
+        out = cmp(torch.arange(T), T)
+        for name, sched in (("linear", NoiseSchedule.linear(T)), ("cosine", NoiseSchedule.cosine(T))):
+            assert torch.allclose(out[name]["abar"], sched.alphas_cumprod, rtol=1e-12, atol=0)
+            assert torch.allclose(out[name]["snr_db"], sched.snr_db(), rtol=1e-9, atol=1e-9)
+            assert torch.allclose(snr(sched.alphas_cumprod), sched.snr_db(), rtol=1e-9, atol=1e-9)
+            assert out[name]["zero_db_step"] == sched.zero_db_step()
+    # the curriculum's landmarks
+    out = cmp(torch.tensor([500]))
+    assert (out["linear"]["zero_db_step"], out["cosine"]["zero_db_step"]) == (259, 496)
+    assert round(float(out["linear"]["abar"][0]), 2) == 0.08 and round(float(out["cosine"]["abar"][0]), 2) == 0.49
+    assert cmp(torch.tensor([0]), 20)["linear"]["zero_db_step"] == 20  # never crosses: T
+
+
+# ---------------------------------------------------------------------------------------------
+# Known-wrong answers
+# ---------------------------------------------------------------------------------------------
+
+
+def snr_natural_log(abar):
+    return 10 * torch.log(abar / (1 - abar))
+
+
+def snr_amplitude_db(abar):
+    return 20 * torch.log10(abar / (1 - abar))
+
+
+def snr_inverted(abar):
+    return 10 * torch.log10((1 - abar) / abar)
+
+
+def snr_bels(abar):
+    return torch.log10(abar / (1 - abar))
+
+
+def snr_forgot_noise(abar):
+    return 10 * torch.log10(abar)
+
+
+def snr_scalar(abar):
+    return (10 * torch.log10(abar / (1 - abar))).mean()
+
+
+def _cos_f(u, s):
+    return torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
+
+def cosine_no_clip(num_steps, s=0.008, max_beta=0.999):
+    u = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+    f = _cos_f(u, s)
+    return torch.cumprod(f[1:] / f[:-1], dim=0)
+
+
+def cosine_float32(num_steps, s=0.008, max_beta=0.999):
+    u = torch.arange(num_steps + 1) / num_steps  # float32 by default
+    f = _cos_f(u, s)
+    return torch.cumprod(1 - (1 - f[1:] / f[:-1]).clamp(max=max_beta), dim=0)
+
+
+def cosine_one_step_late(num_steps, s=0.008, max_beta=0.999):
+    u = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+    f = _cos_f(u, s)
+    betas = (1 - f[1:] / f[:-1]).clamp(max=max_beta)
+    abar = torch.cumprod(1 - betas, dim=0)
+    return torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])  # abar_t = prod_{k<t}
+
+
+def cosine_t_plus_one_values(num_steps, s=0.008, max_beta=0.999):
+    u = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+    return _cos_f(u, s) / _cos_f(torch.tensor(0.0, dtype=torch.float64), s)
+
+
+def cosine_ignores_s(num_steps, s=0.008, max_beta=0.999):
+    u = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+    f = _cos_f(u, 0.008)
+    return torch.cumprod(1 - (1 - f[1:] / f[:-1]).clamp(max=max_beta), dim=0)
+
+
+def cosine_fixed_clip(num_steps, s=0.008, max_beta=0.999):
+    u = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+    f = _cos_f(u, s)
+    return torch.cumprod(1 - (1 - f[1:] / f[:-1]).clamp(max=0.999), dim=0)
+
+
+def _comparator(abar_of, db_of, crossing_of):
+    def compare_schedules(steps, num_steps=1000):
+        out = {}
+        for name in ("linear", "cosine"):
+            betas = getattr(NoiseSchedule, name)(num_steps).betas
+            abar = abar_of(betas)
+            out[name] = {"abar": abar[steps], "snr_db": db_of(abar)[steps], "zero_db_step": crossing_of(abar)}
+        return out
+
+    return compare_schedules
+
+
+def _abar(betas):
+    return torch.cumprod(1 - betas, dim=0)
+
+
+def _db(abar):
+    return 10 * torch.log10(abar / (1 - abar))
+
+
+def _first_at_or_below(abar):
+    idx = (abar <= 0.5).nonzero().flatten()
+    return int(idx[0]) if len(idx) else len(abar)
+
+
+def _last_above(abar):
+    return int((abar > 0.5).nonzero().flatten()[-1])
+
+
+compare_crossing_one_early = _comparator(_abar, _db, _last_above)
+compare_natural_log = _comparator(_abar, lambda a: 10 * torch.log(a / (1 - a)), _first_at_or_below)
+compare_exclusive_cumprod = _comparator(
+    lambda b: torch.cat([torch.ones(1, dtype=b.dtype), torch.cumprod(1 - b, 0)[:-1]]), _db, _first_at_or_below
+)
+compare_never_crossing_is_minus_one = _comparator(
+    _abar, _db, lambda a: int((a <= 0.5).nonzero().flatten()[0]) if (a <= 0.5).any() else -1
+)
+compare_crossing_as_tensor = _comparator(_abar, _db, lambda a: torch.tensor(_first_at_or_below(a)))
+
+
+def compare_swapped(steps, num_steps=1000):
+    good = get_exercise("01.3").reference(steps, num_steps)
+    return {"linear": good["cosine"], "cosine": good["linear"]}
+
+
+def compare_as_tuple(steps, num_steps=1000):
+    good = get_exercise("01.3").reference(steps, num_steps)
+    return good["linear"], good["cosine"]
+
+
+WRONG = [
+    # (exercise, answer, substring of the feedback, expected status)
+    ("01.1", snr_natural_log, "not the natural log", "partial"),
+    ("01.1", snr_amplitude_db, "20·log10 is for amplitudes", "partial"),
+    ("01.1", snr_inverted, "wrong sign", "partial"),
+    ("01.1", snr_bels, "bels", "partial"),
+    ("01.1", snr_forgot_noise, "values differ", "partial"),
+    ("01.1", snr_scalar, "expected shape (7,), got ()", "fail"),
+    ("01.2", cosine_no_clip, "without the clip", "partial"),
+    ("01.2", cosine_float32, "float64", "partial"),
+    ("01.2", cosine_one_step_late, "one step late", "partial"),
+    ("01.2", cosine_t_plus_one_values, "T + 1 values", "fail"),
+    ("01.2", cosine_ignores_s, "use the argument s", "partial"),
+    ("01.2", cosine_fixed_clip, "use the argument", "partial"),
+    ("01.3", compare_crossing_one_early, "one step early", "partial"),
+    ("01.3", compare_natural_log, "not the natural log", "partial"),
+    ("01.3", compare_exclusive_cumprod, "linear.abar: values differ", "partial"),
+    ("01.3", compare_never_crossing_is_minus_one, "never reaches 0 dB within T = 20 steps: return T", "partial"),
+    ("01.3", compare_swapped, "linear.zero_db_step: expected 259, got 496", "partial"),
+    ("01.3", compare_as_tuple, "expected a dict with keys 'linear' and 'cosine'", "fail"),
+]
+
+
+@pytest.mark.parametrize("exercise_id,answer,message,status", WRONG, ids=[f"{w[0]}-{w[1].__name__}" for w in WRONG])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_known_wrong_answers_lose_points_with_a_useful_message(exercise_id, answer, message, status, seed):
+    ex = get_exercise(exercise_id)
+    result = _grade(ex, answer, seed)
+    feedback = result.feedback()
+    assert result.status == status, feedback
+    assert result.points < ex.points
+    if status == "partial":
+        assert result.points > 0
+    assert message in feedback, feedback
+    assert ex.hint in feedback
+
+
+def test_partial_credit_reflects_how_much_is_right():
+    """The crossing one step off keeps abar and SNR: most of the points; swapped schedules keep less."""
+    one_early = _grade("01.3", compare_crossing_one_early).points
+    natural_log = _grade("01.3", compare_natural_log).points
+    swapped = _grade("01.3", compare_swapped).points
+    assert 4 > one_early >= natural_log > swapped > 0
+    # no clip spoils every case (each has a clipped step); ignoring s spoils only the cases with another s
+    assert 0 < _grade("01.2", cosine_no_clip).points < _grade("01.2", cosine_ignores_s).points < 3
+
+
+def test_crossing_as_a_zero_dim_tensor_is_accepted():
+    assert _grade("01.3", compare_crossing_as_tensor).status == "pass"
+
+
+def test_answers_that_raise_are_errors_not_crashes():
+    def broken(*args, **kwargs):
+        raise ValueError("boom")
+
+    for exercise_id in IDS:
+        result = _grade(exercise_id, broken)
+        assert result.status == "error" and result.points == 0
+        assert "ValueError: boom" in result.feedback()
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_stub_is_not_implemented(exercise_id):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise {exercise_id}")
+
+    result = _grade(exercise_id, stub)
+    assert result.status == "not_implemented" and result.points == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The solutions notebook
+# ---------------------------------------------------------------------------------------------
+
+STUB_RE = re.compile(r"^([ \t]*)### BEGIN SOLUTION[ \t]*\n.*?^[ \t]*### END SOLUTION[ \t]*$", re.S | re.M)
+
+
+@pytest.fixture(scope="module")
+def notebook():
+    return nbformat.read(SOLUTIONS, as_version=4)
+
+
+def _tagged(nb, prefix):
+    found = {}
+    for cell in nb.cells:
+        for tag in cell.get("metadata", {}).get("tags", []):
+            if tag.startswith(prefix):
+                found[tag[len(prefix) :]] = cell
+    return found
+
+
+def _setup_source(nb):
+    return next(c.source for c in nb.cells if c.cell_type == "code" and not c.metadata.get("tags"))
+
+
+def _exec(nb, source):
+    ns = {"__name__": "__main__"}
+    exec(compile(_setup_source(nb), "<setup>", "exec"), ns)
+    exec(compile(source, "<exercise>", "exec"), ns)
+    return ns
+
+
+def test_notebook_is_stored_clean(notebook):
+    assert notebook.nbformat == 4
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# Exercises 01:")
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_notebook_has_an_exercise_and_a_check_cell_per_exercise(notebook):
+    exercises, checks = _tagged(notebook, "exercise:"), _tagged(notebook, "check:")
+    assert sorted(exercises) == IDS and sorted(checks) == IDS
+    for exercise_id in IDS:
+        assert checks[exercise_id].source == f'check("{exercise_id}")'
+        cells = notebook.cells
+        assert cells.index(checks[exercise_id]) == cells.index(exercises[exercise_id]) + 1
+        assert exercises[exercise_id].source.count("### BEGIN SOLUTION") == 1
+        assert exercises[exercise_id].source.count("### END SOLUTION") == 1
+
+
+def test_no_other_cell_uses_the_learners_names(notebook):
+    tagged = [c for c in notebook.cells if c.metadata.get("tags")]
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and cell not in tagged:
+            for name in NAMES.values():
+                assert name not in cell.source
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_solution_cell_passes(notebook, exercise_id):
+    ns = _exec(notebook, _tagged(notebook, "exercise:")[exercise_id].source)
+    for seed in (0, 99):
+        result = grade_answer(exercise_id, ns[NAMES[exercise_id]], seed)
+        assert result.status == "pass", result.feedback()
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_stubbed_cell_is_not_implemented(notebook, exercise_id):
+    ex = get_exercise(exercise_id)
+    source = _tagged(notebook, "exercise:")[exercise_id].source
+    stubbed, n = STUB_RE.subn(
+        lambda m: f'{m.group(1)}raise NotImplementedError("Exercise {ex.id}: {ex.title}")', source
+    )
+    assert n == 1 and "SOLUTION" not in stubbed
+    ns = _exec(notebook, stubbed)
+    result = grade_answer(exercise_id, ns[NAMES[exercise_id]], 0)
+    assert result.status == "not_implemented", result.feedback()
+    assert f"Exercise {exercise_id}" in result.detail
+
+
+def test_the_build_tool_accepts_the_notebook(notebook):
+    from course_lib.grading.build import build_exercise_notebook
+
+    released = build_exercise_notebook(notebook, "01_noise_schedules")
+    assert released.metadata["course"]["exercises"] == IDS
+    for exercise_id, cell in _tagged(released, "exercise:").items():
+        assert "SOLUTION" not in cell.source
+        ns = _exec(released, cell.source)
+        assert grade_answer(exercise_id, ns[NAMES[exercise_id]], 0).status == "not_implemented"

@@ -1,0 +1,464 @@
+"""Lesson 02's graded exercises: references pass, realistic mistakes do not, the notebook is sound."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
+from course_lib.grading.lesson02 import (
+    _evaluate_noise_predictors,
+    _forward_by_steps,
+    _q_sample_closed_form,
+)
+from course_lib.schedules import NoiseSchedule
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = ROOT / "solutions" / "02_forward_noising.ipynb"
+IDS = {"02.1": "q_sample_closed_form", "02.2": "forward_by_steps", "02.3": "evaluate_noise_predictors"}
+REFERENCES = {"02.1": _q_sample_closed_form, "02.2": _forward_by_steps, "02.3": _evaluate_noise_predictors}
+SEEDS = [0, 1, 12345]
+
+
+def grade(exercise_id, answer, seed=0):
+    return grade_answer(exercise_id, answer, seed)
+
+
+def assert_wrong(result, substring, max_points):
+    text = result.feedback()
+    assert result.status != "pass", text
+    assert result.points < max_points, text
+    assert substring in text, text
+
+
+# ------------------------------------------------------------------------------------ registry
+
+
+def test_lesson_registers_three_exercises():
+    found = {e.id: e for e in exercises_for("02_forward_noising")}
+    assert sorted(found) == sorted(IDS)
+    for exercise_id, name in IDS.items():
+        ex = get_exercise(exercise_id)
+        assert ex.name == name and ex.lesson == "02_forward_noising"
+        assert 2 <= ex.points <= 4 and ex.hint
+        assert 4 <= len(ex.cases(0)) <= 8
+
+
+@pytest.mark.parametrize("exercise_id", sorted(IDS))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reference_scores_full_marks(exercise_id, seed):
+    result = grade(exercise_id, REFERENCES[exercise_id], seed)
+    assert result.status == "pass", result.feedback()
+    assert result.points == get_exercise(exercise_id).points
+
+
+@pytest.mark.parametrize("exercise_id", sorted(IDS))
+def test_cases_are_deterministic_in_the_seed(exercise_id):
+    ex = get_exercise(exercise_id)
+    a, b, c = ex.cases(3), ex.cases(3), ex.cases(4)
+    for x, y in zip(a, b):
+        for u, v in zip(x.args, y.args):
+            assert torch.equal(u, v) if isinstance(u, torch.Tensor) else u == v
+    first_tensor = lambda cases: next(u for u in cases[0].args if isinstance(u, torch.Tensor) and u.dim() == 4)
+    assert not torch.equal(first_tensor(a), first_tensor(c))
+
+
+def test_the_whole_lesson_grades_quickly():
+    start = time.perf_counter()
+    for exercise_id, reference in REFERENCES.items():
+        grade(exercise_id, reference, seed=5)
+    assert time.perf_counter() - start < 3.0  # about 0.2 s on a 2-core CPU
+
+
+@pytest.mark.parametrize("exercise_id", sorted(IDS))
+def test_a_stub_is_not_implemented(exercise_id):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise {exercise_id}")
+
+    result = grade(exercise_id, stub)
+    assert result.status == "not_implemented"
+    assert result.points == 0
+
+
+# ------------------------------------------------------------------------------------ 02.1
+
+
+def q_no_reshape(alphas_cumprod, x0, t, noise):
+    abar = alphas_cumprod[t]  # (N,): broadcasts against W, or raises
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+
+def q_no_sqrt(alphas_cumprod, x0, t, noise):
+    abar = alphas_cumprod[t].view(-1, 1, 1, 1)
+    return abar * x0 + (1 - abar) * noise
+
+
+def q_sqrt_on_signal_only(alphas_cumprod, x0, t, noise):
+    abar = alphas_cumprod[t].view(-1, 1, 1, 1)
+    return abar.sqrt() * x0 + (1 - abar) * noise
+
+
+def q_off_by_one(alphas_cumprod, x0, t, noise):
+    abar = alphas_cumprod[t - 1].view(-1, 1, 1, 1)
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+
+def q_swapped(alphas_cumprod, x0, t, noise):
+    abar = alphas_cumprod[t].view(-1, 1, 1, 1)
+    return (1 - abar).sqrt() * x0 + abar.sqrt() * noise
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (q_no_reshape, "reshape it to (N, 1, 1, 1)"),
+        (q_no_sqrt, "where sqrt(abar_t) belongs"),
+        (q_sqrt_on_signal_only, "the noise term needs sqrt(1 − abar_t)"),
+        (q_off_by_one, "you read abar at t − 1"),
+        (q_swapped, "the coefficients are swapped"),
+    ],
+)
+@pytest.mark.parametrize("seed", [0, 9])
+def test_q_sample_mistakes_are_caught_and_explained(answer, message, seed):
+    assert_wrong(grade("02.1", answer, seed), message, 2)
+
+
+def test_q_sample_partial_credit():
+    # right shape, wrong values: the shape checks earn a share of the points
+    wrong_values = grade("02.1", q_no_sqrt)
+    assert wrong_values.status == "partial" and 0 < wrong_values.points < 2
+    # no reshape: raises where W != N, silently wrong where W == N, right for a batch of 1
+    no_reshape = grade("02.1", q_no_reshape)
+    assert no_reshape.status == "partial", no_reshape.feedback()
+    assert "raised RuntimeError" in no_reshape.feedback()
+    assert no_reshape.points < wrong_values.points + 1
+
+
+def test_q_sample_reference_agrees_with_course_lib():
+    from course_lib.schedules import q_sample
+
+    cosine = NoiseSchedule.cosine(1000)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(5, 3, 4, 4, generator=g), torch.randn(5, 3, 4, 4, generator=g)
+    t = torch.tensor([0, 1, 500, 998, 999])
+    assert torch.allclose(_q_sample_closed_form(cosine.alphas_cumprod, x0, t, noise), q_sample(cosine, x0, t, noise))
+
+
+# ------------------------------------------------------------------------------------ 02.2
+
+
+def steps_skip_first(betas, x0, noises):
+    x, n, v = x0, torch.zeros_like(x0), 0.0
+    for t in range(1, len(noises)):  # off by one: step 0 never happens
+        b = betas[t].item()
+        x = (1 - b) ** 0.5 * x + b**0.5 * noises[t]
+        n = (1 - b) ** 0.5 * n + b**0.5 * noises[t]
+        v = (1 - b) * v + b
+    return {"x_t": x, "eps_bar": n / max(v, 1e-12) ** 0.5}
+
+
+def steps_no_sqrt(betas, x0, noises):
+    x, n, v = x0, torch.zeros_like(x0), 0.0
+    for t in range(len(noises)):
+        b = betas[t].item()
+        x = (1 - b) * x + b**0.5 * noises[t]  # not variance preserving
+        n = (1 - b) * n + b**0.5 * noises[t]
+        v = (1 - b) ** 2 * v + b
+    return {"x_t": x, "eps_bar": n / v**0.5}
+
+
+def steps_unnormalised(betas, x0, noises):
+    x, n = x0, torch.zeros_like(x0)
+    for t in range(len(noises)):
+        b = betas[t].item()
+        x = (1 - b) ** 0.5 * x + b**0.5 * noises[t]
+        n = (1 - b) ** 0.5 * n + b**0.5 * noises[t]
+    return {"x_t": x, "eps_bar": n}  # forgot to divide by sqrt(1 - abar_k)
+
+
+def steps_naive_eps_bar(betas, x0, noises):
+    x = x0
+    for t in range(len(noises)):
+        b = betas[t].item()
+        x = (1 - b) ** 0.5 * x + b**0.5 * noises[t]
+    return {"x_t": x, "eps_bar": noises.sum(0) / len(noises) ** 0.5}  # equal weights: wrong
+
+
+def steps_solve_the_jump(betas, x0, noises):
+    """A correct answer by another route: run the chain, then solve the jump for ε̄."""
+    x = x0
+    for t in range(len(noises)):
+        b = betas[t].item()
+        x = (1 - b) ** 0.5 * x + b**0.5 * noises[t]
+    abar = torch.cumprod(1 - betas, 0)[len(noises) - 1]
+    return {"x_t": x, "eps_bar": (x - abar.sqrt() * x0) / (1 - abar).sqrt()}
+
+
+def steps_as_tuple(betas, x0, noises):
+    out = _forward_by_steps(betas, x0, noises)
+    return out["x_t"], out["eps_bar"]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_by_steps_another_correct_route_passes(seed):
+    result = grade("02.2", steps_solve_the_jump, seed)
+    assert result.status == "pass", result.feedback()
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (steps_skip_first, "starting from x0 with step t = 0"),
+        (steps_no_sqrt, "Step t keeps sqrt(1 − beta_t) of the previous x"),
+        (steps_unnormalised, "divided by sqrt(1 − abar_k)"),
+        (steps_naive_eps_bar, "eps_bar is the noise for which"),
+        (steps_as_tuple, "expected a dict"),
+    ],
+)
+def test_by_steps_mistakes_are_caught_and_explained(answer, message):
+    assert_wrong(grade("02.2", answer, seed=2), message, 3)
+
+
+def test_by_steps_partial_credit_for_the_chain_alone():
+    unnormalised = grade("02.2", steps_unnormalised)
+    no_sqrt = grade("02.2", steps_no_sqrt)
+    assert unnormalised.status == "partial", unnormalised.feedback()
+    assert not any(c.name.startswith("x_t") and not c.passed for c in unnormalised.checks)
+    assert unnormalised.feedback().count("divided by sqrt(1 − abar_k)") == 1  # the diagnosis, once
+    assert no_sqrt.points < unnormalised.points < 3
+
+
+def test_by_steps_reference_agrees_with_course_lib():
+    from course_lib.schedules import q_sample, q_step
+
+    s = NoiseSchedule.cosine(1000)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(2, 1, 3, 3, generator=g, dtype=torch.float64) * 2 - 1
+    noises = torch.randn(300, 2, 1, 3, 3, generator=g, dtype=torch.float64)
+    out = _forward_by_steps(s.betas, x0, noises)
+    x = x0
+    for t in range(300):
+        x = q_step(s, x, torch.tensor([t]), noises[t])
+    assert torch.allclose(out["x_t"], x, atol=1e-12)
+    assert torch.allclose(q_sample(s, x0, torch.full((2,), 299), out["eps_bar"]), x, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------ 02.3
+
+
+def _apply_bands(per_image, t, bands, inclusive=False):
+    out = []
+    for lo, hi in bands:
+        inside = (t >= lo) & ((t <= hi) if inclusive else (t < hi))
+        out.append(per_image[inside].mean())
+    return torch.stack(out)
+
+
+def make_evaluator(*, inclusive=False, invert=True, random_target=True, per_band=True, sqrt_in_x0=True):
+    """The reference with one realistic slip switched on."""
+
+    def evaluate(alphas_cumprod, x0, t, noise, random_eps, bands):
+        abar = alphas_cumprod[t].view(-1, 1, 1, 1)
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        out = {}
+        for name, eps_hat in {"zero": torch.zeros_like(noise), "random": random_eps, "oracle": noise}.items():
+            if not invert:
+                x0_hat = x_t  # took the noisy image for the clean one
+            elif sqrt_in_x0:
+                x0_hat = (x_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()
+            else:
+                x0_hat = (x_t - (1 - abar) * eps_hat) / abar
+            target = noise if (random_target or name != "random") else 0.0
+            eps_err = (eps_hat - target).pow(2).flatten(1).mean(1)
+            x0_err = (x0_hat - x0).pow(2).flatten(1).mean(1)
+            if per_band:
+                out[name] = {
+                    "eps_mse": _apply_bands(eps_err, t, bands, inclusive),
+                    "x0_mse": _apply_bands(x0_err, t, bands, inclusive),
+                }
+            else:  # one number for the whole batch, repeated for every band
+                out[name] = {"eps_mse": eps_err.mean().repeat(len(bands)), "x0_mse": x0_err.mean().repeat(len(bands))}
+        return out
+
+    return evaluate
+
+
+def test_evaluator_copy_without_slips_passes():
+    assert grade("02.3", make_evaluator(), seed=4).status == "pass"
+
+
+@pytest.mark.parametrize(
+    "slip, message",
+    [
+        (dict(inclusive=True), "an image with t == hi belongs to the next band"),
+        (dict(invert=False), "x0_mse needs x_t = sqrt(abar_t)·x0"),
+        (dict(sqrt_in_x0=False), "x̂0 = (x_t − sqrt(1 − abar_t)·ε̂) / sqrt(abar_t)"),
+        (dict(random_target=False), "eps_mse is the mean of (ε̂ − noise)²"),
+        (dict(per_band=False), "values differ at zero.x0_mse"),
+    ],
+)
+@pytest.mark.parametrize("seed", [0, 3])
+def test_evaluator_mistakes_are_caught_and_explained(slip, message, seed):
+    assert_wrong(grade("02.3", make_evaluator(**slip), seed), message, 4)
+
+
+def test_evaluator_partial_credit():
+    # noise-space scores right, image-space scores wrong: most of the points
+    no_invert = grade("02.3", make_evaluator(invert=False))
+    assert no_invert.status == "partial" and 2 < no_invert.points < 4, no_invert.feedback()
+    failed = {c.name.split(":")[0] for c in no_invert.checks if not c.passed and c.name != "diagnosis"}
+    assert failed and all(name.endswith("x0_mse") for name in failed)
+    assert all(c.weight == 0 for c in no_invert.checks if c.name == "diagnosis")
+    # right structure, no bands at all: the shapes and the oracle's zeros earn little
+    no_bands = grade("02.3", make_evaluator(per_band=False))
+    assert 0 < no_bands.points < 2 < no_invert.points, no_bands.feedback()
+
+
+def test_evaluator_wrong_structure_fails():
+    def as_list(*args):
+        out = _evaluate_noise_predictors(*args)
+        return [out["zero"], out["random"], out["oracle"]]
+
+    result = grade("02.3", as_list)
+    assert result.status == "fail" and result.points == 0
+    assert "expected a dict, got a sequence of length 3" in result.feedback()
+
+
+def test_evaluator_returns_nested_dict_of_band_vectors():
+    ex = get_exercise("02.3")
+    case = ex.cases(0)[0]
+    out = _evaluate_noise_predictors(*case.args)
+    assert set(out) == {"zero", "random", "oracle"}
+    for scores in out.values():
+        assert set(scores) == {"eps_mse", "x0_mse"}
+        assert scores["eps_mse"].shape == scores["x0_mse"].shape == (len(case.args[5]),)
+
+
+def test_evaluator_shows_what_the_notebook_says():
+    """eps-MSE is flat (zero ≈ 1, random ≈ 2, oracle 0); the zero predictor's x0-MSE grows with t."""
+    s = NoiseSchedule.linear(1000)
+    g = torch.Generator().manual_seed(0)
+    n = 3000
+    x0 = torch.rand(n, 1, 4, 4, generator=g, dtype=torch.float64) * 2 - 1
+    t = torch.randint(0, 1000, (n,), generator=g)
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    rand = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    bands = [(0, 100), (100, 500), (500, 1000)]
+    out = _evaluate_noise_predictors(s.alphas_cumprod, x0, t, noise, rand, bands)
+    assert torch.allclose(out["zero"]["eps_mse"], torch.ones(3, dtype=torch.float64), atol=0.05)
+    assert torch.allclose(out["random"]["eps_mse"], torch.full((3,), 2.0, dtype=torch.float64), atol=0.1)
+    assert out["oracle"]["eps_mse"].abs().max() == 0 and out["oracle"]["x0_mse"].abs().max() < 1e-20
+    zero_x0 = out["zero"]["x0_mse"]
+    assert zero_x0[0] < 0.05 < 1 < zero_x0[1] < zero_x0[2]
+
+
+def test_evaluator_reference_rejects_an_empty_band():
+    s = NoiseSchedule.linear(1000)
+    x0 = torch.zeros(2, 1, 2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"no sample has t in the band \[0, 10\)"):
+        _evaluate_noise_predictors(s.alphas_cumprod, x0, torch.tensor([500, 600]), x0, x0, [(0, 10)])
+
+
+# ------------------------------------------------------------------------------------ notebook
+
+
+def _notebook():
+    return nbformat.read(SOLUTIONS, as_version=4)
+
+
+def _tagged(nb, tag):
+    cells = [c for c in nb.cells if tag in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"expected one cell tagged {tag}, found {len(cells)}"
+    return cells[0]
+
+
+def _setup_source(nb):
+    return next(c.source for c in nb.cells if c.cell_type == "code")
+
+
+_SOLUTION_BLOCK = re.compile(
+    r"^(?P<indent>[ \t]*)### BEGIN SOLUTION[ \t]*\n.*?^[ \t]*### END SOLUTION[ \t]*$", re.MULTILINE | re.DOTALL
+)
+
+
+def _stubbed(source, exercise_id):
+    title = get_exercise(exercise_id).title
+    out, n = _SOLUTION_BLOCK.subn(
+        lambda m: f'{m.group("indent")}raise NotImplementedError("Exercise {exercise_id}: {title}")', source
+    )
+    assert n >= 1
+    return out
+
+
+def test_notebook_is_stored_clean():
+    nb = _notebook()
+    assert nb.nbformat == 4 and nb.metadata["kernelspec"]["name"] == "python3"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Exercises 02: ")
+    assert "2-core CPU" in nb.cells[0].source
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+@pytest.mark.parametrize("exercise_id", sorted(IDS))
+def test_check_cell_follows_its_exercise_cell(exercise_id):
+    nb = _notebook()
+    exercise, check = _tagged(nb, f"exercise:{exercise_id}"), _tagged(nb, f"check:{exercise_id}")
+    assert check.source == f'check("{exercise_id}")'
+    assert nb.cells.index(check) == nb.cells.index(exercise) + 1
+
+
+def test_no_other_cell_uses_the_learners_names():
+    nb = _notebook()
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type != "code" or any(t.startswith("exercise:") for t in tags):
+            continue
+        for exercise_id, name in IDS.items():
+            if f"check:{exercise_id}" not in tags:
+                assert name not in cell.source, f"a cell outside exercise {exercise_id} uses {name}"
+
+
+@pytest.mark.parametrize("exercise_id", sorted(IDS))
+def test_solution_cell_passes(exercise_id):
+    nb = _notebook()
+    ns: dict = {}
+    exec(_setup_source(nb), ns)
+    exec(_tagged(nb, f"exercise:{exercise_id}").source, ns)
+    for seed in (0, 77):
+        result = grade_answer(exercise_id, ns[IDS[exercise_id]], seed)
+        assert result.status == "pass", result.feedback()
+
+
+@pytest.mark.parametrize("exercise_id", sorted(IDS))
+def test_solution_cell_alone_passes(exercise_id):
+    """The grader takes only the exercise cell: it must bring its own imports."""
+    ns: dict = {}
+    exec(_tagged(_notebook(), f"exercise:{exercise_id}").source, ns)
+    assert grade_answer(exercise_id, ns[IDS[exercise_id]], 1).status == "pass"
+
+
+@pytest.mark.parametrize("exercise_id", sorted(IDS))
+def test_stubbed_cell_is_not_implemented(exercise_id):
+    nb = _notebook()
+    source = _stubbed(_tagged(nb, f"exercise:{exercise_id}").source, exercise_id)
+    assert "BEGIN SOLUTION" not in source and "END SOLUTION" not in source
+    ns: dict = {}
+    exec(_setup_source(nb), ns)
+    exec(source, ns)
+    result = grade_answer(exercise_id, ns[IDS[exercise_id]], 0)
+    assert result.status == "not_implemented", result.feedback()
+    assert f"Exercise {exercise_id}" in result.detail
+
+
+def test_exercise_notebook_builds():
+    build = pytest.importorskip("course_lib.grading.build")
+    nb = build.build_exercise_notebook(_notebook(), "02_forward_noising")
+    sources = "\n".join(c.source for c in nb.cells)
+    assert "### BEGIN SOLUTION" not in sources and "raise NotImplementedError" in sources
+    assert nb.metadata["course"]["exercises"] == sorted(IDS)

@@ -1,0 +1,469 @@
+"""Lesson 03's graded exercises: references pass, realistic mistakes fail with useful feedback,
+stubs are 'not_implemented', and the solutions notebook's answers pass."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_lib.grading import lesson03 as L
+from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
+from course_lib.nn.blocks import Downsample, ResBlock, SelfAttention, Upsample, group_norm, timestep_embedding
+from course_lib.nn.unet import UNet, UNetConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions" / "03_unet_blocks.ipynb"
+SEEDS = [0, 1, 7, 2024, 2**31 - 1]
+NAMES = {"03.1": "sinusoidal_embedding", "03.2": "TimeResBlock", "03.3": "analyse_unet"}
+
+
+def _stub(title):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise: {title}")
+
+    return stub
+
+
+# ---------------------------------------------------------------------------------------------
+# registry
+# ---------------------------------------------------------------------------------------------
+
+
+def test_lesson_03_registers_three_exercises():
+    exs = exercises_for("03_unet_blocks")
+    assert [e.id for e in exs] == ["03.1", "03.2", "03.3"]
+    for e in exs:
+        assert e.name == NAMES[e.id]
+        assert 2 <= e.points <= 4 and e.hint
+        assert 4 <= len(list(e.cases(0))) <= 8
+
+
+@pytest.mark.parametrize("exercise_id", list(NAMES))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reference_passes(exercise_id, seed):
+    ex = get_exercise(exercise_id)
+    result = grade_answer(ex, ex.reference, seed)
+    assert result.status == "pass", result.feedback()
+    assert result.points == ex.points
+
+
+@pytest.mark.parametrize("exercise_id", list(NAMES))
+def test_cases_are_deterministic(exercise_id):
+    ex = get_exercise(exercise_id)
+    a, b = ex.expected(3)[1], ex.expected(3)[1]
+    assert repr(a) == repr(b)
+
+
+@pytest.mark.parametrize("exercise_id", list(NAMES))
+def test_stub_is_not_implemented(exercise_id):
+    result = grade_answer(exercise_id, _stub(exercise_id), 0)
+    assert result.status == "not_implemented"
+    assert result.points == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# 03.1 sinusoidal_embedding
+# ---------------------------------------------------------------------------------------------
+
+
+def test_embedding_reference_is_the_course_function():
+    for dim in (2, 8, 10, 64):
+        t = torch.tensor([0, 1, 17, 500, 999])
+        assert torch.allclose(L._sinusoidal_embedding(t, dim), timestep_embedding(t, dim), atol=2e-4)
+
+
+def test_course_timestep_embedding_passes():
+    result = grade_answer("03.1", lambda t, dim: timestep_embedding(t, dim), 5)
+    assert result.status == "pass", result.feedback()
+
+
+def _embedding(t, dim, *, order="cos", exponent_div=None, sign=-1.0, interleave=False, check_odd=True):
+    if check_odd and (dim < 2 or dim % 2):
+        raise ValueError("odd dim")
+    half = dim // 2
+    div = half if exponent_div is None else exponent_div(dim)
+    omega = 10_000.0 ** (sign * torch.arange(half, dtype=torch.float64) / div)
+    a = t.double()[:, None] * omega
+    parts = [a.cos(), a.sin()] if order == "cos" else [a.sin(), a.cos()]
+    out = torch.stack(parts, 2).reshape(len(t), -1) if interleave else torch.cat(parts, 1)
+    return out.float()
+
+
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (lambda t, d: _embedding(t, d, order="sin"), "halves are swapped"),
+        (lambda t, d: _embedding(t, d, exponent_div=lambda d: d), "i/dim"),
+        (lambda t, d: _embedding(t, d, interleave=True), "interleaved"),
+        (lambda t, d: _embedding(t, d, sign=+1.0), "exponent is negative"),
+    ],
+    ids=["sin-first", "i-over-dim", "interleaved", "positive-exponent"],
+)
+def test_embedding_mistakes_are_named(wrong, words):
+    result = grade_answer("03.1", wrong, 11)
+    assert result.status == "partial", result.feedback()  # the shape is right: partial credit
+    assert 0 < result.points < 2
+    assert words in result.feedback()
+
+
+def test_embedding_without_odd_dim_check_loses_a_little():
+    def no_check(t, dim):
+        return _embedding(t, dim, check_odd=False)
+
+    result = grade_answer("03.1", no_check, 3)
+    assert result.status == "partial"
+    assert 1.5 < result.points < 2
+    assert "raise a ValueError" in result.feedback()
+
+
+def test_embedding_float32_angles_pass():
+    # the learner computing in float32, exactly as the library does, must not be penalised
+    def f32(t, dim):
+        if dim % 2:
+            raise ValueError("odd")
+        half = dim // 2
+        omega = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32) / half)
+        a = t.float()[:, None] * omega
+        return torch.cat([a.cos(), a.sin()], 1)
+
+    for seed in SEEDS:
+        assert grade_answer("03.1", f32, seed).status == "pass"
+
+
+def test_embedding_wrong_shape_fails():
+    result = grade_answer("03.1", lambda t, dim: _embedding(t, dim)[:, : dim // 2], 0)
+    assert result.status in ("partial", "fail")
+    assert "expected shape" in result.feedback()
+
+
+# ---------------------------------------------------------------------------------------------
+# 03.2 TimeResBlock
+# ---------------------------------------------------------------------------------------------
+
+
+class CourseResBlock(ResBlock):
+    def __init__(self, in_ch, out_ch, emb_dim):
+        super().__init__(in_ch, out_ch, emb_dim)
+
+
+def test_course_resblock_passes():
+    for seed in SEEDS[:3]:
+        result = grade_answer("03.2", CourseResBlock, seed)
+        assert result.status == "pass", result.feedback()
+
+
+def test_resblock_reference_matches_the_course_block():
+    for in_ch, out_ch in [(32, 64), (64, 64), (48, 24)]:
+        ref = L._TimeResBlock(in_ch, out_ch, 96).eval()
+        course = ResBlock(in_ch, out_ch, 96).eval()
+        course.load_state_dict(L._reference_weights(in_ch, out_ch, 96, 5))
+        ref.load_state_dict(L._reference_weights(in_ch, out_ch, 96, 5))
+        x, e = torch.randn(2, in_ch, 6, 6), torch.randn(2, 96)
+        with torch.no_grad():
+            assert torch.allclose(ref(x, e), course(x, e), atol=1e-5)
+        assert sum(p.numel() for p in ref.parameters()) == sum(p.numel() for p in course.parameters())
+
+
+def test_resblock_cases_avoid_one_channel_groups():
+    # with one channel per GroupNorm group the time bias is normalised away: the probe could not see it
+    for case in L._resblock_cases(0):
+        out_ch = case.args[1]
+        assert out_ch // group_norm(out_ch).num_groups >= 2
+
+
+class _Block(nn.Module):
+    """A configurable learner's block, to make the mistakes with."""
+
+    skip_always_conv = False
+    use_time = True
+    silu_on_e = True
+    bias_after_conv2 = False
+    residual = True
+
+    def __init__(self, in_ch, out_ch, emb_dim):
+        super().__init__()
+        self.norm1 = group_norm(in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        if self.use_time:
+            self.emb = nn.Linear(emb_dim, out_ch)
+        self.norm2 = group_norm(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        conv = self.skip_always_conv or in_ch != out_ch
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if conv else nn.Identity()
+
+    def forward(self, x, e):
+        h = self.conv1(F.silu(self.norm1(x)))
+        bias = self.emb(F.silu(e) if self.silu_on_e else e)[:, :, None, None] if self.use_time else 0
+        if not self.bias_after_conv2:
+            h = h + bias
+        h = self.conv2(F.silu(self.norm2(h)))
+        if self.bias_after_conv2:
+            h = h + bias
+        return self.skip(x) + h if self.residual else h
+
+
+def _variant(**flags):
+    return type("Variant", (_Block,), flags)
+
+
+@pytest.mark.parametrize(
+    "flags, words, partial",
+    [
+        ({"skip_always_conv": True}, "should be nn.Identity()", True),
+        ({"use_time": False}, "does not change with the time embedding", True),
+        ({"silu_on_e": False}, "differs from the reference", True),
+        ({"bias_after_conv2": True}, "differs from the reference", True),
+        ({"residual": False}, "differs from the reference", True),
+    ],
+    ids=["always-1x1-skip", "no-time", "no-silu-on-e", "bias-after-conv2", "no-residual"],
+)
+def test_resblock_mistakes(flags, words, partial):
+    result = grade_answer("03.2", _variant(**flags), 4)
+    assert result.status == ("partial" if partial else "fail"), result.feedback()
+    assert 0 < result.points < 3
+    assert words in result.feedback()
+
+
+def test_resblock_with_other_layer_names_is_told_the_names():
+    class Renamed(nn.Module):
+        def __init__(self, in_ch, out_ch, emb_dim):
+            super().__init__()
+            self.gn1, self.c1 = group_norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+            self.t = nn.Linear(emb_dim, out_ch)
+            self.gn2, self.c2 = group_norm(out_ch), nn.Conv2d(out_ch, out_ch, 3, padding=1)
+            self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
+
+        def forward(self, x, e):
+            h = self.c1(F.silu(self.gn1(x))) + self.t(F.silu(e))[:, :, None, None]
+            return self.skip(x) + self.c2(F.silu(self.gn2(h)))
+
+    result = grade_answer("03.2", Renamed, 0)
+    assert result.status == "partial"
+    assert "norm1, conv1, emb, norm2, conv2, skip" in result.feedback()
+
+
+def test_resblock_that_crashes_is_an_error():
+    class Broken(_Block):
+        def forward(self, x, e):
+            return self.conv1(x) + self.emb(e)  # N×C×H×W + N×C: a broadcasting error
+
+    result = grade_answer("03.2", Broken, 0)
+    assert result.status == "error"
+    assert result.points == 0
+
+
+def test_resblock_probe_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    grade_answer("03.2", CourseResBlock, 0)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# 03.3 analyse_unet
+# ---------------------------------------------------------------------------------------------
+
+
+def _config(case):
+    ch, blocks, attention = case.args
+    kw = case.kwargs
+    return UNetConfig(
+        channels=ch,
+        blocks=blocks,
+        attention=attention,
+        image_size=kw.get("image_size", 32),
+        in_channels=kw.get("in_channels", 1),
+    )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_analyser_parameters_match_the_module(seed):
+    for case in L._analyse_cases(seed):
+        got = L._analyse_unet(*case.args, **case.kwargs)
+        model = UNet(_config(case))
+        assert got["parameters"] == model.parameters_by_level(), case.label
+        assert got["total_parameters"] == model.num_parameters()
+
+
+_BLOCKS = (ResBlock, SelfAttention, Downsample, Upsample)
+
+
+def _measured_activation_bytes(model: UNet, batch: int) -> dict[str, int]:
+    """4 × the values in every block output, by part, from forward hooks."""
+    n = len(model.config.channels)
+    totals: dict[str, int] = {}
+
+    def part(name):
+        head = name.split(".")
+        if head[0] == "down":
+            return f"level {head[1]}"
+        if head[0] == "up":
+            return f"level {n - 1 - int(head[1])}"
+        return "middle" if head[0].startswith("mid") else "stem"
+
+    def hook(name):
+        return lambda mod, inp, out: totals.__setitem__(part(name), totals.get(part(name), 0) + 4 * out.numel())
+
+    handles = [
+        m.register_forward_hook(hook(name))
+        for name, m in model.named_modules()
+        if isinstance(m, _BLOCKS) or name in ("conv_in", "conv_out")
+    ]
+    cfg = model.config
+    with torch.inference_mode():
+        model(torch.randn(batch, cfg.in_channels, cfg.image_size, cfg.image_size), torch.zeros(batch, dtype=torch.long))
+    for h in handles:
+        h.remove()
+    return totals
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_analyser_activation_memory_matches_forward_hooks(seed):
+    for case in L._analyse_cases(seed):
+        got = L._analyse_unet(*case.args, **case.kwargs)
+        batch = case.kwargs.get("batch", 1)
+        measured = _measured_activation_bytes(UNet(_config(case)).eval(), batch)
+        assert got["activation_bytes"] == measured, case.label
+        assert got["total_activation_bytes"] == sum(measured.values())
+
+
+def _analyser(**mistakes):
+    """The reference with one mistake switched on."""
+
+    def analyse(channels, blocks, attention, image_size=32, in_channels=1, batch=1):
+        out = L._analyse_unet(channels, blocks, attention, image_size, in_channels, batch)
+        if mistakes.get("values_not_bytes"):
+            out["activation_bytes"] = {k: v // 4 for k, v in out["activation_bytes"].items()}
+        if mistakes.get("ignore_batch"):
+            out["activation_bytes"] = {k: v // batch for k, v in out["activation_bytes"].items()}
+        if mistakes.get("wide_upsampler"):  # the upsampler keeps C_i instead of narrowing to C_{i-1}
+            for i in range(1, len(channels)):
+                c, c_prev = channels[i], channels[i - 1]
+                out["parameters"][f"level {i}"] += (9 * c * c + c) - (9 * c * c_prev + c_prev)
+                r = image_size // 2**i
+                out["activation_bytes"][f"level {i}"] += 4 * batch * (c - c_prev) * (2 * r) ** 2
+        if mistakes.get("no_attention_params"):
+            for i, (c, b, a) in enumerate(zip(channels, blocks, attention)):
+                out["parameters"][f"level {i}"] -= 2 * b * a * (4 * c * c + 6 * c)
+            c = channels[-1]
+            out["parameters"]["middle"] -= 4 * c * c + 6 * c
+        if mistakes.get("level_keys"):
+            out["parameters"] = {k.replace(" ", ""): v for k, v in out["parameters"].items()}
+        out["total_parameters"] = sum(out["parameters"].values())
+        out["total_activation_bytes"] = sum(out["activation_bytes"].values())
+        return out
+
+    return analyse
+
+
+@pytest.mark.parametrize(
+    "mistake, words",
+    [
+        ("values_not_bytes", "float32 takes 4 bytes"),
+        ("ignore_batch", "multiply by the batch (3)"),
+        ("wide_upsampler", "parameters.level 1"),
+        ("no_attention_params", "parameters.middle"),
+        ("level_keys", "missing keys at parameters"),
+    ],
+)
+def test_analyser_mistakes(mistake, words):
+    result = grade_answer("03.3", _analyser(**{mistake: True}), 0)
+    assert result.status == "partial", result.feedback()
+    assert 0 < result.points < 4
+    assert words in result.feedback()
+
+
+def test_analyser_that_builds_a_unet_dict_of_wrong_type_fails():
+    result = grade_answer("03.3", lambda *a, **k: 42, 0)
+    assert result.status == "fail"
+    assert "expected a dict" in result.feedback()
+
+
+# ---------------------------------------------------------------------------------------------
+# the solutions notebook
+# ---------------------------------------------------------------------------------------------
+
+
+def _notebook():
+    return nbformat.read(SOLUTIONS, as_version=4)
+
+
+def _tagged(nb, prefix):
+    out = {}
+    for cell in nb.cells:
+        for tag in cell.metadata.get("tags", []):
+            if tag.startswith(prefix):
+                out[tag[len(prefix) :]] = cell
+    return out
+
+
+def _setup_cell(nb):
+    return next(c for c in nb.cells if c.cell_type == "code")
+
+
+def _stubbed(source, exercise_id):
+    title = get_exercise(exercise_id).title
+    pattern = re.compile(r"^([ \t]*)### BEGIN SOLUTION\n.*?^[ \t]*### END SOLUTION[ \t]*(\n|$)", re.S | re.M)
+    return pattern.sub(lambda m: f'{m.group(1)}raise NotImplementedError("Exercise {exercise_id}: {title}")\n', source)
+
+
+def test_notebook_is_stored_clean_and_valid():
+    nb = _notebook()
+    nbformat.validate(nb)
+    assert nb.nbformat == 4
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Exercises 03: U-Net blocks")
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_notebook_has_one_exercise_and_one_check_cell_per_exercise():
+    nb = _notebook()
+    exercises, checks = _tagged(nb, "exercise:"), _tagged(nb, "check:")
+    assert sorted(exercises) == sorted(checks) == list(NAMES)
+    for exercise_id, cell in checks.items():
+        assert cell.source == f'check("{exercise_id}")'
+    for cell in exercises.values():
+        assert cell.source.count("### BEGIN SOLUTION") == cell.source.count("### END SOLUTION") >= 1
+
+
+def test_no_other_cell_uses_the_learners_names():
+    nb = _notebook()
+    tagged = {id(c) for c in list(_tagged(nb, "exercise:").values()) + list(_tagged(nb, "check:").values())}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and id(cell) not in tagged:
+            for name in NAMES.values():
+                assert not re.search(rf"\b{name}\b", cell.source), (name, cell.source[:80])
+
+
+@pytest.mark.parametrize("exercise_id", list(NAMES))
+def test_notebook_solution_passes(exercise_id):
+    nb = _notebook()
+    ns: dict = {}
+    exec(compile(_setup_cell(nb).source, "setup", "exec"), ns)
+    exec(compile(_tagged(nb, "exercise:")[exercise_id].source, exercise_id, "exec"), ns)
+    for seed in (0, 99):
+        result = grade_answer(exercise_id, ns[NAMES[exercise_id]], seed)
+        assert result.status == "pass", result.feedback()
+
+
+@pytest.mark.parametrize("exercise_id", list(NAMES))
+def test_notebook_stub_is_not_implemented(exercise_id):
+    nb = _notebook()
+    source = _stubbed(_tagged(nb, "exercise:")[exercise_id].source, exercise_id)
+    assert "### BEGIN SOLUTION" not in source and "NotImplementedError" in source
+    ns: dict = {}
+    exec(compile(_setup_cell(nb).source, "setup", "exec"), ns)
+    exec(compile(source, exercise_id, "exec"), ns)  # the stubbed cell is still valid Python
+    result = grade_answer(exercise_id, ns[NAMES[exercise_id]], 0)
+    assert result.status == "not_implemented", result.feedback()
+    assert f"Exercise {exercise_id}" in result.detail

@@ -1,0 +1,528 @@
+"""Lesson 04's graded exercises: the references pass, known mistakes lose points with a useful
+message, stubs are "not_implemented", and the solutions notebook's answers pass."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_lib.grading import lesson04 as L
+from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
+from course_lib.samplers import ddpm_step
+from course_lib.schedules import NoiseSchedule, predict_x0, q_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions" / "04_training_and_sampling.ipynb"
+IDS = ["04.1", "04.2", "04.3", "04.4"]
+SEEDS = [0, 1, 12345]
+
+
+def _v(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return x.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+def _grade_all_seeds(ex_id, answer):
+    return [grade_answer(ex_id, answer, seed) for seed in SEEDS]
+
+
+def _assert_wrong(ex_id, answer, message, partial=None):
+    """Not a pass on any seed, fewer points, ``message`` in the feedback; ``partial``: the status."""
+    ex = get_exercise(ex_id)
+    for result in _grade_all_seeds(ex_id, answer):
+        assert result.status != "pass", result.feedback()
+        assert result.points < ex.points
+        assert message in result.feedback(), result.feedback()
+        if partial is not None:
+            assert result.status == partial, result.feedback()
+            if partial == "partial":
+                assert 0 < result.points < ex.points
+
+
+# --------------------------------------------------------------------------- registry and references
+
+
+def test_lesson_04_registers_four_exercises():
+    exs = exercises_for("04_training_and_sampling")
+    assert [e.id for e in exs] == IDS
+    assert [e.name for e in exs] == ["epsilon_loss", "ema_update", "ddpm_posterior_step", "predict_x0_clipped"]
+    for e in exs:
+        assert 2 <= e.points <= 4 and e.hint and e.reference.__doc__
+        assert 4 <= len(e.cases(0)) <= 8
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reference_passes(ex_id, seed):
+    ex = get_exercise(ex_id)
+    result = grade_answer(ex, ex.reference, seed)
+    assert result.status == "pass", result.feedback()
+    assert result.points == ex.points
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_cases_are_deterministic_and_depend_on_the_seed(ex_id):
+    ex = get_exercise(ex_id)
+    _, a = ex.expected(3)
+    _, b = ex.expected(3)
+    _, c = ex.expected(4)
+    assert repr(a) == repr(b)
+    assert repr(a) != repr(c)
+
+
+def test_checks_are_fast():
+    import time
+
+    start = time.perf_counter()
+    for ex_id in IDS:
+        ex = get_exercise(ex_id)
+        grade_answer(ex, ex.reference, 7)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_cases_leave_the_global_random_stream_alone():
+    torch.manual_seed(0)
+    a = torch.rand(3)
+    torch.manual_seed(0)
+    for ex_id in IDS:
+        get_exercise(ex_id).cases(5)
+    assert torch.equal(torch.rand(3), a)
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_stub_is_not_implemented(ex_id):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise {ex_id}: stub")
+
+    result = grade_answer(ex_id, stub, 0)
+    assert result.status == "not_implemented"
+    assert result.points == 0
+
+
+# --------------------------------------------------------------------------- the references agree with the library
+
+
+def test_epsilon_loss_reference_is_diffusion_loss_with_given_t_and_noise():
+    schedule = NoiseSchedule.cosine(100)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 1, 6, 6, generator=g) * 2 - 1
+    t = torch.randint(0, 100, (4,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    model = L._AffineEps(0.4, 0.7, 100)
+    expected = F.mse_loss(model(q_sample(schedule, x0, t, noise), t), noise)
+    got = L._epsilon_loss(model, x0, t, noise, schedule.alphas_cumprod)
+    assert torch.allclose(got, expected) and got.requires_grad and got.dim() == 0
+
+
+def test_oracle_and_zero_models_give_their_textbook_losses():
+    for case in L._loss_cases(3):
+        model, x0, t, noise, abar = case.args
+        loss = float(L._epsilon_loss(model, x0, t, noise, abar).detach())
+        if isinstance(model, L._OracleEps):
+            assert loss < 1e-8
+        if isinstance(model, L._ZeroEps):
+            assert loss == pytest.approx(float((noise**2).mean()))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_ddpm_reference_equals_course_lib_ddpm_step(seed):
+    for case in L._ddpm_cases(seed):
+        abar, betas, x_t, eps, t, noise = case.args
+        schedule = NoiseSchedule(betas)
+        assert torch.allclose(schedule.alphas_cumprod, abar, rtol=1e-12, atol=0)
+        expected = ddpm_step(schedule, x_t, eps, t, noise=noise)
+        assert torch.allclose(L._ddpm_posterior_step(*case.args), expected, rtol=1e-9, atol=1e-9), case.label
+
+
+def test_ddpm_cases_cover_first_and_last_steps_and_mixed_batches():
+    cases = L._ddpm_cases(0)
+    ts = [case.args[4] for case in cases]
+    assert any(bool((t == 0).all()) for t in ts)
+    assert any(int(t.max()) == len(case.args[0]) - 1 for t, case in zip(ts, cases))
+    assert any(bool((t == 0).any()) and bool((t > 0).any()) for t in ts)
+    assert any(len(t) == 1 for t in ts)
+
+
+def test_predict_x0_clipped_reference_is_the_library_prediction_clamped():
+    for case in L._x0_cases(2):
+        abar, x_t, eps, t = case.args
+        betas = 1 - abar / torch.cat([abar.new_ones(1), abar[:-1]])
+        expected = predict_x0(NoiseSchedule(betas), x_t, eps, t).clamp(-1, 1)
+        assert torch.allclose(L._predict_x0_clipped(*case.args), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_x0_cases_include_values_inside_and_outside_the_range():
+    inside = outside = False
+    for case in L._x0_cases(0):
+        abar, x_t, eps, t = case.args
+        a = _v(abar[t], x_t)
+        raw = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+        inside |= bool((raw.abs() <= 1).all())
+        outside |= bool((raw.abs() > 1).any())
+    assert inside and outside
+
+
+def test_ema_reference_is_the_library_update_without_warm_up():
+    from course_lib.train import EMA
+
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model, decay=0.9)
+    ema.updates = 10**6  # past the warm-up: the decay is 0.9 itself
+    ema_params = [p.detach().clone() for p in ema.model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    L._ema_update(ema_params, list(model.parameters()), 0.9)
+    ema.update(model)
+    for a, b in zip(ema_params, ema.model.parameters()):
+        assert torch.allclose(a, b)
+
+
+# --------------------------------------------------------------------------- 04.1: known mistakes
+
+
+def _x_t(x0, t, noise, abar, offset=0, roots=True):
+    a = _v(abar[(t + offset).clamp(0, len(abar) - 1)], x0)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise if roots else a * x0 + (1 - a) * noise
+
+
+def loss_without_square_roots(model, x0, t, noise, abar):
+    return ((model(_x_t(x0, t, noise, abar, roots=False), t) - noise) ** 2).mean()
+
+
+def loss_against_x0(model, x0, t, noise, abar):
+    return ((model(_x_t(x0, t, noise, abar), t) - x0) ** 2).mean()
+
+
+def loss_summed(model, x0, t, noise, abar):
+    return ((model(_x_t(x0, t, noise, abar), t) - noise) ** 2).sum()
+
+
+def loss_as_float(model, x0, t, noise, abar):
+    return ((model(_x_t(x0, t, noise, abar), t) - noise) ** 2).mean().item()
+
+
+def loss_per_image(model, x0, t, noise, abar):
+    return ((model(_x_t(x0, t, noise, abar), t) - noise) ** 2).mean(dim=(1, 2, 3))
+
+
+def loss_at_t_minus_1(model, x0, t, noise, abar):
+    return ((model(_x_t(x0, t, noise, abar, offset=-1), t) - noise) ** 2).mean()
+
+
+def loss_fraction_t(model, x0, t, noise, abar):
+    return ((model(_x_t(x0, t, noise, abar), t / len(abar)) - noise) ** 2).mean()
+
+
+def test_04_1_wrong_variants():
+    _assert_wrong("04.1", loss_without_square_roots, "x_t needs square roots", partial="partial")
+    _assert_wrong("04.1", loss_against_x0, "the target is the noise", partial="partial")
+    _assert_wrong("04.1", loss_summed, "don't sum it", partial="partial")
+    _assert_wrong("04.1", loss_at_t_minus_1, "not at t − 1")
+    _assert_wrong("04.1", loss_per_image, "return one number")
+    _assert_wrong("04.1", loss_fraction_t, "not t / T")
+
+
+def test_04_1_returning_nothing_fails_with_a_message():
+    result = grade_answer("04.1", lambda model, x0, t, noise, abar: None, 0)
+    assert result.status == "fail"
+    assert "return one number" in result.feedback() and "NoneType" in result.feedback()
+
+
+def test_04_1_item_earns_partial_credit_for_the_right_value():
+    for result in _grade_all_seeds("04.1", loss_as_float):
+        assert result.status == "partial"
+        assert result.points == pytest.approx(3 * 3 / 4)  # value and scalar right, not differentiable
+        assert "carries gradients" in result.feedback()
+
+
+def test_04_1_zero_model_case_passes_a_wrong_x_t():
+    """The zero predictor ignores x_t, so a learner with a wrong x_t still gets that case."""
+    result = grade_answer("04.1", loss_without_square_roots, 0)
+    passed_cases = {c.message for c in result.checks if c.passed}
+    assert result.points > 0 and passed_cases
+
+
+# --------------------------------------------------------------------------- 04.2: known mistakes
+
+
+def ema_decay_on_wrong_side(ema_params, params, decay):
+    with torch.no_grad():
+        for e, p in zip(ema_params, params):
+            e.mul_(1 - decay).add_(p, alpha=decay)
+
+
+def ema_rebinds_names(ema_params, params, decay):
+    for e, p in zip(ema_params, params):
+        e = decay * e + (1 - decay) * p  # noqa: F841 (the mistake: a new tensor, the list is untouched)
+
+
+def ema_returns_new_tensors(ema_params, params, decay):
+    return [decay * e + (1 - decay) * p.detach() for e, p in zip(ema_params, params)]
+
+
+def ema_replaces_list_entries(ema_params, params, decay):
+    for i, (e, p) in enumerate(zip(ema_params, params)):
+        ema_params[i] = decay * e + (1 - decay) * p.detach()
+
+
+def ema_with_warm_up(ema_params, params, decay):
+    decay = min(decay, (1 + 1) / (10 + 1))  # copied from the library's EMA class, first update
+    with torch.no_grad():
+        for e, p in zip(ema_params, params):
+            e.mul_(decay).add_(p, alpha=1 - decay)
+
+
+def ema_bias_corrected(ema_params, params, decay):
+    with torch.no_grad():
+        for e, p in zip(ema_params, params):
+            e.copy_((decay * e + (1 - decay) * p) / (1 - decay))
+
+
+def ema_also_moves_params(ema_params, params, decay):
+    with torch.no_grad():
+        for e, p in zip(ema_params, params):
+            e.lerp_(p, 1 - decay)
+            p.mul_(0.5)
+
+
+def test_04_2_wrong_variants():
+    # decay 0.5 is symmetric: the swapped update is right there, so partial credit
+    _assert_wrong("04.2", ema_decay_on_wrong_side, "not the other way round", partial="partial")
+    _assert_wrong("04.2", ema_rebinds_names, "only rebinds a name", partial="fail")
+    _assert_wrong("04.2", ema_with_warm_up, "no warm-up", partial="partial")
+    _assert_wrong("04.2", ema_bias_corrected, "no bias correction")
+    _assert_wrong("04.2", ema_also_moves_params, "params (the trained weights) were changed", partial="partial")
+
+
+def test_04_2_new_tensors_earn_the_values_but_not_in_place():
+    for result in _grade_all_seeds("04.2", ema_returns_new_tensors):
+        assert result.status == "partial"
+        assert result.points == pytest.approx(2 * 2 / 3, abs=0.01)
+        assert "must be updated in place" in result.feedback()
+    for result in _grade_all_seeds("04.2", ema_replaces_list_entries):
+        assert result.status == "partial"
+        assert result.points == pytest.approx(2 * 2 / 3, abs=0.01)
+        assert "ema_params[i] = …" in result.feedback()
+
+
+def test_04_2_in_place_variants_all_pass():
+    def with_lerp(ema_params, params, decay):
+        for e, p in zip(ema_params, params):
+            e.lerp_(p.detach(), 1 - decay)
+
+    def with_copy(ema_params, params, decay):
+        for e, p in zip(ema_params, params):
+            e.copy_(decay * e + (1 - decay) * p)
+
+    for answer in (with_lerp, with_copy):
+        assert all(r.status == "pass" for r in _grade_all_seeds("04.2", answer))
+
+
+# --------------------------------------------------------------------------- 04.3: known mistakes
+
+
+def _posterior(abar, betas, x_t, eps, t, abar_prev=None, clamp=False):
+    s = (-1,) + (1,) * (x_t.dim() - 1)
+    prev = (torch.cat([abar.new_ones(1), abar[:-1]])[t] if abar_prev is None else abar_prev).view(s)
+    a, b = abar[t].view(s), betas[t].view(s)
+    x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+    x0 = x0.clamp(-1, 1) if clamp else x0
+    mean = (prev.sqrt() * b / (1 - a)) * x0 + ((1 - b).sqrt() * (1 - prev) / (1 - a)) * x_t
+    return mean, (1 - prev) / (1 - a) * b, b, (t > 0).to(x_t.dtype).view(s)
+
+
+def step_with_beta_variance(abar, betas, x_t, eps, t, noise):
+    mean, _, beta, not_last = _posterior(abar, betas, x_t, eps, t)
+    return mean + not_last * beta.sqrt() * noise
+
+
+def step_with_beta_variance_and_noise_at_0(abar, betas, x_t, eps, t, noise):
+    mean, _, beta, _ = _posterior(abar, betas, x_t, eps, t)
+    return mean + beta.sqrt() * noise
+
+
+def step_reading_abar_at_minus_1(abar, betas, x_t, eps, t, noise):
+    """alphas_cumprod[t − 1] at t = 0 wraps around to abar_{T−1}, so the last step gets noise."""
+    mean, var, _, _ = _posterior(abar, betas, x_t, eps, t, abar_prev=abar[t - 1])
+    return mean + var.sqrt() * noise
+
+
+def step_variance_as_std(abar, betas, x_t, eps, t, noise):
+    mean, var, _, not_last = _posterior(abar, betas, x_t, eps, t)
+    return mean + not_last * var * noise
+
+
+def step_with_clamp(abar, betas, x_t, eps, t, noise):
+    mean, var, _, not_last = _posterior(abar, betas, x_t, eps, t, clamp=True)
+    return mean + not_last * var.sqrt() * noise
+
+
+def step_first_t_for_all(abar, betas, x_t, eps, t, noise):
+    t = t[:1].expand(len(t))
+    mean, var, _, not_last = _posterior(abar, betas, x_t, eps, t)
+    return mean + not_last * var.sqrt() * noise
+
+
+def step_eps_form(abar, betas, x_t, eps, t, noise):
+    """Ho et al.'s Algorithm 2: μ = (x_t − β_t / sqrt(1 − abar_t) ε̂) / sqrt(α_t); must pass."""
+    s = (-1,) + (1,) * (x_t.dim() - 1)
+    _, var, beta, not_last = _posterior(abar, betas, x_t, eps, t)
+    mean = (x_t - beta / (1 - abar[t].view(s)).sqrt() * eps) / (1 - beta).sqrt()
+    return mean + not_last * var.sqrt() * noise
+
+
+def test_04_3_wrong_variants():
+    _assert_wrong("04.3", step_with_beta_variance, "not β_t", partial="partial")  # right at t = 0
+    _assert_wrong("04.3", step_with_beta_variance_and_noise_at_0, "no noise at t = 0", partial="partial")
+    _assert_wrong("04.3", step_reading_abar_at_minus_1, "wraps around", partial="partial")  # right for t > 0
+    _assert_wrong("04.3", step_variance_as_std, "take the square root")
+    _assert_wrong("04.3", step_with_clamp, "do not clamp")
+    _assert_wrong("04.3", step_first_t_for_all, "its own step", partial="partial")
+
+
+def test_04_3_messages_name_the_wrong_steps():
+    feedback = grade_answer("04.3", step_reading_abar_at_minus_1, 0).feedback()
+    assert "wrong for the samples at t = [0, 0]" in feedback
+
+
+def test_04_3_equivalent_forms_pass():
+    def library(abar, betas, x_t, eps, t, noise):
+        return ddpm_step(NoiseSchedule(betas), x_t, eps, t, noise=noise)
+
+    for answer in (step_eps_form, library):
+        assert all(r.status == "pass" for r in _grade_all_seeds("04.3", answer))
+
+
+def test_04_3_returning_the_wrong_shape_fails_the_shape_check():
+    result = grade_answer("04.3", lambda abar, betas, x_t, eps, t, noise: x_t[:, 0], 0)
+    assert result.status == "fail"
+    assert "expected shape" in result.feedback()
+
+
+# --------------------------------------------------------------------------- 04.4: known mistakes
+
+
+def _raw_x0(abar, x_t, eps, t):
+    a = _v(abar[t], x_t)
+    return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+
+def x0_unclamped(abar, x_t, eps, t):
+    return _raw_x0(abar, x_t, eps, t)
+
+
+def x0_clamped_to_unit_interval(abar, x_t, eps, t):
+    return _raw_x0(abar, x_t, eps, t).clamp(0, 1)
+
+
+def x0_without_square_roots(abar, x_t, eps, t):
+    a = _v(abar[t], x_t)
+    return ((x_t - (1 - a) * eps) / a).clamp(-1, 1)
+
+
+def x0_clamped_before_dividing(abar, x_t, eps, t):
+    a = _v(abar[t], x_t)
+    return (x_t - (1 - a).sqrt() * eps).clamp(-1, 1) / a.sqrt()
+
+
+def test_04_4_wrong_variants():
+    _assert_wrong(
+        "04.4", x0_unclamped, "values outside the range remain", partial="partial"
+    )  # right where inside [-1, 1]
+    _assert_wrong("04.4", x0_clamped_to_unit_interval, "not [0, 1]")
+    _assert_wrong("04.4", x0_without_square_roots, "mind both square roots")
+    _assert_wrong("04.4", x0_clamped_before_dividing, "after dividing by sqrt(abar_t)")
+
+
+# --------------------------------------------------------------------------- the solutions notebook
+
+BEGIN_END = re.compile(
+    r"^(?P<indent>[ \t]*)### BEGIN SOLUTION[ \t]*\n.*?^[ \t]*### END SOLUTION[ \t]*(\n|$)", re.M | re.S
+)
+
+
+def _notebook():
+    return nbformat.read(SOLUTIONS, as_version=4)
+
+
+def _tagged(nb, prefix):
+    out = {}
+    for cell in nb.cells:
+        for tag in cell.get("metadata", {}).get("tags", []):
+            if tag.startswith(prefix):
+                out[tag[len(prefix) :]] = cell
+    return out
+
+
+def _setup_source(nb):
+    return next(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_notebook_is_stored_without_outputs_and_has_every_exercise_and_check():
+    nb = _notebook()
+    assert nb.nbformat == 4 and nb.metadata["kernelspec"]["name"] == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Exercises 04:")
+    exercises, checks = _tagged(nb, "exercise:"), _tagged(nb, "check:")
+    assert sorted(exercises) == IDS and sorted(checks) == IDS
+    for ex_id, cell in checks.items():
+        assert cell.source == f'check("{ex_id}")'
+    order = [i for i, c in enumerate(nb.cells) for t in c.metadata.get("tags", [])]
+    assert order == sorted(order)
+
+
+def test_no_other_cell_uses_the_learners_names():
+    nb = _notebook()
+    names = [get_exercise(i).name for i in IDS]
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.cell_type != "code" or tags:
+            continue
+        for name in names:
+            assert name not in cell.source, f"an untagged cell uses {name}"
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_notebook_solution_passes_on_its_own(ex_id):
+    nb = _notebook()
+    cell = _tagged(nb, "exercise:")[ex_id]
+    ns: dict = {}
+    exec(compile(_setup_source(nb), "setup", "exec"), ns)
+    exec(compile(cell.source, f"exercise {ex_id}", "exec"), ns)
+    answer = ns[get_exercise(ex_id).name]
+    for seed in SEEDS:
+        result = grade_answer(ex_id, answer, seed)
+        assert result.status == "pass", result.feedback()
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_exercise_cell_runs_without_the_setup_cell(ex_id):
+    """The grader takes only the tagged cells: each must import what it needs."""
+    cell = _tagged(_notebook(), "exercise:")[ex_id]
+    ns: dict = {}
+    exec(compile(cell.source, f"exercise {ex_id}", "exec"), ns)
+    assert grade_answer(ex_id, ns[get_exercise(ex_id).name], 0).status == "pass"
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_stubbed_notebook_cell_is_not_implemented(ex_id):
+    nb = _notebook()
+    ex = get_exercise(ex_id)
+    source = _tagged(nb, "exercise:")[ex_id].source
+    assert "### BEGIN SOLUTION" in source and "### END SOLUTION" in source
+    message = f"Exercise {ex.id}: {ex.title}"
+    stubbed, n = BEGIN_END.subn(lambda m: f"{m.group('indent')}raise NotImplementedError({message!r})\n", source)
+    assert n == 1 and "SOLUTION" not in stubbed
+    ns: dict = {}
+    exec(compile(_setup_source(nb), "setup", "exec"), ns)
+    exec(compile(stubbed, f"stub {ex_id}", "exec"), ns)
+    result = grade_answer(ex_id, ns[ex.name], 0)
+    assert result.status == "not_implemented"
+    assert message in result.detail
