@@ -86,6 +86,22 @@ def test_resblock_shapes_and_time_matters():
     assert not torch.allclose(blk(x, e1), blk(x, e2))
 
 
+@pytest.mark.parametrize("channels", [16, 32, 48, 64, 96, 320])
+def test_time_reaches_every_block_width_the_recipes_use(channels):
+    """The time bias is added just before norm2: a GroupNorm with one channel per group would
+    subtract it again (each channel's own mean), and the block would ignore t."""
+    torch.manual_seed(0)
+    blk = ResBlock(channels, channels, 32)
+    assert channels // blk.norm2.num_groups >= 4
+    x = torch.randn(2, channels, 8, 8)
+    e1, e2 = torch.randn(2, 32), torch.randn(2, 32)
+    change = (blk(x, e1) - blk(x, e2)).abs().max().item()
+    assert change > 1e-2, f"the time embedding barely changes the output ({change:.2e})"
+    # the known-wrong norm: one channel per group erases the time bias (to float precision)
+    blk.norm2 = torch.nn.GroupNorm(channels, channels, eps=1e-6)
+    assert (blk(x, e1) - blk(x, e2)).abs().max().item() < 1e-4
+
+
 def test_self_attention_is_permutation_equivariant_over_positions():
     """Attention sees a set of positions: permuting pixels permutes the output."""
     torch.manual_seed(0)

@@ -156,8 +156,11 @@ _EMB = register(
 
 
 def _gn(channels: int) -> nn.GroupNorm:
-    """GroupNorm with gcd(channels, 32) groups, eps 1e-6 (the course's ``group_norm``)."""
-    return nn.GroupNorm(math.gcd(channels, 32), channels, eps=1e-6)
+    """The course's ``group_norm``: gcd(channels, 32) groups, halved until each holds ≥ 4 channels."""
+    groups = math.gcd(channels, 32)
+    while groups > 1 and channels // groups < 4 and groups % 2 == 0:
+        groups //= 2
+    return nn.GroupNorm(groups, channels, eps=1e-6)
 
 
 class _TimeResBlock(nn.Module):
@@ -190,9 +193,9 @@ def _resblock_cases(seed: int) -> list[Case]:
         (64, 64, 256, 2, 8, 8, "64 → 64 channels (identity skip)"),
         (48, 24, 64, 1, 5, 7, "48 → 24 channels, a batch of 1, odd 5×7 map"),
         (24, 24, 32, 3, 4, 4, "24 → 24 channels, 3 images"),
-        (16, 40, 96, 2, 6, 6, "16 → 40 channels (GroupNorm with 16 and 8 groups)"),
+        (16, 40, 96, 2, 6, 6, "16 → 40 channels (GroupNorm with 4 and 8 groups)"),
+        (16, 16, 64, 2, 4, 4, "16 → 16 channels (4 groups of 4)"),
     ]
-    # out_ch never divides 32: with one channel per group, GroupNorm would remove the time bias again
     cases = []
     for in_ch, out_ch, emb_dim, n, h, w, label in shapes:
         x = torch.randn(n, in_ch, h, w, generator=g)

@@ -34,9 +34,20 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
 
+#: Fewest channels a GroupNorm group may hold. With one channel per group GroupNorm becomes
+#: a per-channel normalisation that subtracts each channel's mean, and so erases the
+#: per-channel time bias a ResBlock adds just before its second norm: the block would ignore t.
+MIN_GROUP_CHANNELS = 4
+
+
 def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
-    """GroupNorm with at most ``groups`` groups, fewer when the channels don't divide."""
+    """GroupNorm with gcd(channels, groups) groups, halved until each holds ≥ 4 channels.
+
+    64 channels → 16 groups of 4; 320 → 32 groups of 10; 16 → 4 groups of 4; 20 → 4 of 5.
+    """
     g = math.gcd(channels, groups)
+    while g > 1 and channels // g < MIN_GROUP_CHANNELS and g % 2 == 0:
+        g //= 2
     return nn.GroupNorm(g, channels, eps=1e-6)
 
 

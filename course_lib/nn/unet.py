@@ -26,7 +26,7 @@ from .blocks import Downsample, ResBlock, SelfAttention, Upsample, group_norm, t
 
 
 #: Bump when the module layout changes: cached checkpoints are keyed by it.
-ARCHITECTURE = "unet-v2"
+ARCHITECTURE = "unet-v3"  # v3: GroupNorm groups hold ≥ 4 channels, so t reaches every block
 
 
 @dataclass
