@@ -256,9 +256,9 @@ def exercises_for(lesson: str) -> list[Exercise]:
 def _kind(x: Any) -> str:
     if isinstance(x, np.ndarray):
         return "array"
-    if isinstance(x, bool):
+    if isinstance(x, (bool, np.bool_)):
         return "bool"
-    if isinstance(x, (int, float)):
+    if isinstance(x, (int, float, np.integer, np.floating)):
         return "number"
     if isinstance(x, dict):
         return "object" if "__object__" in x else "dict"

@@ -1,0 +1,437 @@
+"""Lesson 05's graded exercises: the references pass, known-wrong answers do not, and the
+solutions notebook's cells pass as written and become not_implemented once stubbed."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSON = "05_vae_and_latent_space"
+SOLUTIONS = ROOT / "solutions" / f"{LESSON}.ipynb"
+IDS = ["05.1", "05.2", "05.3", "05.4"]
+NAMES = {"05.1": "gaussian_kl", "05.2": "reparameterize", "05.3": "compression_analyser", "05.4": "psnr"}
+SEEDS = [0, 1, 7, 12345]
+
+
+def _grade(exercise_id, answer, seed=0):
+    return grade_answer(exercise_id, answer, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry and the references
+# ---------------------------------------------------------------------------------------------
+
+
+def test_lesson_registers_four_exercises():
+    exercises = exercises_for(LESSON)
+    assert [e.id for e in exercises] == IDS
+    assert [e.id for e in exercises_for("05")] == IDS
+    for e in exercises:
+        assert e.name == NAMES[e.id]
+        assert e.lesson == LESSON
+        assert 2 <= e.points <= 4
+        assert e.hint and e.title
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reference_scores_full_marks(exercise_id, seed):
+    ex = get_exercise(exercise_id)
+    result = _grade(ex, ex.reference, seed)
+    assert result.status == "pass", result.feedback()
+    assert result.points == ex.points
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_cases_are_deterministic_and_depend_on_the_seed(exercise_id):
+    ex = get_exercise(exercise_id)
+    assert 4 <= len(ex.cases(0)) <= 8
+    assert [c.label for c in ex.cases(3)] == [c.label for c in ex.cases(3)]
+    a, b = ex.expected(3)[1], ex.expected(3)[1]
+    assert repr(a) == repr(b)
+    assert repr(ex.expected(3)[1]) != repr(ex.expected(4)[1])
+
+
+def test_whole_lesson_checks_are_fast():
+    exercises = exercises_for("05")
+    start = time.perf_counter()
+    for ex in exercises:
+        _grade(ex, ex.reference, 5)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_kl_reference_agrees_with_torch_distributions():
+    kl = get_exercise("05.1").reference
+    g = torch.Generator().manual_seed(0)
+    mean = torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64)
+    logvar = torch.rand(3, 4, 5, 5, generator=g, dtype=torch.float64) * 6 - 4
+    q = torch.distributions.Normal(mean, torch.exp(0.5 * logvar))
+    p = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
+    want = torch.distributions.kl_divergence(q, p).flatten(1).sum(1)
+    assert kl(mean, logvar).shape == (3,)
+    assert torch.allclose(kl(mean, logvar), want, rtol=1e-12, atol=1e-12)
+    assert torch.equal(kl(torch.zeros(2, 3), torch.zeros(2, 3)), torch.zeros(2))
+    with pytest.raises(ValueError, match="same shape"):
+        kl(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def test_reparameterize_reference_samples_the_right_gaussian():
+    rep = get_exercise("05.2").reference
+    g = torch.Generator().manual_seed(1)
+    mean = torch.tensor([[1.5, -2.0]], dtype=torch.float64).expand(200_000, 2)
+    logvar = torch.tensor([[math.log(0.25), math.log(9.0)]], dtype=torch.float64).expand(200_000, 2)
+    z = rep(mean, logvar, torch.randn(200_000, 2, generator=g, dtype=torch.float64))
+    assert torch.allclose(z.mean(0), torch.tensor([1.5, -2.0], dtype=torch.float64), atol=0.03)
+    assert torch.allclose(z.std(0), torch.tensor([0.5, 3.0], dtype=torch.float64), rtol=0.01)
+
+
+def test_compression_reference_on_stable_diffusion_numbers():
+    out = get_exercise("05.3").reference([256, 512, 768, 1024], 8, 4)
+    assert out["latent_side"] == [32, 64, 96, 128]
+    assert out["pixel_values"][1] == 512 * 512 * 3 == 786_432
+    assert out["latent_values"][1] == 64 * 64 * 4 == 16_384
+    assert out["ratio"] == [48.0] * 4  # constant: f²·C/c
+    assert out["bytes_saved"] == [(p - q) * 2 for p, q in zip(out["pixel_values"], out["latent_values"])]
+    assert out["bytes_saved"][3] == 4 * out["bytes_saved"][1] == 16 * out["bytes_saved"][0]  # ∝ side²
+    assert all(
+        isinstance(v, int) for k in ("latent_side", "pixel_values", "latent_values", "bytes_saved") for v in out[k]
+    )
+    with pytest.raises(ValueError, match="multiple"):
+        get_exercise("05.3").reference([512, 500], 8, 4)
+
+
+def test_psnr_reference_by_hand():
+    psnr = get_exercise("05.4").reference
+    x = torch.zeros(3, 1, 2, 2, dtype=torch.float64)
+    y = x.clone()
+    y[0] += 0.2  # MSE 0.04 → 10·log10(4 / 0.04) = 20 dB
+    y[1, 0, 0, 0] = 2.0  # MSE 4 / 4 = 1 → 10·log10(4) ≈ 6.02 dB
+    out = psnr(x, y)
+    assert out.shape == (3,)
+    assert math.isclose(float(out[0]), 20.0, rel_tol=1e-12)
+    assert math.isclose(float(out[1]), 10 * math.log10(4.0), rel_tol=1e-12)
+    assert math.isinf(float(out[2])) and float(out[2]) > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Known-wrong answers
+# ---------------------------------------------------------------------------------------------
+
+
+def kl_forgot_half(mean, logvar):
+    return (mean**2 + logvar.exp() - 1 - logvar).flatten(1).sum(1)
+
+
+def kl_std_not_variance(mean, logvar):
+    return 0.5 * (mean**2 + torch.exp(0.5 * logvar) - 1 - logvar).flatten(1).sum(1)
+
+
+def kl_summed_over_batch(mean, logvar):
+    return 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum()
+
+
+def kl_mean_not_sum(mean, logvar):
+    return 0.5 * (mean**2 + logvar.exp() - 1 - logvar).flatten(1).mean(1)
+
+
+def kl_channels_only(mean, logvar):
+    return 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(1)
+
+
+def kl_log_sign(mean, logvar):
+    return 0.5 * (mean**2 + logvar.exp() - 1 + logvar).flatten(1).sum(1)
+
+
+def reparam_variance_as_std(mean, logvar, eps):
+    return mean + torch.exp(logvar) * eps
+
+
+def reparam_detached_mean(mean, logvar, eps):
+    return mean.detach() + torch.exp(0.5 * logvar) * eps
+
+
+def reparam_fresh_noise(mean, logvar, eps):
+    return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+
+
+def reparam_no_grad(mean, logvar, eps):
+    with torch.no_grad():
+        return mean + torch.exp(0.5 * logvar) * eps
+
+
+def reparam_numpy_std(mean, logvar, eps):
+    import numpy as np
+
+    std = torch.from_numpy(np.exp(0.5 * logvar.detach().numpy()))
+    return mean + std * eps
+
+
+def _analyser(latent_of, ratio_of=lambda p, q: p / q, saved_of=lambda p, q, b: (p - q) * b, check=True):
+    def compression_analyser(resolutions, factor, latent_channels, image_channels=3, bytes_per_value=2):
+        if check and any(s % factor for s in resolutions):
+            raise ValueError("not divisible")
+        out = {"latent_side": [], "pixel_values": [], "latent_values": [], "ratio": [], "bytes_saved": []}
+        for s in resolutions:
+            p = s * s * image_channels
+            q = latent_of(s, factor, latent_channels, image_channels)
+            out["latent_side"].append(s // factor)
+            out["pixel_values"].append(p)
+            out["latent_values"].append(q)
+            out["ratio"].append(ratio_of(p, q))
+            out["bytes_saved"].append(saved_of(p, q, bytes_per_value))
+        return out
+
+    return compression_analyser
+
+
+def _lat(s, f, c, C):
+    return (s // f) ** 2 * c
+
+
+compression_one_direction = _analyser(lambda s, f, c, C: (s // f) * s * c)
+compression_image_channels = _analyser(lambda s, f, c, C: (s // f) ** 2 * C)
+compression_inverted_ratio = _analyser(_lat, ratio_of=lambda p, q: q / p)
+compression_floor_ratio = _analyser(_lat, ratio_of=lambda p, q: p // q)
+compression_no_bytes = _analyser(_lat, saved_of=lambda p, q, b: p - q)
+compression_abs_saved = _analyser(_lat, saved_of=lambda p, q, b: abs(p - q) * b)
+compression_rounds_silently = _analyser(_lat, check=False)
+
+
+def compression_assertion(resolutions, factor, latent_channels, image_channels=3, bytes_per_value=2):
+    assert all(s % factor == 0 for s in resolutions), "not divisible"
+    return get_exercise("05.3").reference(resolutions, factor, latent_channels, image_channels, bytes_per_value)
+
+
+def compression_tensors(resolutions, factor, latent_channels, image_channels=3, bytes_per_value=2):
+    out = get_exercise("05.3").reference(resolutions, factor, latent_channels, image_channels, bytes_per_value)
+    return {k: torch.tensor(v) for k, v in out.items()}
+
+
+def compression_per_resolution(resolutions, factor, latent_channels, image_channels=3, bytes_per_value=2):
+    out = get_exercise("05.3").reference(resolutions, factor, latent_channels, image_channels, bytes_per_value)
+    return [{k: v[i] for k, v in out.items()} for i in range(len(resolutions))]
+
+
+def psnr_range_one(x, y):
+    return 10 * torch.log10(1.0 / ((x - y) ** 2).flatten(1).mean(1))
+
+
+def psnr_255(x, y):
+    return 10 * torch.log10(255.0**2 / ((x - y) ** 2).flatten(1).mean(1))
+
+
+def psnr_batch_mean(x, y):
+    return 10 * torch.log10(4.0 / ((x - y) ** 2).mean())
+
+
+def psnr_epsilon(x, y):
+    return 10 * torch.log10(4.0 / (((x - y) ** 2).flatten(1).mean(1) + 1e-10))
+
+
+def psnr_amplitude_over_mse(x, y):
+    return 20 * torch.log10(2.0 / ((x - y) ** 2).flatten(1).mean(1))
+
+
+def psnr_natural_log(x, y):
+    return 10 * torch.log(4.0 / ((x - y) ** 2).flatten(1).mean(1))
+
+
+WRONG = [
+    # (exercise, answer, substring of the feedback, expected status)
+    ("05.1", kl_forgot_half, "forgot the ½", "partial"),
+    ("05.1", kl_std_not_variance, "standard deviation exp(½·logvar) where the formula has the variance", "partial"),
+    ("05.1", kl_summed_over_batch, "not their sum", "fail"),
+    ("05.1", kl_mean_not_sum, "the KL is their sum", "partial"),
+    ("05.1", kl_channels_only, "sum over every dimension but the batch", "partial"),
+    ("05.1", kl_log_sign, "wrong sign", "partial"),
+    ("05.2", reparam_variance_as_std, "exp(logvar) is the variance", "partial"),
+    ("05.2", reparam_detached_mean, "no gradient reaches mean", "partial"),
+    ("05.2", reparam_fresh_noise, "use the eps argument", "partial"),
+    ("05.2", reparam_no_grad, "no gradient reaches logvar", "partial"),
+    ("05.2", reparam_numpy_std, "no gradient reaches logvar", "partial"),
+    ("05.3", compression_one_direction, "downsample both directions", "partial"),
+    ("05.3", compression_image_channels, "not the image's C", "partial"),
+    ("05.3", compression_inverted_ratio, "pixel values over latent values", "partial"),
+    ("05.3", compression_floor_ratio, "true division", "partial"),
+    ("05.3", compression_no_bytes, "multiply the difference in values by bytes_per_value", "partial"),
+    ("05.3", compression_abs_saved, "not its absolute value", "partial"),
+    ("05.3", compression_rounds_silently, "raise ValueError (do not round", "partial"),
+    ("05.3", compression_assertion, "not AssertionError", "partial"),
+    ("05.3", compression_per_resolution, "expected a dict with keys", "partial"),
+    ("05.4", psnr_range_one, "data range of 2", "partial"),
+    ("05.4", psnr_255, "peak 255", "partial"),
+    ("05.4", psnr_batch_mean, "one PSNR per image, shape (N,)", "fail"),
+    ("05.4", psnr_epsilon, "do not add a small epsilon", "partial"),
+    ("05.4", psnr_amplitude_over_mse, "mixes an amplitude with a power", "partial"),
+    ("05.4", psnr_natural_log, "not the natural log", "partial"),
+]
+
+
+@pytest.mark.parametrize("exercise_id,answer,message,status", WRONG, ids=[f"{w[0]}-{w[1].__name__}" for w in WRONG])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_known_wrong_answers_lose_points_with_a_useful_message(exercise_id, answer, message, status, seed):
+    ex = get_exercise(exercise_id)
+    result = _grade(ex, answer, seed)
+    feedback = result.feedback()
+    assert result.status == status, feedback
+    assert result.points < ex.points
+    if status == "partial":
+        assert result.points > 0
+    assert message in feedback, feedback
+    assert ex.hint in feedback
+
+
+def test_partial_credit_reflects_how_much_is_right():
+    # a detached mean gives the right z and one of two gradients: most of the points
+    detached = _grade("05.2", reparam_detached_mean).points
+    variance = _grade("05.2", reparam_variance_as_std).points
+    assert 3 > detached > variance > 0
+    # forgetting the bytes spoils one key of five; a wrong latent count spoils three
+    assert 4 > _grade("05.3", compression_no_bytes).points > _grade("05.3", compression_one_direction).points > 0
+    # not raising loses only the invalid case
+    assert _grade("05.3", compression_rounds_silently).points >= 3
+    # the epsilon spoils one case of six
+    assert _grade("05.4", psnr_epsilon).points > _grade("05.4", psnr_range_one).points
+
+
+def test_tensors_in_place_of_lists_are_accepted():
+    result = _grade("05.3", compression_tensors)
+    assert result.status == "pass", result.feedback()
+
+
+def test_answers_that_raise_are_errors_not_crashes():
+    def broken(*args, **kwargs):
+        raise TypeError("boom")
+
+    for exercise_id in IDS:
+        result = _grade(exercise_id, broken)
+        assert result.status in ("error", "fail") and result.points == 0
+        assert "TypeError: boom" in result.feedback()
+    # 05.3 records the exception of its invalid case as an observation, so every other case errs
+    assert _grade("05.1", broken).status == "error"
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_stub_is_not_implemented(exercise_id):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise {exercise_id}")
+
+    result = _grade(exercise_id, stub)
+    assert result.status == "not_implemented" and result.points == 0
+
+
+def test_answers_working_in_place_do_not_change_the_cases():
+    def kl_in_place(mean, logvar):
+        var = logvar.exp_()  # overwrites logvar
+        return 0.5 * (mean.pow_(2) + var - 1 - var.log()).flatten(1).sum(1)
+
+    assert _grade("05.1", kl_in_place).status == "pass"
+
+
+# ---------------------------------------------------------------------------------------------
+# The solutions notebook
+# ---------------------------------------------------------------------------------------------
+
+STUB_RE = re.compile(r"^([ \t]*)### BEGIN SOLUTION[ \t]*\n.*?^[ \t]*### END SOLUTION[ \t]*$", re.S | re.M)
+
+
+@pytest.fixture(scope="module")
+def notebook():
+    return nbformat.read(SOLUTIONS, as_version=4)
+
+
+def _tagged(nb, prefix):
+    found = {}
+    for cell in nb.cells:
+        for tag in cell.get("metadata", {}).get("tags", []):
+            if tag.startswith(prefix):
+                found[tag[len(prefix) :]] = cell
+    return found
+
+
+def _setup_source(nb):
+    return next(c.source for c in nb.cells if c.cell_type == "code" and not c.metadata.get("tags"))
+
+
+def _exec(nb, source):
+    ns = {"__name__": "__main__"}
+    exec(compile(_setup_source(nb), "<setup>", "exec"), ns)
+    exec(compile(source, "<exercise>", "exec"), ns)
+    return ns
+
+
+def test_notebook_is_stored_clean(notebook):
+    assert notebook.nbformat == 4
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# Exercises 05:")
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_notebook_has_an_exercise_and_a_check_cell_per_exercise(notebook):
+    exercises, checks = _tagged(notebook, "exercise:"), _tagged(notebook, "check:")
+    assert sorted(exercises) == IDS and sorted(checks) == IDS
+    for exercise_id in IDS:
+        assert checks[exercise_id].source == f'check("{exercise_id}")'
+        cells = notebook.cells
+        assert cells.index(checks[exercise_id]) == cells.index(exercises[exercise_id]) + 1
+        assert exercises[exercise_id].source.count("### BEGIN SOLUTION") == 1
+        assert exercises[exercise_id].source.count("### END SOLUTION") == 1
+
+
+def test_no_other_cell_uses_the_learners_names(notebook):
+    tagged = [c for c in notebook.cells if c.metadata.get("tags")]
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and cell not in tagged:
+            for name in NAMES.values():
+                assert name not in cell.source
+
+
+def test_exercise_cells_do_not_use_the_course_vae(notebook):
+    """The exercises are the maths itself: no cell leans on course_lib's VAE code."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert "vae" not in cell.source.lower()
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_solution_cell_passes(notebook, exercise_id):
+    ns = _exec(notebook, _tagged(notebook, "exercise:")[exercise_id].source)
+    for seed in (0, 99):
+        result = grade_answer(exercise_id, ns[NAMES[exercise_id]], seed)
+        assert result.status == "pass", result.feedback()
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_stubbed_cell_is_not_implemented(notebook, exercise_id):
+    ex = get_exercise(exercise_id)
+    source = _tagged(notebook, "exercise:")[exercise_id].source
+    stubbed, n = STUB_RE.subn(
+        lambda m: f'{m.group(1)}raise NotImplementedError("Exercise {ex.id}: {ex.title}")', source
+    )
+    assert n == 1 and "SOLUTION" not in stubbed
+    ns = _exec(notebook, stubbed)
+    result = grade_answer(exercise_id, ns[NAMES[exercise_id]], 0)
+    assert result.status == "not_implemented", result.feedback()
+    assert f"Exercise {exercise_id}" in result.detail
+
+
+def test_the_build_tool_accepts_the_notebook(notebook):
+    from course_lib.grading.build import build_exercise_notebook
+
+    released = build_exercise_notebook(notebook, LESSON)
+    assert released.metadata["course"]["exercises"] == IDS
+    for exercise_id, cell in _tagged(released, "exercise:").items():
+        assert "SOLUTION" not in cell.source
+        ns = _exec(released, cell.source)
+        assert grade_answer(exercise_id, ns[NAMES[exercise_id]], 0).status == "not_implemented"
