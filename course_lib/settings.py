@@ -1,12 +1,13 @@
 """Course settings, read from the environment.
 
-| variable            | meaning                                              | default                     |
-| ------------------- | ---------------------------------------------------- | --------------------------- |
-| ``COURSE_QUICK``    | ``1`` shrinks budgets (steps, samples, widths)       | ``0``                       |
-| ``COURSE_DATASET``  | dataset the lessons train on                         | ``fashion_mnist``           |
-| ``COURSE_DATA_DIR`` | extra folder searched for dataset files              | unset                       |
-| ``COURSE_CACHE_DIR``| downloads, trained models, evaluator                 | ``~/.cache/diffusion-course``|
-| ``COURSE_DEVICE``   | force ``cpu``, ``cuda``, ``cuda:1`` or ``mps``       | unset (pick the best)       |
+| variable                | meaning                                             | default                          |
+| ----------------------- | --------------------------------------------------- | -------------------------------- |
+| ``COURSE_QUICK``        | ``1`` shrinks budgets (steps, samples, widths)      | ``0``                            |
+| ``COURSE_DATASET``      | dataset the lessons train on                        | ``fashion_mnist``                |
+| ``COURSE_DATA_DIR``     | extra folder searched for dataset files             | unset                            |
+| ``COURSE_CACHE_DIR``    | downloads, trained models, evaluator                | ``~/.cache/diffusion-course``    |
+| ``COURSE_DEVICE``       | force ``cpu``, ``cuda``, ``cuda:1`` or ``mps``      | unset (pick the best)            |
+| ``COURSE_TEXT_ENCODER`` | Hugging Face model id or folder of the text encoder | unset (bundled all-MiniLM-L6-v2) |
 
 Quick mode changes budgets, never the code path: a quick run executes the same cells.
 """
@@ -29,6 +30,7 @@ class Settings:
     data_dir: Path | None
     cache_dir: Path
     device: str | None
+    text_encoder: str | None = None
 
 
 def _flag(name: str, value: str) -> bool:
@@ -49,12 +51,14 @@ def get_settings() -> Settings:
     data_dir = env.get("COURSE_DATA_DIR", "").strip()
     cache_dir = env.get("COURSE_CACHE_DIR", "").strip()
     device = env.get("COURSE_DEVICE", "").strip() or None
+    text_encoder = env.get("COURSE_TEXT_ENCODER", "").strip() or None
     return Settings(
         quick=_flag("COURSE_QUICK", env.get("COURSE_QUICK", "0")),
         dataset=dataset,
         data_dir=Path(data_dir).expanduser() if data_dir else None,
         cache_dir=Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "diffusion-course",
         device=device,
+        text_encoder=text_encoder,
     )
 
 
