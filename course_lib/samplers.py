@@ -1,34 +1,192 @@
-r"""Reverse diffusion: turning noise into images one step at a time.
+r"""Reverse diffusion: turning noise into images, one step or a few big ones at a time.
 
-DDPM's ancestral step (Ho et al. 2020, eq. 6–7) draws x_{t−1} from the posterior
-q(x_{t−1} | x_t, x̂_0), with x̂_0 the clean image implied by the predicted noise:
+Throughout, abar_t is the schedule's ``alphas_cumprod[t]``, ε̂ the model's noise prediction
+and x̂_0 the clean image it implies:
 
-    x̂_0       = (x_t − sqrt(1 − abar_t) ε̂) / sqrt(abar_t)
-    μ̃_t       = sqrt(abar_{t−1}) β_t / (1 − abar_t) · x̂_0  +  sqrt(α_t) (1 − abar_{t−1}) / (1 − abar_t) · x_t
-    β̃_t       = (1 − abar_{t−1}) / (1 − abar_t) · β_t               (the posterior variance)
-    x_{t−1}   = μ̃_t + sqrt(β̃_t) z,   z ~ N(0, I), and no noise at the last step (t = 0).
+    x̂_0 = (x_t − sqrt(1 − abar_t) ε̂) / sqrt(abar_t).
+
+**DDPM** (Ho et al. 2020, eq. 6–7) draws x_{t'} (t' < t, the next step the sampler visits;
+t' = t − 1 when it visits every step) from the posterior q(x_{t'} | x_t, x̂_0):
+
+    β_t       = 1 − abar_t / abar_{t'}                       (= betas[t] when t' = t − 1)
+    μ̃_t       = sqrt(abar_{t'}) β_t / (1 − abar_t) · x̂_0  +  sqrt(1 − β_t) (1 − abar_{t'}) / (1 − abar_t) · x_t
+    β̃_t       = (1 − abar_{t'}) / (1 − abar_t) · β_t               (the posterior variance)
+    x_{t'}    = μ̃_t + sqrt(β̃_t) z,   z ~ N(0, I), and no noise at the last step (t = 0).
 
 This is diffusers' ``DDPMScheduler.step`` with ``variance_type="fixed_small"`` and
-``clip_sample=False``; with ``clip_x0=True`` x̂_0 is clamped to [-1, 1] before it enters
-μ̃_t (``clip_sample=True``, as in Ho et al.'s own sampler). Clamping matters most at the
-first steps of a cosine schedule: there abar_t/abar_{t−1} = 1 − β_t can be 0.001, so an
-error in ε̂ reaches x_{t−1} amplified by sqrt(abar_{t−1}/abar_t) ≈ 30, and an imperfect
-model's samples run off to values in the hundreds instead of staying in [-1, 1].
+``clip_sample=False`` (after ``set_timesteps`` when t' < t − 1); with ``clip_x0=True`` x̂_0 is
+clamped to [-1, 1] before it enters μ̃_t (``clip_sample=True``, as in Ho et al.'s own sampler).
+Clamping matters most at the first steps of a cosine schedule: there abar_t/abar_{t−1} = 1 − β_t
+can be 0.001, so an error in ε̂ reaches x_{t−1} amplified by sqrt(abar_{t−1}/abar_t) ≈ 30, and an
+imperfect model's samples run off to values in the hundreds instead of staying in [-1, 1].
+
+**DDIM** (Song et al. 2021, eq. 12) keeps the same marginals q(x_t | x_0) but a non-Markovian
+reverse process, so it may jump from t to any t' < t:
+
+    σ_t       = η · sqrt((1 − abar_{t'}) / (1 − abar_t)) · sqrt(1 − abar_t / abar_{t'})
+    x_{t'}    = sqrt(abar_{t'}) x̂_0  +  sqrt(1 − abar_{t'} − σ_t²) ε̂  +  σ_t z.
+
+η = 0 is deterministic (an ODE solver: the same x_T always gives the same image), η = 1 has
+DDPM's posterior variance. With η = 0 the update can also be run forwards (t' > t): that is
+DDIM inversion, image → its noise.
+
+**DPM-Solver++(2M)** (Lu et al. 2022) solves the same ODE with a second-order multistep
+method in λ_t = log(sqrt(abar_t) / sqrt(1 − abar_t)) (half the log-SNR), reusing the previous
+step's x̂_0 instead of evaluating the model twice per step; see :func:`dpm_solver_pp_2m_step`.
+
+Timesteps count like diffusers': t = 0 … T−1, and a target t' < 0 means "the clean image",
+abar_{t'} = 1 (diffusers' ``set_alpha_to_one=True``).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
 import torch
 from torch import nn
 
 from .device import autocast
-from .schedules import NoiseSchedule, check_images, predict_x0
+from .schedules import NoiseSchedule, check_images
+
+SAMPLERS = ("ddpm", "ddim", "dpm++2m")
+SPACINGS = ("leading", "trailing", "linspace")
+
+Step = int | torch.Tensor
 
 
+# --------------------------------------------------------------------------- timesteps
+def timesteps(schedule_or_T: NoiseSchedule | int, steps: int, spacing: str = "leading") -> torch.Tensor:
+    r"""The ``steps`` timesteps a sampler visits, descending, as an int64 tensor of shape (steps,).
+
+    With T training steps (Lin et al. 2023, Table 2; diffusers' ``timestep_spacing``):
+
+    - ``"leading"``:  t_i = i · ⌊T / steps⌋, i = 0 … steps−1 (always ends at t = 0; the largest
+      is below T−1 when steps does not divide T). diffusers' default for DDPM and DDIM.
+    - ``"trailing"``: t_i = round(T − i · T/steps) − 1 (always starts at t = T−1, the pure-noise end).
+    - ``"linspace"``: round(linspace(0, T−1, steps)) (both ends).
+
+    These are exactly ``DDIMScheduler(timestep_spacing=spacing, steps_offset=0).set_timesteps(steps)``.
+    (For a few step counts, e.g. T = 1000 and steps = 61, diffusers' ``"trailing"`` list carries
+    an extra, invalid t = −1 at its end from floating-point overshoot in ``np.arange``; this
+    function returns its first ``steps`` entries.)
+    """
+    T = schedule_or_T.num_steps if isinstance(schedule_or_T, NoiseSchedule) else schedule_or_T
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"schedule_or_T must be a NoiseSchedule or a positive int, got {schedule_or_T!r}")
+    steps = _check_steps(steps, T)
+    if spacing == "leading":
+        return torch.arange(steps - 1, -1, -1, dtype=torch.int64) * (T // steps)
+    if spacing == "trailing":
+        # T − i·(T/steps), rounded half to even, computed in float64 the way np.arange does
+        # (value 1 is start + step; later ones start + i·delta with delta = (start + step) − start).
+        step = -(T / steps)
+        delta = (T + step) - T
+        t = T + torch.arange(steps, dtype=torch.float64) * delta
+        if steps > 1:
+            t[1] = T + step
+        return torch.round(t).long() - 1
+    if spacing == "linspace":
+        if steps == 1:
+            return torch.zeros(1, dtype=torch.int64)
+        t = torch.arange(steps, dtype=torch.float64) * ((T - 1) / (steps - 1))
+        t[-1] = T - 1
+        return torch.round(t).long().flip(0)
+    raise ValueError(f"unknown spacing {spacing!r}; expected one of {', '.join(map(repr, SPACINGS))}")
+
+
+def _check_steps(steps, T: int) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        raise ValueError(f"steps must be an int in 1..{T} (the schedule's T), got {steps!r}")
+    return steps
+
+
+# --------------------------------------------------------------------------- helpers
 def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
+def _as_step(schedule: NoiseSchedule, t, n: int, name: str, final_ok: bool = False) -> Step:
+    """A timestep as a Python int (the whole batch at one step) or an int64 (N,) tensor.
+
+    An int keeps every coefficient on the host (Python floats), so a sampling loop that
+    passes ints never waits for the device. With ``final_ok``, values < 0 mean "the clean
+    image" (abar = 1) and come back as −1.
+    """
+    T = schedule.num_steps
+    if isinstance(t, bool):
+        raise ValueError(f"{name} must be an int or an int64 (N,) tensor, got a bool")
+    if isinstance(t, (int, np.integer)):
+        t = int(t)
+        if final_ok and t < 0:
+            return -1
+        if not 0 <= t < T:
+            lo = "a negative value (the clean image) or " if final_ok else ""
+            raise ValueError(f"{name} must be {lo}in 0..{T - 1}, got {t}")
+        return t
+    t = torch.as_tensor(t)
+    if final_ok and not (t.dtype.is_floating_point or t.dtype == torch.bool):
+        checked = schedule.check_timesteps(t.clamp(min=0), n)  # shape, dtype and upper bound
+        t = t.long().clamp(min=-1)
+        return t.expand_as(checked) if t.dim() == 0 else t
+    return schedule.check_timesteps(t, n)
+
+
+def _abar(schedule: NoiseSchedule, t: Step, like: torch.Tensor):
+    """abar_t: a Python float for an int t (1.0 for t < 0), else an (N,1,1,1) tensor like ``like``."""
+    if isinstance(t, int):
+        return 1.0 if t < 0 else float(schedule.alphas_cumprod[t])
+    dtype = torch.float32 if like.device.type == "mps" else torch.float64  # MPS has no float64
+    table = schedule.alphas_cumprod.to(dtype).to(like.device)
+    t = t.to(like.device)
+    vals = torch.where(t >= 0, table[t.clamp(min=0)], torch.ones((), dtype=dtype, device=like.device))
+    return vals.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _c(coef, like: torch.Tensor):
+    """A coefficient ready to scale ``like``: Python floats as they are, tensors in like's dtype.
+
+    Coefficients are computed in float64 and cast only here: 1 − abar_t/abar_{t−1} loses four
+    digits to cancellation near t = 0, too many for float32.
+    """
+    return coef if isinstance(coef, float) else coef.to(like.dtype)
+
+
+def _sqrt(v):
+    """sqrt(max(v, 0)) of a Python float or a tensor (rounding may leave −1e-17 where 0 is meant)."""
+    return math.sqrt(max(v, 0.0)) if isinstance(v, float) else v.clamp(min=0).sqrt()
+
+
+def _check_pair(x_t: torch.Tensor, other: torch.Tensor, name: str) -> None:
+    check_images(x_t, "x_t")
+    if not isinstance(other, torch.Tensor) or other.shape != x_t.shape:
+        got = tuple(other.shape) if isinstance(other, torch.Tensor) else type(other).__name__
+        raise ValueError(f"{name} must have x_t's shape {tuple(x_t.shape)}, got {got}")
+
+
+def _check_before(t: Step, t_prev: Step, what: str) -> None:
+    """t_prev must come after t in sampling order (t_prev < t)."""
+    if isinstance(t, int) and isinstance(t_prev, int):
+        bad = t_prev >= t
+    else:
+        bad = bool((torch.as_tensor(t_prev).cpu() >= torch.as_tensor(t).cpu()).any())
+    if bad:
+        raise ValueError(f"t_prev must be smaller than t {what}")
+
+
+def _check_eta(eta) -> float:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0 or math.isinf(eta):
+        raise ValueError(f"eta must be a finite number ≥ 0 (0 = deterministic DDIM, 1 = DDPM-like), got {eta!r}")
+    return float(eta)
+
+
+def _x0_from_eps(x_t, eps, a_t, clip_x0: bool):
+    x0 = (x_t - _c(_sqrt(1 - a_t), x_t) * eps) / _c(_sqrt(a_t), x_t)
+    return x0.clamp(-1, 1) if clip_x0 else x0
+
+
+# --------------------------------------------------------------------------- one step
 def ddpm_step(
     schedule: NoiseSchedule,
     x_t: torch.Tensor,
@@ -37,36 +195,295 @@ def ddpm_step(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     clip_x0: bool = False,
+    t_prev: int | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    r"""One ancestral step x_t → x_{t−1} (equations in the module docstring).
+    r"""One ancestral step x_t → x_{t'} (equations in the module docstring).
 
     x_t, eps: N×C×H×W; t: an int (the whole batch at one step) or an int64 (N,) tensor;
+    t_prev: the step to land on, t' < t (default t − 1; < 0 means the clean image), so a
+    sampler may skip steps with β recomputed from abar ratios ("DDPM at 50 steps");
     noise: the z to use (drawn from ``generator`` if None; ignored where t = 0);
-    clip_x0: clamp x̂_0 to [-1, 1] (diffusers' ``clip_sample=True``).
+    clip_x0: clamp x̂_0 to [-1, 1] (diffusers' ``clip_sample=True``). Returns N×C×H×W.
     """
-    check_images(x_t, "x_t")
-    if eps.shape != x_t.shape:
-        raise ValueError(f"eps must have x_t's shape {tuple(x_t.shape)}, got {tuple(eps.shape)}")
-    t = schedule.check_timesteps(torch.as_tensor(t), len(x_t)).to(x_t.device)
-    if t.numel() == 1:
-        t = t.expand(len(x_t))
-    abar = schedule.alphas_cumprod
-    abar_prev_table = torch.cat([abar.new_ones(1), abar[:-1]])  # abar_{t−1}, with abar_{−1} = 1
-    a_t = schedule.gather(abar, t, x_t)
-    a_prev = schedule.gather(abar_prev_table, t, x_t)
-    beta_t = 1 - a_t / a_prev  # equals schedule.betas[t], written as diffusers does
+    _check_pair(x_t, eps, "eps")
+    t = _as_step(schedule, t, len(x_t), "t")
+    if t_prev is None:
+        t_prev = t - 1
+    else:
+        t_prev = _as_step(schedule, t_prev, len(x_t), "t_prev", final_ok=True)
+        _check_before(t, t_prev, "(DDPM only steps towards the clean image)")
+    a_t, a_prev = _abar(schedule, t, x_t), _abar(schedule, t_prev, x_t)
+    beta_t = 1 - a_t / a_prev  # = schedule.betas[t] when t' = t − 1, written as diffusers does
 
-    x0 = predict_x0(schedule, x_t, eps, t)
-    if clip_x0:
-        x0 = x0.clamp(-1, 1)
-    mean = (a_prev.sqrt() * beta_t / (1 - a_t)) * x0 + ((1 - beta_t).sqrt() * (1 - a_prev) / (1 - a_t)) * x_t
-    var = ((1 - a_prev) / (1 - a_t) * beta_t).clamp(min=1e-20)
+    x0 = _x0_from_eps(x_t, eps, a_t, clip_x0)
+    coef_x0 = _sqrt(a_prev) * beta_t / (1 - a_t)
+    coef_xt = _sqrt(1 - beta_t) * (1 - a_prev) / (1 - a_t)
+    mean = _c(coef_x0, x_t) * x0 + _c(coef_xt, x_t) * x_t
+    var = (1 - a_prev) / (1 - a_t) * beta_t
+    var = max(var, 1e-20) if isinstance(var, float) else var.clamp(min=1e-20)
     if noise is None:
         noise = _noise_like(x_t, generator)
-    elif noise.shape != x_t.shape:
-        raise ValueError(f"noise must have x_t's shape {tuple(x_t.shape)}, got {tuple(noise.shape)}")
-    keep = (t > 0).to(x_t.dtype).view(-1, *([1] * (x_t.dim() - 1)))  # no noise on the last step
-    return mean + keep * var.sqrt() * noise
+    else:
+        _check_pair(x_t, noise, "noise")
+    if isinstance(t, int):
+        keep = 1.0 if t > 0 else 0.0  # no noise on the last step
+    else:
+        keep = (t > 0).to(x_t.dtype).view(-1, *([1] * (x_t.dim() - 1))).to(x_t.device)
+    return mean + keep * _c(_sqrt(var), x_t) * noise
+
+
+def ddim_step(
+    schedule: NoiseSchedule,
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    t: int | torch.Tensor,
+    t_prev: int | torch.Tensor,
+    eta: float = 0.0,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    clip_x0: bool = False,
+) -> torch.Tensor:
+    r"""One DDIM step x_t → x_{t'} (Song et al. 2021, eq. 12):
+
+        x̂_0    = (x_t − sqrt(1 − abar_t) ε̂) / sqrt(abar_t)
+        σ_t    = η · sqrt((1 − abar_{t'}) / (1 − abar_t)) · sqrt(1 − abar_t / abar_{t'})
+        x_{t'} = sqrt(abar_{t'}) x̂_0 + sqrt(1 − abar_{t'} − σ_t²) ε̂ + σ_t z
+
+    x_t, eps: N×C×H×W; t: an int in 0 … T−1 or an int64 (N,) tensor; t_prev: likewise, and
+    t_prev < 0 means abar_{t'} = 1 (the last step lands on x̂_0; diffusers' ``set_alpha_to_one``).
+    eta ≥ 0: 0 is deterministic, 1 has DDPM's posterior variance. With eta = 0, t_prev > t is
+    allowed: the same update run forwards is DDIM inversion. noise: the z (drawn from
+    ``generator`` when None and eta > 0; drawn on every step with eta > 0, as diffusers does, so
+    a seeded run uses the same random numbers). clip_x0: clamp x̂_0 to [-1, 1] before both terms
+    use it, while the direction term keeps ε̂ (diffusers' ``clip_sample=True`` with
+    ``use_clipped_model_output=False``). Returns x_{t'}, N×C×H×W.
+
+    Equals diffusers' ``DDIMScheduler.step(eps, t, x_t, eta, variance_noise=noise)`` with
+    ``clip_sample=False`` when t_prev = t − T // steps (its "leading" spacing).
+    """
+    _check_pair(x_t, eps, "eps")
+    eta = _check_eta(eta)
+    t = _as_step(schedule, t, len(x_t), "t")
+    t_prev = _as_step(schedule, t_prev, len(x_t), "t_prev", final_ok=True)
+    if eta > 0:
+        _check_before(t, t_prev, "when eta > 0 (only deterministic DDIM, eta = 0, runs forwards)")
+    a_t, a_prev = _abar(schedule, t, x_t), _abar(schedule, t_prev, x_t)
+
+    x0 = _x0_from_eps(x_t, eps, a_t, clip_x0)
+    sigma = eta * _sqrt((1 - a_prev) / (1 - a_t)) * _sqrt(1 - a_t / a_prev) if eta > 0 else 0.0
+    x_prev = _c(_sqrt(a_prev), x_t) * x0 + _c(_sqrt(1 - a_prev - sigma**2), x_t) * eps
+    if eta > 0:
+        if noise is None:
+            noise = _noise_like(x_t, generator)
+        else:
+            _check_pair(x_t, noise, "noise")
+        x_prev = x_prev + _c(sigma, x_t) * noise
+    return x_prev
+
+
+def _lambda(a):
+    """λ = log(sqrt(abar) / sqrt(1 − abar)), for a Python float or a tensor (+inf at abar = 1)."""
+    if isinstance(a, float):
+        return math.inf if a >= 1.0 else 0.5 * (math.log(a) - math.log(1 - a))
+    return 0.5 * (torch.log(a) - torch.log(1 - a))
+
+
+def dpm_solver_pp_2m_step(
+    schedule: NoiseSchedule,
+    x_t: torch.Tensor,
+    x0_hat: torch.Tensor,
+    t: int | torch.Tensor,
+    t_prev: int | torch.Tensor,
+    x0_hat_last: torch.Tensor | None = None,
+    t_last: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""One DPM-Solver++(2M) step x_t → x_{t'} (Lu et al. 2022, Algorithm 2, midpoint form).
+
+    With α = sqrt(abar), σ = sqrt(1 − abar), λ = log(α/σ), and h = λ_{t'} − λ_t > 0:
+
+        first order (= deterministic DDIM):  x_{t'} = (σ_{t'}/σ_t) x_t + α_{t'} (1 − e^{−h}) x̂_0(t)
+        second order (multistep): the same with x̂_0(t) replaced by
+            D = x̂_0(t) + (x̂_0(t) − x̂_0(t_last)) / (2 r),    r = (λ_t − λ_{t_last}) / h,
+
+    a linear extrapolation in λ of the data prediction through the previous step's x̂_0, which
+    costs no extra model call. The final jump to t' < 0 (abar = 1, λ = +∞) is first order and
+    lands exactly on x̂_0(t) (diffusers' ``final_sigmas_type="zero"``, ``lower_order_final``).
+
+    x_t, x0_hat: N×C×H×W, x0_hat the data prediction at t, e.g. x̂_0 = (x_t − σ_t ε̂)/α_t;
+    t: int or (N,) int64; t_prev < t (negative = clean image); x0_hat_last, t_last: the previous
+    step's prediction and timestep (t_last > t), or None for a first-order step.
+    """
+    _check_pair(x_t, x0_hat, "x0_hat")
+    t = _as_step(schedule, t, len(x_t), "t")
+    t_prev = _as_step(schedule, t_prev, len(x_t), "t_prev", final_ok=True)
+    _check_before(t, t_prev, "(DPM-Solver steps towards the clean image)")
+    if (x0_hat_last is None) != (t_last is None):
+        raise ValueError("pass both x0_hat_last and t_last (second order) or neither (first order)")
+    a_t, a_prev = _abar(schedule, t, x_t), _abar(schedule, t_prev, x_t)
+    if isinstance(t_prev, int) and t_prev < 0:
+        return x0_hat.clone()
+    final = None if isinstance(t_prev, int) else (t_prev < 0).to(x_t.device).view(-1, *([1] * (x_t.dim() - 1)))
+    if final is not None:  # keep the finite formula finite where abar_{t'} = 1; those rows take x̂_0 below
+        a_prev = torch.where(final, a_t, a_prev)
+    h = _lambda(a_prev) - _lambda(a_t)
+    d = x0_hat
+    if x0_hat_last is not None:
+        _check_pair(x_t, x0_hat_last, "x0_hat_last")
+        t_last = _as_step(schedule, t_last, len(x_t), "t_last")
+        _check_before(t_last, t, "for the previous step: t must be smaller than t_last")
+        r = (_lambda(a_t) - _lambda(_abar(schedule, t_last, x_t))) / h
+        d = x0_hat + _c(1 / (2 * r), x_t) * (x0_hat - x0_hat_last)
+    exp_neg_h = math.exp(-h) if isinstance(h, float) else torch.exp(-h)
+    x_prev = _c(_sqrt(1 - a_prev) / _sqrt(1 - a_t), x_t) * x_t + _c(_sqrt(a_prev) * (1 - exp_neg_h), x_t) * d
+    return x_prev if final is None else torch.where(final, x0_hat, x_prev)
+
+
+# --------------------------------------------------------------------------- whole trajectories
+EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def sample_loop(
+    eps_fn: EpsFn,
+    schedule: NoiseSchedule,
+    x_T: torch.Tensor,
+    ts: Sequence[int] | torch.Tensor,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    clip_x0: bool = False,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    r"""Run a sampler from x_T through the descending timesteps ``ts`` to x_0.
+
+    eps_fn(x, t) → ε̂ with x N×C×H×W and t a Python int; any callable works (a trained U-Net,
+    an oracle that knows x_0, an analytic formula). Step i goes from ts[i] to ts[i+1], the
+    last from ts[−1] to the clean image (t' = −1). ``sampler``: "ddpm" (posterior between
+    the visited steps), "ddim" (with ``eta``) or "dpm++2m" (first step first order, then second
+    order, last step first order). callback(i, t, x) is called after each step with the new x.
+    Coefficients are computed on the host from int timesteps, so the loop never waits for the
+    device. Returns x_0 (not clamped), N×C×H×W.
+    """
+    _check_sampler(sampler)
+    eta = _check_eta(eta)
+    if eta > 0 and sampler != "ddim":
+        raise ValueError(f"eta applies to sampler='ddim' only, got eta={eta} with sampler={sampler!r}")
+    check_images(x_T, "x_T")
+    ts = [int(t) for t in (ts.tolist() if isinstance(ts, torch.Tensor) else ts)]
+    if not ts or any(b >= a for a, b in zip(ts, ts[1:])) or ts[-1] < 0 or ts[0] >= schedule.num_steps:
+        raise ValueError(f"ts must be a non-empty, strictly descending list in 0..{schedule.num_steps - 1}")
+    x = x_T
+    x0_last, t_last = None, None
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        eps = eps_fn(x, t)
+        if sampler == "ddpm":
+            x = ddpm_step(schedule, x, eps, t, generator=generator, clip_x0=clip_x0, t_prev=t_prev)
+        elif sampler == "ddim":
+            x = ddim_step(schedule, x, eps, t, t_prev, eta=eta, generator=generator, clip_x0=clip_x0)
+        else:
+            _check_pair(x, eps, "eps")
+            x0 = _x0_from_eps(x, eps, _abar(schedule, t, x), clip_x0)
+            x = dpm_solver_pp_2m_step(schedule, x, x0, t, t_prev, x0_last, t_last)
+            x0_last, t_last = x0, t
+        if callback is not None:
+            callback(i, t, x)
+    return x
+
+
+def ddim_invert(
+    model: nn.Module | Callable,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    steps: int,
+    spacing: str = "leading",
+    labels: torch.Tensor | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    r"""DDIM inversion: the noise x_T that deterministic DDIM (eta = 0) turns back into ``x0``.
+
+    The η = 0 update read forwards, along the ascending timesteps t_0 < t_1 < … of
+    ``timesteps(schedule, steps, spacing)``:
+
+        x_{t_{i+1}} = sqrt(abar_{t_{i+1}}) x̂_0 + sqrt(1 − abar_{t_{i+1}}) ε̂,
+        x̂_0 = (x_{t_i} − sqrt(1 − abar_{t_i}) ε̂) / sqrt(abar_{t_i}),   ε̂ = ε_θ(x_{t_i}, t_i),
+
+    starting from x_0 itself (abar = 1) with ε̂ = ε_θ(x_0, t_0). Sampling evaluates ε_θ at the
+    other end of each step, so the round trip is exact only as far as ε_θ changes little over
+    one step: the error shrinks as ``steps`` grows. model: ε_θ(x, t[, labels]), an nn.Module or
+    any callable; x0: N×C×H×W. Returns x_T at t = timesteps(...)[0], N×C×H×W.
+    """
+    check_images(x0, "x0")
+    ts = timesteps(schedule, steps, spacing).flip(0).tolist()  # ascending
+    if labels is not None:
+        labels = torch.as_tensor(labels, device=x0.device).long()
+        if labels.shape != (len(x0),):
+            raise ValueError(f"labels must have shape ({len(x0)},), got {tuple(labels.shape)}")
+    eps_fn = _model_eps_fn(model, labels, batch_size, x0.device)
+    was_training = getattr(model, "training", None)
+    if isinstance(model, nn.Module):
+        model.eval()
+    it = range(len(ts))
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="DDIM inversion", leave=False)
+    x = x0
+    with torch.no_grad():
+        for i in it:
+            t_from, t_to = (ts[i - 1] if i > 0 else -1), ts[i]
+            eps = eps_fn(x, t_from if i > 0 else t_to)
+            a_from, a_to = _abar(schedule, t_from, x), _abar(schedule, t_to, x)
+            x0_hat = _x0_from_eps(x, eps, a_from, clip_x0=False)
+            x = _c(_sqrt(a_to), x) * x0_hat + _c(_sqrt(1 - a_to), x) * eps
+    if isinstance(model, nn.Module):
+        model.train(was_training)
+    return x
+
+
+def _check_sampler(sampler) -> None:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(map(repr, SAMPLERS))}")
+
+
+def _model_eps_fn(model, labels, batch_size, device) -> EpsFn:
+    """eps_fn(x, t) for a model ε_θ(x, t[, labels]): t as an (N,) tensor on the device, in batches.
+
+    An int t becomes int64; a float t (diffusers' Euler interpolates between steps) float32.
+    """
+
+    def eps_fn(x: torch.Tensor, t: int | float) -> torch.Tensor:
+        n = len(x)
+        tt = torch.full((n,), t, device=x.device, dtype=torch.long if isinstance(t, int) else torch.float32)
+        bs = batch_size or n
+        return torch.cat(
+            [_predict(model, x[i : i + bs], tt[i : i + bs], None if labels is None else labels[i : i + bs])
+             for i in range(0, n, bs)]
+        )
+
+    return eps_fn
+
+
+def _prepare(model, n, shape, labels, device):
+    """Checked (shape, device, labels) for sampling n images from ``model``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if shape is None:
+        cfg = getattr(model, "config", None)
+        if cfg is None:
+            raise ValueError("pass shape=(C, H, W): the model has no config to read it from")
+        shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
+    shape = tuple(shape)
+    if len(shape) != 3:
+        raise ValueError(f"shape must be (C, H, W), got {shape}")
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    if labels is not None:
+        labels = torch.as_tensor(labels, device=device).long()
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    return shape, device, labels
 
 
 @torch.no_grad()
@@ -82,55 +499,63 @@ def sample(
     trajectory_every: int | None = None,
     batch_size: int | None = None,
     clip_x0: bool = True,
+    *,
+    sampler: str = "ddpm",
+    steps: int | None = None,
+    eta: float = 0.0,
+    spacing: str = "leading",
+    x_T: torch.Tensor | None = None,
 ):
-    """Ancestral DDPM sampling: x_T ~ N(0, I), then ``ddpm_step`` for t = T−1 … 0.
+    """Sample n images: x_T ~ N(0, I), then ``sampler`` over ``steps`` timesteps down to x_0.
 
     model: ε_θ(x, t[, labels]); n images of ``shape`` (C, H, W), default the model's
-    (in_channels, image_size, image_size). Same ``seed`` → same images on a given device.
-    Returns N×C×H×W in the model's range (clamped to [-1, 1]), or, with
-    ``trajectory_every=k``, a tuple (images, frames) where frames holds x_t every k steps
-    (for animations).
+    (in_channels, image_size, image_size). sampler: "ddpm" (ancestral; the default),
+    "ddim" (with ``eta``, 0 = deterministic) or "dpm++2m"; steps: how many model calls,
+    1 … T (None = all T), visited as ``timesteps(schedule, steps, spacing)``; x_T: start from
+    this noise (e.g. from :func:`ddim_invert`) instead of drawing it. clip_x0 (default on):
+    clamp x̂_0 to [-1, 1] at every step, see ``ddpm_step``. Same ``seed`` → same images on a
+    given device. Returns N×C×H×W clamped to [-1, 1], or, with ``trajectory_every=k``, a tuple
+    (images, frames) where frames holds x_T and then x_t every k steps before the end (for
+    animations; with all T steps that is every t divisible by k).
     """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if shape is None:
-        cfg = getattr(model, "config", None)
-        if cfg is None:
-            raise ValueError("pass shape=(C, H, W): the model has no config to read it from")
-        shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
-    if len(shape) != 3:
-        raise ValueError(f"shape must be (C, H, W), got {shape}")
-    if device is None:
-        device = next(model.parameters()).device
-    device = torch.device(device)
-    if labels is not None:
-        labels = torch.as_tensor(labels, device=device).long()
-        if labels.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    _check_sampler(sampler)
+    eta = _check_eta(eta)
+    if eta > 0 and sampler != "ddim":
+        raise ValueError(f"eta applies to sampler='ddim' only, got eta={eta} with sampler={sampler!r}")
+    ts = timesteps(schedule, schedule.num_steps if steps is None else steps, spacing).tolist()
+    shape, device, labels = _prepare(model, n, shape, labels, device)
 
     generator = torch.Generator(device=device)
     generator.manual_seed(0 if seed is None else seed)
     was_training = model.training
     model.eval()
-    x = torch.randn((n, *shape), generator=generator, device=device)
+    if x_T is None:
+        x = torch.randn((n, *shape), generator=generator, device=device)
+    else:
+        if not isinstance(x_T, torch.Tensor) or tuple(x_T.shape) != (n, *shape):
+            got = tuple(x_T.shape) if isinstance(x_T, torch.Tensor) else type(x_T).__name__
+            raise ValueError(f"x_T must have shape {(n, *shape)}, got {got}")
+        x = x_T.to(device=device, dtype=torch.float32)
     frames = [x.cpu()] if trajectory_every else None
-    steps = range(schedule.num_steps - 1, -1, -1)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc="DDPM sampling", leave=False)
-    bs = batch_size or n
-    # clip_x0 (default on): clamp x̂_0 to the data range at every step, see ddpm_step.
-    for t in steps:
-        tt = torch.full((n,), t, device=device, dtype=torch.long)
-        eps = torch.cat(
-            [_predict(model, x[i : i + bs], tt[i : i + bs], None if labels is None else labels[i : i + bs])
-             for i in range(0, n, bs)]
-        )
-        x = ddpm_step(schedule, x, eps, tt, generator=generator, clip_x0=clip_x0)
-        if trajectory_every and (t % trajectory_every == 0):
+        bar = tqdm(total=len(ts), desc=f"{sampler.upper()} sampling", leave=False)
+
+    def callback(i, t, x):
+        if bar is not None:
+            bar.update()
+        if trajectory_every and (len(ts) - 1 - i) % trajectory_every == 0:
             frames.append(x.clamp(-1, 1).cpu())
-    model.train(was_training)
+
+    eps_fn = _model_eps_fn(model, labels, batch_size, device)
+    try:
+        x = sample_loop(eps_fn, schedule, x, ts, sampler, eta, generator, clip_x0, callback)
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
     x = x.clamp(-1, 1)
     return (x, frames) if trajectory_every else x
 

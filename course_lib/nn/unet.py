@@ -151,11 +151,16 @@ class UNet(nn.Module):
         if labels is not None:
             if self.class_emb is None:
                 raise ValueError("this U-Net has no num_classes, so it takes no labels")
-            labels = torch.as_tensor(labels, device=x.device)
+            labels = torch.as_tensor(labels)
             if labels.shape != (len(x),):
                 raise ValueError(f"labels must have shape ({len(x)},), got {tuple(labels.shape)}")
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > cfg.num_classes):
+            # the range is checked where it costs nothing: labels already on a GPU are left to the
+            # embedding, since reading them back would stall the GPU at every sampling step
+            if labels.device.type == "cpu" and labels.numel() and (
+                int(labels.min()) < 0 or int(labels.max()) > cfg.num_classes
+            ):
                 raise ValueError(f"labels must lie in 0..{cfg.num_classes} ({cfg.num_classes} = no class)")
+            labels = labels.to(x.device).long()
         return t, labels
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -163,7 +168,7 @@ class UNet(nn.Module):
         emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]).to(x.dtype))
         if self.class_emb is not None:
             if labels is None:  # unconditional call: the "no class" token
-                labels = torch.full_like(t, self.config.num_classes)
+                labels = torch.full(t.shape, self.config.num_classes, dtype=torch.long, device=t.device)
             emb = emb + self.class_emb(labels)
 
         h = self.conv_in(x)
