@@ -1,12 +1,16 @@
 r"""The building blocks of the course U-Net.
 
 Every block maps N×C×H×W feature maps to N×C'×H'×W'. The time step reaches the
-blocks as an embedding vector (N×D) made by :func:`timestep_embedding` and a small MLP.
+blocks as an embedding vector (N×D) made by :func:`timestep_embedding` and a small MLP;
+a text prompt reaches them as per-token states (N×L×D_ctx) through :class:`CrossAttention`
+(lesson 06), whose attention maps :func:`record_attention` collects for plotting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -57,21 +61,30 @@ class ResBlock(nn.Module):
     The time embedding is added as a per-channel bias after the first convolution.
     ``skip`` is the identity when channels stay the same, else a 1×1 convolution.
     x: N×C_in×H×W, emb: N×D → N×C_out×H×W.
+
+    With ``emb_dim=None`` the block has no time input (no ``emb`` layer) and is called as
+    ``block(x)``: the plain residual block of the VAE (lesson 05).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, groups: int = 32):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int | None = None, dropout: float = 0.0,
+                 groups: int = 32):
         super().__init__()
         self.norm1 = group_norm(in_ch, groups)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, out_ch)
+        self.emb = nn.Linear(emb_dim, out_ch) if emb_dim is not None else None
         self.norm2 = group_norm(out_ch, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(F.silu(emb))[:, :, None, None]
+        if self.emb is not None:
+            if emb is None:
+                raise ValueError(f"this ResBlock takes a time embedding emb (N×{self.emb.in_features}), got None")
+            h = h + self.emb(F.silu(emb))[:, :, None, None]
+        elif emb is not None:
+            raise ValueError("this ResBlock was built with emb_dim=None, so it takes no emb")
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
@@ -99,6 +112,181 @@ class SelfAttention(nn.Module):
         attn = F.scaled_dot_product_attention(q, k, v)  # N×heads×HW×d
         attn = attn.transpose(1, 2).reshape(n, h * w, c)
         return x + self.out(attn).transpose(1, 2).reshape(n, c, h, w)
+
+
+class CrossAttention(nn.Module):
+    r"""Multi-head attention from image positions to text tokens, with a residual connection.
+
+    Queries come from the image, keys and values from the prompt's token states c:
+
+        q = W_q·GN(x)   (HW×C),   k = W_k·c,  v = W_v·c   (L×C, projected from context_dim),
+        P = softmax(q kᵀ / √d + B)   (HW×L, per head of width d),   out = x + W_o · P v
+
+    with B = 0 where ``mask`` is True (a real token) and −∞ where it is False (padding), so
+    every row of P sums to 1 over the real tokens. Row p of P says which words image position
+    p reads from; lesson 06 plots these rows as heat maps over the image.
+
+    x: N×C×H×W, context: N×L×context_dim, mask: N×L bool (None: every token is real)
+    → N×C×H×W, or (out, P) with P N×heads×HW×L when ``return_attention=True``.
+
+    Choices:
+
+    - W_o starts at zero, so the block starts as the identity (as Stable Diffusion's
+      ``proj_out`` and ControlNet's zero convolutions): a new text-conditioned U-Net starts
+      as a plain one and learns how much to listen to the text, and cross-attention can be
+      added to a trained U-Net without changing what it predicts. Only W_o gets a gradient on
+      the very first step (the others sit behind it); after one update all of them do.
+      P itself is not zero at the start, so its maps can be plotted from the start.
+    - W_q, W_k, W_v have no bias (as in Stable Diffusion): a key bias adds the same q·b to
+      every score of a row, which the softmax ignores, and a value bias adds the same vector
+      to every output, which W_o's bias already can.
+    - A prompt whose tokens are all masked would make a row of −∞ and a NaN softmax. Real
+      prompts never are (the empty prompt encodes to [CLS][SEP]), so for such a row the first
+      token is kept visible instead: no NaN, and no check that would stall a GPU.
+    """
+
+    def __init__(self, channels: int, context_dim: int, head_dim: int = 64, groups: int = 32):
+        super().__init__()
+        if channels % head_dim and head_dim < channels:
+            raise ValueError(f"channels ({channels}) must be a multiple of head_dim ({head_dim})")
+        if context_dim < 1:
+            raise ValueError(f"context_dim must be ≥ 1, got {context_dim}")
+        self.channels, self.context_dim = channels, context_dim
+        self.heads = max(1, channels // head_dim)
+        self.norm = group_norm(channels, groups)
+        self.to_q = nn.Linear(channels, channels, bias=False)
+        self.to_k = nn.Linear(context_dim, channels, bias=False)
+        self.to_v = nn.Linear(context_dim, channels, bias=False)
+        self.out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        #: Set by :func:`record_attention`: called with P (N×heads×HW×L) at every forward.
+        self.attention_sink: Callable[[torch.Tensor], None] | None = None
+
+    def check_inputs(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"x must be N×{self.channels}×H×W, got {_describe(x)}")
+        n = x.shape[0]
+        if not isinstance(context, torch.Tensor) or context.dim() != 3:
+            raise ValueError(f"context must be N×L×{self.context_dim} token states, got {_describe(context)}")
+        if context.shape[0] != n:
+            raise ValueError(f"context must hold one prompt per image: batch {n}, got {context.shape[0]}")
+        if context.shape[2] != self.context_dim:
+            raise ValueError(
+                f"context must be N×L×{self.context_dim} (this layer's context_dim), "
+                f"got width {context.shape[2]}"
+            )
+        if context.shape[1] < 1:
+            raise ValueError("context must hold at least one token (L ≥ 1), got L = 0")
+        if mask is not None:
+            if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+                raise ValueError(f"mask must be a bool tensor N×L (True = real token), got {_describe(mask)}")
+            if mask.shape != context.shape[:2]:
+                raise ValueError(
+                    f"mask must be N×L = {tuple(context.shape[:2])} to match context, got {tuple(mask.shape)}"
+                )
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None,
+                return_attention: bool = False):
+        self.check_inputs(x, context, mask)
+        n, c, h, w = x.shape
+        heads, d = self.heads, c // self.heads
+        context = context.to(device=x.device, dtype=self.to_k.weight.dtype)
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # N×HW×C
+        q = self.to_q(tokens).view(n, h * w, heads, d).transpose(1, 2)  # N×heads×HW×d
+        k = self.to_k(context).view(n, -1, heads, d).transpose(1, 2)  # N×heads×L×d
+        v = self.to_v(context).view(n, -1, heads, d).transpose(1, 2)  # N×heads×L×d
+
+        visible = None  # N×1×1×L, True = attend
+        if mask is not None:
+            mask = mask.to(x.device)
+            empty = ~mask.any(dim=1)  # prompts with no real token: keep their first token
+            visible = torch.cat([mask[:, :1] | empty[:, None], mask[:, 1:]], dim=1)[:, None, None, :]
+
+        probs = None
+        if return_attention or self.attention_sink is not None:
+            # The same attention, written out, so that P can be returned.
+            scores = q @ k.transpose(-2, -1) / math.sqrt(d)  # N×heads×HW×L
+            if visible is not None:
+                scores = scores.masked_fill(~visible, float("-inf"))
+            probs = scores.softmax(dim=-1)
+            attn = probs.to(v.dtype) @ v
+            if self.attention_sink is not None:
+                self.attention_sink(probs)
+        else:
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)  # N×heads×HW×d
+        attn = attn.transpose(1, 2).reshape(n, h * w, c)
+        out = x + self.out(attn).transpose(1, 2).reshape(n, c, h, w)
+        return (out, probs) if return_attention else out
+
+
+@contextlib.contextmanager
+def record_attention(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    r"""Collect the attention maps of every :class:`CrossAttention` inside ``model``.
+
+    ::
+
+        with record_attention(unet) as maps:
+            unet(x, t, context=emb.tokens, context_mask=emb.mask)
+        maps["mid_xattn"]          # N×heads×HW×L: row p = how image position p spreads over the tokens
+
+    Yields a dict layer name (as in ``model.named_modules()``) → P, detached, filled by the
+    forward passes run inside the ``with`` block (each pass overwrites the previous one's maps,
+    so after a sampling loop it holds the last step's). While recording, the layers compute P
+    explicitly instead of calling the fused kernel: slower, and more memory.
+    """
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, CrossAttention)}
+    if not layers:
+        raise ValueError(
+            f"{type(model).__name__} has no CrossAttention layers to record "
+            "(a U-Net has them only when built with context_dim)"
+        )
+    maps: dict[str, torch.Tensor] = {}
+
+    def sink(name: str) -> Callable[[torch.Tensor], None]:
+        def store(probs: torch.Tensor) -> None:
+            maps[name] = probs.detach()
+        return store
+
+    for name, layer in layers.items():
+        if layer.attention_sink is not None:
+            raise RuntimeError(f"attention of {name!r} is already being recorded (nested record_attention)")
+        layer.attention_sink = sink(name)
+    try:
+        yield maps
+    finally:
+        for layer in layers.values():
+            layer.attention_sink = None
+
+
+def token_heatmaps(maps: dict[str, torch.Tensor], size: int) -> torch.Tensor:
+    r"""Average recorded attention maps into one heat map per token: N×L×size×size.
+
+        A[n, l] = mean over layers and heads of upsample(P_layer[n, head, :, l] as H×W → size×size)
+
+    Every layer's H·W positions must form a square (the course's U-Nets work on square
+    images). A[n, l] shows where in the image token l of prompt n was read.
+    """
+    if not maps:
+        raise ValueError("maps is empty: record a forward pass with record_attention first")
+    total = None
+    for name, probs in maps.items():
+        if probs.dim() != 4:
+            raise ValueError(f"maps[{name!r}] must be N×heads×HW×L, got {tuple(probs.shape)}")
+        n, _, hw, length = probs.shape
+        side = math.isqrt(hw)
+        if side * side != hw:
+            raise ValueError(f"maps[{name!r}] has {hw} positions, not a square H×W")
+        m = probs.float().mean(dim=1).transpose(1, 2).reshape(n, length, side, side)
+        m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)
+        total = m if total is None else total + m
+    return total / len(maps)
+
+
+def _describe(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a {x.dim()}-dim {x.dtype} tensor of shape {tuple(x.shape)}"
+    return f"a {type(x).__name__}"
 
 
 class Downsample(nn.Module):

@@ -1,4 +1,4 @@
-r"""The course U-Net: a noise predictor ε_θ(x_t, t [, class]) for 32×32 images.
+r"""The course U-Net: a noise predictor ε_θ(x_t, t [, class] [, text]) for 32×32 images.
 
     x_t ─ conv_in ─ [ResBlock×B (+attn)] ─ down ─ … ─ middle (Res, Attn, Res) ─ … ─ up ─ [ResBlock×B] ─ conv_out ─ ε̂
                          │  skip: concatenated on the way up  ▲
@@ -11,6 +11,14 @@ Attention is used only where ``attention[i]`` is true (low resolution: cost ∝ 
 The time step enters every ResBlock through an embedding; a class label, when the
 model has ``num_classes``, is one more embedding added to it (label ``num_classes`` is
 the "no class" token used by classifier-free guidance).
+
+With ``context_dim`` set (lesson 06) the model also reads a prompt: N×L×context_dim token
+states from a frozen text encoder and their N×L padding mask. A :class:`CrossAttention`
+follows every self-attention (the levels where ``attention[i]`` is true, and the middle),
+as in Stable Diffusion's transformer blocks: image positions there ask the prompt's tokens
+what to draw. Class labels and a text context can be used alone or together; a label is
+the simplest context, one learned vector for the whole image.
+:func:`record_attention` collects the cross-attention maps of one forward pass.
 """
 
 from __future__ import annotations
@@ -22,10 +30,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Downsample, ResBlock, SelfAttention, Upsample, group_norm, timestep_embedding
+from .blocks import (
+    CrossAttention,
+    Downsample,
+    ResBlock,
+    SelfAttention,
+    Upsample,
+    group_norm,
+    record_attention,
+    timestep_embedding,
+    token_heatmaps,
+)
+
+__all__ = ["ARCHITECTURE", "UNet", "UNetConfig", "record_attention", "token_heatmaps"]
 
 
 #: Bump when the module layout changes: cached checkpoints are keyed by it.
+#: (Cross-attention did not change it: it adds layers only when context_dim is set, and
+#: context_dim is part of the config, so it is part of every cache key that uses it.)
 ARCHITECTURE = "unet-v3"  # v3: GroupNorm groups hold ≥ 4 channels, so t reaches every block
 
 
@@ -43,6 +65,7 @@ class UNetConfig:
     dropout: float = 0.0
     num_classes: int | None = None
     out_channels: int | None = None  # defaults to in_channels (ε has the image's shape)
+    context_dim: int | None = None  # width D of the text tokens; None: no cross-attention
     extra: dict = field(default_factory=dict)  # room for later lessons' options
 
     def __post_init__(self):
@@ -67,13 +90,22 @@ class UNetConfig:
             )
         if self.num_classes is not None and self.num_classes < 1:
             raise ValueError(f"num_classes must be None or ≥ 1, got {self.num_classes}")
+        if self.context_dim is not None and (isinstance(self.context_dim, bool) or int(self.context_dim) < 1):
+            raise ValueError(f"context_dim must be None or ≥ 1 (the text encoder's width), got {self.context_dim}")
+        if self.context_dim is not None:
+            self.context_dim = int(self.context_dim)
 
     @property
     def emb_dim(self) -> int:
         return 4 * self.channels[0]
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        d = json.loads(json.dumps(asdict(self)))
+        # Left out when unset, so configs from before cross-attention keep their dict, and with
+        # it the hash that keys their cached checkpoints.
+        if d["context_dim"] is None:
+            del d["context_dim"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> UNetConfig:
@@ -81,7 +113,11 @@ class UNetConfig:
 
 
 class UNet(nn.Module):
-    """ε_θ(x_t, t, labels): N×C×H×W, (N,) int64 [, (N,) int64] → N×C×H×W."""
+    """ε_θ(x_t, t, labels, context, context_mask) → N×C×H×W.
+
+    x: N×C×H×W, t: (N,) int64, labels: (N,) int64 or None, context: N×L×context_dim
+    (or a ``TextEmbedding``, whose mask is then used), context_mask: N×L bool or None.
+    """
 
     def __init__(self, config: UNetConfig | None = None, **kwargs):
         super().__init__()
@@ -98,6 +134,15 @@ class UNet(nn.Module):
         def attn(c):
             return SelfAttention(c, cfg.head_dim, cfg.groups)
 
+        def xattn(c):
+            return CrossAttention(c, cfg.context_dim, cfg.head_dim, cfg.groups)
+
+        # Cross-attention follows each self-attention. The "xattn" entries exist only with a
+        # context_dim, so configs without one keep exactly their old parameters and names.
+        def with_cross_attention(level, i, b):
+            if cfg.context_dim is not None and cfg.attention[i]:
+                level["xattn"] = nn.ModuleList([xattn(ch[i]) for _ in range(b)])
+
         self.time_mlp = nn.Sequential(nn.Linear(ch[0], emb), nn.SiLU(), nn.Linear(emb, emb))
         self.class_emb = nn.Embedding(cfg.num_classes + 1, emb) if cfg.num_classes else None
         self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
@@ -109,11 +154,13 @@ class UNet(nn.Module):
             level = nn.ModuleDict()
             level["res"] = nn.ModuleList([res(prev if j == 0 else c, c) for j in range(b)])
             level["attn"] = nn.ModuleList([attn(c) if cfg.attention[i] else nn.Identity() for _ in range(b)])
+            with_cross_attention(level, i, b)
             level["down"] = Downsample(c) if i < len(ch) - 1 else nn.Identity()
             self.down.append(level)
             prev = c
 
         self.mid_res1, self.mid_attn, self.mid_res2 = res(prev, prev), attn(prev), res(prev, prev)
+        self.mid_xattn = xattn(prev) if cfg.context_dim is not None else None
 
         # Decoder: mirror image; each ResBlock takes [h, skip] concatenated.
         self.up = nn.ModuleList()
@@ -122,6 +169,7 @@ class UNet(nn.Module):
             level = nn.ModuleDict()
             level["res"] = nn.ModuleList([res((prev if j == 0 else c) + c, c) for j in range(b)])
             level["attn"] = nn.ModuleList([attn(c) if cfg.attention[i] else nn.Identity() for _ in range(b)])
+            with_cross_attention(level, i, b)
             level["up"] = Upsample(c, ch[i - 1]) if i > 0 else nn.Identity()
             self.up.append(level)
             prev = ch[i - 1] if i > 0 else c
@@ -132,7 +180,8 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def check_inputs(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None):
+    def check_inputs(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None,
+                     context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None):
         cfg = self.config
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             got = f"{x.dim()} dims" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -161,29 +210,72 @@ class UNet(nn.Module):
             ):
                 raise ValueError(f"labels must lie in 0..{cfg.num_classes} ({cfg.num_classes} = no class)")
             labels = labels.to(x.device).long()
-        return t, labels
+        context, context_mask = self.check_context(len(x), context, context_mask)
+        return t, labels, context, context_mask
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        t, labels = self.check_inputs(x, t, labels)
+    def check_context(self, n: int, context, context_mask):
+        """The context as (N×L×D tensor, N×L bool mask or None), or a ValueError saying what was expected."""
+        d = self.config.context_dim
+        if hasattr(context, "tokens") and hasattr(context, "mask"):  # a text.TextEmbedding
+            if context_mask is not None:
+                raise ValueError("pass a TextEmbedding alone (it carries its own mask), or tokens and context_mask")
+            context, context_mask = context.tokens, context.mask
+        if d is None:
+            if context is not None or context_mask is not None:
+                raise ValueError("this U-Net has no context_dim, so it takes no context "
+                                 "(build it with UNetConfig(context_dim=D) for text conditioning)")
+            return None, None
+        if context is None:
+            raise ValueError(
+                f"this U-Net was built with context_dim={d}: pass context (N×L×{d} token states); "
+                "for an unconditional prediction pass the encoded empty prompt"
+            )
+        if not isinstance(context, torch.Tensor) or context.dim() != 3:
+            got = f"{context.dim()} dims" if isinstance(context, torch.Tensor) else type(context).__name__
+            raise ValueError(f"context must be N×L×{d}, got {got}")
+        if context.shape[0] != n:
+            raise ValueError(f"context must hold one prompt per image: {n}, got {context.shape[0]}")
+        if context.shape[2] != d:
+            raise ValueError(f"context must be N×L×{d} (the model's context_dim), got width {context.shape[2]}")
+        if context_mask is not None and (
+            not isinstance(context_mask, torch.Tensor) or context_mask.dtype != torch.bool
+            or context_mask.shape != context.shape[:2]
+        ):
+            got = (f"{context_mask.dtype} {tuple(context_mask.shape)}" if isinstance(context_mask, torch.Tensor)
+                   else type(context_mask).__name__)
+            raise ValueError(f"context_mask must be a bool tensor N×L = {tuple(context.shape[:2])} "
+                             f"(True = real token), got {got}")
+        return context, context_mask
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        t, labels, context, mask = self.check_inputs(x, t, labels, context, context_mask)
         emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]).to(x.dtype))
         if self.class_emb is not None:
             if labels is None:  # unconditional call: the "no class" token
                 labels = torch.full(t.shape, self.config.num_classes, dtype=torch.long, device=t.device)
             emb = emb + self.class_emb(labels)
 
+        def block(level, j, h):  # ResBlock j of a level, its self-attention, its cross-attention
+            h = level["attn"][j](level["res"][j](h, emb))
+            return level["xattn"][j](h, context, mask) if "xattn" in level else h
+
         h = self.conv_in(x)
         skips = []
         for level in self.down:
-            for res, attn in zip(level["res"], level["attn"]):
-                h = attn(res(h, emb))
+            for j in range(len(level["res"])):
+                h = block(level, j, h)
                 skips.append(h)
             h = level["down"](h)
 
-        h = self.mid_res2(self.mid_attn(self.mid_res1(h, emb)), emb)
+        h = self.mid_attn(self.mid_res1(h, emb))
+        if self.mid_xattn is not None:
+            h = self.mid_xattn(h, context, mask)
+        h = self.mid_res2(h, emb)
 
         for level in self.up:
-            for res, attn in zip(level["res"], level["attn"]):
-                h = attn(res(torch.cat([h, skips.pop()], dim=1), emb))
+            for j in range(len(level["res"])):
+                h = block(level, j, torch.cat([h, skips.pop()], dim=1))
             h = level["up"](h)
 
         return self.conv_out(F.silu(self.norm_out(h)))
@@ -194,7 +286,8 @@ class UNet(nn.Module):
 
     def parameters_by_level(self) -> dict[str, int]:
         """Parameter counts: 'stem' (time/class embedding, conv_in, conv_out), 'level i'
-        (encoder + decoder blocks of level i, its down/upsampler) and 'middle'."""
+        (encoder + decoder blocks of level i with their attention and cross-attention, its
+        down/upsampler) and 'middle'."""
         count = lambda *mods: sum(p.numel() for m in mods for p in m.parameters())  # noqa: E731
         out = {"stem": count(self.time_mlp, self.conv_in, self.norm_out, self.conv_out)}
         if self.class_emb is not None:
@@ -203,4 +296,6 @@ class UNet(nn.Module):
         for i in range(n):
             out[f"level {i}"] = count(self.down[i], self.up[n - 1 - i])
         out["middle"] = count(self.mid_res1, self.mid_attn, self.mid_res2)
+        if self.mid_xattn is not None:
+            out["middle"] += count(self.mid_xattn)
         return out
