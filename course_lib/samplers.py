@@ -464,6 +464,79 @@ def _model_eps_fn(model, labels, batch_size, device) -> EpsFn:
     return eps_fn
 
 
+def _prompts(prompt, n: int, what: str) -> list[str]:
+    """One prompt per image: a string is repeated n times, a list must hold n strings."""
+    if isinstance(prompt, str):
+        return [prompt] * n
+    if isinstance(prompt, Sequence) and len(prompt) == n and all(isinstance(p, str) for p in prompt):
+        return list(prompt)
+    got = f"a sequence of length {len(prompt)}" if isinstance(prompt, Sequence) else type(prompt).__name__
+    raise ValueError(f"{what} must be a string or a list of n = {n} strings, got {got}")
+
+
+def _conditioned_eps_fn(model, n, labels, prompt, negative_prompt, scale, text_encoder, batch_size, device):
+    """eps_fn(x, t) for plain, class-conditional, text-conditional and guided sampling."""
+    from .guidance import guided_eps
+
+    cfg = getattr(model, "config", None)
+    context_dim = getattr(cfg, "context_dim", None)
+    num_classes = getattr(cfg, "num_classes", None)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"guidance_scale must be a finite number, got {scale!r}")
+    if prompt is not None and context_dim is None:
+        raise ValueError("prompt= needs a text-conditioned model (UNetConfig.context_dim); this one has none")
+    if negative_prompt is not None and prompt is None:
+        raise ValueError("negative_prompt= needs a prompt= as well")
+    if context_dim is not None:
+        if prompt is None:
+            raise ValueError("this model is text-conditioned: pass prompt= ('' samples unconditionally)")
+        if labels is not None:
+            raise ValueError("pass prompt= to a text-conditioned model, not labels=")
+        from .text import CAPTION_MAX_LENGTH, load_text_encoder
+
+        encoder = text_encoder or load_text_encoder(device=device)
+        cond = encoder.encode(_prompts(prompt, n, "prompt"), max_length=CAPTION_MAX_LENGTH).to(device)
+        if cond.dim != context_dim:
+            raise ValueError(f"the text encoder gives {cond.dim}-wide tokens; the model expects {context_dim}")
+        if negative_prompt is None:
+            negatives = [""]  # the null condition the model was trained with
+        elif isinstance(negative_prompt, str):
+            negatives = [negative_prompt]
+        else:
+            negatives = _prompts(negative_prompt, n, "negative_prompt")
+        uncond = encoder.encode(negatives, max_length=CAPTION_MAX_LENGTH).to(device)
+
+        def call(x, t, c):
+            with autocast(x.device):
+                return model(x, t, context=c).float()
+
+    elif labels is not None:
+        if num_classes is None:
+            raise ValueError("labels= needs a class-conditional model (UNetConfig.num_classes); this one has none")
+        cond = labels
+        uncond = torch.full((1,), num_classes, dtype=torch.long, device=device)
+
+        def call(x, t, c):
+            return _predict(model, x, t, c)
+
+    else:
+        if scale != 1.0:
+            raise ValueError("guidance_scale needs a condition: labels= for a class model, prompt= for a text model")
+        return _model_eps_fn(model, None, batch_size, device)
+
+    def eps_fn(x: torch.Tensor, t: int | float) -> torch.Tensor:
+        tt = torch.full((len(x),), t, device=x.device, dtype=torch.long if isinstance(t, int) else torch.float32)
+        bs = batch_size or len(x)
+        parts = []
+        for i in range(0, len(x), bs):
+            c = cond[i : i + bs]
+            u = uncond if len(uncond) == 1 else uncond[i : i + bs]
+            parts.append(guided_eps(call, x[i : i + bs], tt[i : i + bs], c, u, float(scale)))
+        return torch.cat(parts)
+
+    return eps_fn
+
+
 def _prepare(model, n, shape, labels, device):
     """Checked (shape, device, labels) for sampling n images from ``model``."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -505,8 +578,21 @@ def sample(
     eta: float = 0.0,
     spacing: str = "leading",
     x_T: torch.Tensor | None = None,
+    prompt: str | Sequence[str] | None = None,
+    negative_prompt: str | Sequence[str] | None = None,
+    guidance_scale: float = 1.0,
+    text_encoder=None,
 ):
     """Sample n images: x_T ~ N(0, I), then ``sampler`` over ``steps`` timesteps down to x_0.
+
+    Conditioning and classifier-free guidance (lesson 07): ``labels`` (N,) for a class model
+    (``num_classes``), ``prompt`` (one string for all, or n strings) for a text model
+    (``context_dim``). With ``guidance_scale`` s ≠ 1 every step uses
+    ε̃ = ε(x, t, ∅) + s·(ε(x, t, c) − ε(x, t, ∅)), where ∅ is the "no class" token, or the
+    encoded ``negative_prompt`` (default: the empty prompt, the null condition of training);
+    both predictions come from one batched call (``guidance.guided_eps``). s = 1 is plain
+    conditional sampling, s = 0 unconditional. ``text_encoder``: default the course's
+    (``text.load_text_encoder()``).
 
     model: ε_θ(x, t[, labels]); n images of ``shape`` (C, H, W), default the model's
     (in_channels, image_size, image_size). sampler: "ddpm" (ancestral; the default),
@@ -524,6 +610,9 @@ def sample(
         raise ValueError(f"eta applies to sampler='ddim' only, got eta={eta} with sampler={sampler!r}")
     ts = timesteps(schedule, schedule.num_steps if steps is None else steps, spacing).tolist()
     shape, device, labels = _prepare(model, n, shape, labels, device)
+    eps_fn = _conditioned_eps_fn(
+        model, n, labels, prompt, negative_prompt, guidance_scale, text_encoder, batch_size, device
+    )
 
     generator = torch.Generator(device=device)
     generator.manual_seed(0 if seed is None else seed)
@@ -549,7 +638,6 @@ def sample(
         if trajectory_every and (len(ts) - 1 - i) % trajectory_every == 0:
             frames.append(x.clamp(-1, 1).cpu())
 
-    eps_fn = _model_eps_fn(model, labels, batch_size, device)
     try:
         x = sample_loop(eps_fn, schedule, x, ts, sampler, eta, generator, clip_x0, callback)
     finally:
