@@ -14,6 +14,10 @@ no DataLoader in the way.
 Checkpoints are a folder: ``model.safetensors`` (weights) and ``config.json`` (what
 rebuilds the model). :func:`cached_train` keys them by a hash of every setting that
 changes the result, so a later lesson reuses a model an earlier one trained.
+
+Lesson 05's VAE trains with the same loop pieces: :func:`vae_loss` (reconstruction +
+β·KL), :func:`train_vae`, :func:`cached_vae` (which also measures the latent scaling
+factor) and :func:`vae_recipe`; its checkpoints use the same folder format.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from torch import nn
 
 from .device import autocast, pick_device, seed_everything
 from .nn.unet import ARCHITECTURE, UNet, UNetConfig
+from .nn.vae import VAE, VAE_ARCHITECTURE, VAEConfig, VAEOutput, kl_divergence, latent_scaling_factor
 from .schedules import NoiseSchedule, q_sample
 from .settings import get_settings
 
@@ -204,15 +209,25 @@ def train_diffusion(
 
 
 # --------------------------------------------------------------------- checkpoints
-def save_checkpoint(folder: str | Path, model: UNet, meta: dict | None = None) -> Path:
-    """Write ``folder/model.safetensors`` and ``folder/config.json`` atomically."""
+def save_checkpoint(folder: str | Path, model: UNet | VAE, meta: dict | None = None) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/config.json`` atomically.
+
+    config.json holds the model's config under its kind (``"unet"`` or ``"vae"``; a VAE
+    also its ``scaling_factor``) and ``meta``.
+    """
     folder = Path(folder)
+    if not isinstance(model, (UNet, VAE)):
+        raise ValueError(f"model must be a UNet or a VAE, got {type(model).__name__}")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, tmp / "model.safetensors")
-        info = {"format": CHECKPOINT_FORMAT, "unet": model.config.to_dict(), "meta": meta or {}}
+        if isinstance(model, VAE):
+            info = {"format": CHECKPOINT_FORMAT, "vae": model.config.to_dict(),
+                    "scaling_factor": model.scaling_factor, "meta": meta or {}}
+        else:
+            info = {"format": CHECKPOINT_FORMAT, "unet": model.config.to_dict(), "meta": meta or {}}
         (tmp / "config.json").write_text(json.dumps(info, indent=2))
         if folder.exists():  # another process finished first: keep theirs
             shutil.rmtree(tmp)
@@ -224,14 +239,19 @@ def save_checkpoint(folder: str | Path, model: UNet, meta: dict | None = None) -
     return folder
 
 
-def load_checkpoint(folder: str | Path, device: torch.device | str | None = None) -> tuple[UNet, dict]:
-    """Rebuild a U-Net from ``save_checkpoint``'s folder → (model in eval mode, meta)."""
+def load_checkpoint(folder: str | Path, device: torch.device | str | None = None) -> tuple[UNet | VAE, dict]:
+    """Rebuild a U-Net or a VAE from ``save_checkpoint``'s folder → (model in eval mode, meta)."""
     folder = Path(folder)
     cfg_path, weights = folder / "config.json", folder / "model.safetensors"
     if not cfg_path.exists() or not weights.exists():
         raise FileNotFoundError(f"{folder} is not a checkpoint: expected config.json and model.safetensors")
     info = json.loads(cfg_path.read_text())
-    model = UNet(UNetConfig.from_dict(info["unet"]))
+    if "vae" in info:
+        model = VAE(VAEConfig.from_dict(info["vae"]), scaling_factor=info.get("scaling_factor", 1.0))
+    elif "unet" in info:
+        model = UNet(UNetConfig.from_dict(info["unet"]))
+    else:
+        raise ValueError(f"{cfg_path} names no model: expected a 'unet' or a 'vae' entry")
     model.load_state_dict(load_file(weights))
     return model.to(pick_device(device) if device is None else device).eval(), info.get("meta", {})
 
@@ -301,3 +321,217 @@ def ddpm_recipe(quick: bool | None = None) -> tuple[UNetConfig, NoiseSchedule, T
                       head_dim=64, groups=32)
     return unet, NoiseSchedule.cosine(1000), TrainConfig(steps=15_000, batch_size=128, lr=3e-4, warmup_steps=500,
                                                          ema_decay=0.9995)
+
+
+# --------------------------------------------------------------------- the VAE (lesson 05)
+@dataclass
+class VAETrainConfig:
+    """The VAE's training budget and recipe.
+
+    ``beta`` weighs the KL (in nats) against the per-image *summed* squared error; see
+    :func:`vae_loss`. The learning rate warms up linearly over ``warmup_steps``, then
+    (with ``cosine_decay``) follows a half cosine down to 0 at the last step.
+    ``ema_decay`` = 0 keeps no moving average.
+    """
+
+    steps: int = 6000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    beta: float = 1e-3
+    warmup_steps: int = 200
+    cosine_decay: bool = True
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be ≥ 1, got {self.steps} and {self.batch_size}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be ≥ 0, got {self.beta}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class VAETrainResult(TrainResult):
+    """:class:`TrainResult` plus the two parts of the loss at every step."""
+
+    recon_mse: list[float] = field(default_factory=list)  # mean squared error per pixel
+    kl_per_value: list[float] = field(default_factory=list)  # KL nats per latent value
+    scaling_factor: float = 1.0  # the model's (set by cached_vae from the training data)
+
+
+def vae_loss(x: torch.Tensor, out: VAEOutput, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""The β-VAE objective on a batch, scaled to read like a mean squared error.
+
+    Per image i with D = C·H·W pixels and d = c·h·w latent values:
+
+        L_i = ( ‖x_i − x̂_i‖² + β · KL_i ) / D,     KL_i = KL(q(z | x_i) ‖ N(0, I)) in nats
+
+    and the loss is the mean of L_i over the batch. The squared error is *summed* over the
+    image, so β is relative to that sum: the bracket is, up to constants, 2σ² times the
+    negative ELBO of a Gaussian decoder p(x | z) = N(x̂, σ² I) with σ² = β / 2. β = 0 is a
+    plain autoencoder; larger β pulls q(z | x) toward N(0, I) (smoother latents, blurrier
+    images). Dividing by D only rescales (so lr and grad_clip behave as for an MSE).
+
+    x: N×C×H×W; out: :class:`VAEOutput` → (loss, recon_mse, kl_per_value), scalars; the
+    last two (mean squared error per pixel, mean KL nats per latent value) are detached.
+    """
+    if out.recon.shape != x.shape:
+        raise ValueError(f"the reconstruction {tuple(out.recon.shape)} must have x's shape {tuple(x.shape)}")
+    pixels, latents = x[0].numel(), out.mean[0].numel()
+    sq_err = (out.recon.float() - x.float()).pow(2).flatten(1).sum(dim=1)  # (N,)
+    kl = kl_divergence(out.mean.float(), out.logvar.float())  # (N,)
+    loss = ((sq_err + beta * kl) / pixels).mean()
+    return loss, sq_err.detach().mean() / pixels, kl.detach().mean() / latents
+
+
+def cosine_lr_at(step: int, config: VAETrainConfig) -> float:
+    """Linear warm-up to ``lr``, then a half cosine to 0 at the last step (if ``cosine_decay``)."""
+    lr = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+    if not config.cosine_decay or step < config.warmup_steps:
+        return lr
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_vae(
+    vae: VAE,
+    images: torch.Tensor,
+    config: VAETrainConfig | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> VAETrainResult:
+    """Train ``vae`` on ``images`` (N×C×H×W in [-1, 1]) with :func:`vae_loss`.
+
+    AdamW, warm-up (then cosine decay), gradient clipping, bf16 autocast on CUDA, the
+    data held on the device, as :func:`train_diffusion`. Returns a :class:`VAETrainResult`:
+    the model in eval mode (the EMA's if ``ema_decay`` > 0) and every step's loss,
+    reconstruction MSE and KL per latent value.
+    """
+    config = config or VAETrainConfig()
+    if not isinstance(vae, VAE):
+        raise ValueError(f"vae must be a course_lib VAE, got {type(vae).__name__}")
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError("images must be a tensor N×C×H×W")
+    vae.check_images(images, "images")
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    seed_everything(config.seed)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(config.seed)
+
+    vae.to(device).train()
+    data = images.to(device, torch.float32)
+    opt = torch.optim.AdamW(
+        vae.parameters(),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        **({"fused": True} if device.type == "cuda" else {}),
+    )
+    ema = EMA(vae, config.ema_decay) if config.ema_decay > 0 else None
+
+    steps = range(config.steps)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = bar = tqdm(steps, desc="training VAE", leave=False)
+    history: list[torch.Tensor] = []
+    t0 = time.perf_counter()
+    for step in steps:
+        x = data[torch.randint(0, len(data), (config.batch_size,), device=device, generator=gen)]
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr_at(step, config)
+        with autocast(device):
+            out = vae(x, generator=gen)
+        loss, mse, kl = vae_loss(x, out, config.beta)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            nn.utils.clip_grad_norm_(vae.parameters(), config.grad_clip)
+        opt.step()
+        if ema is not None:
+            ema.update(vae)
+        history.append(torch.stack([loss.detach(), mse, kl]))
+        if bar is not None and (step % 50 == 0 or step == config.steps - 1):
+            bar.set_postfix(mse=f"{mse.item():.4f}", kl=f"{kl.item():.3f}")  # the only sync, every 50 steps
+    losses, mses, kls = torch.stack(history).float().cpu().T.tolist()
+    if not all(math.isfinite(v) for v in losses):
+        raise FloatingPointError("the VAE loss became NaN or infinite; lower lr or check the data")
+    seconds = time.perf_counter() - t0
+    vae.eval()
+    return VAETrainResult(
+        model=ema.model if ema is not None else vae,
+        raw_model=vae,
+        losses=losses,
+        recon_mse=mses,
+        kl_per_value=kls,
+        seconds=seconds,
+        images_per_second=config.steps * config.batch_size / seconds,
+        scaling_factor=vae.scaling_factor,
+    )
+
+
+def cached_vae(
+    vae_config: VAEConfig,
+    train_config: VAETrainConfig,
+    dataset: str | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    retrain: bool = False,
+    scaling_images: int = 2048,
+) -> VAETrainResult:
+    """Train a VAE on ``dataset``'s train split, or load the one trained with the same
+    settings before (``<cache>/models/vae-<dataset>-<hash>``; the hash covers the
+    architecture, the VAE config, the training config and the dataset).
+
+    After training, the latent scaling factor is measured on ``scaling_images`` training
+    images (a fixed random subset) with :func:`latent_scaling_factor` and saved with the
+    model, so ``result.model.encode_latents(x)`` has about unit variance.
+    """
+    from .data import load_images
+
+    dataset = dataset or get_settings().dataset
+    key = config_hash(VAE_ARCHITECTURE, vae_config.to_dict(), train_config, dataset)
+    folder = get_settings().cache_dir / "models" / f"vae-{dataset}-{key}"
+    if folder.exists() and not retrain:
+        model, meta = load_checkpoint(folder, device)
+        return VAETrainResult(model=model, raw_model=model, losses=meta.get("losses", []),
+                              recon_mse=meta.get("recon_mse", []), kl_per_value=meta.get("kl_per_value", []),
+                              seconds=meta.get("seconds", 0.0), images_per_second=meta.get("images_per_second", 0.0),
+                              from_cache=True, scaling_factor=model.scaling_factor)
+    images = load_images(dataset, "train").images
+    result = train_vae(VAE(vae_config), images, train_config, device=device, progress=progress)
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:scaling_images]
+    result.model.scaling_factor = result.scaling_factor = latent_scaling_factor(result.model, images[pick])
+    meta = {"dataset": dataset, "train": asdict(train_config), "losses": result.losses,
+            "recon_mse": result.recon_mse, "kl_per_value": result.kl_per_value, "seconds": result.seconds,
+            "images_per_second": result.images_per_second, "scaling_images": min(scaling_images, len(images))}
+    if retrain and folder.exists():
+        shutil.rmtree(folder)
+    save_checkpoint(folder, result.model, meta)
+    return result
+
+
+def vae_recipe(quick: bool | None = None, factor: int = 4) -> tuple[VAEConfig, VAETrainConfig]:
+    """The course's VAE for 1×32×32 images at ``factor`` 4 (→ 8×8×4) or 2 (→ 16×16×4).
+
+    Both use one ResBlock per level and β = 1e-3 (σ² = 5e-4 in :func:`vae_loss`'s reading:
+    the KL costs little next to a reconstruction error near 25 dB).
+    Full mode (a GPU): widths 32/64/128 (factor 2: 32/64), 10k steps of 128 images (about 21
+    epochs of Fashion-MNIST), lr 1e-3 with a cosine decay; a few minutes under bf16.
+    Quick mode (a 2-core CPU): widths 8/16/32, 250 steps of 32 images, roughly 15–20 s per
+    VAE, so a lesson can train three (a β sweep). The code path is the same.
+    """
+    if quick is None:
+        quick = get_settings().quick
+    if factor not in (2, 4):
+        raise ValueError(f"factor must be 2 or 4, got {factor}")
+    widths = (8, 16, 32) if quick else (32, 64, 128)
+    widths = widths if factor == 4 else widths[:2]
+    vae = VAEConfig(channels=widths, blocks=1, latent_channels=4, groups=32)
+    if quick:
+        return vae, VAETrainConfig(steps=250, batch_size=32, lr=3e-3, beta=1e-3, warmup_steps=20)
+    return vae, VAETrainConfig(steps=10_000, batch_size=128, lr=1e-3, beta=1e-3, warmup_steps=200)
