@@ -29,7 +29,7 @@ def _array(x: Any) -> np.ndarray:
         if x.is_complex():
             x = x.real
         if x.dtype.is_floating_point:
-            x = x.float().double()
+            x = x.double()
         elif str(x.dtype) != "torch.bool":
             x = x.long()
         x = x.cpu().numpy()

@@ -1,0 +1,142 @@
+"""Lesson 08's quality–steps table: every sampler on the course's model, course and diffusers side by side.
+
+For each row: sample n images from the same seed, time it, and score them with the course evaluator
+(Fréchet distance beside the real-vs-real floor at the same n). Prints a Markdown table for
+benchmarks/RESULTS.md.
+
+    python benchmarks/sampler_table.py            # full mode: the 1000-step model, 1000 images per row (a GPU)
+    python benchmarks/sampler_table.py --quick    # a CPU smoke run: the quick model, a few rows, 32 images
+
+The model comes from the cache (``cached_train(*ddpm_recipe())``; trained first if missing: about 40 s in
+quick mode, much longer in full mode), as does the evaluator. Seconds per 1000 images include the
+model's calls and the sampler's arithmetic, not the evaluator; on CUDA the clock waits for the GPU.
+
+For comparison, the DDIM paper's Table 1 (CIFAR-10, FID): DDIM (η = 0) 13.36 / 6.84 / 4.67 / 4.16 at
+10 / 20 / 50 / 100 steps, 4.04 for the 1000-step sampler, DDPM at 50 steps 8.01.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+# (label, library, sampler, steps (None = all T), eta, spacing)
+FULL_ROWS = (
+    [("DDPM", "course", "ddpm", None, 0.0, "leading")]
+    + [("DDIM η=0", "course", "ddim", s, 0.0, "leading") for s in (10, 20, 50, 100)]
+    + [("DDIM η=1", "course", "ddim", s, 1.0, "leading") for s in (10, 20, 50)]
+    + [("DPM++ 2M", "course", "dpm++2m", s, 0.0, "trailing") for s in (10, 20)]
+    + [("DDPM", "course", "ddpm", s, 0.0, "leading") for s in (20, 50)]
+    + [("DDIM η=0", "diffusers", "ddim", s, 0.0, "leading") for s in (10, 20, 50)]
+    + [("DDIM η=1", "diffusers", "ddim", 20, 1.0, "leading")]
+    + [("DPM++ 2M", "diffusers", "dpm++2m", s, 0.0, "trailing") for s in (10, 20)]
+    + [("DDPM", "diffusers", "ddpm", s, 0.0, "leading") for s in (20, 50)]
+)
+QUICK_ROWS = [
+    ("DDPM", "course", "ddpm", None, 0.0, "leading"),
+    ("DDIM η=0", "course", "ddim", 10, 0.0, "leading"),
+    ("DDIM η=0", "course", "ddim", 20, 0.0, "leading"),
+    ("DPM++ 2M", "course", "dpm++2m", 10, 0.0, "trailing"),
+    ("DDIM η=0", "diffusers", "ddim", 20, 0.0, "leading"),
+    ("DPM++ 2M", "diffusers", "dpm++2m", 10, 0.0, "trailing"),
+]
+
+# The course's samplers clamp x̂_0 to [-1, 1]; the same in diffusers' options (DPM-Solver's dynamic
+# thresholding with a maximum of 1 is exactly that clamp).
+CLAMP_X0 = {
+    "ddim": {"clip_sample": True},
+    "ddpm": {"clip_sample": True},
+    "dpm++2m": {"thresholding": True, "sample_max_value": 1.0},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small CPU smoke run (sets COURSE_QUICK=1)")
+    parser.add_argument("--n", type=int, default=None, help="images per row (default 1000, quick 32)")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.quick:
+        os.environ["COURSE_QUICK"] = "1"
+
+    import torch
+
+    from course_lib.device import pick_device
+    from course_lib.diffusers_bridge import sample_with_diffusers
+    from course_lib.metrics import load_evaluator
+    from course_lib.samplers import sample
+    from course_lib.settings import get_settings
+    from course_lib.train import cached_train, ddpm_recipe
+
+    quick = get_settings().quick
+    n = args.n or (32 if quick else 1000)
+    rows = QUICK_ROWS if quick else FULL_ROWS
+    device = pick_device()
+    unet_config, schedule, train_config = ddpm_recipe()
+    model = cached_train(unet_config, schedule, train_config, device=device).model.to(device).eval()
+    judge = load_evaluator()
+    T = schedule.num_steps
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    # warm-up: first calls pay for kernel selection and allocation
+    sample(
+        model, schedule, min(n, args.batch_size), sampler="ddim", steps=2, progress=False, batch_size=args.batch_size
+    )
+    sync()
+
+    results = []
+    for label, library, sampler, steps, eta, spacing in rows:
+        steps = T if steps is None else steps
+        start = time.perf_counter()
+        if library == "course":
+            images = sample(
+                model,
+                schedule,
+                n,
+                seed=args.seed,
+                sampler=sampler,
+                steps=steps,
+                eta=eta,
+                spacing=spacing,
+                progress=False,
+                batch_size=args.batch_size,
+            )
+        else:
+            images = sample_with_diffusers(
+                model,
+                schedule,
+                sampler,
+                n,
+                steps,
+                seed=args.seed,
+                eta=eta,
+                spacing=spacing,
+                batch_size=args.batch_size,
+                **CLAMP_X0[sampler],
+            )
+        sync()
+        seconds = time.perf_counter() - start
+        report = judge.evaluate(images)
+        results.append((label, library, steps, spacing, report.fd, report.fd_floor, seconds / n * 1000))
+        print(f"  {label} ({library}) {steps} steps: FD {report.fd:.2f} in {seconds:.1f} s", file=sys.stderr)
+
+    dev = torch.cuda.get_device_name() if device.type == "cuda" else str(device)
+    print(
+        f"\nSampler table ({'quick' if quick else 'full'} mode, T = {T}, {n} images per row, seed {args.seed}, "
+        f"{dev}); FD floor (real vs real, n = {n}): {results[0][5]:.2f}\n"
+    )
+    print("| sampler | library | steps | spacing | FD | FD / floor | s per 1000 images |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: |")
+    for label, library, steps, spacing, fd, fd_floor, s1000 in results:
+        print(f"| {label} | {library} | {steps} | {spacing} | {fd:.2f} | {fd / fd_floor:.2f} | {s1000:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

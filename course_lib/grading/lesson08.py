@@ -1,0 +1,488 @@
+r"""Graded exercises of lesson 08: DDIM and faster samplers.
+
+* 08.1 ``ddim_update``: one DDIM step from abar_t, abar_{t'}, x_t, ε̂, η and z;
+* 08.2 ``spaced_timesteps``: the timesteps a few-step sampler visits, in diffusers' three spacings;
+* 08.3 ``ddim_error_curve``: the DDIM step estimator: with an imperfect oracle on a 1-D signal,
+  the reconstruction error against the number of steps, and the knee where doubling the steps
+  gains less than 10%.
+
+The references are written from the equations, independently of :mod:`course_lib.samplers`
+(tests/test_grading_lesson08.py checks that they agree with it and with diffusers).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
+from course_lib.schedules import NoiseSchedule
+
+LESSON = "08_ddim_and_fast_samplers"
+
+__all__: list[str] = []
+
+
+def _gen(seed: int, salt: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1009 + salt)
+
+
+def _close(a: Any, b: Any, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
+    try:
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=False))
+
+
+def _diagnose(got: Any, candidates: dict[str, Any], **tol) -> str:
+    """The message of the first known mistake whose output matches ``got``, else ''."""
+    for message, value in candidates.items():
+        if _close(got, value, **tol):
+            return message
+    return ""
+
+
+# =============================================================================================
+# 08.1 ddim_update
+# =============================================================================================
+
+
+def _ddim_parts(abar_t: float, abar_prev: float, x_t, eps, eta: float):
+    x0_hat = (x_t - math.sqrt(1 - abar_t) * eps) / math.sqrt(abar_t)
+    if eta == 0:
+        return x0_hat, 0.0
+    sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar_t)) * math.sqrt(max(1 - abar_t / abar_prev, 0.0))
+    return x0_hat, sigma
+
+
+def _ddim_update(
+    abar_t: float, abar_prev: float, x_t: torch.Tensor, eps: torch.Tensor, eta: float, noise: torch.Tensor
+) -> torch.Tensor:
+    r"""One DDIM step x_t → x_{t'} (Song et al. 2021, eq. 12), t' < t:
+
+        x̂_0    = (x_t − sqrt(1 − abar_t) ε̂) / sqrt(abar_t)
+        σ      = η · sqrt((1 − abar_{t'}) / (1 − abar_t)) · sqrt(1 − abar_t / abar_{t'})
+        x_{t'} = sqrt(abar_{t'}) x̂_0 + sqrt(1 − abar_{t'} − σ²) ε̂ + σ z
+
+    abar_t, abar_prev: Python floats in (0, 1], abar_prev > abar_t (abar_prev = 1 is the
+    clean image); x_t, eps (ε̂), noise (z): tensors of one shape; eta ≥ 0. Returns x_{t'}.
+    """
+    x0_hat, sigma = _ddim_parts(abar_t, abar_prev, x_t, eps, eta)
+    direction = math.sqrt(max(1 - abar_prev - sigma**2, 0.0)) * eps
+    return math.sqrt(abar_prev) * x0_hat + direction + sigma * noise
+
+
+def _ddim_cases(seed: int) -> list[Case]:
+    g = _gen(seed, 81)
+    cos, lin = NoiseSchedule.cosine(1000).alphas_cumprod, NoiseSchedule.linear(1000).alphas_cumprod
+    cases = []
+
+    def add(abar, t, t_prev, eta, shape, label):
+        a_t = float(abar[t])
+        a_prev = 1.0 if t_prev < 0 else float(abar[t_prev])
+        x_t, eps, z = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(3))
+        cases.append(Case((a_t, a_prev, x_t, eps, eta, z), label=label))
+
+    t = int(torch.randint(100, 1000, (1,), generator=g))
+    add(cos, t, t - 50, 0.0, (2, 1, 4, 4), f"eta = 0 (deterministic), t = {t} → {t - 50}")
+    t = int(torch.randint(100, 1000, (1,), generator=g))
+    add(cos, t, t - 100, 1.0, (3, 1, 3, 3), f"eta = 1 (DDPM-like), t = {t} → {t - 100}")
+    eta = round(float(torch.rand((), generator=g)) * 0.6 + 0.2, 3)
+    t = int(torch.randint(200, 800, (1,), generator=g))
+    add(lin, t, t - 20, eta, (1, 2, 5, 3), f"eta = {eta}, linear schedule, t = {t} → {t - 20}")
+    add(cos, 999, 949, 1.0, (2, 1, 4, 4), "eta = 1 from the pure-noise end t = 999 → 949")
+    t = int(torch.randint(1, 60, (1,), generator=g))
+    add(cos, t, -1, 1.0, (2, 3, 2, 2), f"the last step t = {t} → the clean image (abar = 1): σ = 0")
+    add(lin, 1, 0, 0.5, (4, 1, 2, 2), "eta = 0.5, neighbouring steps t = 1 → 0")
+    return cases
+
+
+def _ddim_mistakes(case: Case) -> dict[str, torch.Tensor]:
+    a_t, a_prev, x_t, eps, eta, z = case.args
+    x0, sigma = _ddim_parts(a_t, a_prev, x_t, eps, eta)
+
+    def step(x0_hat=x0, s=sigma, dir_var=None, noise=z):
+        dv = 1 - a_prev - s**2 if dir_var is None else dir_var
+        return math.sqrt(a_prev) * x0_hat + math.sqrt(max(dv, 0.0)) * eps + s * noise
+
+    out: dict[str, torch.Tensor] = {}
+    if sigma > 0:
+        out["the direction term is sqrt(1 − abar_{t'} − σ²)·ε̂: subtract σ² under the root"] = step(dir_var=1 - a_prev)
+        out["add σ·z: with eta > 0 the step is stochastic"] = step(noise=torch.zeros_like(z))
+        out["σ has both factors: η·sqrt((1 − abar_{t'})/(1 − abar_t))·sqrt(1 − abar_t/abar_{t'})"] = step(
+            s=eta * math.sqrt(1 - a_t / a_prev)
+        )
+        if eta != 1.0:
+            out["σ grows with η, not η²: σ = η·sqrt((1 − abar_{t'})/(1 − abar_t))·sqrt(1 − abar_t/abar_{t'})"] = step(
+                s=eta * sigma
+            )
+    out["x̂_0 = (x_t − sqrt(1 − abar_t)·ε̂)/sqrt(abar_t): mind both square roots"] = step(
+        x0_hat=(x_t - (1 - a_t) * eps) / a_t
+    )
+    out["abar_t belongs to x_t (the noisier end) and abar_{t'} to the result: they are swapped"] = (
+        _ddim_update(a_prev, a_t, x_t, eps, 0.0, z) if a_prev < 1 else x_t * float("nan")
+    )
+    return out
+
+
+def _ddim_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
+    checks = compare(got, expected, rtol=1e-4, atol=1e-6, label=case.label)
+    values = next((c for c in checks if c.name == "values"), None)
+    if values is not None and not values.passed and values.message:
+        diag = _diagnose(got, {k: v.numpy() for k, v in _ddim_mistakes(case).items()})
+        if diag:
+            values.message = f"wrong values ({case.label}): {diag}"
+    return checks
+
+
+register(
+    Exercise(
+        id="08.1",
+        lesson=LESSON,
+        name="ddim_update",
+        title="write one DDIM step",
+        reference=_ddim_update,
+        cases=_ddim_cases,
+        points=3,
+        judge=_ddim_judge,
+        hint="estimate x̂_0 first, then rebuild x_{t'} from x̂_0, the ε̂ direction (what is left of the "
+        "variance after σ²) and σ·z",
+    )
+)
+
+
+# =============================================================================================
+# 08.2 spaced_timesteps
+# =============================================================================================
+
+SPACINGS = ("leading", "trailing", "linspace")
+
+
+def _spaced_timesteps(T: int, steps: int, spacing: str) -> torch.Tensor:
+    r"""The ``steps`` timesteps a sampler visits, descending, int64 (steps,) (Lin et al. 2023, Table 2):
+
+        leading:   t_i = i·⌊T/steps⌋,                 i = 0 … steps−1   (ends at 0)
+        trailing:  t_i = round(T − i·T/steps) − 1,     i = 0 … steps−1   (starts at T−1)
+        linspace:  t_i = round(i·(T−1)/(steps−1)),     i = 0 … steps−1   (both ends; [0] if steps = 1)
+
+    each list then reversed so that it runs from the noisiest step down. These are diffusers'
+    ``timestep_spacing`` options (``steps_offset=0``).
+    """
+    if spacing == "leading":
+        t = np.arange(steps) * (T // steps)
+    elif spacing == "trailing":
+        t = np.round(T - np.arange(steps) * (T / steps)) - 1
+    elif spacing == "linspace":
+        t = np.round(np.linspace(0, T - 1, steps))
+    else:
+        raise ValueError(f"unknown spacing {spacing!r}; expected one of {SPACINGS}")
+    return torch.from_numpy(np.sort(t.astype(np.int64))[::-1].copy())
+
+
+def _has_half(T: int, steps: int, spacing: str) -> bool:
+    """Whether rounding meets an exact .5 (np.round's half-to-even vs Python's int(x + 0.5))."""
+    if spacing == "trailing":
+        raw = T - np.arange(steps) * (T / steps)
+    elif spacing == "linspace" and steps > 1:
+        raw = np.linspace(0, T - 1, steps)
+    else:
+        return False
+    return bool(np.any(np.abs(raw - np.floor(raw) - 0.5) < 1e-6))
+
+
+def _spacing_cases(seed: int) -> list[Case]:
+    g = _gen(seed, 82)
+    cases = [
+        Case((1000, 50, "leading"), label="T = 1000, 50 steps, leading"),
+        Case((1000, 10, "trailing"), label="T = 1000, 10 steps, trailing"),
+    ]
+    while len(cases) < 5:  # random T and steps, one per spacing, away from exact halves
+        spacing = SPACINGS[len(cases) - 2]
+        T = int(torch.randint(50, 1001, (1,), generator=g))
+        steps = int(torch.randint(3, 40, (1,), generator=g))
+        if T % steps == 0 or _has_half(T, steps, spacing):
+            continue
+        cases.append(Case((T, steps, spacing), label=f"T = {T}, {steps} steps, {spacing}"))
+    cases += [
+        Case((250, 1, "trailing"), label="one step, trailing: it must start from T−1"),
+        Case((250, 1, "linspace"), label="one step, linspace"),
+        Case((20, 20, "leading"), label="every step (steps = T), leading"),
+    ]
+    return cases
+
+
+def _spacing_probe(answer: Any, case: Case) -> dict:
+    out = answer(*case.args, **case.kwargs)
+    is_tensor = isinstance(out, torch.Tensor)
+    return {
+        "timesteps": out,
+        "int64_tensor": bool(is_tensor and out.dtype == torch.int64),
+    }
+
+
+def _spacing_mistakes(case: Case) -> dict[str, np.ndarray]:
+    T, steps, spacing = case.args
+    ref = _spaced_timesteps(T, steps, spacing).numpy()
+    out = {"return the timesteps in descending order: sampling runs from the noisiest step down": ref[::-1]}
+    if spacing == "leading":
+        out["leading: the stride is ⌊T/steps⌋ (integer division), t_i = i·⌊T/steps⌋"] = np.round(
+            np.arange(steps) * (T / steps)
+        )[::-1]
+        out["leading: t_i = i·⌊T/steps⌋ starts at 0; do not shift the list to end at T−1"] = ref + (T - 1 - ref[0])
+    if spacing == "trailing":
+        out["trailing: subtract 1 after rounding, t_i = round(T − i·T/steps) − 1 (T−1 is the last index)"] = ref + 1
+        out["trailing: round to the nearest step, do not floor"] = np.floor(T - np.arange(steps) * (T / steps)) - 1
+    if spacing == "linspace":
+        out["linspace: from 0 to T−1 (the last index), not to T"] = np.round(np.linspace(0, T, steps))[::-1]
+        out["linspace: round to the nearest step, do not floor"] = np.floor(np.linspace(0, T - 1, steps))[::-1]
+    return out
+
+
+def _spacing_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
+    where = f" ({case.label})"
+    if not isinstance(got, dict) or "timesteps" not in got:
+        return [SubCheck("values", False, 2, f"could not read the result{where}")]
+    checks = compare(got["timesteps"], expected["timesteps"], rtol=0, atol=0, label=case.label)
+    values = next((c for c in checks if c.name == "values"), None)
+    if values is not None and not values.passed and values.message:
+        diag = _diagnose(got["timesteps"], _spacing_mistakes(case), rtol=0, atol=0)
+        if diag:
+            values.message = f"wrong timesteps{where}: {diag}"
+    ok = bool(got.get("int64_tensor"))
+    checks.append(
+        SubCheck(
+            "int64 tensor",
+            ok,
+            1,
+            ""
+            if ok
+            else "return an int64 torch tensor (e.g. torch.tensor(list, dtype=torch.long)): "
+            "timesteps index the schedule's tables",
+        )
+    )
+    return checks
+
+
+register(
+    Exercise(
+        id="08.2",
+        lesson=LESSON,
+        name="spaced_timesteps",
+        title="write the three timestep spacings",
+        reference=_spaced_timesteps,
+        cases=_spacing_cases,
+        points=3,
+        probe=_spacing_probe,
+        judge=_spacing_judge,
+        hint="leading steps by ⌊T/steps⌋ up from 0, trailing by T/steps down from T (then −1), linspace "
+        "spreads steps points over 0 … T−1; round to the nearest integer, then sort descending",
+    )
+)
+
+
+# =============================================================================================
+# 08.3 ddim_error_curve: the DDIM step estimator
+# =============================================================================================
+
+
+def _oracle_eps(x: torch.Tensor, abar_t: float, known: torch.Tensor, kappa: float) -> torch.Tensor:
+    """The imperfect oracle: ε̂ = (1 + κ)·(x − sqrt(abar_t)·b)/sqrt(1 − abar_t), b what it knows of x_0."""
+    return (1 + kappa) * (x - math.sqrt(abar_t) * known) / math.sqrt(1 - abar_t)
+
+
+def _ddim_error_curve(
+    alphas_cumprod: torch.Tensor,
+    x0: torch.Tensor,
+    known: torch.Tensor,
+    noise: torch.Tensor,
+    step_counts: list[int],
+    kappa: float,
+) -> dict:
+    r"""Reconstruction error of deterministic DDIM against the number of steps, and its knee.
+
+    For each N in ``step_counts`` (N divides T): the trailing timesteps t_i = T − 1 − i·T/N,
+    i = 0 … N−1; start x_{t_0} = sqrt(abar_{T−1}) x_0 + sqrt(1 − abar_{T−1}) z; at each visited
+    t, ε̂ = (1 + κ)(x_t − sqrt(abar_t) b)/sqrt(1 − abar_t) (an oracle that knows x_0 only as b
+    and over-states the noise by κ), then the η = 0 DDIM update to the next visited step, the
+    last one to the clean image (abar = 1):
+
+        x̂_0 = (x_t − sqrt(1 − abar_t) ε̂)/sqrt(abar_t),   x_{t'} = sqrt(abar_{t'}) x̂_0 + sqrt(1 − abar_{t'}) ε̂.
+
+    error_N = sqrt(mean((x̂ − x_0)²)) of the result. knee: the first N (in list order) whose
+    doubling, the next entry, lowers the error by less than 10% (error_next > 0.9·error_N);
+    the last entry if none does. alphas_cumprod: float64 (T,); x0, known (b), noise (z):
+    float64 (L,); step_counts: doubling ints. Returns {"errors": float64 (K,), "knee": int}.
+    """
+    T = len(alphas_cumprod)
+    abar = alphas_cumprod.tolist()
+    errors = []
+    for n in step_counts:
+        stride = T // n
+        ts = [T - 1 - i * stride for i in range(n)]
+        x = math.sqrt(abar[T - 1]) * x0 + math.sqrt(1 - abar[T - 1]) * noise
+        for i, t in enumerate(ts):
+            a_t = abar[t]
+            a_next = abar[ts[i + 1]] if i + 1 < n else 1.0
+            eps = _oracle_eps(x, a_t, known, kappa)
+            x0_hat = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+            x = math.sqrt(a_next) * x0_hat + math.sqrt(1 - a_next) * eps
+        errors.append(float(((x - x0) ** 2).mean().sqrt()))
+    knee = step_counts[-1]
+    for i in range(len(step_counts) - 1):
+        if errors[i + 1] > 0.9 * errors[i]:
+            knee = step_counts[i]
+            break
+    return {"errors": torch.tensor(errors, dtype=torch.float64), "knee": int(knee)}
+
+
+def _blur(x: torch.Tensor, width: int) -> torch.Tensor:
+    """A moving average over 2·width + 1 samples, edges repeated: what the oracle knows of x_0."""
+    k = 2 * width + 1
+    padded = torch.cat([x[:1].expand(width), x, x[-1:].expand(width)])
+    return padded.unfold(0, k, 1).mean(dim=1)
+
+
+def _curve_cases(seed: int) -> list[Case]:
+    g = _gen(seed, 83)
+    cases: list[Case] = []
+    specs = [
+        (NoiseSchedule.cosine(256), 64, [1, 2, 4, 8, 16, 32, 64, 128, 256], "cosine T = 256, a square wave"),
+        (NoiseSchedule.linear(512), 48, [2, 4, 8, 16, 32, 64, 128], "linear T = 512, a sum of sines"),
+        (NoiseSchedule.cosine(128), 33, [1, 2, 4, 8, 16, 32, 64, 128], "cosine T = 128, odd length"),
+        (NoiseSchedule.scaled_linear(256), 16, [4, 8, 16, 32, 64], "scaled-linear T = 256, short list"),
+    ]
+    tries = 0
+    while len(cases) < len(specs):
+        schedule, length, counts, label = specs[len(cases)]
+        u = torch.linspace(0, 1, length, dtype=torch.float64)
+        if len(cases) % 2 == 0:
+            f = float(torch.randint(2, 5, (1,), generator=g))
+            x0 = 0.8 * torch.sign(torch.sin(2 * math.pi * f * u + 0.3))
+        else:
+            ph = torch.rand(3, generator=g, dtype=torch.float64) * 2 * math.pi
+            x0 = (
+                0.4 * torch.sin(2 * math.pi * u + ph[0])
+                + 0.3 * torch.sin(6 * math.pi * u + ph[1])
+                + 0.2 * torch.sin(14 * math.pi * u + ph[2])
+            )
+        known = _blur(x0, 1 + len(cases) % 2)
+        noise = torch.randn(length, generator=g, dtype=torch.float64)
+        kappa = round(float(torch.rand((), generator=g)) * 0.3 + 0.1, 3)
+        errs = _ddim_error_curve(schedule.alphas_cumprod, x0, known, noise, counts, kappa)["errors"]
+        ratios = (errs[1:] / errs[:-1]).numpy()
+        tries += 1
+        if np.any(np.abs(ratios - 0.9) < 0.01) and tries < 50:  # keep clear of ties at the 10% line
+            continue
+        cases.append(Case((schedule.alphas_cumprod, x0, known, noise, counts, kappa), label=f"{label}, κ = {kappa}"))
+    return cases
+
+
+def _curve_probe(answer: Any, case: Case) -> Any:
+    out = answer(*case.args, **case.kwargs)
+    if isinstance(out, dict):
+        return {k: out[k] for k in ("errors", "knee") if k in out} | {"__keys__": sorted(map(str, out))}
+    return out
+
+
+def _curve_mistakes(case: Case) -> dict[str, np.ndarray]:
+    abar, x0, known, noise, counts, kappa = case.args
+    T = len(abar)
+    out = {}
+
+    def run(ts_fn, start_at_first=False, final=True, perfect=False):
+        errs = []
+        for n in counts:
+            ts = ts_fn(n)
+            a0 = float(abar[ts[0] if start_at_first else T - 1])
+            x = math.sqrt(a0) * x0 + math.sqrt(1 - a0) * noise
+            for i, t in enumerate(ts):
+                a_t = float(abar[t])
+                if i + 1 < len(ts):
+                    a_next = float(abar[ts[i + 1]])
+                elif final:
+                    a_next = 1.0
+                else:
+                    break
+                eps = _oracle_eps(x, a_t, x0 if perfect else known, kappa)
+                x0_hat = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+                x = math.sqrt(a_next) * x0_hat + math.sqrt(1 - a_next) * eps
+            errs.append(float(((x - x0) ** 2).mean().sqrt()))
+        return np.array(errs)
+
+    out["use trailing timesteps t_i = T − 1 − i·T/N (from the pure-noise end), not leading i·T/N"] = run(
+        lambda n: [(n - 1 - i) * (T // n) for i in range(n)], start_at_first=True
+    )
+    out["take the last step all the way to the clean image (abar = 1), then measure the error"] = run(
+        lambda n: [T - 1 - i * (T // n) for i in range(n)], final=False
+    )
+    out["the error is the root of the MEAN squared difference (RMS), not of the sum"] = _ddim_error_curve(
+        abar, x0, known, noise, counts, kappa
+    )["errors"].numpy() * math.sqrt(len(x0))
+    return out
+
+
+def _knee_of(errors: np.ndarray, counts: list[int], threshold: float = 0.9) -> int:
+    for i in range(len(counts) - 1):
+        if errors[i + 1] > threshold * errors[i]:
+            return counts[i]
+    return counts[-1]
+
+
+def _curve_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
+    where = f" ({case.label})"
+    counts = case.args[4]
+    if not isinstance(got, dict) or "errors" not in got or "knee" not in got:
+        have = f"a dict with keys {got.get('__keys__')}" if isinstance(got, dict) else type(got).__name__
+        return [
+            SubCheck("errors", False, 3, f"return a dict with keys 'errors' and 'knee', got {have}{where}"),
+            SubCheck("knee", False, 1, ""),
+        ]
+    checks = compare(got["errors"], expected["errors"], rtol=1e-4, atol=1e-9, label=case.label)
+    for c in checks:
+        c.name = f"errors: {c.name}"
+    values = next((c for c in checks if c.name == "errors: values"), None)
+    if values is not None and not values.passed and values.message:
+        diag = _diagnose(got["errors"], _curve_mistakes(case), rtol=1e-4, atol=1e-9)
+        if diag:
+            values.message = f"wrong errors{where}: {diag}"
+    knee, exp_knee = got["knee"], int(expected["knee"])
+    try:
+        knee_val = float(np.asarray(knee, dtype=np.float64).reshape(-1)[0]) if np.size(knee) == 1 else None
+    except (TypeError, ValueError):
+        knee_val = None
+    knee_ok = knee_val == exp_knee
+    msg = ""
+    if not knee_ok:
+        shown = f"{knee_val:g}" if knee_val is not None else repr(knee)
+        msg = f"expected the knee at N = {exp_knee}, got {shown}{where}"
+        exp_err = np.asarray(expected["errors"], dtype=np.float64)
+        if knee_val is None:
+            msg += ": return the knee as one int, a step count from step_counts"
+        elif knee_val == _knee_of(exp_err, counts[1:] + [counts[-1]]):
+            msg += ": the knee is the N whose doubling gains little, not the doubled one"
+        elif knee_val == _knee_of(exp_err, counts, threshold=0.1):
+            msg += ": 'gains less than 10%' means error_2N > 0.9·error_N"
+    checks.append(SubCheck("knee", knee_ok, 2, msg))
+    return checks
+
+
+register(
+    Exercise(
+        id="08.3",
+        lesson=LESSON,
+        name="ddim_error_curve",
+        title="estimate how many DDIM steps are enough",
+        reference=_ddim_error_curve,
+        cases=_curve_cases,
+        points=4,
+        probe=_curve_probe,
+        judge=_curve_judge,
+        hint="for each N: start from the noised x_0 at T−1, run the η = 0 DDIM update through the trailing "
+        "steps and on to abar = 1, take the RMS error; the knee is the first N with error_2N > 0.9·error_N",
+        time_limit=20.0,
+    )
+)

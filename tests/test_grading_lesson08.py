@@ -1,0 +1,455 @@
+"""Lesson 08's graded exercises: the references pass (and agree with the library and diffusers), known
+mistakes lose points with a useful message, stubs are "not_implemented", the solutions notebook passes."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+
+from course_lib.grading import lesson08 as L
+from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
+from course_lib.samplers import ddim_step, sample_loop, timesteps
+from course_lib.schedules import NoiseSchedule
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions" / "08_ddim_and_fast_samplers.ipynb"
+LESSON_NB = ROOT / "notebooks" / "08_ddim_and_fast_samplers.ipynb"
+IDS = ["08.1", "08.2", "08.3"]
+SEEDS = [0, 1, 12345]
+
+
+def _grade_all_seeds(ex_id, answer):
+    return [grade_answer(ex_id, answer, seed) for seed in SEEDS]
+
+
+def _assert_wrong(ex_id, answer, message, partial=None):
+    """Not a pass on any seed, fewer points, ``message`` in the feedback; ``partial``: the status."""
+    ex = get_exercise(ex_id)
+    for result in _grade_all_seeds(ex_id, answer):
+        assert result.status != "pass", result.feedback()
+        assert result.points < ex.points
+        assert message in result.feedback(), result.feedback()
+        if partial is not None:
+            assert result.status == partial, result.feedback()
+            if partial == "partial":
+                assert 0 < result.points < ex.points
+
+
+# --------------------------------------------------------------------------- registry and references
+
+
+def test_lesson_08_registers_three_exercises():
+    exs = exercises_for("08_ddim_and_fast_samplers")
+    assert [e.id for e in exs] == IDS
+    assert [e.name for e in exs] == ["ddim_update", "spaced_timesteps", "ddim_error_curve"]
+    for e in exs:
+        assert 2 <= e.points <= 4 and e.hint and e.reference.__doc__
+        assert 4 <= len(e.cases(0)) <= 8
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reference_passes(ex_id, seed):
+    ex = get_exercise(ex_id)
+    result = grade_answer(ex, ex.reference, seed)
+    assert result.status == "pass", result.feedback()
+    assert result.points == ex.points
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_cases_are_deterministic_and_depend_on_the_seed(ex_id):
+    ex = get_exercise(ex_id)
+    _, a = ex.expected(3)
+    _, b = ex.expected(3)
+    _, c = ex.expected(4)
+    assert repr(a) == repr(b)
+    assert repr(a) != repr(c)
+
+
+def test_checks_are_fast():
+    import time
+
+    start = time.perf_counter()
+    for ex_id in IDS:
+        ex = get_exercise(ex_id)
+        grade_answer(ex, ex.reference, 7)
+    assert time.perf_counter() - start < 5.0
+
+
+def test_ddim_reference_is_the_library_step():
+    sched = NoiseSchedule.cosine(1000)
+    g = torch.Generator().manual_seed(0)
+    x_t, eps, z = (torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    for t, t_prev, eta in [(900, 850, 0.0), (500, 400, 1.0), (300, 290, 0.3), (40, -1, 1.0)]:
+        a_prev = 1.0 if t_prev < 0 else float(sched.alphas_cumprod[t_prev])
+        mine = L._ddim_update(float(sched.alphas_cumprod[t]), a_prev, x_t, eps, eta, z)
+        lib = ddim_step(sched, x_t, eps, t, t_prev, eta=eta, noise=z)
+        assert torch.allclose(mine, lib, atol=1e-10)
+
+
+def test_spacing_reference_is_the_library_and_diffusers():
+    for T in (1000, 250, 37):
+        for spacing in L.SPACINGS:
+            for steps in (1, 2, 7, 10, 20, T):
+                if steps > T:
+                    continue
+                assert torch.equal(L._spaced_timesteps(T, steps, spacing), timesteps(T, steps, spacing)), (
+                    T,
+                    steps,
+                    spacing,
+                )
+    diffusers = pytest.importorskip("diffusers")
+    for spacing in L.SPACINGS:
+        ref = diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing, steps_offset=0)
+        ref.set_timesteps(10)
+        assert torch.equal(L._spaced_timesteps(1000, 10, spacing), ref.timesteps)
+
+
+def test_spacing_cases_avoid_exact_halves_and_cover_every_spacing():
+    for seed in SEEDS:
+        cases = L._spacing_cases(seed)
+        assert {c.args[2] for c in cases} == set(L.SPACINGS)
+        assert not any(L._has_half(*c.args) for c in cases)
+
+
+def test_error_curve_reference_is_the_library_sampler():
+    for case in L._curve_cases(0)[:2]:
+        abar, x0, known, noise, counts, kappa = case.args
+        sched = NoiseSchedule(1 - abar / torch.cat([abar.new_ones(1), abar[:-1]]))
+        T = len(abar)
+
+        def oracle(x, t, sched=sched, known=known, kappa=kappa):
+            a = float(sched.alphas_cumprod[t])
+            return (1 + kappa) * (x - math.sqrt(a) * known.view(1, 1, 1, -1)) / math.sqrt(1 - a)
+
+        x_T = (abar[-1].sqrt() * x0 + (1 - abar[-1]).sqrt() * noise).view(1, 1, 1, -1)
+        expected = L._ddim_error_curve(*case.args)["errors"]
+        for i, n in enumerate(counts[:4]):
+            out = sample_loop(oracle, sched, x_T, timesteps(T, n, "trailing"), sampler="ddim").view(-1)
+            assert math.isclose(float((out - x0).pow(2).mean().sqrt()), float(expected[i]), rel_tol=1e-6)
+
+
+def test_error_curves_fall_to_a_floor_with_a_knee():
+    for seed in SEEDS:
+        knees = []
+        for case in L._curve_cases(seed):
+            out = L._ddim_error_curve(*case.args)
+            errs, counts = out["errors"], case.args[4]
+            floor = float((case.args[2] - case.args[1]).pow(2).mean().sqrt())
+            assert float(errs[-1]) == pytest.approx(floor, rel=0.1)  # many steps: the blur's error
+            assert float(errs[0]) > float(errs[-1])
+            assert out["knee"] in counts
+            knees.append(out["knee"])
+        assert len(set(knees)) >= 2  # the cases do not all share one knee
+
+
+# --------------------------------------------------------------------------- 08.1: known mistakes
+
+
+def _x0(a_t, x_t, eps):
+    return (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+
+
+def _sigma(a_t, a_prev, eta):
+    return eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(1 - a_t / a_prev)
+
+
+def ddim_without_sigma_in_direction(a_t, a_prev, x_t, eps, eta, z):
+    s = _sigma(a_t, a_prev, eta)
+    return math.sqrt(a_prev) * _x0(a_t, x_t, eps) + math.sqrt(1 - a_prev) * eps + s * z
+
+
+def ddim_without_noise(a_t, a_prev, x_t, eps, eta, z):
+    s = _sigma(a_t, a_prev, eta)
+    return math.sqrt(a_prev) * _x0(a_t, x_t, eps) + math.sqrt(max(1 - a_prev - s * s, 0)) * eps
+
+
+def ddim_sigma_beta_only(a_t, a_prev, x_t, eps, eta, z):
+    s = eta * math.sqrt(1 - a_t / a_prev)
+    return math.sqrt(a_prev) * _x0(a_t, x_t, eps) + math.sqrt(max(1 - a_prev - s * s, 0)) * eps + s * z
+
+
+def ddim_x0_without_roots(a_t, a_prev, x_t, eps, eta, z):
+    s = _sigma(a_t, a_prev, eta)
+    x0 = (x_t - (1 - a_t) * eps) / a_t
+    return math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - s * s, 0)) * eps + s * z
+
+
+def ddim_eta_squared(a_t, a_prev, x_t, eps, eta, z):
+    s = eta * _sigma(a_t, a_prev, eta)
+    return math.sqrt(a_prev) * _x0(a_t, x_t, eps) + math.sqrt(max(1 - a_prev - s * s, 0)) * eps + s * z
+
+
+def ddim_tensor_scalars(a_t, a_prev, x_t, eps, eta, z):
+    """The same step with the numbers as tensors: must pass."""
+    a_t, a_prev = torch.tensor(a_t, dtype=torch.float64), torch.tensor(a_prev, dtype=torch.float64)
+    x0 = (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    s = eta * ((1 - a_prev) / (1 - a_t)).sqrt() * (1 - a_t / a_prev).sqrt()
+    return a_prev.sqrt() * x0 + (1 - a_prev - s**2).clamp(min=0).sqrt() * eps + s * z
+
+
+def test_08_1_wrong_variants():
+    # right wherever eta = 0: partial credit
+    _assert_wrong("08.1", ddim_without_sigma_in_direction, "subtract σ² under the root", partial="partial")
+    _assert_wrong("08.1", ddim_without_noise, "add σ·z", partial="partial")
+    _assert_wrong("08.1", ddim_sigma_beta_only, "σ has both factors", partial="partial")
+    _assert_wrong("08.1", ddim_x0_without_roots, "mind both square roots")
+    _assert_wrong("08.1", ddim_eta_squared, "not η²", partial="partial")
+
+
+def test_08_1_equivalent_forms_pass():
+    assert all(r.status == "pass" for r in _grade_all_seeds("08.1", ddim_tensor_scalars))
+
+
+# --------------------------------------------------------------------------- 08.2: known mistakes
+
+
+def spacing_ascending(T, steps, spacing):
+    return L._spaced_timesteps(T, steps, spacing).flip(0)
+
+
+def spacing_trailing_without_minus_one(T, steps, spacing):
+    t = L._spaced_timesteps(T, steps, spacing)
+    return t + 1 if spacing == "trailing" else t
+
+
+def spacing_leading_rounded(T, steps, spacing):
+    if spacing == "leading":
+        return torch.tensor(np.round(np.arange(steps) * (T / steps))[::-1].copy(), dtype=torch.int64)
+    return L._spaced_timesteps(T, steps, spacing)
+
+
+def spacing_linspace_to_T(T, steps, spacing):
+    if spacing == "linspace":
+        return torch.tensor(np.round(np.linspace(0, T, steps))[::-1].copy(), dtype=torch.int64)
+    return L._spaced_timesteps(T, steps, spacing)
+
+
+def spacing_as_list(T, steps, spacing):
+    return L._spaced_timesteps(T, steps, spacing).tolist()
+
+
+def test_08_2_wrong_variants():
+    _assert_wrong("08.2", spacing_ascending, "descending order", partial="partial")  # steps = 1 is right
+    _assert_wrong("08.2", spacing_trailing_without_minus_one, "subtract 1 after rounding", partial="partial")
+    _assert_wrong("08.2", spacing_leading_rounded, "integer division", partial="partial")
+    _assert_wrong("08.2", spacing_linspace_to_T, "not to T", partial="partial")
+
+
+def test_08_2_a_list_earns_the_values_but_not_the_type():
+    ex = get_exercise("08.2")
+    for result in _grade_all_seeds("08.2", spacing_as_list):
+        assert result.status == "partial"
+        assert result.points == pytest.approx(ex.points * 3 / 4)
+        assert "int64 torch tensor" in result.feedback()
+
+
+# --------------------------------------------------------------------------- 08.3: known mistakes
+
+
+def _curve(abar, x0, known, noise, counts, kappa, ts_fn=None, start_first=False, final=True, rms=True, knee_fn=None):
+    T = len(abar)
+    errors = []
+    for n in counts:
+        ts = ts_fn(T, n) if ts_fn else [T - 1 - i * (T // n) for i in range(n)]
+        a0 = float(abar[ts[0] if start_first else T - 1])
+        x = math.sqrt(a0) * x0 + math.sqrt(1 - a0) * noise
+        for i, t in enumerate(ts):
+            a_t = float(abar[t])
+            if i + 1 < n:
+                a_next = float(abar[ts[i + 1]])
+            elif final:
+                a_next = 1.0
+            else:
+                break
+            eps = (1 + kappa) * (x - math.sqrt(a_t) * known) / math.sqrt(1 - a_t)
+            x = math.sqrt(a_next) * (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t) + math.sqrt(1 - a_next) * eps
+        d = (x - x0).pow(2)
+        errors.append(float(d.mean().sqrt() if rms else d.sum().sqrt()))
+    knee = (knee_fn or _right_knee)(errors, counts)
+    return {"errors": torch.tensor(errors, dtype=torch.float64), "knee": knee}
+
+
+def _right_knee(errors, counts):
+    for i in range(len(counts) - 1):
+        if errors[i + 1] > 0.9 * errors[i]:
+            return counts[i]
+    return counts[-1]
+
+
+def curve_leading(*args):
+    return _curve(*args, ts_fn=lambda T, n: [(n - 1 - i) * (T // n) for i in range(n)], start_first=True)
+
+
+def curve_no_final_step(*args):
+    return _curve(*args, final=False)
+
+
+def curve_knee_is_the_doubled(*args):
+    def knee(errors, counts):
+        for i in range(len(counts) - 1):
+            if errors[i + 1] > 0.9 * errors[i]:
+                return counts[i + 1]
+        return counts[-1]
+
+    return _curve(*args, knee_fn=knee)
+
+
+def curve_knee_threshold_10_percent_of_error(*args):
+    def knee(errors, counts):
+        for i in range(len(counts) - 1):
+            if errors[i + 1] > 0.1 * errors[i]:
+                return counts[i]
+        return counts[-1]
+
+    return _curve(*args, knee_fn=knee)
+
+
+def curve_sum_not_mean(*args):
+    return _curve(*args, rms=False)
+
+
+def curve_returns_a_tuple(*args):
+    out = L._ddim_error_curve(*args)
+    return out["errors"], out["knee"]
+
+
+def test_08_3_wrong_variants():
+    _assert_wrong("08.3", curve_leading, "use trailing timesteps", partial="partial")  # knee can still be right
+    _assert_wrong("08.3", curve_no_final_step, "all the way to the clean image")
+    _assert_wrong("08.3", curve_sum_not_mean, "not of the sum", partial="partial")  # the knee is scale-free
+    _assert_wrong("08.3", curve_knee_is_the_doubled, "not the doubled one", partial="partial")
+
+
+def test_08_3_knee_mistakes_keep_the_errors_credit():
+    ex = get_exercise("08.3")
+    for result in _grade_all_seeds("08.3", curve_knee_is_the_doubled):
+        assert result.points >= ex.points * 0.6
+
+
+def test_08_3_knee_threshold_mistake_is_caught_on_some_case():
+    results = _grade_all_seeds("08.3", curve_knee_threshold_10_percent_of_error)
+    assert all(r.status == "partial" for r in results)
+    assert any("0.9·error_N" in r.feedback() for r in results)
+
+
+def test_08_3_wrong_return_type_fails_with_a_message():
+    result = grade_answer("08.3", curve_returns_a_tuple, 0)
+    assert result.status == "fail"
+    assert "return a dict with keys 'errors' and 'knee'" in result.feedback()
+
+
+# --------------------------------------------------------------------------- the solutions notebook
+
+BEGIN_END = re.compile(
+    r"^(?P<indent>[ \t]*)### BEGIN SOLUTION[ \t]*\n.*?^[ \t]*### END SOLUTION[ \t]*(\n|$)", re.M | re.S
+)
+
+
+def _notebook():
+    return nbformat.read(SOLUTIONS, as_version=4)
+
+
+def _tagged(nb, prefix):
+    out = {}
+    for cell in nb.cells:
+        for tag in cell.get("metadata", {}).get("tags", []):
+            if tag.startswith(prefix):
+                out[tag[len(prefix) :]] = cell
+    return out
+
+
+def _setup_source(nb):
+    return next(c.source for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", [SOLUTIONS, LESSON_NB])
+def test_notebooks_are_stored_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.nbformat == 4 and nb.metadata["kernelspec"]["name"] == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_lesson_notebook_ends_with_the_exercises():
+    nb = nbformat.read(LESSON_NB, as_version=4)
+    assert nb.cells[0].source.startswith("# 08 ")
+    last = nb.cells[-1]
+    assert last.cell_type == "markdown" and last.source.startswith("## Exercises")
+    for ex_id in IDS:
+        assert f"**{ex_id}**" in last.source
+
+
+def test_notebook_has_every_exercise_and_check():
+    nb = _notebook()
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Exercises 08:")
+    exercises, checks = _tagged(nb, "exercise:"), _tagged(nb, "check:")
+    assert sorted(exercises) == IDS and sorted(checks) == IDS
+    for ex_id, cell in checks.items():
+        assert cell.source == f'check("{ex_id}")'
+    order = [i for i, c in enumerate(nb.cells) for t in c.metadata.get("tags", [])]
+    assert order == sorted(order)
+
+
+def test_no_other_cell_uses_the_learners_names():
+    nb = _notebook()
+    names = [get_exercise(i).name for i in IDS]
+    for cell in nb.cells:
+        if cell.cell_type != "code" or cell.get("metadata", {}).get("tags", []):
+            continue
+        for name in names:
+            assert name not in cell.source, f"an untagged cell uses {name}"
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_notebook_solution_passes_on_its_own(ex_id):
+    nb = _notebook()
+    cell = _tagged(nb, "exercise:")[ex_id]
+    ns: dict = {}
+    exec(compile(_setup_source(nb), "setup", "exec"), ns)
+    exec(compile(cell.source, f"exercise {ex_id}", "exec"), ns)
+    answer = ns[get_exercise(ex_id).name]
+    for seed in SEEDS:
+        result = grade_answer(ex_id, answer, seed)
+        assert result.status == "pass", result.feedback()
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_exercise_cell_runs_without_the_setup_cell(ex_id):
+    """The grader takes only the tagged cells: each must import what it needs."""
+    cell = _tagged(_notebook(), "exercise:")[ex_id]
+    ns: dict = {}
+    exec(compile(cell.source, f"exercise {ex_id}", "exec"), ns)
+    assert grade_answer(ex_id, ns[get_exercise(ex_id).name], 0).status == "pass"
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_stubbed_notebook_cell_is_not_implemented(ex_id):
+    nb = _notebook()
+    ex = get_exercise(ex_id)
+    source = _tagged(nb, "exercise:")[ex_id].source
+    assert "### BEGIN SOLUTION" in source and "### END SOLUTION" in source
+    message = f"Exercise {ex.id}: {ex.title}"
+    stubbed, n = BEGIN_END.subn(lambda m: f"{m.group('indent')}raise NotImplementedError({message!r})\n", source)
+    assert n == 1 and "SOLUTION" not in stubbed
+    ns: dict = {}
+    exec(compile(_setup_source(nb), "setup", "exec"), ns)
+    exec(compile(stubbed, f"stub {ex_id}", "exec"), ns)
+    result = grade_answer(ex_id, ns[ex.name], 0)
+    assert result.status == "not_implemented"
+    assert message in result.detail
+
+
+def test_exercise_notebook_builds():
+    from course_lib.grading.build import build_exercise_notebook
+
+    nb = build_exercise_notebook(_notebook(), "08_ddim_and_fast_samplers")
+    text = nbformat.writes(nb)
+    assert "BEGIN SOLUTION" not in text and "NotImplementedError" in text
