@@ -39,10 +39,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .device import autocast, pick_device, seed_everything
+from .guidance import drop_condition
 from .nn.unet import ARCHITECTURE, UNet, UNetConfig
 from .nn.vae import VAE, VAE_ARCHITECTURE, VAEConfig, VAEOutput, kl_divergence, latent_scaling_factor
 from .schedules import NoiseSchedule, q_sample
 from .settings import get_settings
+from .text import NULL_ID, caption_ids, lookup
 
 CHECKPOINT_FORMAT = 1
 
@@ -110,14 +112,22 @@ def diffusion_loss(
     x0: torch.Tensor,
     labels: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    context=None,
 ) -> torch.Tensor:
-    """‖ε − ε_θ(x_t, t)‖² averaged over a batch x0 (N×C×H×W) with random t and ε."""
+    """‖ε − ε_θ(x_t, t[, c])‖² averaged over a batch x0 (N×C×H×W) with random t and ε.
+
+    The condition c: ``labels`` (N,) for a class model, ``context`` (a TextEmbedding N×L×D)
+    for a text model.
+    """
     n = len(x0)
     t = torch.randint(0, schedule.num_steps, (n,), device=x0.device, generator=generator)
     noise = torch.randn(x0.shape, device=x0.device, generator=generator)
     x_t = q_sample(schedule, x0, t, noise)
     with autocast(x0.device):
-        pred = model(x_t, t) if labels is None else model(x_t, t, labels)
+        if context is not None:
+            pred = model(x_t, t, labels, context=context)
+        else:
+            pred = model(x_t, t) if labels is None else model(x_t, t, labels)
     return F.mse_loss(pred.float(), noise)
 
 
@@ -134,19 +144,30 @@ def train_diffusion(
     labels: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    captions=None,
+    caption_dataset: str | None = None,
 ) -> TrainResult:
     """Train ``model`` to predict noise on ``images`` (N×C×H×W in [-1, 1]).
 
-    With ``labels`` (N,) the model is trained class-conditionally; ``class_dropout``
-    then replaces that share of labels by the model's "no class" token. Returns a
-    :class:`TrainResult` holding the EMA model (eval mode) and the loss of every step.
+    With ``labels`` (N,) and a class model (``num_classes``) the model is trained
+    class-conditionally; ``class_dropout`` then replaces that share of labels by the "no
+    class" token. A text model (``context_dim``) is trained on captions instead: each
+    image gets a random phrasing of its label (``text.caption_ids``), looked up in
+    ``captions`` (the encoded ``text.dataset_captions(caption_dataset)``, row 0 the empty
+    prompt), and ``class_dropout`` of them are replaced by the empty prompt, the null
+    condition of classifier-free guidance. Returns a :class:`TrainResult` holding the EMA
+    model (eval mode) and the loss of every step.
     """
     config = config or TrainConfig()
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError("images must be a tensor N×C×H×W")
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"labels must have one entry per image ({len(images)}), got {len(labels)}")
-    if labels is not None and getattr(getattr(model, "config", None), "num_classes", None) is None:
+    model_config = getattr(model, "config", None)
+    text_model = getattr(model_config, "context_dim", None) is not None
+    if text_model and (labels is None or captions is None):
+        raise ValueError("a text model trains on captions: pass labels= and captions= (text.caption_embeddings)")
+    if labels is not None and not text_model and getattr(model_config, "num_classes", None) is None:
         raise ValueError("labels given, but the model has no num_classes")
     device = pick_device(device) if not isinstance(device, torch.device) else device
     seed_everything(config.seed)
@@ -156,7 +177,8 @@ def train_diffusion(
     model.to(device).train()
     data = images.to(device, torch.float32)
     y = labels.to(device).long() if labels is not None else None
-    null_label = getattr(getattr(model, "config", None), "num_classes", None)
+    null_label = getattr(model_config, "num_classes", None)
+    table = captions.to(device) if text_model else None
     opt = torch.optim.AdamW(
         model.parameters(),
         lr=config.lr,
@@ -175,15 +197,20 @@ def train_diffusion(
     t0 = time.perf_counter()
     for step in steps:
         idx = torch.randint(0, len(data), (config.batch_size,), device=device, generator=gen)
-        yb = None
-        if y is not None:
+        yb, context = None, None
+        if y is not None and text_model:
+            ids = caption_ids(y[idx], caption_dataset, gen)
+            if config.class_dropout > 0:
+                ids = ids.masked_fill(drop_condition(ids, config.class_dropout, gen), NULL_ID)
+            context = lookup(table, ids)
+        elif y is not None:
             yb = y[idx]
             if config.class_dropout > 0:
-                drop = torch.rand(len(yb), device=device, generator=gen) < config.class_dropout
+                drop = drop_condition(yb, config.class_dropout, gen)
                 yb = torch.where(drop, torch.full_like(yb, null_label), yb)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, config)
-        loss = diffusion_loss(model, schedule, data[idx], yb, gen)
+        loss = diffusion_loss(model, schedule, data[idx], yb, gen, context)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -275,11 +302,27 @@ def cached_train(
 ) -> TrainResult:
     """Train a U-Net on ``dataset``'s train split, or load the one trained with the same
     settings before (``<cache>/models/<name>-<hash>``). The hash covers the U-Net config,
-    the schedule, the training config, the dataset and whether labels were used."""
+    the schedule, the training config, the dataset and whether labels were used.
+
+    A config with ``context_dim`` trains a text model on the dataset's captions, encoded
+    once by the course's text encoder (``text.caption_embeddings``); its name joins the hash.
+    """
     from .data import load_images
 
     dataset = dataset or get_settings().dataset
-    key = config_hash(ARCHITECTURE, unet_config.to_dict(), schedule.config(), train_config, dataset, class_conditional)
+    text_model = unet_config.context_dim is not None
+    parts = [ARCHITECTURE, unet_config.to_dict(), schedule.config(), train_config, dataset, class_conditional]
+    captions = None
+    if text_model:
+        from .text import caption_embeddings, dataset_captions
+
+        captions = caption_embeddings(dataset_captions(dataset))
+        parts.append("text:" + (get_settings().text_encoder or "bundled all-MiniLM-L6-v2"))
+        if captions.dim != unet_config.context_dim:
+            raise ValueError(
+                f"the text encoder gives {captions.dim}-wide tokens; the U-Net's context_dim is {unet_config.context_dim}"
+            )
+    key = config_hash(*parts)
     folder = get_settings().cache_dir / "models" / f"ddpm-{dataset}-{key}"
     if folder.exists() and not retrain:
         model, meta = load_checkpoint(folder, device)
@@ -289,15 +332,44 @@ def cached_train(
     data = load_images(dataset, "train")
     result = train_diffusion(
         UNet(unet_config), schedule, data.images, train_config,
-        labels=data.labels if class_conditional else None, device=device, progress=progress,
+        labels=data.labels if (class_conditional or text_model) else None, device=device, progress=progress,
+        captions=captions, caption_dataset=dataset,
     )
     meta = {"dataset": dataset, "schedule": schedule.config(), "train": asdict(train_config),
-            "class_conditional": class_conditional, "losses": result.losses, "seconds": result.seconds,
+            "class_conditional": class_conditional, "text_conditional": text_model,
+            "losses": result.losses, "seconds": result.seconds,
             "images_per_second": result.images_per_second}
     if retrain and folder.exists():
         shutil.rmtree(folder)
     save_checkpoint(folder, result.model, meta)
     return result
+
+
+def conditional_recipe(
+    kind: str = "text", quick: bool | None = None
+) -> tuple[UNetConfig, NoiseSchedule, TrainConfig]:
+    """The course's conditional DDPM (lessons 06–07): ``kind`` "text" (captions through the
+    frozen text encoder, cross-attention at 8×8 and in the middle) or "class" (a label
+    embedding added to the time embedding). 10% of the conditions are dropped to the null
+    condition during training, so one network also predicts unconditionally, as
+    classifier-free guidance needs.
+
+    Full mode (a GPU): ddpm_recipe's U-Net (widths 32/96/320) plus the condition, 1000
+    cosine steps, 15k steps of 128 images. Quick mode (a laptop CPU): ddpm_recipe's small
+    U-Net plus the condition, a 250-step cosine schedule, 400 steps of 32 images (about a
+    minute): the shapes follow the prompt only roughly, but the guidance sweep runs.
+    """
+    if kind not in ("text", "class"):
+        raise ValueError(f"kind must be 'text' or 'class', got {kind!r}")
+    unet, schedule, train = ddpm_recipe(quick)
+    quick = get_settings().quick if quick is None else quick
+    extra = {"context_dim": 384} if kind == "text" else {"num_classes": 10}
+    unet = UNetConfig(**{**unet.to_dict(), **extra})
+    if quick:
+        train = TrainConfig(steps=400, batch_size=32, lr=2e-3, warmup_steps=20, ema_decay=0.98, class_dropout=0.1)
+    else:
+        train = TrainConfig(**{**asdict(train), "class_dropout": 0.1})
+    return unet, schedule, train
 
 
 def ddpm_recipe(quick: bool | None = None) -> tuple[UNetConfig, NoiseSchedule, TrainConfig]:

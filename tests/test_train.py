@@ -94,3 +94,44 @@ def test_cached_train_reuses_the_model(tmp_path, monkeypatch):
                      device="cpu", progress=False)
     assert not c.from_cache
     assert len(list((tmp_path / "models").iterdir())) == 2
+
+
+def test_text_conditional_training_uses_captions_and_drops_the_asked_share(monkeypatch):
+    """Each image gets a phrasing of its own label; class_dropout of them get the empty prompt (row 0)."""
+    import pytest
+
+    from course_lib import train as train_module
+    from course_lib.data import CAPTIONS
+    from course_lib.text import NULL_ID, TextEmbedding, dataset_captions
+
+    rows = dataset_captions("fashion_mnist")
+    g = torch.Generator().manual_seed(0)
+    table = TextEmbedding(torch.randn(len(rows), 3, 8, generator=g), torch.ones(len(rows), 3, dtype=torch.bool))
+    seen = []
+    real_lookup = train_module.lookup
+
+    def spy(tab, ids):
+        seen.append(ids.clone())
+        return real_lookup(tab, ids)
+
+    monkeypatch.setattr(train_module, "lookup", spy)
+    labels = torch.randint(0, 10, (64,), generator=g)
+    cfg = UNetConfig(**{**TINY.to_dict(), "context_dim": 8})
+    model = UNet(cfg)
+    with pytest.raises(ValueError, match="captions"):
+        train_diffusion(model, NoiseSchedule.linear(), _blobs(64), TrainConfig(steps=1), labels=labels,
+                        device="cpu", progress=False)
+    res = train_diffusion(model, NoiseSchedule.linear(), _blobs(64), TrainConfig(steps=40, batch_size=16,
+                          class_dropout=0.25, lr=2e-3, warmup_steps=1), labels=labels, device="cpu", progress=False,
+                          captions=table, caption_dataset="fashion_mnist")
+    ids = torch.cat(seen)
+    share = (ids == NULL_ID).float().mean().item()
+    assert abs(share - 0.25) < 0.08, share  # 640 draws: sd of the share ≈ 0.017
+    # every other id is a phrasing of some class: never out of the table
+    owner = torch.tensor([-1] + [k for k, phrasings in enumerate(CAPTIONS["fashion_mnist"]) for _ in phrasings])
+    assert (owner[ids[ids != NULL_ID]] >= 0).all()
+    # the trained model reads the caption: a different context changes the prediction
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([10, 500])
+    a = res.model(x, t, context=table[[1, 1]])
+    b = res.model(x, t, context=table[[len(rows) - 1, len(rows) - 1]])
+    assert (a - b).abs().max() > 1e-4
