@@ -1,0 +1,448 @@
+"""Lesson 06's graded exercises: the references pass, known mistakes lose points with a useful
+message, stubs are "not_implemented", and the solutions notebook's answers pass."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_lib.grading import lesson06 as L
+from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSON = "06_cross_attention_and_text"
+SOLUTIONS = ROOT / "solutions" / f"{LESSON}.ipynb"
+IDS = ["06.1", "06.2", "06.3"]
+NAMES = {"06.1": "cross_attention", "06.2": "pooled_similarity", "06.3": "caption_ids_with_dropout"}
+SEEDS = [0, 1, 12345]
+
+
+def _grade_all_seeds(ex_id, answer):
+    return [grade_answer(ex_id, answer, seed) for seed in SEEDS]
+
+
+def _assert_wrong(ex_id, answer, message, partial=None):
+    """Not a pass on any seed, fewer points, ``message`` in the feedback; ``partial``: the status."""
+    ex = get_exercise(ex_id)
+    for result in _grade_all_seeds(ex_id, answer):
+        assert result.status != "pass", result.feedback()
+        assert result.points < ex.points
+        assert message in result.feedback(), result.feedback()
+        if partial is not None:
+            assert result.status == partial, result.feedback()
+            if partial == "partial":
+                assert 0 < result.points < ex.points
+
+
+# --------------------------------------------------------------------------- registry and references
+
+
+def test_lesson_06_registers_three_exercises():
+    exs = exercises_for(LESSON)
+    assert [e.id for e in exs] == IDS
+    assert [e.name for e in exs] == [NAMES[i] for i in IDS]
+    for e in exs:
+        assert 2 <= e.points <= 4 and e.hint and e.reference.__doc__ and e.lesson == LESSON
+        assert 4 <= len(e.cases(0)) <= 8
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reference_passes(ex_id, seed):
+    result = grade_answer(ex_id, get_exercise(ex_id).reference, seed)
+    assert result.status == "pass", result.feedback()
+    assert result.points == get_exercise(ex_id).points
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_cases_are_deterministic_and_depend_on_the_seed(ex_id):
+    ex = get_exercise(ex_id)
+    a, b, c = ex.cases(3), ex.cases(3), ex.cases(4)
+    flat = lambda cases: [x for case in cases for x in case.args if isinstance(x, torch.Tensor)]  # noqa: E731
+    assert all(torch.equal(x, y) for x, y in zip(flat(a), flat(b)))
+    assert not all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(flat(a), flat(c)))
+
+
+def test_checks_are_fast():
+    import time
+
+    start = time.perf_counter()
+    for ex_id in IDS:
+        grade_answer(ex_id, get_exercise(ex_id).reference, 0)
+    assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_stub_is_not_implemented(ex_id):
+    def stub(*args):
+        raise NotImplementedError(f"Exercise {ex_id}")
+
+    result = grade_answer(ex_id, stub, 0)
+    assert result.status == "not_implemented" and result.points == 0
+
+
+# --------------------------------------------------------------------------- references against the library
+
+
+def test_cross_attention_reference_matches_the_library_layer():
+    """One head, no norm or projection in the way: the library's attention weights and mixed values."""
+    from course_lib.nn.blocks import CrossAttention
+
+    torch.manual_seed(0)
+    layer = CrossAttention(channels=8, context_dim=6, head_dim=8, groups=4)
+    with torch.no_grad():
+        layer.out.weight.copy_(torch.eye(8))
+    x, context = torch.randn(2, 8, 3, 3), torch.randn(2, 5, 6)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    out, probs = layer(x, context, mask, return_attention=True)
+    tokens = layer.norm(x).flatten(2).transpose(1, 2)
+    mine, weights = L._cross_attention(
+        tokens, context, mask, layer.to_q.weight.T, layer.to_k.weight.T, layer.to_v.weight.T
+    )
+    assert torch.allclose(weights, probs[:, 0], atol=1e-6)
+    assert torch.allclose(x + mine.transpose(1, 2).reshape(x.shape), out, atol=1e-5)
+
+
+def test_pooled_reference_matches_the_library_pooling():
+    from course_lib.text import TextEmbedding, pooled
+
+    for case in L._pool_cases(5):
+        tokens, mask = case.args
+        p, sim = L._pooled_similarity(tokens, mask)
+        emb = TextEmbedding(tokens * mask[..., None], mask)  # the library zeroes padded states
+        assert torch.allclose(p, pooled(emb), atol=1e-6)
+        unit = F.normalize(p, dim=1)
+        assert torch.allclose(sim, unit @ unit.T, atol=1e-6)
+        assert torch.allclose(sim.diagonal(), torch.ones(len(p)), atol=1e-6)
+
+
+def test_caption_ids_reference_matches_the_library_draws():
+    from course_lib.data import CAPTIONS
+    from course_lib.guidance import drop_condition
+    from course_lib.text import NULL_ID, caption_ids, dataset_captions
+
+    labels = torch.randint(0, 10, (500,), generator=torch.Generator().manual_seed(0))
+    counts = torch.tensor([len(p) for p in CAPTIONS["fashion_mnist"]])
+    ids = caption_ids(labels, "fashion_mnist", torch.Generator().manual_seed(1))
+    u = torch.rand(500, generator=torch.Generator().manual_seed(1))  # the same draws
+    drop = drop_condition(labels, 0.1, torch.Generator().manual_seed(2))
+    d = torch.rand(500, generator=torch.Generator().manual_seed(2))
+    expected = ids.masked_fill(drop, NULL_ID)
+    assert torch.equal(L._caption_ids_with_dropout(labels, u, d, counts, 0.1), expected)
+    table = dataset_captions("fashion_mnist")
+    mine = L._caption_ids_with_dropout(labels, u, torch.ones(500), counts, 0.1)
+    assert all(table[i] in CAPTIONS["fashion_mnist"][y] for y, i in zip(labels.tolist(), mine.tolist()))
+
+
+def test_cases_hold_padding_junk_and_edges():
+    for case in L._xattn_cases(0):
+        _, ctx, mask, *_ = case.args
+        if not mask.all():
+            assert ctx[~mask].abs().max() > 0  # junk, not zeros, in the padded slots
+    assert any(c.args[2].sum(1).min() == 1 for c in L._xattn_cases(0))
+    assert any(len(c.args[0]) == 1 for c in L._xattn_cases(0))
+    ps = [c.args[4] for c in L._ids_cases(0)]
+    assert 0.0 in ps and 1.0 in ps
+
+
+# --------------------------------------------------------------------------- 06.1: known mistakes
+
+
+def _qkv(x, c, w_q, w_k, w_v):
+    return x @ w_q, c @ w_k, c @ w_v
+
+
+def xattn_mask_ignored(x, c, m, w_q, w_k, w_v):
+    q, k, v = _qkv(x, c, w_q, w_k, w_v)
+    w = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1)
+    return w @ v, w
+
+
+def xattn_softmax_over_positions(x, c, m, w_q, w_k, w_v):
+    q, k, v = _qkv(x, c, w_q, w_k, w_v)
+    s = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~m[:, None], -1e9)
+    w = s.softmax(dim=1)
+    return w @ v, w
+
+
+def xattn_without_sqrt_d(x, c, m, w_q, w_k, w_v):
+    q, k, v = _qkv(x, c, w_q, w_k, w_v)
+    w = (q @ k.transpose(-2, -1)).masked_fill(~m[:, None], float("-inf")).softmax(-1)
+    return w @ v, w
+
+
+def xattn_masked_to_zero(x, c, m, w_q, w_k, w_v):
+    q, k, v = _qkv(x, c, w_q, w_k, w_v)
+    w = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~m[:, None], 0.0).softmax(-1)
+    return w @ v, w
+
+
+def xattn_zeroed_after_softmax(x, c, m, w_q, w_k, w_v):
+    q, k, v = _qkv(x, c, w_q, w_k, w_v)
+    w = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1) * m[:, None]
+    return w @ v, w
+
+
+def xattn_output_only(x, c, m, w_q, w_k, w_v):
+    return L._cross_attention(x, c, m, w_q, w_k, w_v)[0]
+
+
+def xattn_builtin(x, c, m, w_q, w_k, w_v):
+    """PyTorch's fused attention with a boolean mask (True = attend): must pass."""
+    q, k, v = _qkv(x, c, w_q, w_k, w_v)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=m[:, None, :])
+    w = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~m[:, None], -torch.inf).softmax(-1)
+    return out, w
+
+
+def test_06_1_wrong_variants():
+    # a batch of 1 without padding is right even with the mask ignored: partial credit
+    _assert_wrong("06.1", xattn_mask_ignored, "apply the key padding mask", partial="partial")
+    _assert_wrong("06.1", xattn_mask_ignored, "padded tokens must not matter")
+    _assert_wrong("06.1", xattn_softmax_over_positions, "the softmax runs over the tokens")
+    _assert_wrong("06.1", xattn_without_sqrt_d, "divide the scores by √d", partial="partial")
+    _assert_wrong("06.1", xattn_masked_to_zero, "not to 0", partial="partial")
+    _assert_wrong("06.1", xattn_zeroed_after_softmax, "mask the scores before the softmax", partial="partial")
+
+
+def test_06_1_returning_only_the_output_fails():
+    result = grade_answer("06.1", xattn_output_only, 0)
+    assert result.status == "fail" and "return a pair (out, weights)" in result.feedback()
+
+
+def test_06_1_fused_kernel_passes():
+    assert all(r.status == "pass" for r in _grade_all_seeds("06.1", xattn_builtin))
+
+
+def test_06_1_mask_ignored_keeps_the_padding_subcheck_only_where_there_is_none():
+    result = grade_answer("06.1", xattn_mask_ignored, 0)
+    padding = [c for c in result.checks if c.name == "padding ignored"]
+    assert any(c.passed for c in padding) and not all(c.passed for c in padding)
+
+
+# --------------------------------------------------------------------------- 06.2: known mistakes
+
+
+def pool_including_padding(tokens, mask):
+    p = tokens.mean(dim=1)
+    unit = F.normalize(p, dim=1)
+    return p, unit @ unit.T
+
+
+def pool_dot_products(tokens, mask):
+    m = mask[..., None].to(tokens.dtype)
+    p = (tokens * m).sum(1) / m.sum(1)
+    return p, p @ p.T
+
+
+def pool_sum(tokens, mask):
+    m = mask[..., None].to(tokens.dtype)
+    p = (tokens * m).sum(1)
+    unit = F.normalize(p, dim=1)
+    return p, unit @ unit.T
+
+
+def pool_normalise_columns(tokens, mask):
+    m = mask[..., None].to(tokens.dtype)
+    p = (tokens * m).sum(1) / m.sum(1)
+    unit = F.normalize(p, dim=0)
+    return p, unit @ unit.T
+
+
+def pool_library(tokens, mask):
+    """The course's own pooling on zeroed padding, then cosine: must pass."""
+    from course_lib.text import TextEmbedding, pooled
+
+    p = pooled(TextEmbedding(tokens * mask[..., None], mask))
+    return p, F.cosine_similarity(p[:, None], p[None, :], dim=-1)
+
+
+def test_06_2_wrong_variants():
+    _assert_wrong("06.2", pool_including_padding, "average only the real tokens")
+    _assert_wrong("06.2", pool_dot_products, "cosine, not dot product", partial="partial")
+    _assert_wrong("06.2", pool_sum, "the mean of the real tokens, not their sum", partial="partial")
+    _assert_wrong("06.2", pool_normalise_columns, "not the feature columns", partial="partial")
+
+
+def test_06_2_padding_mistake_still_right_where_there_is_no_padding():
+    for result in _grade_all_seeds("06.2", pool_including_padding):
+        assert result.status == "partial"
+
+
+def test_06_2_equivalent_forms_pass():
+    assert all(r.status == "pass" for r in _grade_all_seeds("06.2", pool_library))
+
+
+def test_06_2_returning_only_the_matrix_fails():
+    result = grade_answer("06.2", lambda tokens, mask: pool_library(tokens, mask)[1], 0)
+    assert result.status == "fail" and "return a pair (pooled, similarity)" in result.feedback()
+
+
+# --------------------------------------------------------------------------- 06.3: known mistakes
+
+
+def _rows(labels, u, counts, offset=1, inclusive=False, scale=None):
+    first = offset + (torch.cumsum(counts, 0) if inclusive else torch.cumsum(counts, 0) - counts)
+    n = counts[labels]
+    pick = torch.minimum((u * (n if scale is None else scale)).floor().long(), n - 1)
+    return first[labels] + pick
+
+
+def ids_drop_when_greater(labels, u, d, counts, p):
+    return torch.where(d > p, 0, _rows(labels, u, counts))
+
+
+def ids_forgot_null_row(labels, u, d, counts, p):
+    return torch.where(d < p, 0, _rows(labels, u, counts, offset=0))
+
+
+def ids_inclusive_cumsum(labels, u, d, counts, p):
+    return torch.where(d < p, 0, _rows(labels, u, counts, inclusive=True))
+
+
+def ids_drop_at_equal(labels, u, d, counts, p):
+    return torch.where(d <= p, 0, _rows(labels, u, counts))
+
+
+def ids_no_dropout(labels, u, d, counts, p):
+    return _rows(labels, u, counts)
+
+
+def ids_global_count(labels, u, d, counts, p):
+    return torch.where(d < p, 0, _rows(labels, u, counts, scale=counts.max()))
+
+
+def ids_with_a_loop(labels, u, d, counts, p):
+    """Plain Python, one image at a time: must pass."""
+    out = []
+    for y, a, b in zip(labels.tolist(), u.tolist(), d.tolist()):
+        start = 1 + sum(counts.tolist()[:y])
+        out.append(0 if b < p else start + min(int(a * counts[y]), int(counts[y]) - 1))
+    return torch.tensor(out)
+
+
+def test_06_3_wrong_variants():
+    _assert_wrong("06.3", ids_drop_when_greater, "not where drop_u > p")
+    _assert_wrong("06.3", ids_forgot_null_row, "row 0 is the empty prompt", partial="partial")
+    _assert_wrong("06.3", ids_inclusive_cumsum, "an exclusive cumulative sum", partial="partial")
+    _assert_wrong("06.3", ids_drop_at_equal, "drop_u < p, strictly", partial="partial")
+    _assert_wrong("06.3", ids_no_dropout, "apply the dropout", partial="partial")
+    _assert_wrong("06.3", ids_global_count, "that class's own count", partial="partial")
+
+
+def test_06_3_equivalent_forms_pass():
+    assert all(r.status == "pass" for r in _grade_all_seeds("06.3", ids_with_a_loop))
+
+
+# --------------------------------------------------------------------------- the solutions notebook
+
+BEGIN_END = re.compile(
+    r"^(?P<indent>[ \t]*)### BEGIN SOLUTION[ \t]*\n.*?^[ \t]*### END SOLUTION[ \t]*(\n|$)", re.M | re.S
+)
+
+
+@pytest.fixture(scope="module")
+def notebook():
+    return nbformat.read(SOLUTIONS, as_version=4)
+
+
+def _tagged(nb, prefix):
+    out = {}
+    for cell in nb.cells:
+        for tag in cell.get("metadata", {}).get("tags", []):
+            if tag.startswith(prefix):
+                out[tag[len(prefix) :]] = cell
+    return out
+
+
+def _setup_source(nb):
+    return next(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_notebook_is_stored_without_outputs_and_has_every_exercise_and_check(notebook):
+    nb = notebook
+    assert nb.nbformat == 4 and nb.metadata["kernelspec"]["name"] == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Exercises 06:")
+    assert "RUNTIME" not in nb.cells[0].source
+    exercises, checks = _tagged(nb, "exercise:"), _tagged(nb, "check:")
+    assert sorted(exercises) == IDS and sorted(checks) == IDS
+    for ex_id, cell in checks.items():
+        assert cell.source == f'check("{ex_id}")'
+    order = [i for i, c in enumerate(nb.cells) for t in c.metadata.get("tags", [])]
+    assert order == sorted(order)
+
+
+def test_no_other_cell_uses_the_learners_names(notebook):
+    for cell in notebook.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.cell_type != "code" or tags:
+            continue
+        for name in NAMES.values():
+            assert name not in cell.source, f"an untagged cell uses {name}"
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_notebook_solution_passes(notebook, ex_id):
+    cell = _tagged(notebook, "exercise:")[ex_id]
+    ns: dict = {}
+    exec(compile(_setup_source(notebook), "setup", "exec"), ns)
+    exec(compile(cell.source, f"exercise {ex_id}", "exec"), ns)
+    for seed in SEEDS:
+        result = grade_answer(ex_id, ns[NAMES[ex_id]], seed)
+        assert result.status == "pass", result.feedback()
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_exercise_cell_runs_without_the_setup_cell(notebook, ex_id):
+    """The grader takes only the tagged cells: each must import what it needs."""
+    ns: dict = {}
+    exec(compile(_tagged(notebook, "exercise:")[ex_id].source, f"exercise {ex_id}", "exec"), ns)
+    assert grade_answer(ex_id, ns[NAMES[ex_id]], 0).status == "pass"
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_stubbed_notebook_cell_is_not_implemented(notebook, ex_id):
+    ex = get_exercise(ex_id)
+    source = _tagged(notebook, "exercise:")[ex_id].source
+    assert "### BEGIN SOLUTION" in source and "### END SOLUTION" in source
+    message = f"Exercise {ex.id}: {ex.title}"
+    stubbed, n = BEGIN_END.subn(lambda m: f"{m.group('indent')}raise NotImplementedError({message!r})\n", source)
+    assert n == 1 and "SOLUTION" not in stubbed
+    ns: dict = {}
+    exec(compile(_setup_source(notebook), "setup", "exec"), ns)
+    exec(compile(stubbed, f"stub {ex_id}", "exec"), ns)
+    result = grade_answer(ex_id, ns[ex.name], 0)
+    assert result.status == "not_implemented"
+    assert message in result.detail
+
+
+def test_the_build_tool_accepts_the_notebook(notebook):
+    from course_lib.grading.build import build_exercise_notebook
+
+    released = build_exercise_notebook(notebook, LESSON)
+    assert released.metadata["course"]["exercises"] == IDS
+    text = nbformat.writes(released)
+    assert "BEGIN SOLUTION" not in text and "NotImplementedError" in text
+    for ex_id, cell in _tagged(released, "exercise:").items():
+        assert "raises-exception" in cell.metadata["tags"]
+        ns: dict = {}
+        exec(compile(cell.source, f"released {ex_id}", "exec"), ns)
+        assert grade_answer(ex_id, ns[NAMES[ex_id]], 0).status == "not_implemented"
+
+
+def test_lesson_notebook_lists_the_exercises():
+    lesson = nbformat.read(ROOT / "notebooks" / f"{LESSON}.ipynb", as_version=4)
+    last = lesson.cells[-1].source
+    assert last.startswith("## Exercises")
+    for ex_id in IDS:
+        ex = get_exercise(ex_id)
+        assert f"**{ex_id}**" in last and f"({ex.points:g} points)" in last
