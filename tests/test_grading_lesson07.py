@@ -1,0 +1,478 @@
+"""Lesson 07's graded exercises: the references pass, known mistakes lose points with a useful
+message, stubs are "not_implemented", and the solutions notebook's answers pass."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from course_lib.grading import lesson07 as L
+from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
+from course_lib.guidance import cfg_combine
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions" / "07_classifier_free_guidance.ipynb"
+LESSON_NB = ROOT / "notebooks" / "07_classifier_free_guidance.ipynb"
+IDS = ["07.1", "07.2", "07.3"]
+SEEDS = [0, 1, 12345]
+
+
+def _grade_all_seeds(ex_id, answer):
+    return [grade_answer(ex_id, answer, seed) for seed in SEEDS]
+
+
+def _assert_wrong(ex_id, answer, message, partial=None):
+    """Not a pass on any seed, fewer points, ``message`` in the feedback; ``partial``: the status."""
+    ex = get_exercise(ex_id)
+    for result in _grade_all_seeds(ex_id, answer):
+        assert result.status != "pass", result.feedback()
+        assert result.points < ex.points
+        assert message in result.feedback(), result.feedback()
+        if partial is not None:
+            assert result.status == partial, result.feedback()
+            if partial == "partial":
+                assert 0 < result.points < ex.points
+
+
+# --------------------------------------------------------------------------- registry and references
+
+
+def test_lesson_07_registers_three_exercises():
+    exs = exercises_for("07_classifier_free_guidance")
+    assert [e.id for e in exs] == IDS
+    assert [e.name for e in exs] == ["cfg_combine", "cfg_simulator", "class_spread"]
+    for e in exs:
+        assert 2 <= e.points <= 4 and e.hint and e.reference.__doc__
+        assert 4 <= len(e.cases(0)) <= 8
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reference_passes(ex_id, seed):
+    ex = get_exercise(ex_id)
+    result = grade_answer(ex, ex.reference, seed)
+    assert result.status == "pass", result.feedback()
+    assert result.points == ex.points
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_cases_are_deterministic_and_depend_on_the_seed(ex_id):
+    ex = get_exercise(ex_id)
+    _, a = ex.expected(3)
+    _, b = ex.expected(3)
+    _, c = ex.expected(4)
+    assert repr(a) == repr(b)
+    assert repr(a) != repr(c)
+
+
+def test_checks_are_fast():
+    import time
+
+    start = time.perf_counter()
+    for ex_id in IDS:
+        ex = get_exercise(ex_id)
+        grade_answer(ex, ex.reference, 7)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_cases_leave_the_global_random_stream_alone():
+    torch.manual_seed(0)
+    a = torch.rand(3)
+    torch.manual_seed(0)
+    for ex_id in IDS:
+        get_exercise(ex_id).cases(5)
+    assert torch.equal(torch.rand(3), a)
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_stub_is_not_implemented(ex_id):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise {ex_id}: stub")
+
+    result = grade_answer(ex_id, stub, 0)
+    assert result.status == "not_implemented"
+    assert result.points == 0
+
+
+# --------------------------------------------------------------------------- the references agree with the library
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_cfg_combine_reference_equals_course_lib(seed):
+    for case in L._combine_cases(seed):
+        u, c, s = case.args
+        assert torch.allclose(L._cfg_combine(u, c, s), cfg_combine(u, c, s), rtol=1e-12, atol=1e-12), case.label
+
+
+def test_simulator_cases_cover_none_zero_and_the_order_of_scales():
+    for seed in SEEDS:
+        firsts = [L._cfg_simulator(*c.args)["first_over_3x"] for c in L._simulator_cases(seed)]
+        assert None in firsts and 0.0 in firsts
+        assert sum(f is not None and f > 0 for f in firsts) >= 3
+        desc = next(c for c in L._simulator_cases(seed) if "descending" in c.label)
+        ascending = L._cfg_simulator(desc.args[0], desc.args[1], desc.args[2], sorted(desc.args[3]))
+        assert ascending["first_over_3x"] != L._cfg_simulator(*desc.args)["first_over_3x"]
+
+
+def test_simulator_shows_what_guidance_does():
+    """On the lesson's sweep: the cosine to the signal rises with s, and so does the norm."""
+    case = L._simulator_cases(0)[0]
+    out = L._cfg_simulator(*case.args)
+    assert all(b > a for a, b in zip(out["cosine"], out["cosine"][1:]))
+    assert all(b > a for a, b in zip(out["norm"][1:], out["norm"][2:]))
+
+
+def test_class_spread_reference_matches_cdist():
+    for case in L._spread_cases(2):
+        f, labels, k = case.args
+        got = L._class_spread(f, labels, k)["per_class"]
+        for c in range(k):
+            block = f[labels == c]
+            if len(block) < 2:
+                assert math.isnan(got[c])
+                continue
+            d = torch.cdist(block, block)
+            iu = torch.triu_indices(len(block), len(block), 1)
+            assert got[c].item() == pytest.approx(d[iu[0], iu[1]].mean().item(), rel=1e-9, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- 07.1: known mistakes
+
+
+def _bcast(s, like):
+    return s.view(-1, *([1] * (like.dim() - 1))) if isinstance(s, torch.Tensor) else s
+
+
+def combine_swapped(eps_uncond, eps_cond, scale):
+    s = _bcast(scale, eps_cond)
+    return eps_cond + s * (eps_uncond - eps_cond)
+
+
+def combine_one_plus_s(eps_uncond, eps_cond, scale):
+    s = _bcast(scale, eps_cond)
+    return eps_cond + s * (eps_cond - eps_uncond)
+
+
+def combine_no_broadcast(eps_uncond, eps_cond, scale):
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def combine_scales_cond_only(eps_uncond, eps_cond, scale):
+    return eps_uncond + _bcast(scale, eps_cond) * eps_cond
+
+
+def combine_per_sample_mean(eps_uncond, eps_cond, scale):
+    """Averages a per-image scale into one number: right only when all s_i agree."""
+    s = float(scale.mean()) if isinstance(scale, torch.Tensor) else scale
+    return eps_uncond + s * (eps_cond - eps_uncond)
+
+
+def test_07_1_wrong_variants():
+    _assert_wrong("07.1", combine_swapped, "swaps the two predictions", partial="partial")  # right at s = 0.5
+    _assert_wrong("07.1", combine_one_plus_s, "(1 + s) convention", partial="partial")  # shapes are right
+    _assert_wrong("07.1", combine_scales_cond_only, "also scales −ε_∅", partial="partial")
+    _assert_wrong("07.1", combine_per_sample_mean, "values differ", partial="partial")
+
+
+def test_07_1_no_broadcasting_gets_partial_credit_and_says_how_to_reshape():
+    for result in _grade_all_seeds("07.1", combine_no_broadcast):
+        assert result.status == "partial"
+        text = result.feedback()
+        assert "reshape it to (N, 1, 1, 1)" in text  # the cases where it raises
+        assert "LAST dimension" in text  # the case where N equals the width: silently wrong
+
+
+def test_07_1_library_and_lerp_pass():
+    def with_lerp(eps_uncond, eps_cond, scale):
+        return torch.lerp(eps_uncond, eps_cond, _bcast(scale, eps_cond) if isinstance(scale, torch.Tensor) else scale)
+
+    def with_einsum(eps_uncond, eps_cond, scale):
+        if isinstance(scale, torch.Tensor):
+            return eps_uncond + torch.einsum("n,n...->n...", scale, eps_cond - eps_uncond)
+        return eps_uncond + scale * (eps_cond - eps_uncond)
+
+    for answer in (cfg_combine, with_lerp, with_einsum):
+        assert all(r.status == "pass" for r in _grade_all_seeds("07.1", answer))
+
+
+def test_07_1_wrong_shape_fails_the_shape_check():
+    result = grade_answer("07.1", lambda u, c, s: (u + _bcast(s, c) * (c - u)).flatten(1), 0)
+    assert result.status in ("partial", "fail") and "expected shape" in result.feedback()
+
+
+# --------------------------------------------------------------------------- 07.2: known mistakes
+
+
+def _guided(u, c, s):
+    return u + s * (c - u)
+
+
+def _sim(signal, eps_uncond, eps_cond, scales, cos=None, norm=None, limit=None, first=None):
+    norm = norm or (lambda g: g.norm().item())
+    cos = cos or (lambda g: torch.dot(g, signal).item() / (g.norm().item() * signal.norm().item()))
+    limit = 3 * eps_cond.norm().item() if limit is None else limit
+    gs = [_guided(eps_uncond, eps_cond, s) for s in scales]
+    norms = [norm(g) for g in gs]
+    if first is None:
+        first = next((s for s, n in zip(scales, norms) if n > limit), None)
+    else:
+        first = first(scales, norms, limit)
+    return {"cosine": [cos(g) for g in gs], "norm": norms, "first_over_3x": first}
+
+
+def sim_dot_not_cosine(signal, eps_uncond, eps_cond, scales):
+    return _sim(signal, eps_uncond, eps_cond, scales, cos=lambda g: torch.dot(g, signal).item())
+
+
+def sim_threshold_on_uncond(signal, eps_uncond, eps_cond, scales):
+    return _sim(signal, eps_uncond, eps_cond, scales, limit=3 * eps_uncond.norm().item())
+
+
+def sim_minus_one(signal, eps_uncond, eps_cond, scales):
+    out = _sim(signal, eps_uncond, eps_cond, scales)
+    return {**out, "first_over_3x": -1 if out["first_over_3x"] is None else out["first_over_3x"]}
+
+
+def sim_returns_index(signal, eps_uncond, eps_cond, scales):
+    return _sim(
+        signal,
+        eps_uncond,
+        eps_cond,
+        scales,
+        first=lambda sc, ns, lim: next((i for i, n in enumerate(ns) if n > lim), None),
+    )
+
+
+def sim_sorted_scales(signal, eps_uncond, eps_cond, scales):
+    out = _sim(signal, eps_uncond, eps_cond, scales)
+    by_scale = sorted(zip(scales, out["norm"]))
+    first = next((s for s, n in by_scale if n > 3 * eps_cond.norm().item()), None)
+    return {**out, "first_over_3x": first}
+
+
+def sim_squared_norm(signal, eps_uncond, eps_cond, scales):
+    return _sim(signal, eps_uncond, eps_cond, scales, norm=lambda g: (g**2).sum().item())
+
+
+def sim_falsy_zero(signal, eps_uncond, eps_cond, scales):
+    """`if first:` treats the scale 0.0 as 'not found'."""
+    out = _sim(signal, eps_uncond, eps_cond, scales)
+    return {**out, "first_over_3x": out["first_over_3x"] or None}
+
+
+def sim_swapped_guidance(signal, eps_uncond, eps_cond, scales):
+    return _sim(signal, eps_cond, eps_uncond, scales, limit=3 * eps_cond.norm().item())
+
+
+def test_07_2_wrong_variants():
+    _assert_wrong("07.2", sim_dot_not_cosine, "divides the dot product by both norms", partial="partial")
+    _assert_wrong("07.2", sim_threshold_on_uncond, "CONDITIONAL prediction", partial="partial")
+    _assert_wrong("07.2", sim_minus_one, "return None", partial="partial")
+    _assert_wrong("07.2", sim_returns_index, "not its position in the list", partial="partial")
+    _assert_wrong("07.2", sim_sorted_scales, "in the order given", partial="partial")
+    _assert_wrong("07.2", sim_squared_norm, "not the sum of squares", partial="partial")
+    _assert_wrong("07.2", sim_falsy_zero, "`is None`", partial="partial")
+    _assert_wrong("07.2", sim_swapped_guidance, "guide from ε_∅ towards ε_c")
+
+
+def test_07_2_not_a_dict_fails_with_a_message():
+    result = grade_answer("07.2", lambda signal, u, c, scales: [0.0] * len(scales), 0)
+    assert result.status == "fail" and "return a dict" in result.feedback()
+
+
+def test_07_2_tensors_and_numpy_values_pass():
+    def as_tensors(signal, eps_uncond, eps_cond, scales):
+        s = torch.tensor(scales, dtype=torch.float64)[:, None]
+        g = eps_uncond + s * (eps_cond - eps_uncond)
+        norms = g.norm(dim=1)
+        cos = torch.nn.functional.cosine_similarity(g, signal[None], dim=1)
+        over = (norms > 3 * eps_cond.norm()).nonzero()
+        return {"cosine": cos, "norm": norms, "first_over_3x": scales[int(over[0])] if len(over) else None}
+
+    assert all(r.status == "pass" for r in _grade_all_seeds("07.2", as_tensors))
+
+
+# --------------------------------------------------------------------------- 07.3: known mistakes
+
+
+def _spread(features, labels, num_classes, pair_mean, small=float("nan"), mean=None):
+    per = []
+    for k in range(num_classes):
+        f = features[labels == k]
+        per.append(pair_mean(f) if len(f) >= 2 else small)
+    per = torch.tensor(per, dtype=torch.float64)
+    if mean is None:
+        valid = per[~per.isnan()]
+        mean = valid.mean().item()
+    else:
+        mean = mean(per, labels)
+    return {"per_class": per, "mean": mean}
+
+
+def _pairs(f):
+    d = torch.cdist(f, f)
+    iu = torch.triu_indices(len(f), len(f), 1)
+    return d[iu[0], iu[1]]
+
+
+def spread_with_self_pairs(features, labels, num_classes):
+    return _spread(features, labels, num_classes, lambda f: torch.cdist(f, f).mean().item())
+
+
+def spread_squared(features, labels, num_classes):
+    return _spread(features, labels, num_classes, lambda f: (_pairs(f) ** 2).mean().item())
+
+
+def spread_zero_for_small(features, labels, num_classes):
+    return _spread(features, labels, num_classes, lambda f: _pairs(f).mean().item(), small=0.0)
+
+
+def spread_ignores_labels(features, labels, num_classes):
+    pooled = _pairs(features).mean().item()
+    return _spread(features, labels, num_classes, lambda f: pooled)
+
+
+def spread_weighted_mean(features, labels, num_classes):
+    counts = torch.bincount(labels, minlength=num_classes).double()
+
+    def weighted(per, labels):
+        ok = ~per.isnan()
+        return ((per[ok] * counts[ok]).sum() / counts[ok].sum()).item()
+
+    return _spread(features, labels, num_classes, lambda f: _pairs(f).mean().item(), mean=weighted)
+
+
+def test_07_3_wrong_variants():
+    _assert_wrong("07.3", spread_with_self_pairs, "leave out the zero distance", partial="partial")
+    _assert_wrong("07.3", spread_squared, "not its square", partial="partial")
+    _assert_wrong("07.3", spread_zero_for_small, "NaN, not 0", partial="partial")
+    _assert_wrong("07.3", spread_ignores_labels, "within each class", partial="partial")
+    _assert_wrong("07.3", spread_weighted_mean, "not weighted by its size", partial="partial")
+
+
+def test_07_3_vectorised_answer_passes():
+    def vectorised(features, labels, num_classes):
+        per = torch.full((num_classes,), float("nan"), dtype=torch.float64)
+        for k in labels.unique().tolist():
+            f = features[labels == k]
+            if len(f) > 1:
+                per[k] = torch.pdist(f).mean()
+        return {"per_class": per, "mean": per.nanmean().item()}
+
+    assert all(r.status == "pass" for r in _grade_all_seeds("07.3", vectorised))
+
+
+# --------------------------------------------------------------------------- the notebooks
+
+BEGIN_END = re.compile(
+    r"^(?P<indent>[ \t]*)### BEGIN SOLUTION[ \t]*\n.*?^[ \t]*### END SOLUTION[ \t]*(\n|$)", re.M | re.S
+)
+
+
+def _notebook():
+    return nbformat.read(SOLUTIONS, as_version=4)
+
+
+def _tagged(nb, prefix):
+    out = {}
+    for cell in nb.cells:
+        for tag in cell.get("metadata", {}).get("tags", []):
+            if tag.startswith(prefix):
+                out[tag[len(prefix) :]] = cell
+    return out
+
+
+def _setup_source(nb):
+    return next(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_lesson_notebook_ends_with_the_exercises():
+    nb = nbformat.read(LESSON_NB, as_version=4)
+    assert nb.cells[0].source.startswith("# 07 ")
+    last = nb.cells[-1]
+    assert last.cell_type == "markdown" and last.source.startswith("## Exercises")
+    for ex_id in IDS:
+        assert f"**{ex_id}**" in last.source
+
+
+@pytest.mark.parametrize("path", [SOLUTIONS, LESSON_NB])
+def test_notebooks_are_stored_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.nbformat == 4 and nb.metadata["kernelspec"]["name"] == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_notebook_has_every_exercise_and_check():
+    nb = _notebook()
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Exercises 07:")
+    exercises, checks = _tagged(nb, "exercise:"), _tagged(nb, "check:")
+    assert sorted(exercises) == IDS and sorted(checks) == IDS
+    for ex_id, cell in checks.items():
+        assert cell.source == f'check("{ex_id}")'
+    order = [i for i, c in enumerate(nb.cells) for t in c.metadata.get("tags", [])]
+    assert order == sorted(order)
+
+
+def test_no_other_cell_uses_the_learners_names():
+    nb = _notebook()
+    names = [get_exercise(i).name for i in IDS]
+    for cell in nb.cells:
+        if cell.cell_type != "code" or cell.get("metadata", {}).get("tags", []):
+            continue
+        for name in names:
+            assert not re.search(rf"\b{name}\b", cell.source), f"an untagged cell uses {name}"
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_notebook_solution_passes_on_its_own(ex_id):
+    nb = _notebook()
+    cell = _tagged(nb, "exercise:")[ex_id]
+    ns: dict = {}
+    exec(compile(_setup_source(nb), "setup", "exec"), ns)
+    exec(compile(cell.source, f"exercise {ex_id}", "exec"), ns)
+    answer = ns[get_exercise(ex_id).name]
+    for seed in SEEDS:
+        result = grade_answer(ex_id, answer, seed)
+        assert result.status == "pass", result.feedback()
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_exercise_cell_runs_without_the_setup_cell(ex_id):
+    """The grader takes only the tagged cells: each must import what it needs."""
+    cell = _tagged(_notebook(), "exercise:")[ex_id]
+    ns: dict = {}
+    exec(compile(cell.source, f"exercise {ex_id}", "exec"), ns)
+    assert grade_answer(ex_id, ns[get_exercise(ex_id).name], 0).status == "pass"
+
+
+@pytest.mark.parametrize("ex_id", IDS)
+def test_stubbed_notebook_cell_is_not_implemented(ex_id):
+    nb = _notebook()
+    ex = get_exercise(ex_id)
+    source = _tagged(nb, "exercise:")[ex_id].source
+    assert "### BEGIN SOLUTION" in source and "### END SOLUTION" in source
+    message = f"Exercise {ex.id}: {ex.title}"
+    stubbed, n = BEGIN_END.subn(lambda m: f"{m.group('indent')}raise NotImplementedError({message!r})\n", source)
+    assert n == 1 and "SOLUTION" not in stubbed
+    ns: dict = {}
+    exec(compile(_setup_source(nb), "setup", "exec"), ns)
+    exec(compile(stubbed, f"stub {ex_id}", "exec"), ns)
+    result = grade_answer(ex_id, ns[ex.name], 0)
+    assert result.status == "not_implemented"
+    assert message in result.detail
+
+
+def test_exercise_notebook_builds():
+    from course_lib.grading.build import build_exercise_notebook
+
+    nb = build_exercise_notebook(_notebook(), "07_classifier_free_guidance")
+    text = nbformat.writes(nb)
+    assert "BEGIN SOLUTION" not in text and "NotImplementedError" in text
+    assert nb.metadata["course"]["exercises"] == IDS
