@@ -15,6 +15,10 @@ Checkpoints are a folder: ``model.safetensors`` (weights) and ``config.json`` (w
 rebuilds the model). :func:`cached_train` keys them by a hash of every setting that
 changes the result, so a later lesson reuses a model an earlier one trained.
 
+Beyond one GPU: under ``torchrun`` (see :mod:`course_lib.distributed`) the same
+:func:`train_diffusion` wraps the model in DistributedDataParallel and each rank trains
+on its share of the global batch; ``python -m course_lib.train_ddp`` is a ready script.
+
 Lesson 05's VAE trains with the same loop pieces: :func:`vae_loss` (reconstruction +
 β·KL), :func:`train_vae`, :func:`cached_vae` (which also measures the latent scaling
 factor) and :func:`vae_recipe`; its checkpoints use the same folder format.
@@ -39,6 +43,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .device import autocast, pick_device, seed_everything
+from .distributed import is_main_process, rank_and_world
 from .guidance import drop_condition
 from .nn.unet import ARCHITECTURE, UNet, UNetConfig
 from .nn.vae import VAE, VAE_ARCHITECTURE, VAEConfig, VAEOutput, kl_divergence, latent_scaling_factor
@@ -113,15 +118,22 @@ def diffusion_loss(
     labels: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     context=None,
+    rows: slice | None = None,
 ) -> torch.Tensor:
     """‖ε − ε_θ(x_t, t[, c])‖² averaged over a batch x0 (N×C×H×W) with random t and ε.
 
     The condition c: ``labels`` (N,) for a class model, ``context`` (a TextEmbedding N×L×D)
-    for a text model.
+    for a text model. ``rows`` keeps only those rows of the batch *after* t and ε are drawn
+    for all N: a data-parallel rank's share, drawn from the same random numbers one
+    process would use for the whole batch.
     """
     n = len(x0)
     t = torch.randint(0, schedule.num_steps, (n,), device=x0.device, generator=generator)
     noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+    if rows is not None:
+        x0, t, noise = x0[rows], t[rows], noise[rows]
+        labels = labels[rows] if labels is not None else None
+        context = context[rows] if context is not None else None
     x_t = q_sample(schedule, x0, t, noise)
     with autocast(x0.device):
         if context is not None:
@@ -157,6 +169,14 @@ def train_diffusion(
     prompt), and ``class_dropout`` of them are replaced by the empty prompt, the null
     condition of classifier-free guidance. Returns a :class:`TrainResult` holding the EMA
     model (eval mode) and the loss of every step.
+
+    Inside a torch.distributed process group (``distributed.init_distributed()`` under
+    torchrun) the model is wrapped in DistributedDataParallel and ``batch_size`` is the
+    *global* batch: every rank draws the same indices, t and ε as one process would from
+    the seeded generator and keeps its slice, rank r rows r·B/W … (r+1)·B/W; DDP averages
+    the gradients, so each step matches one process up to float summation order. The
+    losses are the mean over all ranks; the EMA is updated alike on every rank, so every
+    rank returns the same (unwrapped) models; only rank 0 shows progress (its share's loss).
     """
     config = config or TrainConfig()
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
@@ -169,12 +189,25 @@ def train_diffusion(
         raise ValueError("a text model trains on captions: pass labels= and captions= (text.caption_embeddings)")
     if labels is not None and not text_model and getattr(model_config, "num_classes", None) is None:
         raise ValueError("labels given, but the model has no num_classes")
+    rank, world = rank_and_world()
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} is the global batch: it must divide by the "
+                         f"world size {world}, so every rank gets the same share")
     device = pick_device(device) if not isinstance(device, torch.device) else device
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (LOCAL_RANK)
     seed_everything(config.seed)
     gen = torch.Generator(device=device)
     gen.manual_seed(config.seed)
 
     model.to(device).train()
+    net, rows = model, None  # what the forward pass runs, and this rank's rows of each batch
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        share = config.batch_size // world
+        rows = slice(rank * share, (rank + 1) * share)
     data = images.to(device, torch.float32)
     y = labels.to(device).long() if labels is not None else None
     null_label = getattr(model_config, "num_classes", None)
@@ -189,7 +222,7 @@ def train_diffusion(
 
     steps = range(config.steps)
     bar = None
-    if progress:
+    if progress and rank == 0:
         from tqdm.auto import tqdm
 
         steps = bar = tqdm(steps, desc="training", leave=False)
@@ -210,7 +243,7 @@ def train_diffusion(
                 yb = torch.where(drop, torch.full_like(yb, null_label), yb)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, config)
-        loss = diffusion_loss(model, schedule, data[idx], yb, gen, context)
+        loss = diffusion_loss(net, schedule, data[idx], yb, gen, context, rows)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -221,7 +254,11 @@ def train_diffusion(
         losses.append(loss.detach())
         if bar is not None and (step % 50 == 0 or step == config.steps - 1):
             bar.set_postfix(loss=f"{loss.item():.4f}")  # the only sync, every 50 steps
-    history = torch.stack(losses).float().cpu().tolist()
+    history = torch.stack(losses).float()
+    if world > 1:  # each rank's loss is over its share: the batch's loss is their mean
+        torch.distributed.all_reduce(history)
+        history /= world
+    history = history.cpu().tolist()
     if not all(math.isfinite(v) for v in history):
         raise FloatingPointError("the loss became NaN or infinite; lower lr or check the data")
     seconds = time.perf_counter() - t0
@@ -339,9 +376,10 @@ def cached_train(
             "class_conditional": class_conditional, "text_conditional": text_model,
             "losses": result.losses, "seconds": result.seconds,
             "images_per_second": result.images_per_second}
-    if retrain and folder.exists():
-        shutil.rmtree(folder)
-    save_checkpoint(folder, result.model, meta)
+    if is_main_process():  # under torchrun every rank holds the same model; one writes it
+        if retrain and folder.exists():
+            shutil.rmtree(folder)
+        save_checkpoint(folder, result.model, meta)
     return result
 
 
