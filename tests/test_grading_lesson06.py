@@ -4,11 +4,9 @@ message, stubs are "not_implemented", and the solutions notebook's answers pass.
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import nbformat
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -17,7 +15,6 @@ from course_lib.grading.exercise import exercises_for, get_exercise, grade_answe
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSON = "06_cross_attention_and_text"
-SOLUTIONS = ROOT / "solutions" / f"{LESSON}.ipynb"
 IDS = ["06.1", "06.2", "06.3"]
 NAMES = {"06.1": "cross_attention", "06.2": "pooled_similarity", "06.3": "caption_ids_with_dropout"}
 SEEDS = [0, 1, 12345]
@@ -44,47 +41,8 @@ def _assert_wrong(ex_id, answer, message, partial=None):
 
 
 def test_lesson_06_registers_three_exercises():
-    exs = exercises_for(LESSON)
-    assert [e.id for e in exs] == IDS
-    assert [e.name for e in exs] == [NAMES[i] for i in IDS]
-    for e in exs:
-        assert 2 <= e.points <= 4 and e.hint and e.reference.__doc__ and e.lesson == LESSON
-        assert 4 <= len(e.cases(0)) <= 8
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-@pytest.mark.parametrize("seed", SEEDS)
-def test_reference_passes(ex_id, seed):
-    result = grade_answer(ex_id, get_exercise(ex_id).reference, seed)
-    assert result.status == "pass", result.feedback()
-    assert result.points == get_exercise(ex_id).points
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_cases_are_deterministic_and_depend_on_the_seed(ex_id):
-    ex = get_exercise(ex_id)
-    a, b, c = ex.cases(3), ex.cases(3), ex.cases(4)
-    flat = lambda cases: [x for case in cases for x in case.args if isinstance(x, torch.Tensor)]  # noqa: E731
-    assert all(torch.equal(x, y) for x, y in zip(flat(a), flat(b)))
-    assert not all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(flat(a), flat(c)))
-
-
-def test_checks_are_fast():
-    import time
-
-    start = time.perf_counter()
-    for ex_id in IDS:
-        grade_answer(ex_id, get_exercise(ex_id).reference, 0)
-    assert time.perf_counter() - start < 2.0
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_stub_is_not_implemented(ex_id):
-    def stub(*args):
-        raise NotImplementedError(f"Exercise {ex_id}")
-
-    result = grade_answer(ex_id, stub, 0)
-    assert result.status == "not_implemented" and result.points == 0
+    """The lesson's own exercises, in order (what every exercise must satisfy: test_exercises_common.py)."""
+    assert [(e.id, e.name) for e in exercises_for(LESSON)] == [(i, NAMES[i]) for i in IDS]
 
 
 # --------------------------------------------------------------------------- references against the library
@@ -340,103 +298,7 @@ def test_06_3_equivalent_forms_pass():
     assert all(r.status == "pass" for r in _grade_all_seeds("06.3", ids_with_a_loop))
 
 
-# --------------------------------------------------------------------------- the solutions notebook
-
-BEGIN_END = re.compile(
-    r"^(?P<indent>[ \t]*)### BEGIN SOLUTION[ \t]*\n.*?^[ \t]*### END SOLUTION[ \t]*(\n|$)", re.M | re.S
-)
-
-
-@pytest.fixture(scope="module")
-def notebook():
-    return nbformat.read(SOLUTIONS, as_version=4)
-
-
-def _tagged(nb, prefix):
-    out = {}
-    for cell in nb.cells:
-        for tag in cell.get("metadata", {}).get("tags", []):
-            if tag.startswith(prefix):
-                out[tag[len(prefix) :]] = cell
-    return out
-
-
-def _setup_source(nb):
-    return next(c.source for c in nb.cells if c.cell_type == "code")
-
-
-def test_notebook_is_stored_without_outputs_and_has_every_exercise_and_check(notebook):
-    nb = notebook
-    assert nb.nbformat == 4 and nb.metadata["kernelspec"]["name"] == "python3"
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None
-    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Exercises 06:")
-    assert "RUNTIME" not in nb.cells[0].source
-    exercises, checks = _tagged(nb, "exercise:"), _tagged(nb, "check:")
-    assert sorted(exercises) == IDS and sorted(checks) == IDS
-    for ex_id, cell in checks.items():
-        assert cell.source == f'check("{ex_id}")'
-    order = [i for i, c in enumerate(nb.cells) for t in c.metadata.get("tags", [])]
-    assert order == sorted(order)
-
-
-def test_no_other_cell_uses_the_learners_names(notebook):
-    for cell in notebook.cells:
-        tags = cell.get("metadata", {}).get("tags", [])
-        if cell.cell_type != "code" or tags:
-            continue
-        for name in NAMES.values():
-            assert name not in cell.source, f"an untagged cell uses {name}"
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_notebook_solution_passes(notebook, ex_id):
-    cell = _tagged(notebook, "exercise:")[ex_id]
-    ns: dict = {}
-    exec(compile(_setup_source(notebook), "setup", "exec"), ns)
-    exec(compile(cell.source, f"exercise {ex_id}", "exec"), ns)
-    for seed in SEEDS:
-        result = grade_answer(ex_id, ns[NAMES[ex_id]], seed)
-        assert result.status == "pass", result.feedback()
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_exercise_cell_runs_without_the_setup_cell(notebook, ex_id):
-    """The grader takes only the tagged cells: each must import what it needs."""
-    ns: dict = {}
-    exec(compile(_tagged(notebook, "exercise:")[ex_id].source, f"exercise {ex_id}", "exec"), ns)
-    assert grade_answer(ex_id, ns[NAMES[ex_id]], 0).status == "pass"
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_stubbed_notebook_cell_is_not_implemented(notebook, ex_id):
-    ex = get_exercise(ex_id)
-    source = _tagged(notebook, "exercise:")[ex_id].source
-    assert "### BEGIN SOLUTION" in source and "### END SOLUTION" in source
-    message = f"Exercise {ex.id}: {ex.title}"
-    stubbed, n = BEGIN_END.subn(lambda m: f"{m.group('indent')}raise NotImplementedError({message!r})\n", source)
-    assert n == 1 and "SOLUTION" not in stubbed
-    ns: dict = {}
-    exec(compile(_setup_source(notebook), "setup", "exec"), ns)
-    exec(compile(stubbed, f"stub {ex_id}", "exec"), ns)
-    result = grade_answer(ex_id, ns[ex.name], 0)
-    assert result.status == "not_implemented"
-    assert message in result.detail
-
-
-def test_the_build_tool_accepts_the_notebook(notebook):
-    from course_lib.grading.build import build_exercise_notebook
-
-    released = build_exercise_notebook(notebook, LESSON)
-    assert released.metadata["course"]["exercises"] == IDS
-    text = nbformat.writes(released)
-    assert "BEGIN SOLUTION" not in text and "NotImplementedError" in text
-    for ex_id, cell in _tagged(released, "exercise:").items():
-        assert "raises-exception" in cell.metadata["tags"]
-        ns: dict = {}
-        exec(compile(cell.source, f"released {ex_id}", "exec"), ns)
-        assert grade_answer(ex_id, ns[NAMES[ex_id]], 0).status == "not_implemented"
+# --------------------------------------------------------------------------- the lesson notebook
 
 
 def test_lesson_notebook_lists_the_exercises():

@@ -4,7 +4,6 @@ message, stubs are "not_implemented", and the solutions notebook's answers pass.
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import nbformat
@@ -16,7 +15,6 @@ from course_lib.grading.exercise import exercises_for, get_exercise, grade_answe
 from course_lib.guidance import cfg_combine
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = ROOT / "solutions" / "07_classifier_free_guidance.ipynb"
 LESSON_NB = ROOT / "notebooks" / "07_classifier_free_guidance.ipynb"
 IDS = ["07.1", "07.2", "07.3"]
 SEEDS = [0, 1, 12345]
@@ -43,60 +41,12 @@ def _assert_wrong(ex_id, answer, message, partial=None):
 
 
 def test_lesson_07_registers_three_exercises():
-    exs = exercises_for("07_classifier_free_guidance")
-    assert [e.id for e in exs] == IDS
-    assert [e.name for e in exs] == ["cfg_combine", "cfg_simulator", "class_spread"]
-    for e in exs:
-        assert 2 <= e.points <= 4 and e.hint and e.reference.__doc__
-        assert 4 <= len(e.cases(0)) <= 8
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-@pytest.mark.parametrize("seed", SEEDS)
-def test_reference_passes(ex_id, seed):
-    ex = get_exercise(ex_id)
-    result = grade_answer(ex, ex.reference, seed)
-    assert result.status == "pass", result.feedback()
-    assert result.points == ex.points
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_cases_are_deterministic_and_depend_on_the_seed(ex_id):
-    ex = get_exercise(ex_id)
-    _, a = ex.expected(3)
-    _, b = ex.expected(3)
-    _, c = ex.expected(4)
-    assert repr(a) == repr(b)
-    assert repr(a) != repr(c)
-
-
-def test_checks_are_fast():
-    import time
-
-    start = time.perf_counter()
-    for ex_id in IDS:
-        ex = get_exercise(ex_id)
-        grade_answer(ex, ex.reference, 7)
-    assert time.perf_counter() - start < 2.0
-
-
-def test_cases_leave_the_global_random_stream_alone():
-    torch.manual_seed(0)
-    a = torch.rand(3)
-    torch.manual_seed(0)
-    for ex_id in IDS:
-        get_exercise(ex_id).cases(5)
-    assert torch.equal(torch.rand(3), a)
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_stub_is_not_implemented(ex_id):
-    def stub(*args, **kwargs):
-        raise NotImplementedError(f"Exercise {ex_id}: stub")
-
-    result = grade_answer(ex_id, stub, 0)
-    assert result.status == "not_implemented"
-    assert result.points == 0
+    """The lesson's own exercises, in order (what every exercise must satisfy: test_exercises_common.py)."""
+    assert [(e.id, e.name) for e in exercises_for("07_classifier_free_guidance")] == [
+        ("07.1", "cfg_combine"),
+        ("07.2", "cfg_simulator"),
+        ("07.3", "class_spread"),
+    ]
 
 
 # --------------------------------------------------------------------------- the references agree with the library
@@ -367,28 +317,7 @@ def test_07_3_vectorised_answer_passes():
     assert all(r.status == "pass" for r in _grade_all_seeds("07.3", vectorised))
 
 
-# --------------------------------------------------------------------------- the notebooks
-
-BEGIN_END = re.compile(
-    r"^(?P<indent>[ \t]*)### BEGIN SOLUTION[ \t]*\n.*?^[ \t]*### END SOLUTION[ \t]*(\n|$)", re.M | re.S
-)
-
-
-def _notebook():
-    return nbformat.read(SOLUTIONS, as_version=4)
-
-
-def _tagged(nb, prefix):
-    out = {}
-    for cell in nb.cells:
-        for tag in cell.get("metadata", {}).get("tags", []):
-            if tag.startswith(prefix):
-                out[tag[len(prefix) :]] = cell
-    return out
-
-
-def _setup_source(nb):
-    return next(c.source for c in nb.cells if c.cell_type == "code")
+# --------------------------------------------------------------------------- the lesson notebook
 
 
 def test_lesson_notebook_ends_with_the_exercises():
@@ -400,79 +329,10 @@ def test_lesson_notebook_ends_with_the_exercises():
         assert f"**{ex_id}**" in last.source
 
 
-@pytest.mark.parametrize("path", [SOLUTIONS, LESSON_NB])
-def test_notebooks_are_stored_without_outputs(path):
-    nb = nbformat.read(path, as_version=4)
+def test_lesson_notebook_is_stored_without_outputs():
+    """The solutions notebook's: test_exercises_common.py."""
+    nb = nbformat.read(LESSON_NB, as_version=4)
     assert nb.nbformat == 4 and nb.metadata["kernelspec"]["name"] == "python3"
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
-
-
-def test_notebook_has_every_exercise_and_check():
-    nb = _notebook()
-    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Exercises 07:")
-    exercises, checks = _tagged(nb, "exercise:"), _tagged(nb, "check:")
-    assert sorted(exercises) == IDS and sorted(checks) == IDS
-    for ex_id, cell in checks.items():
-        assert cell.source == f'check("{ex_id}")'
-    order = [i for i, c in enumerate(nb.cells) for t in c.metadata.get("tags", [])]
-    assert order == sorted(order)
-
-
-def test_no_other_cell_uses_the_learners_names():
-    nb = _notebook()
-    names = [get_exercise(i).name for i in IDS]
-    for cell in nb.cells:
-        if cell.cell_type != "code" or cell.get("metadata", {}).get("tags", []):
-            continue
-        for name in names:
-            assert not re.search(rf"\b{name}\b", cell.source), f"an untagged cell uses {name}"
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_notebook_solution_passes_on_its_own(ex_id):
-    nb = _notebook()
-    cell = _tagged(nb, "exercise:")[ex_id]
-    ns: dict = {}
-    exec(compile(_setup_source(nb), "setup", "exec"), ns)
-    exec(compile(cell.source, f"exercise {ex_id}", "exec"), ns)
-    answer = ns[get_exercise(ex_id).name]
-    for seed in SEEDS:
-        result = grade_answer(ex_id, answer, seed)
-        assert result.status == "pass", result.feedback()
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_exercise_cell_runs_without_the_setup_cell(ex_id):
-    """The grader takes only the tagged cells: each must import what it needs."""
-    cell = _tagged(_notebook(), "exercise:")[ex_id]
-    ns: dict = {}
-    exec(compile(cell.source, f"exercise {ex_id}", "exec"), ns)
-    assert grade_answer(ex_id, ns[get_exercise(ex_id).name], 0).status == "pass"
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_stubbed_notebook_cell_is_not_implemented(ex_id):
-    nb = _notebook()
-    ex = get_exercise(ex_id)
-    source = _tagged(nb, "exercise:")[ex_id].source
-    assert "### BEGIN SOLUTION" in source and "### END SOLUTION" in source
-    message = f"Exercise {ex.id}: {ex.title}"
-    stubbed, n = BEGIN_END.subn(lambda m: f"{m.group('indent')}raise NotImplementedError({message!r})\n", source)
-    assert n == 1 and "SOLUTION" not in stubbed
-    ns: dict = {}
-    exec(compile(_setup_source(nb), "setup", "exec"), ns)
-    exec(compile(stubbed, f"stub {ex_id}", "exec"), ns)
-    result = grade_answer(ex_id, ns[ex.name], 0)
-    assert result.status == "not_implemented"
-    assert message in result.detail
-
-
-def test_exercise_notebook_builds():
-    from course_lib.grading.build import build_exercise_notebook
-
-    nb = build_exercise_notebook(_notebook(), "07_classifier_free_guidance")
-    text = nbformat.writes(nb)
-    assert "BEGIN SOLUTION" not in text and "NotImplementedError" in text
-    assert nb.metadata["course"]["exercises"] == IDS

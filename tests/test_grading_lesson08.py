@@ -4,7 +4,6 @@ mistakes lose points with a useful message, stubs are "not_implemented", the sol
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import nbformat
@@ -18,7 +17,6 @@ from course_lib.samplers import ddim_step, sample_loop, timesteps
 from course_lib.schedules import NoiseSchedule
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = ROOT / "solutions" / "08_ddim_and_fast_samplers.ipynb"
 LESSON_NB = ROOT / "notebooks" / "08_ddim_and_fast_samplers.ipynb"
 IDS = ["08.1", "08.2", "08.3"]
 SEEDS = [0, 1, 12345]
@@ -45,41 +43,12 @@ def _assert_wrong(ex_id, answer, message, partial=None):
 
 
 def test_lesson_08_registers_three_exercises():
-    exs = exercises_for("08_ddim_and_fast_samplers")
-    assert [e.id for e in exs] == IDS
-    assert [e.name for e in exs] == ["ddim_update", "spaced_timesteps", "ddim_error_curve"]
-    for e in exs:
-        assert 2 <= e.points <= 4 and e.hint and e.reference.__doc__
-        assert 4 <= len(e.cases(0)) <= 8
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-@pytest.mark.parametrize("seed", SEEDS)
-def test_reference_passes(ex_id, seed):
-    ex = get_exercise(ex_id)
-    result = grade_answer(ex, ex.reference, seed)
-    assert result.status == "pass", result.feedback()
-    assert result.points == ex.points
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_cases_are_deterministic_and_depend_on_the_seed(ex_id):
-    ex = get_exercise(ex_id)
-    _, a = ex.expected(3)
-    _, b = ex.expected(3)
-    _, c = ex.expected(4)
-    assert repr(a) == repr(b)
-    assert repr(a) != repr(c)
-
-
-def test_checks_are_fast():
-    import time
-
-    start = time.perf_counter()
-    for ex_id in IDS:
-        ex = get_exercise(ex_id)
-        grade_answer(ex, ex.reference, 7)
-    assert time.perf_counter() - start < 5.0
+    """The lesson's own exercises, in order (what every exercise must satisfy: test_exercises_common.py)."""
+    assert [(e.id, e.name) for e in exercises_for("08_ddim_and_fast_samplers")] == [
+        ("08.1", "ddim_update"),
+        ("08.2", "spaced_timesteps"),
+        ("08.3", "ddim_error_curve"),
+    ]
 
 
 def test_ddim_reference_is_the_library_step():
@@ -345,33 +314,12 @@ def test_08_3_wrong_return_type_fails_with_a_message():
     assert "return a dict with keys 'errors' and 'knee'" in result.feedback()
 
 
-# --------------------------------------------------------------------------- the solutions notebook
-
-BEGIN_END = re.compile(
-    r"^(?P<indent>[ \t]*)### BEGIN SOLUTION[ \t]*\n.*?^[ \t]*### END SOLUTION[ \t]*(\n|$)", re.M | re.S
-)
+# --------------------------------------------------------------------------- the lesson notebook
 
 
-def _notebook():
-    return nbformat.read(SOLUTIONS, as_version=4)
-
-
-def _tagged(nb, prefix):
-    out = {}
-    for cell in nb.cells:
-        for tag in cell.get("metadata", {}).get("tags", []):
-            if tag.startswith(prefix):
-                out[tag[len(prefix) :]] = cell
-    return out
-
-
-def _setup_source(nb):
-    return next(c.source for c in nb.cells if c.cell_type == "code")
-
-
-@pytest.mark.parametrize("path", [SOLUTIONS, LESSON_NB])
-def test_notebooks_are_stored_without_outputs(path):
-    nb = nbformat.read(path, as_version=4)
+def test_lesson_notebook_is_stored_without_outputs():
+    """The solutions notebook's: test_exercises_common.py."""
+    nb = nbformat.read(LESSON_NB, as_version=4)
     assert nb.nbformat == 4 and nb.metadata["kernelspec"]["name"] == "python3"
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -385,71 +333,3 @@ def test_lesson_notebook_ends_with_the_exercises():
     assert last.cell_type == "markdown" and last.source.startswith("## Exercises")
     for ex_id in IDS:
         assert f"**{ex_id}**" in last.source
-
-
-def test_notebook_has_every_exercise_and_check():
-    nb = _notebook()
-    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Exercises 08:")
-    exercises, checks = _tagged(nb, "exercise:"), _tagged(nb, "check:")
-    assert sorted(exercises) == IDS and sorted(checks) == IDS
-    for ex_id, cell in checks.items():
-        assert cell.source == f'check("{ex_id}")'
-    order = [i for i, c in enumerate(nb.cells) for t in c.metadata.get("tags", [])]
-    assert order == sorted(order)
-
-
-def test_no_other_cell_uses_the_learners_names():
-    nb = _notebook()
-    names = [get_exercise(i).name for i in IDS]
-    for cell in nb.cells:
-        if cell.cell_type != "code" or cell.get("metadata", {}).get("tags", []):
-            continue
-        for name in names:
-            assert name not in cell.source, f"an untagged cell uses {name}"
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_notebook_solution_passes_on_its_own(ex_id):
-    nb = _notebook()
-    cell = _tagged(nb, "exercise:")[ex_id]
-    ns: dict = {}
-    exec(compile(_setup_source(nb), "setup", "exec"), ns)
-    exec(compile(cell.source, f"exercise {ex_id}", "exec"), ns)
-    answer = ns[get_exercise(ex_id).name]
-    for seed in SEEDS:
-        result = grade_answer(ex_id, answer, seed)
-        assert result.status == "pass", result.feedback()
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_exercise_cell_runs_without_the_setup_cell(ex_id):
-    """The grader takes only the tagged cells: each must import what it needs."""
-    cell = _tagged(_notebook(), "exercise:")[ex_id]
-    ns: dict = {}
-    exec(compile(cell.source, f"exercise {ex_id}", "exec"), ns)
-    assert grade_answer(ex_id, ns[get_exercise(ex_id).name], 0).status == "pass"
-
-
-@pytest.mark.parametrize("ex_id", IDS)
-def test_stubbed_notebook_cell_is_not_implemented(ex_id):
-    nb = _notebook()
-    ex = get_exercise(ex_id)
-    source = _tagged(nb, "exercise:")[ex_id].source
-    assert "### BEGIN SOLUTION" in source and "### END SOLUTION" in source
-    message = f"Exercise {ex.id}: {ex.title}"
-    stubbed, n = BEGIN_END.subn(lambda m: f"{m.group('indent')}raise NotImplementedError({message!r})\n", source)
-    assert n == 1 and "SOLUTION" not in stubbed
-    ns: dict = {}
-    exec(compile(_setup_source(nb), "setup", "exec"), ns)
-    exec(compile(stubbed, f"stub {ex_id}", "exec"), ns)
-    result = grade_answer(ex_id, ns[ex.name], 0)
-    assert result.status == "not_implemented"
-    assert message in result.detail
-
-
-def test_exercise_notebook_builds():
-    from course_lib.grading.build import build_exercise_notebook
-
-    nb = build_exercise_notebook(_notebook(), "08_ddim_and_fast_samplers")
-    text = nbformat.writes(nb)
-    assert "BEGIN SOLUTION" not in text and "NotImplementedError" in text

@@ -1,0 +1,280 @@
+"""What is true of every graded exercise and every solutions notebook, checked once for all.
+
+Per exercise (every entry of ``all_exercises()``): the registry entry is sane, the reference
+scores full marks on several seeds, the cases are deterministic for a seed and differ across
+seeds, building the cases and grading leave torch's global random stream alone, and a stub that
+raises NotImplementedError is "not_implemented".
+
+Per solutions notebook (every ``solutions/NN_*.ipynb``): it is stored clean, each exercise has
+one exercise cell followed by its check cell ``check("NN.k")``, no other cell uses the learner's
+names, each exercise cell passes (after the setup cell, and on its own as the grader runs it),
+stubbing its BEGIN/END SOLUTION block gives "not_implemented", and the build tool accepts it.
+
+What is particular to a lesson (known-wrong answers, agreement with course_lib or diffusers,
+claims about one notebook) stays in tests/test_grading_lessonNN.py.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+
+from course_lib.grading.build import build_exercise_notebook, stub_source
+from course_lib.grading.exercise import all_exercises, exercises_for, get_exercise, grade_answer
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
+LESSONS = [p.stem for p in SOLUTIONS]
+EXERCISES = all_exercises()
+EXERCISE_IDS = [e.id for e in EXERCISES]
+SEEDS = [0, 1, 7, 2024, 12345, 2**31 - 1]
+NOTEBOOK_SEEDS = [0, 1, 77, 99, 12345]
+#: BEGIN/END SOLUTION blocks in an exercise cell: one, except where listed (03.2: __init__ and forward)
+SOLUTION_BLOCKS = {"03.2": 2}
+
+exercise_ids = pytest.mark.parametrize("exercise_id", EXERCISE_IDS)
+lessons = pytest.mark.parametrize("lesson", LESSONS)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _flat(obj) -> list:
+    """A comparable, exact description of a case's arguments (tensors by dtype, shape and bytes)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        return [("tensor", str(t.dtype), tuple(t.shape), t.numpy().tobytes())]
+    if isinstance(obj, np.ndarray):
+        return [("array", str(obj.dtype), obj.shape, np.ascontiguousarray(obj).tobytes())]
+    if isinstance(obj, torch.nn.Module):
+        return [("module", type(obj).__name__), *_flat(obj.state_dict())]
+    if isinstance(obj, dict):
+        return [("dict", len(obj))] + [x for k in obj for x in (repr(k), *_flat(obj[k]))]
+    if isinstance(obj, (list, tuple)):
+        return [(type(obj).__name__, len(obj))] + [x for v in obj for x in _flat(v)]
+    if obj is None or isinstance(obj, (bool, int, float, str, complex)):
+        return [repr(obj)]
+    return [("object", type(obj).__name__)]
+
+
+def _flat_cases(cases) -> list:
+    return [(c.label, c.weight, _flat(c.args), _flat(c.kwargs)) for c in cases]
+
+
+def _notebook(lesson: str):
+    return nbformat.read(ROOT / "solutions" / f"{lesson}.ipynb", as_version=4)
+
+
+def _code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def _tagged(nb, prefix: str) -> dict:
+    """``{"NN.k": cell}`` for the cells tagged ``prefix + "NN.k"``; each tag on exactly one cell."""
+    found: dict = {}
+    for cell in nb.cells:
+        for tag in _tags(cell):
+            if tag.startswith(prefix):
+                key = tag[len(prefix) :]
+                assert key not in found, f"two cells are tagged {tag}"
+                found[key] = cell
+    return found
+
+
+def _setup_source(nb) -> str:
+    first = _code_cells(nb)[0]
+    assert not _tags(first), "the first code cell is the setup cell: it carries no tag"
+    return first.source
+
+
+def _exec(source: str, setup: str | None = None) -> dict:
+    ns: dict = {"__name__": "__main__"}
+    if setup is not None:
+        exec(compile(setup, "<setup>", "exec"), ns)
+    exec(compile(source, "<exercise>", "exec"), ns)
+    return ns
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_lesson_with_exercises_has_a_solutions_notebook_and_back():
+    assert LESSONS, "no solutions notebooks found"
+    assert sorted({e.lesson for e in EXERCISES}) == LESSONS
+    assert len(set(EXERCISE_IDS)) == len(EXERCISE_IDS)
+    assert len({e.name for e in EXERCISES}) == len(EXERCISES)
+
+
+@exercise_ids
+def test_registry_entry_is_sane(exercise_id):
+    ex = get_exercise(exercise_id)
+    assert ex.id == exercise_id and re.fullmatch(r"\d\d\.\d+", ex.id)
+    number = ex.id.split(".")[0]
+    assert ex.lesson in LESSONS and ex.lesson.startswith(f"{number}_")
+    assert ex in exercises_for(ex.lesson)
+    assert [e.id for e in exercises_for(number)] == [e.id for e in exercises_for(ex.lesson)]
+    assert ex.name.isidentifier()
+    assert ex.title and ex.hint
+    assert 2 <= ex.points <= 4
+    assert ex.reference.__doc__
+    assert 4 <= len(list(ex.cases(0))) <= 8
+
+
+# ---------------------------------------------------------------------------------------------
+# the references and the cases
+# ---------------------------------------------------------------------------------------------
+
+
+@exercise_ids
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reference_scores_full_marks(exercise_id, seed):
+    ex = get_exercise(exercise_id)
+    result = grade_answer(ex, ex.reference, seed)
+    assert result.status == "pass", result.feedback()
+    assert result.points == ex.points
+
+
+@exercise_ids
+def test_cases_are_deterministic_and_depend_on_the_seed(exercise_id):
+    ex = get_exercise(exercise_id)
+    a, b, c = _flat_cases(ex.cases(3)), _flat_cases(ex.cases(3)), _flat_cases(ex.cases(4))
+    assert a == b
+    assert a != c
+    assert [x.label for x in ex.cases(3)] == [x.label for x in ex.cases(3)]
+    assert repr(ex.expected(3)[1]) == repr(ex.expected(3)[1])
+    assert repr(ex.expected(3)[1]) != repr(ex.expected(4)[1])
+
+
+@exercise_ids
+def test_cases_and_grading_leave_the_global_random_stream_alone(exercise_id):
+    ex = get_exercise(exercise_id)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    ex.cases(5)
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(0)
+    grade_answer(ex, ex.reference, 5)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@exercise_ids
+def test_stub_is_not_implemented(exercise_id):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise {exercise_id}: stub")
+
+    result = grade_answer(exercise_id, stub, 0)
+    assert result.status == "not_implemented", result.feedback()
+    assert result.points == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the solutions notebooks
+# ---------------------------------------------------------------------------------------------
+
+
+@lessons
+def test_notebook_is_stored_clean(lesson):
+    nb = _notebook(lesson)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith(f"# Exercises {lesson[:2]}:")
+    assert "RUNTIME" not in first.source
+    for cell in _code_cells(nb):
+        assert cell.outputs == [] and cell.execution_count is None
+
+
+@lessons
+def test_notebook_has_an_exercise_and_a_check_cell_per_exercise(lesson):
+    nb = _notebook(lesson)
+    ids = sorted(e.id for e in exercises_for(lesson))
+    exercises, checks = _tagged(nb, "exercise:"), _tagged(nb, "check:")
+    assert sorted(exercises) == ids and sorted(checks) == ids
+    for exercise_id in ids:
+        exercise, check = exercises[exercise_id], checks[exercise_id]
+        assert exercise.cell_type == "code" and check.cell_type == "code"
+        assert check.source == f'check("{exercise_id}")'
+        assert nb.cells.index(check) == nb.cells.index(exercise) + 1
+        blocks = SOLUTION_BLOCKS.get(exercise_id, 1)
+        assert exercise.source.count("### BEGIN SOLUTION") == blocks
+        assert exercise.source.count("### END SOLUTION") == blocks
+
+
+@lessons
+def test_no_other_cell_uses_the_learners_names(lesson):
+    nb = _notebook(lesson)
+    names = [e.name for e in exercises_for(lesson)]
+    for cell in _code_cells(nb):
+        if any(t.startswith("exercise:") for t in _tags(cell)):
+            continue
+        for name in names:
+            assert name not in cell.source, f"a cell outside the exercise cells uses {name}: {cell.source[:80]!r}"
+
+
+@exercise_ids
+def test_solution_cell_passes_after_the_setup_cell(exercise_id):
+    ex = get_exercise(exercise_id)
+    nb = _notebook(ex.lesson)
+    ns = _exec(_tagged(nb, "exercise:")[exercise_id].source, _setup_source(nb))
+    for seed in NOTEBOOK_SEEDS:
+        result = grade_answer(exercise_id, ns[ex.name], seed)
+        assert result.status == "pass", result.feedback()
+
+
+@exercise_ids
+def test_solution_cell_passes_on_its_own(exercise_id):
+    """The grader takes only the tagged cells: each must import what it needs."""
+    ex = get_exercise(exercise_id)
+    ns = _exec(_tagged(_notebook(ex.lesson), "exercise:")[exercise_id].source)
+    for seed in (0, 1):
+        result = grade_answer(exercise_id, ns[ex.name], seed)
+        assert result.status == "pass", result.feedback()
+
+
+@exercise_ids
+def test_stubbed_cell_is_not_implemented(exercise_id):
+    ex = get_exercise(exercise_id)
+    nb = _notebook(ex.lesson)
+    message = f"Exercise {ex.id}: {ex.title}"
+    stubbed = stub_source(_tagged(nb, "exercise:")[exercise_id].source, message)
+    assert "SOLUTION" not in stubbed and "raise NotImplementedError" in stubbed
+    ns = _exec(stubbed, _setup_source(nb))
+    result = grade_answer(exercise_id, ns[ex.name], 0)
+    assert result.status == "not_implemented", result.feedback()
+    assert result.points == 0
+    assert message in result.detail
+
+
+@lessons
+def test_the_build_tool_accepts_the_notebook(lesson):
+    nb = _notebook(lesson)
+    released = build_exercise_notebook(nb, lesson)
+    registered = exercises_for(lesson)
+    assert released.metadata["course"]["exercises"] == [e.id for e in registered]
+    text = nbformat.writes(released)
+    assert "BEGIN SOLUTION" not in text and "raise NotImplementedError" in text
+    cells = _tagged(released, "exercise:")
+    assert sorted(cells) == sorted(e.id for e in registered)
+    setup = _setup_source(released)
+    for ex in registered:
+        cell = cells[ex.id]
+        assert "SOLUTION" not in cell.source
+        assert "raises-exception" in cell.metadata["tags"]
+        for ns in (_exec(cell.source), _exec(cell.source, setup)):
+            result = grade_answer(ex.id, ns[ex.name], 0)
+            assert result.status == "not_implemented", result.feedback()
