@@ -248,6 +248,7 @@ def _run(nb, plan: dict, options: GradeOptions, work: Path, worker: Worker) -> t
         "timeout": options.timeout,
         "cell_timeout": options.cell_timeout,
         "captures": {str(c["index"]): c["stem"] for c in plan["captures"].values()},
+        "learner_cells": sorted(plan["exercise_cells"].values()),
         "env": _kernel_env(options),
     }
     (work / "job.json").write_text(json.dumps(job))
@@ -399,6 +400,13 @@ def grade_submission(
         log, note = _run(nb, plan, options, work, worker)
         if note:
             row["notes"].append(note)
+        learner = set(plan["exercise_cells"].values()) | {c["index"] for c in plan["captures"].values()}
+        for r in log:
+            if r.get("index") not in learner and r.get("status") in ("error", "timeout"):
+                row["notes"].append(
+                    f"the released notebook's cell {r['index'] + 1} failed ({r.get('ename') or r['status']}: "
+                    f"{(r.get('evalue') or '')[:200]}); results after it may suffer"
+                )
         results = _judge(lesson, plan, log, work / "vault", seed, note)
         row["exercises"] = [r.to_dict() for r in results]
         row["total"] = round(sum(r.points for r in results), 2)

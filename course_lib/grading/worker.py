@@ -7,7 +7,9 @@ submission. Every job still gets a new kernel process and a new working folder.
 
 For each code cell the worker appends one JSON line to the job's log: index, status (ok /
 error / timeout / skipped / dead), the error's name and value, seconds. A cell gets the
-time left, at most ``cell_timeout``; on a timeout the kernel is interrupted and the next cell
+time left; a learner's exercise cell at most ``cell_timeout`` (the released notebook's own cells,
+such as the setup cell importing torch, are trusted and only bound by the job's limit, so a slow
+machine does not cut an import in half). On a timeout the kernel is interrupted and the next cell
 runs, so an infinite loop in one exercise does not cost the others their grade. A watchdog
 kills the kernel outright if it ignores interrupts past the job's wall-clock limit. After a
 capture cell the worker moves the capture files out of the kernel's working folder, so that
@@ -56,6 +58,7 @@ def run_job(job: dict) -> None:
     workdir = Path(job["workdir"])
     vault = Path(job["vault"])
     captures = {int(k): v for k, v in job.get("captures", {}).items()}  # cell index -> capture stem
+    learner_cells = {int(i) for i in job.get("learner_cells", [])}
     deadline = time.monotonic() + float(job["timeout"])
     cell_timeout = float(job["cell_timeout"])
     client = NotebookClient(
@@ -97,7 +100,8 @@ def run_job(job: dict) -> None:
                     if left <= 0:
                         write({"index": i, "status": "skipped"})
                         continue
-                    limit = max(1, math.ceil(min(cell_timeout, left)))  # nbclient wants whole seconds
+                    budget = min(cell_timeout, left) if i in learner_cells else left
+                    limit = max(1, math.ceil(budget))  # nbclient wants whole seconds
                     client.timeout = limit
                     start = time.monotonic()
                     status = "ok"
