@@ -813,6 +813,75 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 SUBCOMMANDS: list[Callable[[Any], None]] = [_add_doctor, _add_run, _add_build_exercises, _add_check, _add_grade]
 
 
+# =============================================================================================
+# course bench
+# =============================================================================================
+
+
+def _add_bench(subparsers) -> None:
+    from .bench import BENCHMARKS
+
+    p = subparsers.add_parser(
+        "bench",
+        help="run the benchmarks and append their results to benchmarks/RESULTS.md",
+        description=(
+            "Run benchmarks from the repository's benchmarks/ folder, one process each, and append one "
+            "section per benchmark to the results file: date, machine, versions, command, seconds and the "
+            "benchmark's own Markdown output. A GPU machine runs the full-mode variants. "
+            "Benchmarks: " + "; ".join(f"{b.name} ({b.what})" for b in BENCHMARKS.values()) + ". "
+            "Exit status 1 if any failed."
+        ),
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
+    p.add_argument("--list", action="store_true", help="list the benchmarks and the commands, run nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing, write nothing")
+    p.add_argument("--results", type=Path, default=None,
+                   help="file to append to (default: benchmarks/RESULTS.md in the checkout)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S", help="limit per benchmark, seconds")
+    p.add_argument("--cpu", action="store_true", help="run the CPU variants even where a GPU exists")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bench import append_results, machine_line, plan, repo_root, run_benchmark, section
+
+    root = repo_root()
+    if not (root / "benchmarks").is_dir():
+        raise UsageError(f"no benchmarks/ folder beside course_lib ({root}): course bench needs the course's "
+                         "checkout (pip install -e .)")
+    gpu = torch.cuda.is_available() and not args.cpu
+    try:
+        steps = plan(args.names, gpu)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    if args.list or args.dry_run:
+        for b, argv in steps:
+            cmd = "skipped (needs a GPU)" if argv is None else " ".join(["python", *argv[1:]])
+            print(f"{b.name:<11} {cmd}\n{'':<11} {b.what}")
+        return 0
+    results = args.results or root / "benchmarks" / "RESULTS.md"
+    machine = machine_line()
+    failed = []
+    for i, (b, argv) in enumerate(steps, 1):
+        print(f"[{i}/{len(steps)}] {b.name} ...", file=sys.stderr, flush=True)
+        result = run_benchmark(argv, root, args.timeout) if argv is not None else None
+        append_results(results, section(b, argv, result, machine))
+        status = "skipped (needs a GPU)" if result is None else ("ok" if result[0] == 0 else "FAILED")
+        if result is not None and result[0] != 0:
+            failed.append(b.name)
+        took = "" if result is None else f" in {result[3]:.0f} s"
+        print(f"[{i}/{len(steps)}] {b.name}: {status}{took}", file=sys.stderr, flush=True)
+    print(f"Results appended to {results}")
+    return 1 if failed else 0
+
+
+SUBCOMMANDS.append(_add_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="course",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import warnings
 
 import numpy as np
 import torch
@@ -69,3 +70,24 @@ def autocast(device: torch.device | str):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=dev.type, dtype=dtype)
+
+
+def compile_model(model: torch.nn.Module, mode: bool | str = True) -> torch.nn.Module:
+    """``torch.compile(model)`` where it can work, else ``model`` itself with a warning.
+
+    ``mode``: True for the default, or one of torch.compile's modes ("reduce-overhead" adds
+    CUDA graphs, "max-autotune" searches kernels). Compilation happens at the first call;
+    :func:`course_lib.train.train_diffusion` catches a failure there and goes on uncompiled.
+    """
+    if mode not in (True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+        raise ValueError("compile must be True or one of 'default', 'reduce-overhead', 'max-autotune', "
+                         f"'max-autotune-no-cudagraphs', got {mode!r}")
+    if not hasattr(torch, "compile"):
+        warnings.warn("this torch has no torch.compile; running uncompiled", RuntimeWarning, stacklevel=2)
+        return model
+    try:
+        return torch.compile(model, mode=None if mode is True else mode)
+    except Exception as e:  # e.g. a Python version the installed torch cannot compile for
+        warnings.warn(f"torch.compile is unavailable here ({type(e).__name__}: {e}); running uncompiled",
+                      RuntimeWarning, stacklevel=2)
+        return model

@@ -25,7 +25,7 @@ import inspect
 import torch
 from torch import nn
 
-from .samplers import SPACINGS, _check_eta, _model_eps_fn, _prepare
+from .samplers import SPACINGS, _check_eta, _conditioned_eps_fn, _prepare
 from .schedules import NoiseSchedule
 
 SCHEDULER_NAMES = ("ddim", "dpm++2m", "euler", "ddpm")
@@ -109,6 +109,10 @@ def sample_with_diffusers(
     eta: float = 0.0,
     batch_size: int | None = None,
     progress: bool = False,
+    prompt=None,
+    negative_prompt=None,
+    guidance_scale: float = 1.0,
+    text_encoder=None,
     **scheduler_kwargs,
 ) -> torch.Tensor:
     """Sample the course's model with a diffusers scheduler (see :func:`make_scheduler`).
@@ -118,7 +122,8 @@ def sample_with_diffusers(
     x = scheduler.step(ε_θ(scheduler.scale_model_input(x, t), t), t, x).prev_sample,
     passing the seeded generator to ``step`` for the stochastic schedulers and ``eta`` to DDIM.
     model: ε_θ(x, t[, labels]); steps: ``set_timesteps(steps)``; shape (C, H, W) defaults to the
-    model's. Returns N×C×H×W clamped to [-1, 1], like ``sample``: with "ddim" (eta = 0, the
+    model's. ``labels`` or ``prompt``/``negative_prompt``, ``guidance_scale`` and ``text_encoder``
+    condition and guide exactly as in ``samplers.sample``. Returns N×C×H×W clamped to [-1, 1], like ``sample``: with "ddim" (eta = 0, the
     default "leading" spacing) it equals ``sample(..., sampler="ddim", steps=steps,
     clip_x0=False)`` to float32 rounding.
     """
@@ -137,7 +142,8 @@ def sample_with_diffusers(
     was_training = model.training
     model.eval()
     x = torch.randn((n, *shape), generator=generator, device=device) * scheduler.init_noise_sigma
-    eps_fn = _model_eps_fn(model, labels, batch_size, device)
+    eps_fn = _conditioned_eps_fn(model, n, labels, prompt, negative_prompt, guidance_scale, text_encoder,
+                                 batch_size, device)
     step_kwargs = {"eta": eta} if scheduler_name == "ddim" else {}
     ts = scheduler.timesteps
     if progress:

@@ -499,3 +499,81 @@ def caption_ids(labels: torch.Tensor, name: str | None = None, generator: torch.
     labels = labels.long()
     pick = (u * counts[labels]).long().clamp_max(counts[labels] - 1)
     return first[labels] + pick
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts encoded ahead of time
+# ---------------------------------------------------------------------------------------------
+
+
+class PromptTable:
+    """Prompts encoded once and kept, standing in for the encoder wherever only these prompts occur.
+
+    For a machine that cannot hold the encoder (the 88 MB bundled model does not travel
+    to the course's GPU benchmark machine): encode every prompt a run will use here, save
+    the table, and pass the loaded table as ``text_encoder=`` to ``sample`` or the pipeline.
+    ``encode`` returns exactly what the encoder gave for each prompt (the same states and
+    mask), padded to the table's length L; a prompt the table lacks is an error.
+    """
+
+    def __init__(self, prompts: list[str], embedding: TextEmbedding, source: str = "table"):
+        prompts = _check_prompts(prompts, "prompts")
+        if len(set(prompts)) != len(prompts) or len(prompts) != len(embedding):
+            raise ValueError(f"a prompt table needs distinct prompts, one per row: got {len(prompts)} prompts "
+                             f"({len(set(prompts))} distinct) for {len(embedding)} rows")
+        self.prompts = prompts
+        self.embedding = embedding
+        self.source = source
+        self._row = {p: i for i, p in enumerate(prompts)}
+
+    @classmethod
+    def build(cls, prompts: list[str], encoder: TextEncoder | None = None,
+              max_length: int = CAPTION_MAX_LENGTH) -> PromptTable:
+        """Encode ``prompts`` (duplicates once) with ``encoder`` (None: the course's encoder)."""
+        prompts = list(dict.fromkeys(_check_prompts(prompts, "prompts")))
+        encoder = encoder or load_text_encoder(device="cpu")
+        return cls(prompts, encoder.encode(prompts, max_length=max_length).to("cpu"), encoder.source)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.device
+
+    def to(self, device: torch.device | str) -> PromptTable:
+        return PromptTable(self.prompts, self.embedding.to(device), self.source)
+
+    def encode(self, prompts: list[str], max_length: int | None = None, padding: str = "longest") -> TextEmbedding:
+        """The stored states of ``prompts`` (N×L×D, mask N×L), L the table's length.
+
+        ``max_length`` and ``padding`` are accepted for the encoder's signature; the stored
+        rows were encoded with the table's own limit.
+        """
+        prompts = _check_prompts(prompts)
+        missing = [p for p in prompts if p not in self._row]
+        if missing:
+            raise KeyError(f"prompt(s) not in this table of {len(self)} prompts: {missing[:3]}; "
+                           "rebuild the table with them (PromptTable.build)")
+        return lookup(self.embedding, [self._row[p] for p in prompts])
+
+    __call__ = encode
+
+    def save(self, path: str | Path) -> Path:
+        """One safetensors file: tokens, mask, and the prompts in its metadata (written atomically)."""
+        path = Path(path)
+        _write_atomic(path, {"tokens": self.embedding.tokens.cpu().contiguous(),
+                             "mask": self.embedding.mask.cpu().contiguous()},
+                      {"format": str(_CACHE_FORMAT), "encoder": self.source, "prompts": json.dumps(self.prompts)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> PromptTable:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if "prompts" not in meta:
+                raise ValueError(f"{path} is not a prompt table (no prompts in its metadata)")
+            emb = TextEmbedding(f.get_tensor("tokens"), f.get_tensor("mask"))
+        return cls(json.loads(meta["prompts"]), emb.to(device), meta.get("encoder", "table"))

@@ -26,6 +26,7 @@ factor) and :func:`vae_recipe`; its checkpoints use the same folder format.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -34,6 +35,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,7 +44,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .device import autocast, pick_device, seed_everything
+from .device import autocast, compile_model, pick_device, seed_everything
 from .distributed import is_main_process, rank_and_world
 from .guidance import drop_condition
 from .nn.unet import ARCHITECTURE, UNet, UNetConfig
@@ -86,6 +88,8 @@ class TrainResult:
     seconds: float = 0.0
     images_per_second: float = 0.0
     from_cache: bool = False
+    # images/s after the first steps (kernel selection, allocation, compilation) are over
+    steady_images_per_second: float = 0.0
 
 
 class EMA:
@@ -119,13 +123,16 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     context=None,
     rows: slice | None = None,
+    amp: bool = True,
+    memory_format: torch.memory_format | None = None,
 ) -> torch.Tensor:
     """‖ε − ε_θ(x_t, t[, c])‖² averaged over a batch x0 (N×C×H×W) with random t and ε.
 
     The condition c: ``labels`` (N,) for a class model, ``context`` (a TextEmbedding N×L×D)
     for a text model. ``rows`` keeps only those rows of the batch *after* t and ε are drawn
     for all N: a data-parallel rank's share, drawn from the same random numbers one
-    process would use for the whole batch.
+    process would use for the whole batch. ``amp``: bf16 autocast on CUDA (off: fp32
+    everywhere); ``memory_format``: the layout x_t is handed to the model in.
     """
     n = len(x0)
     t = torch.randint(0, schedule.num_steps, (n,), device=x0.device, generator=generator)
@@ -135,7 +142,9 @@ def diffusion_loss(
         labels = labels[rows] if labels is not None else None
         context = context[rows] if context is not None else None
     x_t = q_sample(schedule, x0, t, noise)
-    with autocast(x0.device):
+    if memory_format is not None:
+        x_t = x_t.contiguous(memory_format=memory_format)
+    with autocast(x0.device) if amp else contextlib.nullcontext():
         if context is not None:
             pred = model(x_t, t, labels, context=context)
         else:
@@ -158,6 +167,11 @@ def train_diffusion(
     progress: bool = True,
     captions=None,
     caption_dataset: str | None = None,
+    *,
+    amp: bool = True,
+    channels_last: bool = False,
+    compile: bool | str = False,
+    fused: bool | None = None,
 ) -> TrainResult:
     """Train ``model`` to predict noise on ``images`` (N×C×H×W in [-1, 1]).
 
@@ -177,6 +191,14 @@ def train_diffusion(
     the gradients, so each step matches one process up to float summation order. The
     losses are the mean over all ranks; the EMA is updated alike on every rank, so every
     rank returns the same (unwrapped) models; only rank 0 shows progress (its share's loss).
+
+    Speed switches (they change how fast, not what is computed, so no cache key holds them):
+    ``amp`` bf16 autocast on CUDA (default on; off = fp32); ``channels_last`` NHWC layout for
+    the weights and activations; ``compile`` ``torch.compile`` the model (True, or a mode such
+    as "max-autotune" or "reduce-overhead", which adds CUDA graphs); when compiling fails on the
+    first step the run warns and goes on uncompiled; ``fused`` the fused AdamW kernel (None: on
+    CUDA). ``TrainResult.steady_images_per_second`` leaves out the first steps, where kernels
+    are chosen and the model is compiled.
     """
     config = config or TrainConfig()
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
@@ -201,6 +223,9 @@ def train_diffusion(
     gen.manual_seed(config.seed)
 
     model.to(device).train()
+    memory_format = torch.channels_last if channels_last else None
+    if memory_format is not None:
+        model.to(memory_format=memory_format)
     net, rows = model, None  # what the forward pass runs, and this rank's rows of each batch
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -208,6 +233,9 @@ def train_diffusion(
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         share = config.batch_size // world
         rows = slice(rank * share, (rank + 1) * share)
+    eager = net
+    if compile:
+        net = compile_model(net, compile)
     data = images.to(device, torch.float32)
     y = labels.to(device).long() if labels is not None else None
     null_label = getattr(model_config, "num_classes", None)
@@ -216,7 +244,7 @@ def train_diffusion(
         model.parameters(),
         lr=config.lr,
         weight_decay=config.weight_decay,
-        **({"fused": True} if device.type == "cuda" else {}),
+        **({"fused": True} if (device.type == "cuda" if fused is None else fused) else {}),
     )
     ema = EMA(model, config.ema_decay)
 
@@ -228,7 +256,13 @@ def train_diffusion(
         steps = bar = tqdm(steps, desc="training", leave=False)
     losses: list[torch.Tensor] = []
     t0 = time.perf_counter()
+    steady_from = min(50, config.steps // 4)  # the clock for steady_images_per_second starts here
+    t_steady = None
     for step in steps:
+        if step == steady_from and step > 0:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # once per run: the steady clock must not count queued work
+            t_steady = time.perf_counter()
         idx = torch.randint(0, len(data), (config.batch_size,), device=device, generator=gen)
         yb, context = None, None
         if y is not None and text_model:
@@ -243,7 +277,18 @@ def train_diffusion(
                 yb = torch.where(drop, torch.full_like(yb, null_label), yb)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, config)
-        loss = diffusion_loss(net, schedule, data[idx], yb, gen, context, rows)
+        if net is not eager and step == 0:
+            try:
+                state = gen.get_state()
+                loss = diffusion_loss(net, schedule, data[idx], yb, gen, context, rows, amp, memory_format)
+            except Exception as e:  # the compiler failed on this model/platform: go on without it
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                              "training on uncompiled", RuntimeWarning, stacklevel=2)
+                net = eager
+                gen.set_state(state)
+                loss = diffusion_loss(net, schedule, data[idx], yb, gen, context, rows, amp, memory_format)
+        else:
+            loss = diffusion_loss(net, schedule, data[idx], yb, gen, context, rows, amp, memory_format)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -261,14 +306,20 @@ def train_diffusion(
     history = history.cpu().tolist()
     if not all(math.isfinite(v) for v in history):
         raise FloatingPointError("the loss became NaN or infinite; lower lr or check the data")
-    seconds = time.perf_counter() - t0
+    end = time.perf_counter()  # history.cpu() above waited for the GPU
+    seconds = end - t0
+    steady = (config.steps - steady_from) * config.batch_size / (end - t_steady) if t_steady else 0.0
     model.eval()
+    if memory_format is not None:  # hand back the usual layout: checkpoints and samplers expect it
+        model.to(memory_format=torch.contiguous_format)
+        ema.model.to(memory_format=torch.contiguous_format)
     return TrainResult(
         model=ema.model,
         raw_model=model,
         losses=history,
         seconds=seconds,
         images_per_second=config.steps * config.batch_size / seconds,
+        steady_images_per_second=steady,
     )
 
 

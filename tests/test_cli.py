@@ -335,3 +335,61 @@ def test_course_console_script(tmp_path):
     )
     assert done.returncode == 2
     assert "unknown lesson 'no_such_lesson'" in done.stderr
+
+
+# ----------------------------------------------------------------------------- course bench
+def _fake_benchmarks(tmp_path, monkeypatch):
+    from course_lib import bench
+
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "good.py").write_text(
+        "import sys\nprint('| a | b |\\n| --- | --- |\\n| 1 | ' + ' '.join(sys.argv[1:]) + ' |')\n")
+    (tmp_path / "benchmarks" / "bad.py").write_text("raise SystemExit('the benchmark broke: no data')\n")
+    fake = {
+        "good": bench.Benchmark("good", "good.py", "a table", cpu_args=("--on-cpu",), gpu_args=("--on-gpu",)),
+        "bad": bench.Benchmark("bad", "bad.py", "a failure"),
+        "gpu-only": bench.Benchmark("gpu-only", "good.py", "needs a GPU", needs_gpu=True),
+    }
+    monkeypatch.setattr(bench, "BENCHMARKS", fake)
+    monkeypatch.setattr(bench, "repo_root", lambda: tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_bench_appends_a_section_per_benchmark_with_machine_command_and_output(tmp_path, monkeypatch, capsys):
+    _fake_benchmarks(tmp_path, monkeypatch)
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Measured results\n")
+    assert cli.main(["bench", "--results", str(results)]) == 1  # "bad" failed
+    text = results.read_text()
+    assert text.startswith("# Measured results\n")  # appended, never overwritten
+    good, bad, gpu = text.split("## course bench: ")[1:]
+    assert good.startswith("good (") and "| 1 | --on-cpu |" in good
+    assert "Command: `python benchmarks/good.py --on-cpu`" in good and "exit status 0" in good
+    assert "Machine: " in good and "torch " in good and "Python " in good
+    assert "**Failed.**" in bad and "the benchmark broke: no data" in bad
+    assert "Skipped: needs a CUDA GPU" in gpu
+    assert "bad: FAILED" in capsys.readouterr().err
+
+
+def test_bench_list_and_dry_run_write_nothing(tmp_path, monkeypatch, capsys):
+    _fake_benchmarks(tmp_path, monkeypatch)
+    results = tmp_path / "RESULTS.md"
+    assert cli.main(["bench", "--dry-run", "good", "--results", str(results)]) == 0
+    assert "python benchmarks/good.py --on-cpu" in capsys.readouterr().out
+    assert not results.exists()
+    assert cli.main(["bench", "--list"]) == 0
+    assert "skipped (needs a GPU)" in capsys.readouterr().out
+
+
+def test_bench_rejects_unknown_names_and_bad_timeouts(tmp_path, monkeypatch, capsys):
+    _fake_benchmarks(tmp_path, monkeypatch)
+    assert cli.main(["bench", "nonsense"]) == 2
+    assert "unknown benchmark 'nonsense'; expected one of good, bad, gpu-only" in capsys.readouterr().err
+    assert cli.main(["bench", "good", "--timeout", "0"]) == 2
+
+
+def test_real_benchmark_registry_points_at_scripts_that_exist():
+    from course_lib.bench import BENCHMARKS, repo_root
+
+    for b in BENCHMARKS.values():
+        assert (repo_root() / "benchmarks" / b.script).is_file(), b.script

@@ -289,3 +289,22 @@ def test_course_text_encoder_names_another_model(encoder, cache, monkeypatch, tm
         text.load_text_encoder(device="cpu")
     monkeypatch.setenv("COURSE_TEXT_ENCODER", "sentence-transformers/all-MiniLM-L6-v2")
     assert text.load_text_encoder(device="cpu") is encoder  # the hub id of the bundled weights
+
+
+def test_prompt_table_gives_what_the_encoder_gave_and_round_trips(tmp_path):
+    from course_lib.text import PromptTable, load_text_encoder
+
+    encoder = load_text_encoder(device="cpu")
+    prompts = ["", "a sneaker", "a long winter coat with a hood"]
+    table = PromptTable.build(prompts + ["a sneaker"], encoder)  # duplicates kept once
+    assert table.prompts == prompts
+    loaded = PromptTable.load(table.save(tmp_path / "prompts.safetensors"))
+    got = loaded.encode(["a sneaker", ""])
+    want = encoder.encode(["a sneaker", ""])
+    L = want.length
+    torch.testing.assert_close(got.tokens[:, :L], want.tokens, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got.mask[:, :L], want.mask) and not got.mask[:, L:].any()
+    with pytest.raises(KeyError, match="not in this table"):
+        loaded.encode(["a purse"])
+    with pytest.raises(ValueError, match="distinct prompts"):
+        PromptTable(["a", "a"], got)

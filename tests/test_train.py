@@ -1,5 +1,6 @@
 """Training lowers the loss; checkpoints round-trip; the cache reuses a trained model."""
 
+import pytest
 import torch
 
 from course_lib.nn.unet import UNet, UNetConfig
@@ -135,3 +136,57 @@ def test_text_conditional_training_uses_captions_and_drops_the_asked_share(monke
     a = res.model(x, t, context=table[[1, 1]])
     b = res.model(x, t, context=table[[len(rows) - 1, len(rows) - 1]])
     assert (a - b).abs().max() > 1e-4
+
+
+# ---------------------------------------------------------------- speed switches (CPU side)
+def _switch_images(n=64):
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(n, 1, 32, 32, generator=g) * 2 - 1
+
+
+def _tiny_unet():
+    from course_lib.nn.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    return UNet(UNetConfig(channels=(8, 16), blocks=(1, 1), attention=(False, True), head_dim=8, groups=4))
+
+
+def test_channels_last_and_amp_switches_keep_the_losses_on_cpu():
+    from course_lib.schedules import NoiseSchedule
+    from course_lib.train import TrainConfig, train_diffusion
+
+    config = TrainConfig(steps=4, batch_size=8, lr=1e-3, warmup_steps=1)
+    plain = train_diffusion(_tiny_unet(), NoiseSchedule.cosine(50), _switch_images(), config, device="cpu",
+                            progress=False)
+    switched = train_diffusion(_tiny_unet(), NoiseSchedule.cosine(50), _switch_images(), config, device="cpu",
+                               progress=False, channels_last=True, amp=False, fused=False)
+    torch.testing.assert_close(torch.tensor(plain.losses), torch.tensor(switched.losses), rtol=1e-4, atol=1e-6)
+    assert all(p.is_contiguous() for p in switched.model.parameters())  # handed back in the usual layout
+    assert switched.steady_images_per_second > 0
+
+
+def test_a_compiler_that_fails_falls_back_with_a_warning(monkeypatch):
+    from course_lib.schedules import NoiseSchedule
+    from course_lib.train import TrainConfig, train_diffusion
+
+    def broken_compile(model, **kw):
+        def fails(*a, **k):
+            raise RuntimeError("backend compiler failed (simulated)")
+        return fails
+
+    config = TrainConfig(steps=3, batch_size=8, lr=1e-3, warmup_steps=1)
+    reference = train_diffusion(_tiny_unet(), NoiseSchedule.cosine(50), _switch_images(), config, device="cpu",
+                                progress=False)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed.*simulated"):
+        fallback = train_diffusion(_tiny_unet(), NoiseSchedule.cosine(50), _switch_images(), config, device="cpu",
+                                   progress=False, compile=True)
+    # the failed first try must not have consumed random numbers: same batches, same losses
+    assert fallback.losses == pytest.approx(reference.losses, rel=1e-6)
+
+
+def test_compile_mode_is_checked():
+    from course_lib.device import compile_model
+
+    with pytest.raises(ValueError, match="compile must be True or one of"):
+        compile_model(_tiny_unet(), "fastest")

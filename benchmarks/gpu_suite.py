@@ -1,0 +1,503 @@
+"""One timed pass over every GPU figure the course claims, for a short loan of a GPU machine.
+
+The device machine this project borrows comes for minutes, not hours, so this script runs
+the whole set in one go against a wall-clock budget, cheapest and most important first,
+and writes what it has after every stage (``results.json`` and ``results.md`` in ``--out``),
+so a run cut short still returns everything it finished:
+
+1. ``speed``: one training step of the course U-Net vs diffusers' ``UNet2DModel`` at a matched
+   parameter count (bf16 autocast and fused AdamW for both); the fast-path ablation (images/s
+   of ``train_diffusion`` on Fashion-MNIST as each switch is added); FLOPs per image and the
+   model FLOPs utilisation (MFU) against the GPU's dense bf16 peak.
+2. ``vae``: the lesson 05 VAE (factor 4), trained for a time budget; test PSNR and KL per value.
+3. ``text``: the lesson 06–07 text-conditioned pixel U-Net, trained for a time budget (three
+   minutes at most: the issue's "recognised as often as real images within 3 minutes"); the
+   guidance sweep s ∈ {0, 1, 2, 3, 5, 7.5, 10} (class accuracy and Fréchet distance of 1000
+   samples, 100 per class) and held-out prompts at s = 3.
+4. ``samplers``: lesson 08's table on that model (class prompts, s = 1: one network call per
+   step, as for an unconditional model): every course sampler and diffusers' schedulers.
+5. ``latent``: lesson 09's small Stable Diffusion on the VAE of stage 2: accuracy and FD against
+   the pixel model at the same s, seconds per image latent vs pixel, img2img over strength,
+   inpainting with a half-image mask.
+6. ``compile``: the ablation's ``torch.compile`` row, if time is left.
+
+The text encoder (88 MB) does not travel to the GPU machine, so every prompt is encoded here
+first into a :class:`course_lib.text.PromptTable` (``--write-prompts``), which stands in for the
+encoder there. ``--smoke`` runs every stage on the quick recipes with tiny budgets (a CPU check
+of the code paths; its numbers mean nothing).
+
+    python benchmarks/gpu_suite.py --write-prompts PROMPTS.safetensors      # here, once
+    python benchmarks/gpu_suite.py --prompts PROMPTS.safetensors --out OUT --budget 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from course_lib.data import CAPTIONS, FASHION_MNIST_CLASSES, HELD_OUT_CAPTIONS, load_images  # noqa: E402
+from course_lib.device import autocast, pick_device  # noqa: E402
+from course_lib.metrics import load_evaluator  # noqa: E402
+from course_lib.nn.unet import UNet  # noqa: E402
+from course_lib.samplers import sample  # noqa: E402
+from course_lib.text import PromptTable, dataset_captions  # noqa: E402
+from course_lib.train import (  # noqa: E402
+    TrainConfig,
+    cached_train,  # noqa: F401  (documented alternative; the suite trains afresh)
+    conditional_recipe,
+    ddpm_recipe,
+    train_diffusion,
+    train_vae,
+    vae_recipe,
+)
+
+DATASET = "fashion_mnist"
+SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0)
+#: dense bf16 tensor-core peak, FLOP/s (NVIDIA's data sheets; H100/H200 SXM: 989 TFLOP/s without sparsity)
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+def class_prompts() -> list[str]:
+    """The first training phrasing of each class: the prompts of the sweep."""
+    return [phrasings[0] for phrasings in CAPTIONS[DATASET]]
+
+
+def all_prompts() -> list[str]:
+    return list(dict.fromkeys(dataset_captions(DATASET) + class_prompts() + HELD_OUT_CAPTIONS[DATASET]))
+
+
+class Suite:
+    """Runs stages against a deadline and writes the results after each one."""
+
+    def __init__(self, out: Path, budget: float, smoke: bool):
+        self.out, self.smoke = out, smoke
+        self.t0 = time.perf_counter()
+        self.deadline = self.t0 + budget
+        self.results: dict = {"stages": {}, "errors": {}}
+        self.md: list[str] = []
+        out.mkdir(parents=True, exist_ok=True)
+
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def log(self, msg: str) -> None:
+        print(f"[{time.perf_counter() - self.t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    def write(self) -> None:
+        self.results["elapsed_s"] = round(time.perf_counter() - self.t0, 1)
+        (self.out / "results.json").write_text(json.dumps(self.results, indent=1, default=str))
+        (self.out / "results.md").write_text("\n".join(self.md) + "\n")
+
+    def run(self, name: str, fn, min_left: float) -> None:
+        if self.left() < min_left:
+            self.log(f"skip {name}: {self.left():.0f} s left, it needs {min_left:.0f}")
+            self.results["stages"][name] = "skipped: out of time"
+            self.write()
+            return
+        self.log(f"stage {name} ({self.left():.0f} s left)")
+        start = time.perf_counter()
+        try:
+            fn()
+            self.results["stages"][name] = f"done in {time.perf_counter() - start:.1f} s"
+        except Exception as e:  # one broken stage must not cost the others their results
+            self.results["errors"][name] = traceback.format_exc()
+            self.results["stages"][name] = f"failed: {type(e).__name__}: {e}"
+            self.log(f"{name} FAILED: {type(e).__name__}: {e}")
+            traceback.print_exc()
+        self.write()
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gpu_name(device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()})"
+
+
+def peak_flops(device) -> float | None:
+    name = gpu_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def steps_for(seconds: float, images_per_second: float, batch: int, lo: int, hi: int) -> int:
+    return int(max(lo, min(hi, seconds * images_per_second / batch)))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("gpu_suite_out"))
+    ap.add_argument("--budget", type=float, default=500.0, help="wall-clock seconds for the whole suite")
+    ap.add_argument("--prompts", type=Path,
+                    help="the PromptTable written by --write-prompts (default: encode the prompts now)")
+    ap.add_argument("--write-prompts", type=Path, help="encode every prompt the suite uses into this file, then exit")
+    ap.add_argument("--smoke", action="store_true", help="quick recipes, tiny budgets: a check of the code paths")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--text-seconds", type=float, default=150.0, help="training budget of the pixel text model")
+    ap.add_argument("--vae-seconds", type=float, default=60.0)
+    ap.add_argument("--latent-seconds", type=float, default=75.0)
+    ap.add_argument("--stages", nargs="+", default=["speed", "vae", "text", "samplers", "latent", "compile"])
+    args = ap.parse_args(argv)
+
+    if args.write_prompts:
+        table = PromptTable.build(all_prompts())
+        table.save(args.write_prompts)
+        print(f"{len(table)} prompts → {args.write_prompts}")
+        return 0
+
+    device = pick_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    smoke = args.smoke
+    n_eval = 40 if smoke else 1000
+    suite = Suite(args.out, args.budget, smoke)
+    table = (PromptTable.load(args.prompts) if args.prompts else PromptTable.build(all_prompts())).to(device)
+    suite.results["machine"] = {
+        "device": gpu_name(device), "torch": torch.__version__, "python": platform.python_version(),
+        "cuda": torch.version.cuda, "smoke": smoke, "command": " ".join(sys.argv),
+    }
+    suite.md.append(f"Machine: {gpu_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+                    f"Python {platform.python_version()}{' (SMOKE RUN: numbers mean nothing)' if smoke else ''}.")
+    data = load_images(DATASET, "train")
+    test = load_images(DATASET, "test")
+    judge = load_evaluator(DATASET, device=device)
+    suite.results["evaluator_test_accuracy"] = judge.test_accuracy
+    state: dict = {}
+
+    # ------------------------------------------------------------------ 1. speed
+    def speed():
+        from unet_speed import COURSE, count, diffusers_unet
+
+        from torch.utils.flop_counter import FlopCounterMode
+
+        batch = 128
+        models = {"course": UNet(COURSE if not smoke else ddpm_recipe(True)[0]).to(device),
+                  "diffusers": diffusers_unet().to(device)}
+        forwards = {"course": lambda m, x, t: m(x, t), "diffusers": lambda m, x, t: m(x, t).sample}
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, 1, 32, 32, generator=g).to(device)
+        noise = torch.randn(batch, 1, 32, 32, generator=g).to(device)
+        t = torch.randint(0, 1000, (batch,), generator=g).to(device)
+        steps, flops = {}, {}
+        for name, m in models.items():
+            opt = torch.optim.AdamW(m.parameters(), lr=1e-4, **({"fused": True} if device.type == "cuda" else {}))
+
+            def step(m=m, opt=opt, fwd=forwards[name]):
+                with autocast(device):
+                    loss = (fwd(m, x, t).float() - noise).pow(2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            with FlopCounterMode(display=False) as counter:
+                step()
+            flops[name] = counter.get_total_flops() / batch
+            steps[name] = step
+        reps = 3 if smoke else 30
+        times = {k: [] for k in steps}
+        for _ in range(2 if smoke else 4):  # interleaved rounds
+            for name, step in steps.items():
+                for _ in range(3):
+                    step()
+                sync(device)
+                t1 = time.perf_counter()
+                for _ in range(reps):
+                    step()
+                sync(device)
+                times[name].append((time.perf_counter() - t1) / reps)
+        rows = {}
+        for name in steps:
+            s = statistics.median(times[name])
+            rows[name] = {"params": count(models[name]), "s_per_step": s, "images_per_s": batch / s,
+                          "train_flops_per_image": flops[name]}
+        rows["speedup"] = rows["diffusers"]["s_per_step"] / rows["course"]["s_per_step"]
+        suite.results["unet_vs_diffusers"] = rows
+        suite.md += ["", "### Training step: course U-Net vs diffusers UNet2DModel (batch 128, bf16 autocast, fused AdamW)",
+                     "", "| model | parameters | ms/step | images/s | training GFLOP/image |", "| --- | --- | --- | --- | --- |"]
+        for name in ("course", "diffusers"):
+            r = rows[name]
+            suite.md.append(f"| {name} | {r['params'] / 1e6:.2f}M | {r['s_per_step'] * 1e3:.2f} | {r['images_per_s']:.0f} "
+                            f"| {r['train_flops_per_image'] / 1e9:.2f} |")
+        suite.md.append(f"\nSpeed-up: **{rows['speedup']:.2f}×**")
+        del models, steps
+        # the ablation, through the real training loop on Fashion-MNIST
+        unet_cfg, schedule, tc = ddpm_recipe(quick=smoke)
+        n_steps = 30 if smoke else 300
+        tc = replace(tc, steps=n_steps, warmup_steps=10)
+        variants = [
+            ("fp32, foreach AdamW", dict(amp=False, fused=False)),
+            ("+ bf16 autocast", dict(amp=True, fused=False)),
+            ("+ fused AdamW (the default on CUDA)", dict(amp=True, fused=None)),
+            ("+ channels_last", dict(amp=True, fused=None, channels_last=True)),
+        ]
+        ablation = []
+        for label, kw in variants:
+            r = train_diffusion(UNet(unet_cfg), schedule, data.images, tc, device=device, progress=False, **kw)
+            ablation.append({"variant": label, "images_per_s": r.steady_images_per_second, "switches": kw})
+            suite.log(f"  {label}: {r.steady_images_per_second:.0f} images/s")
+        state["ablation"] = ablation
+        state["ablation_setup"] = (unet_cfg, schedule, tc)
+        peak = peak_flops(device)
+        flop_img = flops["course"] if not smoke else None
+        suite.results["ablation"] = ablation
+        suite.md += ["", f"### Fast-path ablation: `train_diffusion` on Fashion-MNIST, full-mode U-Net, batch {tc.batch_size}, "
+                     f"{n_steps} steps (images/s after the first {min(50, n_steps // 4)})", "",
+                     "| variant | images/s | MFU |", "| --- | --- | --- |"]
+        for row in ablation:
+            mfu = row["images_per_s"] * flop_img / peak if (peak and flop_img) else None
+            row["mfu"] = mfu
+            suite.md.append(f"| {row['variant']} | {row['images_per_s']:.0f} | {'' if mfu is None else f'{mfu:.1%}'} |")
+        if peak:
+            suite.md.append(f"\nMFU = images/s × {flops['course'] / 1e9:.2f} GFLOP per training image (forward + backward, "
+                            f"torch.utils.flop_counter) / {peak / 1e12:.0f} TFLOP/s dense bf16 peak.")
+
+    # ------------------------------------------------------------------ 2. VAE
+    def vae():
+        from vae_quality import evaluate
+
+        from course_lib.nn.vae import VAE, latent_scaling_factor
+
+        cfg, tc = vae_recipe(quick=smoke, factor=4)
+        probe = train_vae(VAE(cfg), data.images, replace(tc, steps=30, warmup_steps=5), device=device, progress=False)
+        budget = min(args.vae_seconds, max(5.0, suite.left() - 330)) if not smoke else 5
+        steps = steps_for(budget, probe.images_per_second, tc.batch_size, 50, tc.steps)
+        tc = replace(tc, steps=steps, warmup_steps=min(tc.warmup_steps, steps // 10))
+        suite.log(f"  VAE: {steps} steps of {tc.batch_size} (probe {probe.images_per_second:.0f} images/s)")
+        res = train_vae(VAE(cfg), data.images, tc, device=device, progress=False)
+        pick = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(0))[:2048]
+        res.model.scaling_factor = latent_scaling_factor(res.model, data.images[pick].to(device))
+        p, kl = evaluate(res.model, test.images[: (500 if smoke else 10_000)], device)
+        state["vae"] = res.model
+        suite.results["vae"] = {"steps": steps, "batch": tc.batch_size, "seconds": res.seconds, "psnr_db": p,
+                                "kl_per_value": kl, "scaling_factor": res.model.scaling_factor,
+                                "params": sum(q.numel() for q in res.model.parameters()), "config": cfg.to_dict()}
+        suite.md += ["", "### VAE, factor 4 (4×8×8 latents), Fashion-MNIST test set", "",
+                     "| widths | steps × batch | train s | PSNR (dB) | KL nats/value | scaling factor |",
+                     "| --- | --- | --- | --- | --- | --- |",
+                     f"| {cfg.channels} | {steps}×{tc.batch_size} | {res.seconds:.0f} | **{p:.2f}** | {kl:.3f} "
+                     f"| {res.model.scaling_factor:.3f} |"]
+
+    # ------------------------------------------------------------------ 3. text model and guidance sweep
+    def guided(model, schedule, prompts, s, steps=50, seed=0):
+        return sample(model, schedule, len(prompts), prompt=prompts, guidance_scale=s, sampler="ddim", steps=steps,
+                      seed=seed, progress=False, text_encoder=table, batch_size=500)
+
+    def text():
+        unet_cfg, schedule, tc = conditional_recipe("text", quick=smoke)
+        captions = table.encode(dataset_captions(DATASET))
+        kw = dict(labels=data.labels, device=device, progress=False, captions=captions, caption_dataset=DATASET)
+        probe = train_diffusion(UNet(unet_cfg), schedule, data.images, replace(tc, steps=60, warmup_steps=10), **kw)
+        budget = min(args.text_seconds, max(10.0, suite.left() - 230)) if not smoke else 5
+        steps = steps_for(budget, probe.steady_images_per_second, tc.batch_size, 100, 30_000)
+        tc = replace(tc, steps=steps, warmup_steps=min(tc.warmup_steps, steps // 10),
+                     ema_decay=tc.ema_decay if steps >= 8000 else 0.999)
+        suite.log(f"  text model: {steps} steps of {tc.batch_size} (probe {probe.steady_images_per_second:.0f} images/s)")
+        res = train_diffusion(UNet(unet_cfg), schedule, data.images, tc, **kw)
+        model = res.model.to(device).eval()
+        state["text"] = (model, schedule)
+        suite.results["text_training"] = {"steps": steps, "batch": tc.batch_size, "seconds": res.seconds,
+                                          "images_per_s": res.steady_images_per_second, "ema_decay": tc.ema_decay,
+                                          "params": sum(q.numel() for q in model.parameters()),
+                                          "final_loss": statistics.mean(res.losses[-200:])}
+        labels = torch.arange(10).repeat_interleave(n_eval // 10)
+        prompts = [class_prompts()[i] for i in labels.tolist()]
+        sweep = []
+        for s in (SCALES if not smoke else (0.0, 1.0, 3.0)):
+            t1 = time.perf_counter()
+            images = guided(model, schedule, prompts, s)
+            sync(device)
+            secs = time.perf_counter() - t1
+            rep = judge.evaluate(images, labels)
+            sweep.append({"s": s, "accuracy": rep.accuracy, "fd": rep.fd, "fd_floor": rep.fd_floor,
+                          "recognised": rep.recognised, "accuracy_real": rep.accuracy_real, "seconds": secs})
+            suite.log(f"  s={s}: accuracy {rep.accuracy:.1%}, FD {rep.fd:.2f} (floor {rep.fd_floor:.2f})")
+        held = [HELD_OUT_CAPTIONS[DATASET][i] for i in labels.tolist()]
+        rep = judge.evaluate(guided(model, schedule, held, 3.0), labels)
+        suite.results["sweep"] = sweep
+        suite.results["held_out_s3"] = {"accuracy": rep.accuracy, "fd": rep.fd, "prompts": HELD_OUT_CAPTIONS[DATASET]}
+        best = max(sweep, key=lambda r: (r["accuracy"], -r["fd"]))
+        unguided = next(r for r in sweep if r["s"] == 1.0)
+        suite.md += ["", f"### Text-conditioned pixel U-Net ({suite.results['text_training']['params'] / 1e6:.1f}M), "
+                     f"trained {res.seconds:.0f} s ({steps} steps of {tc.batch_size}); guidance sweep, "
+                     f"DDIM 50 steps, {n_eval} samples (100 per class)", "",
+                     "| s | accuracy | FD | FD floor | recognised (p > 0.9) | s to sample |", "| --- | --- | --- | --- | --- | --- |"]
+        for r in sweep:
+            suite.md.append(f"| {r['s']:g} | {r['accuracy']:.1%} | {r['fd']:.2f} | {r['fd_floor']:.2f} | {r['recognised']:.1%} "
+                            f"| {r['seconds']:.1f} |")
+        suite.md.append(f"\nReal test images: accuracy {sweep[0]['accuracy_real']:.1%} (evaluator test accuracy "
+                        f"{judge.test_accuracy:.1%}). Best s = {best['s']:g}: accuracy {best['accuracy']:.1%}, "
+                        f"FD {best['fd']:.2f} = {best['fd'] / unguided['fd']:.2f}× the unguided (s = 1) FD. "
+                        f"Held-out prompts at s = 3: accuracy **{rep.accuracy:.1%}**, FD {rep.fd:.2f}.")
+
+    # ------------------------------------------------------------------ 4. sampler table
+    def samplers():
+        from sampler_table import CLAMP_X0, FULL_ROWS, QUICK_ROWS
+
+        from course_lib.diffusers_bridge import sample_with_diffusers
+
+        model, schedule = state["text"]
+        T = schedule.num_steps
+        labels = torch.arange(10).repeat_interleave(n_eval // 10)
+        prompts = [class_prompts()[i] for i in labels.tolist()]
+        rows = list(QUICK_ROWS if smoke else FULL_ROWS) + [("Euler", "diffusers", "euler", s, 0.0, "trailing")
+                                                          for s in ((10,) if smoke else (20, 50))]
+        out = []
+        for label, library, sampler, steps, eta, spacing in rows:
+            if suite.left() < 75:  # keep time for the latent stage
+                suite.log("  sampler table cut short to leave time for the latent model")
+                break
+            steps = T if steps is None else steps
+            t1 = time.perf_counter()
+            if library == "course":
+                images = sample(model, schedule, n_eval, prompt=prompts, sampler=sampler, steps=steps, eta=eta,
+                                spacing=spacing, progress=False, batch_size=1000, text_encoder=table)
+            else:
+                clamp = CLAMP_X0.get(sampler, {})
+                images = sample_with_diffusers(model, schedule, sampler, n_eval, steps, eta=eta, spacing=spacing,
+                                               batch_size=1000, prompt=prompts, text_encoder=table, **clamp)
+            sync(device)
+            secs = time.perf_counter() - t1
+            rep = judge.evaluate(images, labels)
+            out.append({"sampler": label, "library": library, "steps": steps, "eta": eta, "spacing": spacing,
+                        "fd": rep.fd, "fd_floor": rep.fd_floor, "accuracy": rep.accuracy,
+                        "s_per_1000": secs / n_eval * 1000})
+            suite.log(f"  {label} ({library}) {steps}: FD {rep.fd:.2f}, {secs:.1f} s")
+            suite.results["sampler_table"] = out
+            suite.write()
+        suite.md += ["", f"### Sampler table: the text model with class prompts at s = 1 (no guidance), {n_eval} images per row", "",
+                     "| sampler | library | steps | spacing | FD | FD / floor | accuracy | s per 1000 images |",
+                     "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in out:
+            suite.md.append(f"| {r['sampler']} | {r['library']} | {r['steps']} | {r['spacing']} | {r['fd']:.2f} "
+                            f"| {r['fd'] / r['fd_floor']:.2f} | {r['accuracy']:.1%} | {r['s_per_1000']:.1f} |")
+
+    # ------------------------------------------------------------------ 5. latent pipeline
+    def latent():
+        from course_lib.pipeline import DEFAULTS, LatentDiffusionPipeline, encode_dataset, pipeline_recipe
+
+        vae_model = state["vae"]
+        unet_cfg, schedule, tc, defaults = pipeline_recipe(quick=smoke)
+        latents = encode_dataset(vae_model, data.images, device=device)
+        captions = table.encode(dataset_captions(DATASET))
+        kw = dict(labels=data.labels, device=device, progress=False, captions=captions, caption_dataset=DATASET)
+        probe = train_diffusion(UNet(unet_cfg), schedule, latents, replace(tc, steps=60, warmup_steps=10), **kw)
+        budget = min(args.latent_seconds, max(10.0, suite.left() - 50)) if not smoke else 5
+        steps = steps_for(budget, probe.steady_images_per_second, tc.batch_size, 100, 30_000)
+        tc = replace(tc, steps=steps, warmup_steps=min(tc.warmup_steps, steps // 10),
+                     ema_decay=tc.ema_decay if steps >= 8000 else 0.999)
+        suite.log(f"  latent model: {steps} steps (probe {probe.steady_images_per_second:.0f} latents/s)")
+        res = train_diffusion(UNet(unet_cfg), schedule, latents, tc, **kw)
+        pipe = LatentDiffusionPipeline(vae_model, res.model.to(device).eval(), schedule, table,
+                                       {**DEFAULTS, **defaults})
+        labels = torch.arange(10).repeat_interleave(n_eval // 10)
+        prompts = [class_prompts()[i] for i in labels.tolist()]
+        info = {"steps": steps, "batch": tc.batch_size, "seconds": res.seconds, "latent_std": float(latents.std()),
+                "params": sum(q.numel() for q in res.model.parameters())}
+        # text-to-image at the sweep's s values around the usual ones, beside the pixel model
+        pixel = {r["s"]: r for r in suite.results.get("sweep", [])}
+        rows = []
+        for s in (1.0, 3.0, 5.0):
+            t1 = time.perf_counter()
+            images = pipe(prompts, steps=50, guidance_scale=s, seed=0, sampler="ddim")
+            sync(device)
+            secs = time.perf_counter() - t1
+            rep = judge.evaluate(images, labels)
+            rows.append({"s": s, "accuracy": rep.accuracy, "fd": rep.fd, "fd_floor": rep.fd_floor,
+                         "s_per_image": secs / n_eval, "pixel_accuracy": pixel.get(s, {}).get("accuracy"),
+                         "pixel_fd": pixel.get(s, {}).get("fd"),
+                         "pixel_s_per_image": (pixel[s]["seconds"] / n_eval) if s in pixel else None})
+            suite.log(f"  latent s={s}: accuracy {rep.accuracy:.1%}, FD {rep.fd:.2f}, {secs:.1f} s")
+        info["txt2img"] = rows
+        # img2img: strength curve; the input is a real test image of another class than the prompt
+        n_i = 100 if not smoke else 20
+        src = test.images[:n_i].to(device)
+        src_labels = test.labels[:n_i]
+        target = (torch.as_tensor(src_labels) + 1) % 10
+        tprompts = [class_prompts()[i] for i in target.tolist()]
+        recon = pipe.decode(pipe.encode(src)).clamp(-1, 1)
+        curve = []
+        for strength in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+            out = pipe.img2img(src, tprompts, strength=strength, steps=50, guidance_scale=3.0, seed=0)
+            pred = judge.classify(out).cpu()
+            curve.append({"strength": strength, "follows_prompt": float((pred == target).float().mean()),
+                          "keeps_source": float((pred == torch.as_tensor(src_labels)).float().mean()),
+                          "mse_to_input": float((out - src).pow(2).mean()),
+                          "mse_to_vae_recon": float((out - recon).pow(2).mean())})
+        info["img2img"] = curve
+        # inpainting: the right half masked (1 = fill), prompted with the image's own class
+        mask = torch.zeros(n_i, 1, 32, 32, device=device)
+        mask[..., 16:] = 1.0
+        own = [class_prompts()[i] for i in torch.as_tensor(src_labels).tolist()]
+        filled = pipe.inpaint(src, mask, own, steps=50, guidance_scale=3.0, seed=0)
+        keep = (1 - mask).bool().expand_as(src)
+        pred = judge.classify(filled).cpu()
+        info["inpaint"] = {"accuracy": float((pred == torch.as_tensor(src_labels)).float().mean()),
+                           "max_abs_change_unmasked": float((filled - src)[keep].abs().max()),
+                           "mask": "right half (16 of 32 columns)"}
+        suite.results["latent"] = info
+        suite.md += ["", f"### Latent text-to-image (small Stable Diffusion): U-Net {info['params'] / 1e6:.1f}M on 4×8×8 latents, "
+                     f"trained {res.seconds:.0f} s ({steps} steps of {tc.batch_size}); DDIM 50 steps, {n_eval} samples", "",
+                     "| s | latent accuracy | latent FD | pixel accuracy | pixel FD | latent s/image | pixel s/image |",
+                     "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in rows:
+            def f(v, fmt):
+                return "" if v is None else format(v, fmt)
+            suite.md.append(f"| {r['s']:g} | {r['accuracy']:.1%} | {r['fd']:.2f} | {f(r['pixel_accuracy'], '.1%')} "
+                            f"| {f(r['pixel_fd'], '.2f')} | {r['s_per_image'] * 1e3:.2f} ms | "
+                            f"{f(r['pixel_s_per_image'] and r['pixel_s_per_image'] * 1e3, '.2f')} ms |")
+        suite.md += ["", "img2img (prompt: the next class; s = 3):", "",
+                     "| strength | reads as prompt | reads as source | MSE to input | MSE to VAE reconstruction |",
+                     "| --- | --- | --- | --- | --- |"]
+        for c in curve:
+            suite.md.append(f"| {c['strength']:g} | {c['follows_prompt']:.0%} | {c['keeps_source']:.0%} "
+                            f"| {c['mse_to_input']:.4f} | {c['mse_to_vae_recon']:.4f} |")
+        suite.md.append(f"\nInpainting, right half masked, own-class prompt, s = 3: read as the prompted class "
+                        f"{info['inpaint']['accuracy']:.0%}; largest change outside the mask "
+                        f"{info['inpaint']['max_abs_change_unmasked']:.2e}.")
+
+    # ------------------------------------------------------------------ 6. torch.compile row
+    def compiled():
+        unet_cfg, schedule, tc = state["ablation_setup"]
+        for label, mode in (("+ torch.compile", True),):
+            t1 = time.perf_counter()
+            r = train_diffusion(UNet(unet_cfg), schedule, data.images, replace(tc, steps=tc.steps + 100), device=device,
+                                progress=False, channels_last=True, compile=mode)
+            row = {"variant": label, "images_per_s": r.steady_images_per_second,
+                   "compile_and_run_s": time.perf_counter() - t1}
+            suite.results.setdefault("ablation", []).append(row)
+            suite.md.append(f"| {label} (compile + run {row['compile_and_run_s']:.0f} s) | {row['images_per_s']:.0f} | |")
+
+    stage_fns = {"speed": (speed, 20), "vae": (vae, 30), "text": (text, 60), "samplers": (samplers, 30),
+                 "latent": (latent, 40), "compile": (compiled, 45)}
+    for name in args.stages:
+        fn, need = stage_fns[name]
+        if name == "samplers" and "text" not in state:
+            continue
+        if name == "latent" and "vae" not in state:
+            continue
+        if name == "compile" and "ablation_setup" not in state:
+            continue
+        suite.run(name, fn, need if not smoke else 0)
+    suite.log("done")
+    print("\n".join(suite.md))
+    return 1 if suite.results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
