@@ -44,7 +44,8 @@ QUICK_ROWS = [
 ]
 
 # The course's samplers clamp x̂_0 to [-1, 1]; the same in diffusers' options (DPM-Solver's dynamic
-# thresholding with a maximum of 1 is exactly that clamp).
+# thresholding with a maximum of 1 is exactly that clamp; for DDIM, sample_with_diffusers also passes
+# use_clipped_model_output=True, as the course's ddim_step recomputes ε̂ from the clamped x̂_0).
 CLAMP_X0 = {
     "ddim": {"clip_sample": True},
     "ddpm": {"clip_sample": True},

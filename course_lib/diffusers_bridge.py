@@ -144,7 +144,10 @@ def sample_with_diffusers(
     x = torch.randn((n, *shape), generator=generator, device=device) * scheduler.init_noise_sigma
     eps_fn = _conditioned_eps_fn(model, n, labels, prompt, negative_prompt, guidance_scale, text_encoder,
                                  batch_size, device)
-    step_kwargs = {"eta": eta} if scheduler_name == "ddim" else {}
+    step_kwargs = {}
+    if scheduler_name == "ddim":
+        # with clip_sample, take ε from the clipped x̂_0 (as the course's ddim_step does)
+        step_kwargs = {"eta": eta, "use_clipped_model_output": bool(scheduler.config.clip_sample)}
     ts = scheduler.timesteps
     if progress:
         from tqdm.auto import tqdm

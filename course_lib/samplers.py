@@ -254,9 +254,12 @@ def ddim_step(
     eta ≥ 0: 0 is deterministic, 1 has DDPM's posterior variance. With eta = 0, t_prev > t is
     allowed: the same update run forwards is DDIM inversion. noise: the z (drawn from
     ``generator`` when None and eta > 0; drawn on every step with eta > 0, as diffusers does, so
-    a seeded run uses the same random numbers). clip_x0: clamp x̂_0 to [-1, 1] before both terms
-    use it, while the direction term keeps ε̂ (diffusers' ``clip_sample=True`` with
-    ``use_clipped_model_output=False``). Returns x_{t'}, N×C×H×W.
+    a seeded run uses the same random numbers). clip_x0: clamp x̂_0 to [-1, 1] *and* recompute
+    the direction from it, ε̂ ← (x_t − sqrt(abar_t) x̂_0) / sqrt(1 − abar_t), so both terms
+    describe the same clean image (the DDIM of OpenAI's guided-diffusion; diffusers'
+    ``clip_sample=True`` with ``step(..., use_clipped_model_output=True)``). A clamped x̂_0 beside
+    the raw ε̂ mixes two images; under guidance with the cosine schedule that cost the quick
+    text model a third of its accuracy at s = 3 (benchmarks/RESULTS.md). Returns x_{t'}, N×C×H×W.
 
     Equals diffusers' ``DDIMScheduler.step(eps, t, x_t, eta, variance_noise=noise)`` with
     ``clip_sample=False`` when t_prev = t − T // steps (its "leading" spacing).
@@ -270,6 +273,8 @@ def ddim_step(
     a_t, a_prev = _abar(schedule, t, x_t), _abar(schedule, t_prev, x_t)
 
     x0 = _x0_from_eps(x_t, eps, a_t, clip_x0)
+    if clip_x0:  # the ε̂ that the clamped x̂_0 implies
+        eps = (x_t - _c(_sqrt(a_t), x_t) * x0) / _c(_sqrt(1 - a_t), x_t)
     sigma = eta * _sqrt((1 - a_prev) / (1 - a_t)) * _sqrt(1 - a_t / a_prev) if eta > 0 else 0.0
     x_prev = _c(_sqrt(a_prev), x_t) * x0 + _c(_sqrt(1 - a_prev - sigma**2), x_t) * eps
     if eta > 0:

@@ -125,9 +125,12 @@ def test_ddim_step_with_clipping_equals_diffusers_clip_sample():
     ref.set_timesteps(10)
     x, eps, z = _inputs(3)
     x = 3 * x
-    expected = ref.step(eps, 500, x, eta=0.5, variance_noise=z).prev_sample
+    expected = ref.step(eps, 500, x, eta=0.5, variance_noise=z, use_clipped_model_output=True).prev_sample
     assert torch.allclose(ddim_step(ours, x, eps, 500, 400, eta=0.5, noise=z, clip_x0=True), expected, atol=1e-10)
     assert not torch.allclose(ddim_step(ours, x, eps, 500, 400, eta=0.5, noise=z), expected, atol=1e-3)
+    # the known-wrong variant: a clamped x̂_0 beside the raw ε̂ (diffusers' default step)
+    raw = ref.step(eps, 500, x, eta=0.5, variance_noise=z).prev_sample
+    assert not torch.allclose(ddim_step(ours, x, eps, 500, 400, eta=0.5, noise=z, clip_x0=True), raw, atol=1e-3)
 
 
 def test_ddim_eta_one_between_neighbours_is_the_ddpm_step():
