@@ -34,13 +34,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import sys
 import time
 import traceback
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -48,14 +47,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from course_lib.data import CAPTIONS, FASHION_MNIST_CLASSES, HELD_OUT_CAPTIONS, load_images  # noqa: E402
+from course_lib.data import CAPTIONS, HELD_OUT_CAPTIONS, load_images  # noqa: E402
 from course_lib.device import autocast, pick_device  # noqa: E402
 from course_lib.metrics import load_evaluator  # noqa: E402
 from course_lib.nn.unet import UNet  # noqa: E402
 from course_lib.samplers import sample  # noqa: E402
 from course_lib.text import PromptTable, dataset_captions  # noqa: E402
 from course_lib.train import (  # noqa: E402
-    TrainConfig,
     cached_train,  # noqa: F401  (documented alternative; the suite trains afresh)
     conditional_recipe,
     ddpm_recipe,
@@ -142,8 +140,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("gpu_suite_out"))
     ap.add_argument("--budget", type=float, default=500.0, help="wall-clock seconds for the whole suite")
-    ap.add_argument("--prompts", type=Path,
-                    help="the PromptTable written by --write-prompts (default: encode the prompts now)")
+    ap.add_argument(
+        "--prompts", type=Path, help="the PromptTable written by --write-prompts (default: encode the prompts now)"
+    )
     ap.add_argument("--write-prompts", type=Path, help="encode every prompt the suite uses into this file, then exit")
     ap.add_argument("--smoke", action="store_true", help="quick recipes, tiny budgets: a check of the code paths")
     ap.add_argument("--device", default=None)
@@ -169,11 +168,17 @@ def main(argv=None) -> int:
     suite = Suite(args.out, args.budget, smoke)
     table = (PromptTable.load(args.prompts) if args.prompts else PromptTable.build(all_prompts())).to(device)
     suite.results["machine"] = {
-        "device": gpu_name(device), "torch": torch.__version__, "python": platform.python_version(),
-        "cuda": torch.version.cuda, "smoke": smoke, "command": " ".join(sys.argv),
+        "device": gpu_name(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.version.cuda,
+        "smoke": smoke,
+        "command": " ".join(sys.argv),
     }
-    suite.md.append(f"Machine: {gpu_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
-                    f"Python {platform.python_version()}{' (SMOKE RUN: numbers mean nothing)' if smoke else ''}.")
+    suite.md.append(
+        f"Machine: {gpu_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+        f"Python {platform.python_version()}{' (SMOKE RUN: numbers mean nothing)' if smoke else ''}."
+    )
     data = load_images(DATASET, "train")
     test = load_images(DATASET, "test")
     judge = load_evaluator(DATASET, device=device)
@@ -182,13 +187,14 @@ def main(argv=None) -> int:
 
     # ------------------------------------------------------------------ 1. speed
     def speed():
+        from torch.utils.flop_counter import FlopCounterMode
         from unet_speed import COURSE, count, diffusers_unet
 
-        from torch.utils.flop_counter import FlopCounterMode
-
         batch = 128
-        models = {"course": UNet(COURSE if not smoke else ddpm_recipe(True)[0]).to(device),
-                  "diffusers": diffusers_unet().to(device)}
+        models = {
+            "course": UNet(COURSE if not smoke else ddpm_recipe(True)[0]).to(device),
+            "diffusers": diffusers_unet().to(device),
+        }
         forwards = {"course": lambda m, x, t: m(x, t), "diffusers": lambda m, x, t: m(x, t).sample}
         g = torch.Generator().manual_seed(0)
         x = torch.randn(batch, 1, 32, 32, generator=g).to(device)
@@ -224,16 +230,27 @@ def main(argv=None) -> int:
         rows = {}
         for name in steps:
             s = statistics.median(times[name])
-            rows[name] = {"params": count(models[name]), "s_per_step": s, "images_per_s": batch / s,
-                          "train_flops_per_image": flops[name]}
+            rows[name] = {
+                "params": count(models[name]),
+                "s_per_step": s,
+                "images_per_s": batch / s,
+                "train_flops_per_image": flops[name],
+            }
         rows["speedup"] = rows["diffusers"]["s_per_step"] / rows["course"]["s_per_step"]
         suite.results["unet_vs_diffusers"] = rows
-        suite.md += ["", "### Training step: course U-Net vs diffusers UNet2DModel (batch 128, bf16 autocast, fused AdamW)",
-                     "", "| model | parameters | ms/step | images/s | training GFLOP/image |", "| --- | --- | --- | --- | --- |"]
+        suite.md += [
+            "",
+            "### Training step: course U-Net vs diffusers UNet2DModel (batch 128, bf16 autocast, fused AdamW)",
+            "",
+            "| model | parameters | ms/step | images/s | training GFLOP/image |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for name in ("course", "diffusers"):
             r = rows[name]
-            suite.md.append(f"| {name} | {r['params'] / 1e6:.2f}M | {r['s_per_step'] * 1e3:.2f} | {r['images_per_s']:.0f} "
-                            f"| {r['train_flops_per_image'] / 1e9:.2f} |")
+            suite.md.append(
+                f"| {name} | {r['params'] / 1e6:.2f}M | {r['s_per_step'] * 1e3:.2f} | {r['images_per_s']:.0f} "
+                f"| {r['train_flops_per_image'] / 1e9:.2f} |"
+            )
         suite.md.append(f"\nSpeed-up: **{rows['speedup']:.2f}×**")
         del models, steps
         # the ablation, through the real training loop on Fashion-MNIST
@@ -256,16 +273,23 @@ def main(argv=None) -> int:
         peak = peak_flops(device)
         flop_img = flops["course"] if not smoke else None
         suite.results["ablation"] = ablation
-        suite.md += ["", f"### Fast-path ablation: `train_diffusion` on Fashion-MNIST, full-mode U-Net, batch {tc.batch_size}, "
-                     f"{n_steps} steps (images/s after the first {min(50, n_steps // 4)})", "",
-                     "| variant | images/s | MFU |", "| --- | --- | --- |"]
+        suite.md += [
+            "",
+            f"### Fast-path ablation: `train_diffusion` on Fashion-MNIST, full-mode U-Net, batch {tc.batch_size}, "
+            f"{n_steps} steps (images/s after the first {min(50, n_steps // 4)})",
+            "",
+            "| variant | images/s | MFU |",
+            "| --- | --- | --- |",
+        ]
         for row in ablation:
             mfu = row["images_per_s"] * flop_img / peak if (peak and flop_img) else None
             row["mfu"] = mfu
             suite.md.append(f"| {row['variant']} | {row['images_per_s']:.0f} | {'' if mfu is None else f'{mfu:.1%}'} |")
         if peak:
-            suite.md.append(f"\nMFU = images/s × {flops['course'] / 1e9:.2f} GFLOP per training image (forward + backward, "
-                            f"torch.utils.flop_counter) / {peak / 1e12:.0f} TFLOP/s dense bf16 peak.")
+            suite.md.append(
+                f"\nMFU = images/s × {flops['course'] / 1e9:.2f} GFLOP per training image (forward + backward, "
+                f"torch.utils.flop_counter) / {peak / 1e12:.0f} TFLOP/s dense bf16 peak."
+            )
 
     # ------------------------------------------------------------------ 2. VAE
     def vae():
@@ -276,8 +300,9 @@ def main(argv=None) -> int:
         cfg, tc = vae_recipe(quick=smoke, factor=4)
         # probe twice: the first run pays for cuDNN's kernel search and would make the budget too short
         for _ in range(2):
-            probe = train_vae(VAE(cfg), data.images, replace(tc, steps=40, warmup_steps=5), device=device,
-                              progress=False)
+            probe = train_vae(
+                VAE(cfg), data.images, replace(tc, steps=40, warmup_steps=5), device=device, progress=False
+            )
         budget = min(args.vae_seconds, max(5.0, suite.left() - 330)) if not smoke else 5
         steps = steps_for(budget, probe.images_per_second, tc.batch_size, 50, tc.steps)
         tc = replace(tc, steps=steps, warmup_steps=min(tc.warmup_steps, steps // 10))
@@ -287,19 +312,41 @@ def main(argv=None) -> int:
         res.model.scaling_factor = latent_scaling_factor(res.model, data.images[pick].to(device))
         p, kl = evaluate(res.model, test.images[: (500 if smoke else 10_000)], device)
         state["vae"] = res.model
-        suite.results["vae"] = {"steps": steps, "batch": tc.batch_size, "seconds": res.seconds, "psnr_db": p,
-                                "kl_per_value": kl, "scaling_factor": res.model.scaling_factor,
-                                "params": sum(q.numel() for q in res.model.parameters()), "config": cfg.to_dict()}
-        suite.md += ["", "### VAE, factor 4 (4×8×8 latents), Fashion-MNIST test set", "",
-                     "| widths | steps × batch | train s | PSNR (dB) | KL nats/value | scaling factor |",
-                     "| --- | --- | --- | --- | --- | --- |",
-                     f"| {cfg.channels} | {steps}×{tc.batch_size} | {res.seconds:.0f} | **{p:.2f}** | {kl:.3f} "
-                     f"| {res.model.scaling_factor:.3f} |"]
+        suite.results["vae"] = {
+            "steps": steps,
+            "batch": tc.batch_size,
+            "seconds": res.seconds,
+            "psnr_db": p,
+            "kl_per_value": kl,
+            "scaling_factor": res.model.scaling_factor,
+            "params": sum(q.numel() for q in res.model.parameters()),
+            "config": cfg.to_dict(),
+        }
+        suite.md += [
+            "",
+            "### VAE, factor 4 (4×8×8 latents), Fashion-MNIST test set",
+            "",
+            "| widths | steps × batch | train s | PSNR (dB) | KL nats/value | scaling factor |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| {cfg.channels} | {steps}×{tc.batch_size} | {res.seconds:.0f} | **{p:.2f}** | {kl:.3f} "
+            f"| {res.model.scaling_factor:.3f} |",
+        ]
 
     # ------------------------------------------------------------------ 3. text model and guidance sweep
     def guided(model, schedule, prompts, s, steps=50, seed=0):
-        return sample(model, schedule, len(prompts), prompt=prompts, guidance_scale=s, sampler="ddim", steps=steps,
-                      seed=seed, progress=False, text_encoder=table, batch_size=500)
+        return sample(
+            model,
+            schedule,
+            len(prompts),
+            prompt=prompts,
+            guidance_scale=s,
+            sampler="ddim",
+            steps=steps,
+            seed=seed,
+            progress=False,
+            text_encoder=table,
+            batch_size=500,
+        )
 
     def text():
         unet_cfg, schedule, tc = conditional_recipe("text", quick=smoke)
@@ -309,27 +356,47 @@ def main(argv=None) -> int:
             probe = train_diffusion(UNet(unet_cfg), schedule, data.images, replace(tc, steps=60, warmup_steps=10), **kw)
         budget = min(args.text_seconds, max(10.0, suite.left() - 230)) if not smoke else 5
         steps = steps_for(budget, probe.steady_images_per_second, tc.batch_size, 100, 30_000)
-        tc = replace(tc, steps=steps, warmup_steps=min(tc.warmup_steps, steps // 10),
-                     ema_decay=tc.ema_decay if steps >= 8000 else 0.999)
-        suite.log(f"  text model: {steps} steps of {tc.batch_size} (probe {probe.steady_images_per_second:.0f} images/s)")
+        tc = replace(
+            tc,
+            steps=steps,
+            warmup_steps=min(tc.warmup_steps, steps // 10),
+            ema_decay=tc.ema_decay if steps >= 8000 else 0.999,
+        )
+        suite.log(
+            f"  text model: {steps} steps of {tc.batch_size} (probe {probe.steady_images_per_second:.0f} images/s)"
+        )
         res = train_diffusion(UNet(unet_cfg), schedule, data.images, tc, **kw)
         model = res.model.to(device).eval()
         state["text"] = (model, schedule)
-        suite.results["text_training"] = {"steps": steps, "batch": tc.batch_size, "seconds": res.seconds,
-                                          "images_per_s": res.steady_images_per_second, "ema_decay": tc.ema_decay,
-                                          "params": sum(q.numel() for q in model.parameters()),
-                                          "final_loss": statistics.mean(res.losses[-200:])}
+        suite.results["text_training"] = {
+            "steps": steps,
+            "batch": tc.batch_size,
+            "seconds": res.seconds,
+            "images_per_s": res.steady_images_per_second,
+            "ema_decay": tc.ema_decay,
+            "params": sum(q.numel() for q in model.parameters()),
+            "final_loss": statistics.mean(res.losses[-200:]),
+        }
         labels = torch.arange(10).repeat_interleave(n_eval // 10)
         prompts = [class_prompts()[i] for i in labels.tolist()]
         sweep = []
-        for s in (SCALES if not smoke else (0.0, 1.0, 3.0)):
+        for s in SCALES if not smoke else (0.0, 1.0, 3.0):
             t1 = time.perf_counter()
             images = guided(model, schedule, prompts, s)
             sync(device)
             secs = time.perf_counter() - t1
             rep = judge.evaluate(images, labels)
-            sweep.append({"s": s, "accuracy": rep.accuracy, "fd": rep.fd, "fd_floor": rep.fd_floor,
-                          "recognised": rep.recognised, "accuracy_real": rep.accuracy_real, "seconds": secs})
+            sweep.append(
+                {
+                    "s": s,
+                    "accuracy": rep.accuracy,
+                    "fd": rep.fd,
+                    "fd_floor": rep.fd_floor,
+                    "recognised": rep.recognised,
+                    "accuracy_real": rep.accuracy_real,
+                    "seconds": secs,
+                }
+            )
             suite.log(f"  s={s}: accuracy {rep.accuracy:.1%}, FD {rep.fd:.2f} (floor {rep.fd_floor:.2f})")
         held = [HELD_OUT_CAPTIONS[DATASET][i] for i in labels.tolist()]
         rep = judge.evaluate(guided(model, schedule, held, 3.0), labels)
@@ -337,17 +404,26 @@ def main(argv=None) -> int:
         suite.results["held_out_s3"] = {"accuracy": rep.accuracy, "fd": rep.fd, "prompts": HELD_OUT_CAPTIONS[DATASET]}
         best = max(sweep, key=lambda r: (r["accuracy"], -r["fd"]))
         unguided = next(r for r in sweep if r["s"] == 1.0)
-        suite.md += ["", f"### Text-conditioned pixel U-Net ({suite.results['text_training']['params'] / 1e6:.1f}M), "
-                     f"trained {res.seconds:.0f} s ({steps} steps of {tc.batch_size}); guidance sweep, "
-                     f"DDIM 50 steps, {n_eval} samples (100 per class)", "",
-                     "| s | accuracy | FD | FD floor | recognised (p > 0.9) | s to sample |", "| --- | --- | --- | --- | --- | --- |"]
+        suite.md += [
+            "",
+            f"### Text-conditioned pixel U-Net ({suite.results['text_training']['params'] / 1e6:.1f}M), "
+            f"trained {res.seconds:.0f} s ({steps} steps of {tc.batch_size}); guidance sweep, "
+            f"DDIM 50 steps, {n_eval} samples (100 per class)",
+            "",
+            "| s | accuracy | FD | FD floor | recognised (p > 0.9) | s to sample |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for r in sweep:
-            suite.md.append(f"| {r['s']:g} | {r['accuracy']:.1%} | {r['fd']:.2f} | {r['fd_floor']:.2f} | {r['recognised']:.1%} "
-                            f"| {r['seconds']:.1f} |")
-        suite.md.append(f"\nReal test images: accuracy {sweep[0]['accuracy_real']:.1%} (evaluator test accuracy "
-                        f"{judge.test_accuracy:.1%}). Best s = {best['s']:g}: accuracy {best['accuracy']:.1%}, "
-                        f"FD {best['fd']:.2f} = {best['fd'] / unguided['fd']:.2f}× the unguided (s = 1) FD. "
-                        f"Held-out prompts at s = 3: accuracy **{rep.accuracy:.1%}**, FD {rep.fd:.2f}.")
+            suite.md.append(
+                f"| {r['s']:g} | {r['accuracy']:.1%} | {r['fd']:.2f} | {r['fd_floor']:.2f} | {r['recognised']:.1%} "
+                f"| {r['seconds']:.1f} |"
+            )
+        suite.md.append(
+            f"\nReal test images: accuracy {sweep[0]['accuracy_real']:.1%} (evaluator test accuracy "
+            f"{judge.test_accuracy:.1%}). Best s = {best['s']:g}: accuracy {best['accuracy']:.1%}, "
+            f"FD {best['fd']:.2f} = {best['fd'] / unguided['fd']:.2f}× the unguided (s = 1) FD. "
+            f"Held-out prompts at s = 3: accuracy **{rep.accuracy:.1%}**, FD {rep.fd:.2f}."
+        )
 
     # ------------------------------------------------------------------ 4. sampler table
     def samplers():
@@ -359,8 +435,9 @@ def main(argv=None) -> int:
         T = schedule.num_steps
         labels = torch.arange(10).repeat_interleave(n_eval // 10)
         prompts = [class_prompts()[i] for i in labels.tolist()]
-        rows = list(QUICK_ROWS if smoke else FULL_ROWS) + [("Euler", "diffusers", "euler", s, 0.0, "trailing")
-                                                          for s in ((10,) if smoke else (20, 50))]
+        rows = list(QUICK_ROWS if smoke else FULL_ROWS) + [
+            ("Euler", "diffusers", "euler", s, 0.0, "trailing") for s in ((10,) if smoke else (20, 50))
+        ]
         out = []
         for label, library, sampler, steps, eta, spacing in rows:
             if suite.left() < 75:  # keep time for the latent stage
@@ -369,27 +446,65 @@ def main(argv=None) -> int:
             steps = T if steps is None else steps
             t1 = time.perf_counter()
             if library == "course":
-                images = sample(model, schedule, n_eval, prompt=prompts, sampler=sampler, steps=steps, eta=eta,
-                                spacing=spacing, progress=False, batch_size=1000, text_encoder=table)
+                images = sample(
+                    model,
+                    schedule,
+                    n_eval,
+                    prompt=prompts,
+                    sampler=sampler,
+                    steps=steps,
+                    eta=eta,
+                    spacing=spacing,
+                    progress=False,
+                    batch_size=1000,
+                    text_encoder=table,
+                )
             else:
                 clamp = CLAMP_X0.get(sampler, {})
-                images = sample_with_diffusers(model, schedule, sampler, n_eval, steps, eta=eta, spacing=spacing,
-                                               batch_size=1000, prompt=prompts, text_encoder=table, **clamp)
+                images = sample_with_diffusers(
+                    model,
+                    schedule,
+                    sampler,
+                    n_eval,
+                    steps,
+                    eta=eta,
+                    spacing=spacing,
+                    batch_size=1000,
+                    prompt=prompts,
+                    text_encoder=table,
+                    **clamp,
+                )
             sync(device)
             secs = time.perf_counter() - t1
             rep = judge.evaluate(images, labels)
-            out.append({"sampler": label, "library": library, "steps": steps, "eta": eta, "spacing": spacing,
-                        "fd": rep.fd, "fd_floor": rep.fd_floor, "accuracy": rep.accuracy,
-                        "s_per_1000": secs / n_eval * 1000})
+            out.append(
+                {
+                    "sampler": label,
+                    "library": library,
+                    "steps": steps,
+                    "eta": eta,
+                    "spacing": spacing,
+                    "fd": rep.fd,
+                    "fd_floor": rep.fd_floor,
+                    "accuracy": rep.accuracy,
+                    "s_per_1000": secs / n_eval * 1000,
+                }
+            )
             suite.log(f"  {label} ({library}) {steps}: FD {rep.fd:.2f}, {secs:.1f} s")
             suite.results["sampler_table"] = out
             suite.write()
-        suite.md += ["", f"### Sampler table: the text model with class prompts at s = 1 (no guidance), {n_eval} images per row", "",
-                     "| sampler | library | steps | spacing | FD | FD / floor | accuracy | s per 1000 images |",
-                     "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        suite.md += [
+            "",
+            f"### Sampler table: the text model with class prompts at s = 1 (no guidance), {n_eval} images per row",
+            "",
+            "| sampler | library | steps | spacing | FD | FD / floor | accuracy | s per 1000 images |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for r in out:
-            suite.md.append(f"| {r['sampler']} | {r['library']} | {r['steps']} | {r['spacing']} | {r['fd']:.2f} "
-                            f"| {r['fd'] / r['fd_floor']:.2f} | {r['accuracy']:.1%} | {r['s_per_1000']:.1f} |")
+            suite.md.append(
+                f"| {r['sampler']} | {r['library']} | {r['steps']} | {r['spacing']} | {r['fd']:.2f} "
+                f"| {r['fd'] / r['fd_floor']:.2f} | {r['accuracy']:.1%} | {r['s_per_1000']:.1f} |"
+            )
 
     # ------------------------------------------------------------------ 5. latent pipeline
     def latent():
@@ -404,16 +519,26 @@ def main(argv=None) -> int:
             probe = train_diffusion(UNet(unet_cfg), schedule, latents, replace(tc, steps=60, warmup_steps=10), **kw)
         budget = min(args.latent_seconds, max(10.0, suite.left() - 50)) if not smoke else 5
         steps = steps_for(budget, probe.steady_images_per_second, tc.batch_size, 100, 30_000)
-        tc = replace(tc, steps=steps, warmup_steps=min(tc.warmup_steps, steps // 10),
-                     ema_decay=tc.ema_decay if steps >= 8000 else 0.999)
+        tc = replace(
+            tc,
+            steps=steps,
+            warmup_steps=min(tc.warmup_steps, steps // 10),
+            ema_decay=tc.ema_decay if steps >= 8000 else 0.999,
+        )
         suite.log(f"  latent model: {steps} steps (probe {probe.steady_images_per_second:.0f} latents/s)")
         res = train_diffusion(UNet(unet_cfg), schedule, latents, tc, **kw)
-        pipe = LatentDiffusionPipeline(vae_model, res.model.to(device).eval(), schedule, table,
-                                       {**DEFAULTS, **defaults})
+        pipe = LatentDiffusionPipeline(
+            vae_model, res.model.to(device).eval(), schedule, table, {**DEFAULTS, **defaults}
+        )
         labels = torch.arange(10).repeat_interleave(n_eval // 10)
         prompts = [class_prompts()[i] for i in labels.tolist()]
-        info = {"steps": steps, "batch": tc.batch_size, "seconds": res.seconds, "latent_std": float(latents.std()),
-                "params": sum(q.numel() for q in res.model.parameters())}
+        info = {
+            "steps": steps,
+            "batch": tc.batch_size,
+            "seconds": res.seconds,
+            "latent_std": float(latents.std()),
+            "params": sum(q.numel() for q in res.model.parameters()),
+        }
         # text-to-image at the sweep's s values around the usual ones, beside the pixel model
         pixel = {r["s"]: r for r in suite.results.get("sweep", [])}
         rows = []
@@ -423,10 +548,18 @@ def main(argv=None) -> int:
             sync(device)
             secs = time.perf_counter() - t1
             rep = judge.evaluate(images, labels)
-            rows.append({"s": s, "accuracy": rep.accuracy, "fd": rep.fd, "fd_floor": rep.fd_floor,
-                         "s_per_image": secs / n_eval, "pixel_accuracy": pixel.get(s, {}).get("accuracy"),
-                         "pixel_fd": pixel.get(s, {}).get("fd"),
-                         "pixel_s_per_image": (pixel[s]["seconds"] / n_eval) if s in pixel else None})
+            rows.append(
+                {
+                    "s": s,
+                    "accuracy": rep.accuracy,
+                    "fd": rep.fd,
+                    "fd_floor": rep.fd_floor,
+                    "s_per_image": secs / n_eval,
+                    "pixel_accuracy": pixel.get(s, {}).get("accuracy"),
+                    "pixel_fd": pixel.get(s, {}).get("fd"),
+                    "pixel_s_per_image": (pixel[s]["seconds"] / n_eval) if s in pixel else None,
+                }
+            )
             suite.log(f"  latent s={s}: accuracy {rep.accuracy:.1%}, FD {rep.fd:.2f}, {secs:.1f} s")
         info["txt2img"] = rows
         # img2img: strength curve; the input is a real test image of another class than the prompt
@@ -440,10 +573,15 @@ def main(argv=None) -> int:
         for strength in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
             out = pipe.img2img(src, tprompts, strength=strength, steps=50, guidance_scale=3.0, seed=0)
             pred = judge.classify(out).cpu()
-            curve.append({"strength": strength, "follows_prompt": float((pred == target).float().mean()),
-                          "keeps_source": float((pred == torch.as_tensor(src_labels)).float().mean()),
-                          "mse_to_input": float((out - src).pow(2).mean()),
-                          "mse_to_vae_recon": float((out - recon).pow(2).mean())})
+            curve.append(
+                {
+                    "strength": strength,
+                    "follows_prompt": float((pred == target).float().mean()),
+                    "keeps_source": float((pred == torch.as_tensor(src_labels)).float().mean()),
+                    "mse_to_input": float((out - src).pow(2).mean()),
+                    "mse_to_vae_recon": float((out - recon).pow(2).mean()),
+                }
+            )
         info["img2img"] = curve
         # inpainting: the right half masked (1 = fill), prompted with the image's own class
         mask = torch.zeros(n_i, 1, 32, 32, device=device)
@@ -452,44 +590,81 @@ def main(argv=None) -> int:
         filled = pipe.inpaint(src, mask, own, steps=50, guidance_scale=3.0, seed=0)
         keep = (1 - mask).bool().expand_as(src)
         pred = judge.classify(filled).cpu()
-        info["inpaint"] = {"accuracy": float((pred == torch.as_tensor(src_labels)).float().mean()),
-                           "max_abs_change_unmasked": float((filled - src)[keep].abs().max()),
-                           "mask": "right half (16 of 32 columns)"}
+        info["inpaint"] = {
+            "accuracy": float((pred == torch.as_tensor(src_labels)).float().mean()),
+            "max_abs_change_unmasked": float((filled - src)[keep].abs().max()),
+            "mask": "right half (16 of 32 columns)",
+        }
         suite.results["latent"] = info
-        suite.md += ["", f"### Latent text-to-image (small Stable Diffusion): U-Net {info['params'] / 1e6:.1f}M on 4×8×8 latents, "
-                     f"trained {res.seconds:.0f} s ({steps} steps of {tc.batch_size}); DDIM 50 steps, {n_eval} samples", "",
-                     "| s | latent accuracy | latent FD | pixel accuracy | pixel FD | latent s/image | pixel s/image |",
-                     "| --- | --- | --- | --- | --- | --- | --- |"]
+        suite.md += [
+            "",
+            f"### Latent text-to-image (small Stable Diffusion): U-Net {info['params'] / 1e6:.1f}M on 4×8×8 latents, "
+            f"trained {res.seconds:.0f} s ({steps} steps of {tc.batch_size}); DDIM 50 steps, {n_eval} samples",
+            "",
+            "| s | latent accuracy | latent FD | pixel accuracy | pixel FD | latent s/image | pixel s/image |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for r in rows:
+
             def f(v, fmt):
                 return "" if v is None else format(v, fmt)
-            suite.md.append(f"| {r['s']:g} | {r['accuracy']:.1%} | {r['fd']:.2f} | {f(r['pixel_accuracy'], '.1%')} "
-                            f"| {f(r['pixel_fd'], '.2f')} | {r['s_per_image'] * 1e3:.2f} ms | "
-                            f"{f(r['pixel_s_per_image'] and r['pixel_s_per_image'] * 1e3, '.2f')} ms |")
-        suite.md += ["", "img2img (prompt: the next class; s = 3):", "",
-                     "| strength | reads as prompt | reads as source | MSE to input | MSE to VAE reconstruction |",
-                     "| --- | --- | --- | --- | --- |"]
+
+            suite.md.append(
+                f"| {r['s']:g} | {r['accuracy']:.1%} | {r['fd']:.2f} | {f(r['pixel_accuracy'], '.1%')} "
+                f"| {f(r['pixel_fd'], '.2f')} | {r['s_per_image'] * 1e3:.2f} ms | "
+                f"{f(r['pixel_s_per_image'] and r['pixel_s_per_image'] * 1e3, '.2f')} ms |"
+            )
+        suite.md += [
+            "",
+            "img2img (prompt: the next class; s = 3):",
+            "",
+            "| strength | reads as prompt | reads as source | MSE to input | MSE to VAE reconstruction |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for c in curve:
-            suite.md.append(f"| {c['strength']:g} | {c['follows_prompt']:.0%} | {c['keeps_source']:.0%} "
-                            f"| {c['mse_to_input']:.4f} | {c['mse_to_vae_recon']:.4f} |")
-        suite.md.append(f"\nInpainting, right half masked, own-class prompt, s = 3: read as the prompted class "
-                        f"{info['inpaint']['accuracy']:.0%}; largest change outside the mask "
-                        f"{info['inpaint']['max_abs_change_unmasked']:.2e}.")
+            suite.md.append(
+                f"| {c['strength']:g} | {c['follows_prompt']:.0%} | {c['keeps_source']:.0%} "
+                f"| {c['mse_to_input']:.4f} | {c['mse_to_vae_recon']:.4f} |"
+            )
+        suite.md.append(
+            f"\nInpainting, right half masked, own-class prompt, s = 3: read as the prompted class "
+            f"{info['inpaint']['accuracy']:.0%}; largest change outside the mask "
+            f"{info['inpaint']['max_abs_change_unmasked']:.2e}."
+        )
 
     # ------------------------------------------------------------------ 6. torch.compile row
     def compiled():
         unet_cfg, schedule, tc = state["ablation_setup"]
         for label, mode in (("+ torch.compile", True),):
             t1 = time.perf_counter()
-            r = train_diffusion(UNet(unet_cfg), schedule, data.images, replace(tc, steps=tc.steps + 100), device=device,
-                                progress=False, channels_last=True, compile=mode)
-            row = {"variant": label, "images_per_s": r.steady_images_per_second,
-                   "compile_and_run_s": time.perf_counter() - t1}
+            r = train_diffusion(
+                UNet(unet_cfg),
+                schedule,
+                data.images,
+                replace(tc, steps=tc.steps + 100),
+                device=device,
+                progress=False,
+                channels_last=True,
+                compile=mode,
+            )
+            row = {
+                "variant": label,
+                "images_per_s": r.steady_images_per_second,
+                "compile_and_run_s": time.perf_counter() - t1,
+            }
             suite.results.setdefault("ablation", []).append(row)
-            suite.md.append(f"| {label} (compile + run {row['compile_and_run_s']:.0f} s) | {row['images_per_s']:.0f} | |")
+            suite.md.append(
+                f"| {label} (compile + run {row['compile_and_run_s']:.0f} s) | {row['images_per_s']:.0f} | |"
+            )
 
-    stage_fns = {"speed": (speed, 20), "vae": (vae, 30), "text": (text, 60), "samplers": (samplers, 30),
-                 "latent": (latent, 40), "compile": (compiled, 45)}
+    stage_fns = {
+        "speed": (speed, 20),
+        "vae": (vae, 30),
+        "text": (text, 60),
+        "samplers": (samplers, 30),
+        "latent": (latent, 40),
+        "compile": (compiled, 45),
+    }
     for name in args.stages:
         fn, need = stage_fns[name]
         if name == "samplers" and "text" not in state:

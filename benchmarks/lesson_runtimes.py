@@ -43,7 +43,9 @@ def main(argv=None) -> int:
     print(f"| lesson | {mode} mode, {cache}: seconds | status |\n| --- | --- | --- |")
     for r in rows:
         print(f"| {r['lesson']} | {r['seconds']:.1f} | {r['status']} |")
-    print(f"| **all** | **{sum(r['seconds'] for r in rows):.1f}** | {sum(r['status'] == 'ok' for r in rows)}/{len(rows)} ok |")
+    print(
+        f"| **all** | **{sum(r['seconds'] for r in rows):.1f}** | {sum(r['status'] == 'ok' for r in rows)}/{len(rows)} ok |"
+    )
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

@@ -123,9 +123,9 @@ def sample_with_diffusers(
     passing the seeded generator to ``step`` for the stochastic schedulers and ``eta`` to DDIM.
     model: ε_θ(x, t[, labels]); steps: ``set_timesteps(steps)``; shape (C, H, W) defaults to the
     model's. ``labels`` or ``prompt``/``negative_prompt``, ``guidance_scale`` and ``text_encoder``
-    condition and guide exactly as in ``samplers.sample``. Returns N×C×H×W clamped to [-1, 1], like ``sample``: with "ddim" (eta = 0, the
-    default "leading" spacing) it equals ``sample(..., sampler="ddim", steps=steps,
-    clip_x0=False)`` to float32 rounding.
+    condition and guide exactly as in ``samplers.sample``. Returns N×C×H×W clamped to [-1, 1],
+    like ``sample``: with "ddim" (eta = 0, the default "leading" spacing) it equals
+    ``sample(..., sampler="ddim", steps=steps, clip_x0=False)`` to float32 rounding.
     """
     cls, _ = _scheduler_class(scheduler_name)
     eta = _check_eta(eta)

@@ -6,34 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from grading_helpers import SEEDS, assert_wrong, grade_all_seeds
 
 from course_lib.grading import lesson04 as L
-from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
+from course_lib.grading.exercise import exercises_for, grade_answer
 from course_lib.samplers import ddpm_step
 from course_lib.schedules import NoiseSchedule, predict_x0, q_sample
-
-SEEDS = [0, 1, 12345]
 
 
 def _v(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
-
-
-def _grade_all_seeds(ex_id, answer):
-    return [grade_answer(ex_id, answer, seed) for seed in SEEDS]
-
-
-def _assert_wrong(ex_id, answer, message, partial=None):
-    """Not a pass on any seed, fewer points, ``message`` in the feedback; ``partial``: the status."""
-    ex = get_exercise(ex_id)
-    for result in _grade_all_seeds(ex_id, answer):
-        assert result.status != "pass", result.feedback()
-        assert result.points < ex.points
-        assert message in result.feedback(), result.feedback()
-        if partial is not None:
-            assert result.status == partial, result.feedback()
-            if partial == "partial":
-                assert 0 < result.points < ex.points
 
 
 # --------------------------------------------------------------------------- registry and references
@@ -165,12 +147,12 @@ def loss_fraction_t(model, x0, t, noise, abar):
 
 
 def test_04_1_wrong_variants():
-    _assert_wrong("04.1", loss_without_square_roots, "x_t needs square roots", partial="partial")
-    _assert_wrong("04.1", loss_against_x0, "the target is the noise", partial="partial")
-    _assert_wrong("04.1", loss_summed, "don't sum it", partial="partial")
-    _assert_wrong("04.1", loss_at_t_minus_1, "not at t − 1")
-    _assert_wrong("04.1", loss_per_image, "return one number")
-    _assert_wrong("04.1", loss_fraction_t, "not t / T")
+    assert_wrong("04.1", loss_without_square_roots, "x_t needs square roots", partial="partial")
+    assert_wrong("04.1", loss_against_x0, "the target is the noise", partial="partial")
+    assert_wrong("04.1", loss_summed, "don't sum it", partial="partial")
+    assert_wrong("04.1", loss_at_t_minus_1, "not at t − 1")
+    assert_wrong("04.1", loss_per_image, "return one number")
+    assert_wrong("04.1", loss_fraction_t, "not t / T")
 
 
 def test_04_1_returning_nothing_fails_with_a_message():
@@ -180,7 +162,7 @@ def test_04_1_returning_nothing_fails_with_a_message():
 
 
 def test_04_1_item_earns_partial_credit_for_the_right_value():
-    for result in _grade_all_seeds("04.1", loss_as_float):
+    for result in grade_all_seeds("04.1", loss_as_float):
         assert result.status == "partial"
         assert result.points == pytest.approx(3 * 3 / 4)  # value and scalar right, not differentiable
         assert "carries gradients" in result.feedback()
@@ -238,19 +220,19 @@ def ema_also_moves_params(ema_params, params, decay):
 
 def test_04_2_wrong_variants():
     # decay 0.5 is symmetric: the swapped update is right there, so partial credit
-    _assert_wrong("04.2", ema_decay_on_wrong_side, "not the other way round", partial="partial")
-    _assert_wrong("04.2", ema_rebinds_names, "only rebinds a name", partial="fail")
-    _assert_wrong("04.2", ema_with_warm_up, "no warm-up", partial="partial")
-    _assert_wrong("04.2", ema_bias_corrected, "no bias correction")
-    _assert_wrong("04.2", ema_also_moves_params, "params (the trained weights) were changed", partial="partial")
+    assert_wrong("04.2", ema_decay_on_wrong_side, "not the other way round", partial="partial")
+    assert_wrong("04.2", ema_rebinds_names, "only rebinds a name", partial="fail")
+    assert_wrong("04.2", ema_with_warm_up, "no warm-up", partial="partial")
+    assert_wrong("04.2", ema_bias_corrected, "no bias correction")
+    assert_wrong("04.2", ema_also_moves_params, "params (the trained weights) were changed", partial="partial")
 
 
 def test_04_2_new_tensors_earn_the_values_but_not_in_place():
-    for result in _grade_all_seeds("04.2", ema_returns_new_tensors):
+    for result in grade_all_seeds("04.2", ema_returns_new_tensors):
         assert result.status == "partial"
         assert result.points == pytest.approx(2 * 2 / 3, abs=0.01)
         assert "must be updated in place" in result.feedback()
-    for result in _grade_all_seeds("04.2", ema_replaces_list_entries):
+    for result in grade_all_seeds("04.2", ema_replaces_list_entries):
         assert result.status == "partial"
         assert result.points == pytest.approx(2 * 2 / 3, abs=0.01)
         assert "ema_params[i] = …" in result.feedback()
@@ -266,7 +248,7 @@ def test_04_2_in_place_variants_all_pass():
             e.copy_(decay * e + (1 - decay) * p)
 
     for answer in (with_lerp, with_copy):
-        assert all(r.status == "pass" for r in _grade_all_seeds("04.2", answer))
+        assert all(r.status == "pass" for r in grade_all_seeds("04.2", answer))
 
 
 # --------------------------------------------------------------------------- 04.3: known mistakes
@@ -323,12 +305,12 @@ def step_eps_form(abar, betas, x_t, eps, t, noise):
 
 
 def test_04_3_wrong_variants():
-    _assert_wrong("04.3", step_with_beta_variance, "not β_t", partial="partial")  # right at t = 0
-    _assert_wrong("04.3", step_with_beta_variance_and_noise_at_0, "no noise at t = 0", partial="partial")
-    _assert_wrong("04.3", step_reading_abar_at_minus_1, "wraps around", partial="partial")  # right for t > 0
-    _assert_wrong("04.3", step_variance_as_std, "take the square root")
-    _assert_wrong("04.3", step_with_clamp, "do not clamp")
-    _assert_wrong("04.3", step_first_t_for_all, "its own step", partial="partial")
+    assert_wrong("04.3", step_with_beta_variance, "not β_t", partial="partial")  # right at t = 0
+    assert_wrong("04.3", step_with_beta_variance_and_noise_at_0, "no noise at t = 0", partial="partial")
+    assert_wrong("04.3", step_reading_abar_at_minus_1, "wraps around", partial="partial")  # right for t > 0
+    assert_wrong("04.3", step_variance_as_std, "take the square root")
+    assert_wrong("04.3", step_with_clamp, "do not clamp")
+    assert_wrong("04.3", step_first_t_for_all, "its own step", partial="partial")
 
 
 def test_04_3_messages_name_the_wrong_steps():
@@ -341,7 +323,7 @@ def test_04_3_equivalent_forms_pass():
         return ddpm_step(NoiseSchedule(betas), x_t, eps, t, noise=noise)
 
     for answer in (step_eps_form, library):
-        assert all(r.status == "pass" for r in _grade_all_seeds("04.3", answer))
+        assert all(r.status == "pass" for r in grade_all_seeds("04.3", answer))
 
 
 def test_04_3_returning_the_wrong_shape_fails_the_shape_check():
@@ -377,9 +359,9 @@ def x0_clamped_before_dividing(abar, x_t, eps, t):
 
 
 def test_04_4_wrong_variants():
-    _assert_wrong(
+    assert_wrong(
         "04.4", x0_unclamped, "values outside the range remain", partial="partial"
     )  # right where inside [-1, 1]
-    _assert_wrong("04.4", x0_clamped_to_unit_interval, "not [0, 1]")
-    _assert_wrong("04.4", x0_without_square_roots, "mind both square roots")
-    _assert_wrong("04.4", x0_clamped_before_dividing, "after dividing by sqrt(abar_t)")
+    assert_wrong("04.4", x0_clamped_to_unit_interval, "not [0, 1]")
+    assert_wrong("04.4", x0_without_square_roots, "mind both square roots")
+    assert_wrong("04.4", x0_clamped_before_dividing, "after dividing by sqrt(abar_t)")

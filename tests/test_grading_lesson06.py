@@ -9,6 +9,7 @@ from pathlib import Path
 import nbformat
 import torch
 import torch.nn.functional as F
+from grading_helpers import assert_wrong, grade_all_seeds
 
 from course_lib.grading import lesson06 as L
 from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
@@ -17,24 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LESSON = "06_cross_attention_and_text"
 IDS = ["06.1", "06.2", "06.3"]
 NAMES = {"06.1": "cross_attention", "06.2": "pooled_similarity", "06.3": "caption_ids_with_dropout"}
-SEEDS = [0, 1, 12345]
-
-
-def _grade_all_seeds(ex_id, answer):
-    return [grade_answer(ex_id, answer, seed) for seed in SEEDS]
-
-
-def _assert_wrong(ex_id, answer, message, partial=None):
-    """Not a pass on any seed, fewer points, ``message`` in the feedback; ``partial``: the status."""
-    ex = get_exercise(ex_id)
-    for result in _grade_all_seeds(ex_id, answer):
-        assert result.status != "pass", result.feedback()
-        assert result.points < ex.points
-        assert message in result.feedback(), result.feedback()
-        if partial is not None:
-            assert result.status == partial, result.feedback()
-            if partial == "partial":
-                assert 0 < result.points < ex.points
 
 
 # --------------------------------------------------------------------------- registry and references
@@ -161,12 +144,12 @@ def xattn_builtin(x, c, m, w_q, w_k, w_v):
 
 def test_06_1_wrong_variants():
     # a batch of 1 without padding is right even with the mask ignored: partial credit
-    _assert_wrong("06.1", xattn_mask_ignored, "apply the key padding mask", partial="partial")
-    _assert_wrong("06.1", xattn_mask_ignored, "padded tokens must not matter")
-    _assert_wrong("06.1", xattn_softmax_over_positions, "the softmax runs over the tokens")
-    _assert_wrong("06.1", xattn_without_sqrt_d, "divide the scores by √d", partial="partial")
-    _assert_wrong("06.1", xattn_masked_to_zero, "not to 0", partial="partial")
-    _assert_wrong("06.1", xattn_zeroed_after_softmax, "mask the scores before the softmax", partial="partial")
+    assert_wrong("06.1", xattn_mask_ignored, "apply the key padding mask", partial="partial")
+    assert_wrong("06.1", xattn_mask_ignored, "padded tokens must not matter")
+    assert_wrong("06.1", xattn_softmax_over_positions, "the softmax runs over the tokens")
+    assert_wrong("06.1", xattn_without_sqrt_d, "divide the scores by √d", partial="partial")
+    assert_wrong("06.1", xattn_masked_to_zero, "not to 0", partial="partial")
+    assert_wrong("06.1", xattn_zeroed_after_softmax, "mask the scores before the softmax", partial="partial")
 
 
 def test_06_1_returning_only_the_output_fails():
@@ -175,7 +158,7 @@ def test_06_1_returning_only_the_output_fails():
 
 
 def test_06_1_fused_kernel_passes():
-    assert all(r.status == "pass" for r in _grade_all_seeds("06.1", xattn_builtin))
+    assert all(r.status == "pass" for r in grade_all_seeds("06.1", xattn_builtin))
 
 
 def test_06_1_mask_ignored_keeps_the_padding_subcheck_only_where_there_is_none():
@@ -222,19 +205,19 @@ def pool_library(tokens, mask):
 
 
 def test_06_2_wrong_variants():
-    _assert_wrong("06.2", pool_including_padding, "average only the real tokens")
-    _assert_wrong("06.2", pool_dot_products, "cosine, not dot product", partial="partial")
-    _assert_wrong("06.2", pool_sum, "the mean of the real tokens, not their sum", partial="partial")
-    _assert_wrong("06.2", pool_normalise_columns, "not the feature columns", partial="partial")
+    assert_wrong("06.2", pool_including_padding, "average only the real tokens")
+    assert_wrong("06.2", pool_dot_products, "cosine, not dot product", partial="partial")
+    assert_wrong("06.2", pool_sum, "the mean of the real tokens, not their sum", partial="partial")
+    assert_wrong("06.2", pool_normalise_columns, "not the feature columns", partial="partial")
 
 
 def test_06_2_padding_mistake_still_right_where_there_is_no_padding():
-    for result in _grade_all_seeds("06.2", pool_including_padding):
+    for result in grade_all_seeds("06.2", pool_including_padding):
         assert result.status == "partial"
 
 
 def test_06_2_equivalent_forms_pass():
-    assert all(r.status == "pass" for r in _grade_all_seeds("06.2", pool_library))
+    assert all(r.status == "pass" for r in grade_all_seeds("06.2", pool_library))
 
 
 def test_06_2_returning_only_the_matrix_fails():
@@ -286,16 +269,16 @@ def ids_with_a_loop(labels, u, d, counts, p):
 
 
 def test_06_3_wrong_variants():
-    _assert_wrong("06.3", ids_drop_when_greater, "not where drop_u > p")
-    _assert_wrong("06.3", ids_forgot_null_row, "row 0 is the empty prompt", partial="partial")
-    _assert_wrong("06.3", ids_inclusive_cumsum, "an exclusive cumulative sum", partial="partial")
-    _assert_wrong("06.3", ids_drop_at_equal, "drop_u < p, strictly", partial="partial")
-    _assert_wrong("06.3", ids_no_dropout, "apply the dropout", partial="partial")
-    _assert_wrong("06.3", ids_global_count, "that class's own count", partial="partial")
+    assert_wrong("06.3", ids_drop_when_greater, "not where drop_u > p")
+    assert_wrong("06.3", ids_forgot_null_row, "row 0 is the empty prompt", partial="partial")
+    assert_wrong("06.3", ids_inclusive_cumsum, "an exclusive cumulative sum", partial="partial")
+    assert_wrong("06.3", ids_drop_at_equal, "drop_u < p, strictly", partial="partial")
+    assert_wrong("06.3", ids_no_dropout, "apply the dropout", partial="partial")
+    assert_wrong("06.3", ids_global_count, "that class's own count", partial="partial")
 
 
 def test_06_3_equivalent_forms_pass():
-    assert all(r.status == "pass" for r in _grade_all_seeds("06.3", ids_with_a_loop))
+    assert all(r.status == "pass" for r in grade_all_seeds("06.3", ids_with_a_loop))
 
 
 # --------------------------------------------------------------------------- the lesson notebook

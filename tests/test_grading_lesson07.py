@@ -9,32 +9,15 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from grading_helpers import SEEDS, assert_wrong, grade_all_seeds
 
 from course_lib.grading import lesson07 as L
-from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
+from course_lib.grading.exercise import exercises_for, grade_answer
 from course_lib.guidance import cfg_combine
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSON_NB = ROOT / "notebooks" / "07_classifier_free_guidance.ipynb"
 IDS = ["07.1", "07.2", "07.3"]
-SEEDS = [0, 1, 12345]
-
-
-def _grade_all_seeds(ex_id, answer):
-    return [grade_answer(ex_id, answer, seed) for seed in SEEDS]
-
-
-def _assert_wrong(ex_id, answer, message, partial=None):
-    """Not a pass on any seed, fewer points, ``message`` in the feedback; ``partial``: the status."""
-    ex = get_exercise(ex_id)
-    for result in _grade_all_seeds(ex_id, answer):
-        assert result.status != "pass", result.feedback()
-        assert result.points < ex.points
-        assert message in result.feedback(), result.feedback()
-        if partial is not None:
-            assert result.status == partial, result.feedback()
-            if partial == "partial":
-                assert 0 < result.points < ex.points
 
 
 # --------------------------------------------------------------------------- registry and references
@@ -123,14 +106,14 @@ def combine_per_sample_mean(eps_uncond, eps_cond, scale):
 
 
 def test_07_1_wrong_variants():
-    _assert_wrong("07.1", combine_swapped, "swaps the two predictions", partial="partial")  # right at s = 0.5
-    _assert_wrong("07.1", combine_one_plus_s, "(1 + s) convention", partial="partial")  # shapes are right
-    _assert_wrong("07.1", combine_scales_cond_only, "also scales −ε_∅", partial="partial")
-    _assert_wrong("07.1", combine_per_sample_mean, "values differ", partial="partial")
+    assert_wrong("07.1", combine_swapped, "swaps the two predictions", partial="partial")  # right at s = 0.5
+    assert_wrong("07.1", combine_one_plus_s, "(1 + s) convention", partial="partial")  # shapes are right
+    assert_wrong("07.1", combine_scales_cond_only, "also scales −ε_∅", partial="partial")
+    assert_wrong("07.1", combine_per_sample_mean, "values differ", partial="partial")
 
 
 def test_07_1_no_broadcasting_gets_partial_credit_and_says_how_to_reshape():
-    for result in _grade_all_seeds("07.1", combine_no_broadcast):
+    for result in grade_all_seeds("07.1", combine_no_broadcast):
         assert result.status == "partial"
         text = result.feedback()
         assert "reshape it to (N, 1, 1, 1)" in text  # the cases where it raises
@@ -147,7 +130,7 @@ def test_07_1_library_and_lerp_pass():
         return eps_uncond + scale * (eps_cond - eps_uncond)
 
     for answer in (cfg_combine, with_lerp, with_einsum):
-        assert all(r.status == "pass" for r in _grade_all_seeds("07.1", answer))
+        assert all(r.status == "pass" for r in grade_all_seeds("07.1", answer))
 
 
 def test_07_1_wrong_shape_fails_the_shape_check():
@@ -220,14 +203,14 @@ def sim_swapped_guidance(signal, eps_uncond, eps_cond, scales):
 
 
 def test_07_2_wrong_variants():
-    _assert_wrong("07.2", sim_dot_not_cosine, "divides the dot product by both norms", partial="partial")
-    _assert_wrong("07.2", sim_threshold_on_uncond, "CONDITIONAL prediction", partial="partial")
-    _assert_wrong("07.2", sim_minus_one, "return None", partial="partial")
-    _assert_wrong("07.2", sim_returns_index, "not its position in the list", partial="partial")
-    _assert_wrong("07.2", sim_sorted_scales, "in the order given", partial="partial")
-    _assert_wrong("07.2", sim_squared_norm, "not the sum of squares", partial="partial")
-    _assert_wrong("07.2", sim_falsy_zero, "`is None`", partial="partial")
-    _assert_wrong("07.2", sim_swapped_guidance, "guide from ε_∅ towards ε_c")
+    assert_wrong("07.2", sim_dot_not_cosine, "divides the dot product by both norms", partial="partial")
+    assert_wrong("07.2", sim_threshold_on_uncond, "CONDITIONAL prediction", partial="partial")
+    assert_wrong("07.2", sim_minus_one, "return None", partial="partial")
+    assert_wrong("07.2", sim_returns_index, "not its position in the list", partial="partial")
+    assert_wrong("07.2", sim_sorted_scales, "in the order given", partial="partial")
+    assert_wrong("07.2", sim_squared_norm, "not the sum of squares", partial="partial")
+    assert_wrong("07.2", sim_falsy_zero, "`is None`", partial="partial")
+    assert_wrong("07.2", sim_swapped_guidance, "guide from ε_∅ towards ε_c")
 
 
 def test_07_2_not_a_dict_fails_with_a_message():
@@ -244,7 +227,7 @@ def test_07_2_tensors_and_numpy_values_pass():
         over = (norms > 3 * eps_cond.norm()).nonzero()
         return {"cosine": cos, "norm": norms, "first_over_3x": scales[int(over[0])] if len(over) else None}
 
-    assert all(r.status == "pass" for r in _grade_all_seeds("07.2", as_tensors))
+    assert all(r.status == "pass" for r in grade_all_seeds("07.2", as_tensors))
 
 
 # --------------------------------------------------------------------------- 07.3: known mistakes
@@ -298,11 +281,11 @@ def spread_weighted_mean(features, labels, num_classes):
 
 
 def test_07_3_wrong_variants():
-    _assert_wrong("07.3", spread_with_self_pairs, "leave out the zero distance", partial="partial")
-    _assert_wrong("07.3", spread_squared, "not its square", partial="partial")
-    _assert_wrong("07.3", spread_zero_for_small, "NaN, not 0", partial="partial")
-    _assert_wrong("07.3", spread_ignores_labels, "within each class", partial="partial")
-    _assert_wrong("07.3", spread_weighted_mean, "not weighted by its size", partial="partial")
+    assert_wrong("07.3", spread_with_self_pairs, "leave out the zero distance", partial="partial")
+    assert_wrong("07.3", spread_squared, "not its square", partial="partial")
+    assert_wrong("07.3", spread_zero_for_small, "NaN, not 0", partial="partial")
+    assert_wrong("07.3", spread_ignores_labels, "within each class", partial="partial")
+    assert_wrong("07.3", spread_weighted_mean, "not weighted by its size", partial="partial")
 
 
 def test_07_3_vectorised_answer_passes():
@@ -314,7 +297,7 @@ def test_07_3_vectorised_answer_passes():
                 per[k] = torch.pdist(f).mean()
         return {"per_class": per, "mean": per.nanmean().item()}
 
-    assert all(r.status == "pass" for r in _grade_all_seeds("07.3", vectorised))
+    assert all(r.status == "pass" for r in grade_all_seeds("07.3", vectorised))
 
 
 # --------------------------------------------------------------------------- the lesson notebook

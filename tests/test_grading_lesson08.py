@@ -10,6 +10,7 @@ import nbformat
 import numpy as np
 import pytest
 import torch
+from grading_helpers import SEEDS, assert_wrong, grade_all_seeds
 
 from course_lib.grading import lesson08 as L
 from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
@@ -19,24 +20,6 @@ from course_lib.schedules import NoiseSchedule
 ROOT = Path(__file__).resolve().parents[1]
 LESSON_NB = ROOT / "notebooks" / "08_ddim_and_fast_samplers.ipynb"
 IDS = ["08.1", "08.2", "08.3"]
-SEEDS = [0, 1, 12345]
-
-
-def _grade_all_seeds(ex_id, answer):
-    return [grade_answer(ex_id, answer, seed) for seed in SEEDS]
-
-
-def _assert_wrong(ex_id, answer, message, partial=None):
-    """Not a pass on any seed, fewer points, ``message`` in the feedback; ``partial``: the status."""
-    ex = get_exercise(ex_id)
-    for result in _grade_all_seeds(ex_id, answer):
-        assert result.status != "pass", result.feedback()
-        assert result.points < ex.points
-        assert message in result.feedback(), result.feedback()
-        if partial is not None:
-            assert result.status == partial, result.feedback()
-            if partial == "partial":
-                assert 0 < result.points < ex.points
 
 
 # --------------------------------------------------------------------------- registry and references
@@ -165,15 +148,15 @@ def ddim_tensor_scalars(a_t, a_prev, x_t, eps, eta, z):
 
 def test_08_1_wrong_variants():
     # right wherever eta = 0: partial credit
-    _assert_wrong("08.1", ddim_without_sigma_in_direction, "subtract σ² under the root", partial="partial")
-    _assert_wrong("08.1", ddim_without_noise, "add σ·z", partial="partial")
-    _assert_wrong("08.1", ddim_sigma_beta_only, "σ has both factors", partial="partial")
-    _assert_wrong("08.1", ddim_x0_without_roots, "mind both square roots")
-    _assert_wrong("08.1", ddim_eta_squared, "not η²", partial="partial")
+    assert_wrong("08.1", ddim_without_sigma_in_direction, "subtract σ² under the root", partial="partial")
+    assert_wrong("08.1", ddim_without_noise, "add σ·z", partial="partial")
+    assert_wrong("08.1", ddim_sigma_beta_only, "σ has both factors", partial="partial")
+    assert_wrong("08.1", ddim_x0_without_roots, "mind both square roots")
+    assert_wrong("08.1", ddim_eta_squared, "not η²", partial="partial")
 
 
 def test_08_1_equivalent_forms_pass():
-    assert all(r.status == "pass" for r in _grade_all_seeds("08.1", ddim_tensor_scalars))
+    assert all(r.status == "pass" for r in grade_all_seeds("08.1", ddim_tensor_scalars))
 
 
 # --------------------------------------------------------------------------- 08.2: known mistakes
@@ -205,15 +188,15 @@ def spacing_as_list(T, steps, spacing):
 
 
 def test_08_2_wrong_variants():
-    _assert_wrong("08.2", spacing_ascending, "descending order", partial="partial")  # steps = 1 is right
-    _assert_wrong("08.2", spacing_trailing_without_minus_one, "subtract 1 after rounding", partial="partial")
-    _assert_wrong("08.2", spacing_leading_rounded, "integer division", partial="partial")
-    _assert_wrong("08.2", spacing_linspace_to_T, "not to T", partial="partial")
+    assert_wrong("08.2", spacing_ascending, "descending order", partial="partial")  # steps = 1 is right
+    assert_wrong("08.2", spacing_trailing_without_minus_one, "subtract 1 after rounding", partial="partial")
+    assert_wrong("08.2", spacing_leading_rounded, "integer division", partial="partial")
+    assert_wrong("08.2", spacing_linspace_to_T, "not to T", partial="partial")
 
 
 def test_08_2_a_list_earns_the_values_but_not_the_type():
     ex = get_exercise("08.2")
-    for result in _grade_all_seeds("08.2", spacing_as_list):
+    for result in grade_all_seeds("08.2", spacing_as_list):
         assert result.status == "partial"
         assert result.points == pytest.approx(ex.points * 3 / 4)
         assert "int64 torch tensor" in result.feedback()
@@ -290,20 +273,20 @@ def curve_returns_a_tuple(*args):
 
 
 def test_08_3_wrong_variants():
-    _assert_wrong("08.3", curve_leading, "use trailing timesteps", partial="partial")  # knee can still be right
-    _assert_wrong("08.3", curve_no_final_step, "all the way to the clean image")
-    _assert_wrong("08.3", curve_sum_not_mean, "not of the sum", partial="partial")  # the knee is scale-free
-    _assert_wrong("08.3", curve_knee_is_the_doubled, "not the doubled one", partial="partial")
+    assert_wrong("08.3", curve_leading, "use trailing timesteps", partial="partial")  # knee can still be right
+    assert_wrong("08.3", curve_no_final_step, "all the way to the clean image")
+    assert_wrong("08.3", curve_sum_not_mean, "not of the sum", partial="partial")  # the knee is scale-free
+    assert_wrong("08.3", curve_knee_is_the_doubled, "not the doubled one", partial="partial")
 
 
 def test_08_3_knee_mistakes_keep_the_errors_credit():
     ex = get_exercise("08.3")
-    for result in _grade_all_seeds("08.3", curve_knee_is_the_doubled):
+    for result in grade_all_seeds("08.3", curve_knee_is_the_doubled):
         assert result.points >= ex.points * 0.6
 
 
 def test_08_3_knee_threshold_mistake_is_caught_on_some_case():
-    results = _grade_all_seeds("08.3", curve_knee_threshold_10_percent_of_error)
+    results = grade_all_seeds("08.3", curve_knee_threshold_10_percent_of_error)
     assert all(r.status == "partial" for r in results)
     assert any("0.9·error_N" in r.feedback() for r in results)
 

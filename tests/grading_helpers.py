@@ -1,0 +1,25 @@
+"""Assertions shared by the per-lesson grading tests (tests/test_grading_lessonNN.py)."""
+
+from __future__ import annotations
+
+from course_lib.grading.exercise import get_exercise, grade_answer
+
+#: Every known-wrong answer is graded on these seeds: a mistake must show on each of them.
+SEEDS = [0, 1, 12345]
+
+
+def grade_all_seeds(ex_id, answer, seeds=SEEDS):
+    return [grade_answer(ex_id, answer, seed) for seed in seeds]
+
+
+def assert_wrong(ex_id, answer, message, partial=None, seeds=SEEDS):
+    """Not a pass on any seed, fewer points, ``message`` in the feedback; ``partial``: the status."""
+    ex = get_exercise(ex_id)
+    for result in grade_all_seeds(ex_id, answer, seeds):
+        assert result.status != "pass", result.feedback()
+        assert result.points < ex.points
+        assert message in result.feedback(), result.feedback()
+        if partial is not None:
+            assert result.status == partial, result.feedback()
+            if partial == "partial":
+                assert 0 < result.points < ex.points
