@@ -17,6 +17,7 @@ import math
 import numpy as np
 import torch
 
+from course_lib.grading.checks import with_diagnosis
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 from course_lib.schedules import NoiseSchedule
 
@@ -64,17 +65,6 @@ def _db_diagnosis(got, exp) -> str:
     return ""
 
 
-def _with_diagnosis(checks: list[SubCheck], path: str, diagnosis: str) -> list[SubCheck]:
-    """Append ``diagnosis`` to the failed ``values`` check at ``path`` (``''`` for the top level)."""
-    if not diagnosis:
-        return checks
-    name = f"{path}: values" if path else "values"
-    for c in checks:
-        if c.name == name and not c.passed:
-            c.message = f"{c.message} — {diagnosis}" if c.message else diagnosis
-    return checks
-
-
 # ---------------------------------------------------------------------------------------------
 # 01.1  snr_db
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +95,7 @@ def _snr_db_cases(seed: int) -> list[Case]:
 
 def _snr_db_judge(case: Case, got, expected) -> list[SubCheck]:
     checks = compare(got, expected, rtol=1e-5, atol=1e-5, label=case.label)
-    return _with_diagnosis(checks, "", _db_diagnosis(got, expected))
+    return with_diagnosis(checks, _db_diagnosis(got, expected))
 
 
 register(
@@ -204,7 +194,7 @@ def _cosine_diagnosis(case: Case, got, expected) -> str:
 
 def _cosine_judge(case: Case, got, expected) -> list[SubCheck]:
     checks = compare(got, expected, rtol=1e-5, atol=1e-12, label=case.label)
-    return _with_diagnosis(checks, "", _cosine_diagnosis(case, got, expected))
+    return with_diagnosis(checks, _cosine_diagnosis(case, got, expected))
 
 
 register(
@@ -320,7 +310,7 @@ def _compare_judge(case: Case, got, expected) -> list[SubCheck]:
                 if c.message:
                     c.message = f"{name}.{key}: {c.message}"
             if key == "snr_db":
-                part = _with_diagnosis(part, f"{name}.snr_db", _db_diagnosis(sub[key], exp[key]))
+                part = with_diagnosis(part, _db_diagnosis(sub[key], exp[key]), f"{name}.snr_db: values")
             checks += part
         if "zero_db_step" in sub:
             step, want = _as_step(sub["zero_db_step"]), exp["zero_db_step"]

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from course_lib.grading.checks import allclose, diagnose
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 from course_lib.schedules import NoiseSchedule
 
@@ -35,22 +36,6 @@ def _gen(seed: int, salt: int) -> torch.Generator:
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A per-sample vector (N,) shaped (N, 1, 1, 1) to scale an N×C×H×W batch."""
     return v.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
-
-
-def _close(a: Any, b: Any, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
-    try:
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=atol))
-
-
-def _diagnose(got: Any, candidates: dict[str, Any]) -> str:
-    """The message of the first known mistake whose output matches ``got``, else ''."""
-    for message, value in candidates.items():
-        if _close(got, value):
-            return message
-    return ""
 
 
 # =============================================================================================
@@ -217,11 +202,11 @@ def _loss_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     ]
     exp = float(np.asarray(expected["loss"], dtype=np.float64))
     shown = 0.0 if abs(exp) < 1e-9 else exp  # the oracle's loss is 0 up to rounding
-    ok = scalar and _close(arr.reshape(()), exp)
+    ok = scalar and allclose(arr.reshape(()), exp)
     msg = ""
     if not ok:
         value = float(arr.reshape(-1)[0]) if scalar else None
-        diag = _diagnose(value, _loss_mistakes(case)) if scalar else ""
+        diag = diagnose(value, _loss_mistakes(case)) if scalar else ""
         msg = f"expected a loss of {shown:.6g}, got {value:.6g}{where}" if scalar else ""
         if diag:
             msg += f": {diag}"
@@ -337,7 +322,7 @@ def _ema_mistakes(case: Case) -> dict[str, list[torch.Tensor]]:
 def _tensor_lists_close(got: Any, expected: Any) -> bool:
     if not isinstance(got, list) or not isinstance(expected, list) or len(got) != len(expected):
         return False
-    return all(_close(a, b) for a, b in zip(got, expected))
+    return all(allclose(a, b) for a, b in zip(got, expected))
 
 
 def _ema_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
@@ -544,7 +529,7 @@ def _ddpm_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     checks = compare(got, expected, rtol=1e-4, atol=1e-6, label=case.label)
     values = next((c for c in checks if c.name == "values"), None)
     if values is not None and not values.passed and values.message:
-        diag = _diagnose(got, {k: v.numpy() for k, v in _ddpm_mistakes(case).items()})
+        diag = diagnose(got, {k: v.numpy() for k, v in _ddpm_mistakes(case).items()})
         if diag:
             values.message = f"{_per_sample_messages(case, got, expected, where) or 'wrong values' + where}: {diag}"
         else:
@@ -603,7 +588,7 @@ def _x0_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         raw = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
         prev = _bcast(_abar_prev(abar, t), x_t)
         unclamped = "clamp x̂_0 to [-1, 1] (torch.clamp) after dividing by sqrt(abar_t): values outside the range remain"
-        diag = _diagnose(
+        diag = diagnose(
             got,
             {
                 unclamped: raw.numpy(),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from course_lib.grading.checks import allclose, as_float_array, call_on_copies, copies, diagnose, with_diagnosis
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 
 LESSON = "05_vae_and_latent_space"
@@ -36,54 +37,6 @@ __all__ = ["LESSON"]
 def _gen(seed: int, salt: int) -> torch.Generator:
     """A generator per exercise, so that adding a case to one leaves the others' inputs alone."""
     return torch.Generator().manual_seed(int(seed) * 1013 + salt)
-
-
-def _as_array(x: Any) -> np.ndarray | None:
-    """``x`` as a float64 array, or None when it is not numbers (a dict, a string, None …)."""
-    if x is None or isinstance(x, (dict, str)):
-        return None
-    try:
-        return np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-
-
-def _close(a: Any, b: Any, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
-    a, b = _as_array(a), _as_array(b)
-    if a is None or b is None or a.shape != b.shape:
-        return False
-    return bool(np.allclose(a, b, rtol=rtol, atol=atol))
-
-
-def _diagnose(got: Any, expected: Any, candidates: dict[str, Any], rtol: float = 1e-4, atol: float = 1e-6) -> str:
-    """The message of the first known mistake whose output matches ``got`` (and differs from
-    the right answer on this case, so that a case cannot blame a slip it does not show), else ''."""
-    for message, value in candidates.items():
-        if value is None or _close(value, expected, rtol, atol):
-            continue
-        if _close(got, value, rtol, atol):
-            return message
-    return ""
-
-
-def _with_diagnosis(checks: list[SubCheck], diagnosis: str, name: str = "values") -> list[SubCheck]:
-    """Add ``diagnosis`` to the failed check called ``name`` (its message may be empty when the
-    shape was already wrong)."""
-    if not diagnosis:
-        return checks
-    for c in checks:
-        if c.name == name and not c.passed:
-            c.message = f"{c.message} — {diagnosis}" if c.message else diagnosis
-    return checks
-
-
-def _copies(args: tuple) -> tuple:
-    """Fresh copies of the tensor arguments, so an answer that works in place changes nothing else."""
-    return tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
-
-
-def _call_on_copies(answer: Any, case: Case) -> Any:
-    return answer(*_copies(case.args), **case.kwargs)
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
@@ -170,15 +123,15 @@ def _kl_mistakes(case: Case) -> dict[str, Any]:
 
 def _kl_judge(case: Case, got, expected) -> list[SubCheck]:
     checks = compare(got, expected, rtol=1e-5, atol=1e-5, label=case.label)
-    diagnosis = _diagnose(got, expected, _kl_mistakes(case), rtol=1e-5, atol=1e-5)
-    arr = _as_array(got)
+    diagnosis = diagnose(got, _kl_mistakes(case), expected=expected, rtol=1e-5, atol=1e-5)
+    arr = as_float_array(got)
     exp = np.asarray(expected)
     if not diagnosis and arr is not None and arr.ndim > 1 and arr.shape[0] == exp.shape[0]:
         diagnosis = (
             f"you kept dimensions {tuple(arr.shape[1:])}: sum over every dimension but the batch "
             "(e.g. flatten(1) then sum(dim=1))"
         )
-    return _with_diagnosis(checks, diagnosis)
+    return with_diagnosis(checks, diagnosis)
 
 
 register(
@@ -189,7 +142,7 @@ register(
         title="write gaussian_kl",
         reference=_gaussian_kl,
         cases=_kl_cases,
-        probe=_call_on_copies,
+        probe=call_on_copies,
         judge=_kl_judge,
         points=3,
         hint="Each latent value contributes ½(μ² + σ² − 1 − log σ²), where logvar is log σ²; add those up "
@@ -252,7 +205,7 @@ def _grad_weights(like: torch.Tensor) -> torch.Tensor:
 def _reparam_probe(answer: Any, case: Case) -> dict:
     """z for the case's ε, and the gradients of Σ w ⊙ z with respect to mean and logvar
     (None where no gradient arrives)."""
-    mean, logvar, eps = _copies(case.args)
+    mean, logvar, eps = copies(case.args)
     mean.requires_grad_(True)
     logvar.requires_grad_(True)
     z = answer(mean, logvar, eps, **case.kwargs)
@@ -310,10 +263,10 @@ def _reparam_judge(case: Case, got, expected) -> list[SubCheck]:
     checks = compare(z, expected["z"], rtol=1e-5, atol=1e-8, label=case.label)
     for c in checks:
         c.name = f"z: {c.name}"
-    zv = _as_array(z)
+    zv = as_float_array(z)
     values_ok = all(c.passed for c in checks)
     if not values_ok and zv is not None and zv.shape == tuple(case.args[0].shape):
-        diagnosis = _diagnose(zv, expected["z"], _reparam_mistakes(case), rtol=1e-5, atol=1e-8)
+        diagnosis = diagnose(zv, _reparam_mistakes(case), expected=expected["z"], rtol=1e-5, atol=1e-8)
         if not diagnosis and np.allclose(case.args[2].numpy(), 0):
             diagnosis = "with ε = 0 the sample must be exactly the mean: use the eps you are given, draw no new noise"
         elif not diagnosis and _fresh_noise(case, zv):
@@ -321,7 +274,7 @@ def _reparam_judge(case: Case, got, expected) -> list[SubCheck]:
                 "z does not follow the ε you were given: use the eps argument instead of drawing new noise "
                 "(torch.randn_like), so that the same ε gives the same z"
             )
-        checks = _with_diagnosis(checks, diagnosis, "z: values")
+        checks = with_diagnosis(checks, diagnosis, "z: values")
     for key, name, slip in (
         ("grad_mean", "mean", "did you detach it, use .data or torch.no_grad()?"),
         ("grad_logvar", "logvar", "did you detach it, use .data, .item(), numpy or torch.no_grad()?"),
@@ -330,11 +283,11 @@ def _reparam_judge(case: Case, got, expected) -> list[SubCheck]:
         exp = expected[key]
         if g is None:
             msg = f"no gradient reaches {name} from z{where}: {slip}"
-            if _as_array(z) is not None and not values_ok:
+            if as_float_array(z) is not None and not values_ok:
                 msg = ""  # the value check already says what is wrong
             checks.append(SubCheck(f"gradient to {name}", False, 1, msg))
             continue
-        ok = _close(g, exp, rtol=1e-5, atol=1e-8)
+        ok = allclose(g, exp, rtol=1e-5, atol=1e-8)
         msg = ""
         if not ok and values_ok:
             msg = (
@@ -535,7 +488,7 @@ def _list_checks(key: str, value: Any, exp: list, case: Case) -> list[SubCheck]:
         shown = [v if _number(v) is None or not float(v).is_integer() else int(v) for v in value]
         msg = f"{key}: expected {exp}, got {shown}{where}"
         if all(n is not None for n in nums):
-            diagnosis = _diagnose(nums, exp, _compression_mistakes(case, key), rtol=1e-9, atol=0.0)
+            diagnosis = diagnose(nums, _compression_mistakes(case, key), expected=exp, rtol=1e-9, atol=0.0)
             msg += f" — {diagnosis}" if diagnosis else ""
         else:
             msg += " — every entry must be a number"
@@ -668,8 +621,8 @@ def _psnr_judge(case: Case, got, expected) -> list[SubCheck]:
     checks = compare(got, expected, rtol=1e-5, atol=1e-6, label=case.label)
     if all(c.passed for c in checks):
         return checks
-    diagnosis = _diagnose(got, expected, _psnr_mistakes(case), rtol=1e-5, atol=1e-6)
-    arr, exp = _as_array(got), np.asarray(expected, dtype=np.float64)
+    diagnosis = diagnose(got, _psnr_mistakes(case), expected=expected, rtol=1e-5, atol=1e-6)
+    arr, exp = as_float_array(got), np.asarray(expected, dtype=np.float64)
     if not diagnosis and arr is not None and arr.shape == exp.shape:
         inf = np.isinf(exp)
         if inf.any() and np.isfinite(arr[inf]).all():
@@ -679,7 +632,7 @@ def _psnr_judge(case: Case, got, expected) -> list[SubCheck]:
             )
         elif inf.any() and np.isnan(arr[inf]).any():
             diagnosis = "an image identical to its reconstruction must give +inf, not NaN"
-    return _with_diagnosis(checks, diagnosis)
+    return with_diagnosis(checks, diagnosis)
 
 
 register(
@@ -690,7 +643,7 @@ register(
         title="write psnr",
         reference=_psnr,
         cases=_psnr_cases,
-        probe=_call_on_copies,
+        probe=call_on_copies,
         judge=_psnr_judge,
         points=2,
         hint="PSNR compares the squared data range (here 2², for [−1, 1]) with each image's mean squared "

@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
+from course_lib.grading.checks import allclose, diagnose
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 
 LESSON = "06_cross_attention_and_text"
@@ -33,22 +33,6 @@ __all__: list[str] = []
 
 def _gen(seed: int, salt: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1013 + salt)
-
-
-def _close(a: Any, b: Any, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
-    try:
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=atol))
-
-
-def _diagnose(got: Any, candidates: dict[str, Any]) -> str:
-    """The message of the first known mistake whose output matches ``got``, else ''."""
-    for message, value in candidates.items():
-        if _close(got, value):
-            return message
-    return ""
 
 
 def _mask_from_lengths(lengths: list[int], length: int) -> torch.Tensor:
@@ -176,10 +160,10 @@ def _xattn_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         msg = ""
         if not ok:
             msg = next(c.message for c in sub if not c.passed and c.message)
-            diag = _diagnose(got[key], {m: v[idx] for m, v in mistakes.items()})
+            diag = diagnose(got[key], {m: v[idx] for m, v in mistakes.items()})
             msg = f"{key}: {msg}" + (f": {diag}" if diag else "")
         checks.append(SubCheck(key, ok, 2, msg))
-    same = _close(got.get("out_other_padding"), got["out"]) and got.get("out_other_padding") is not None
+    same = allclose(got.get("out_other_padding"), got["out"]) and got.get("out_other_padding") is not None
     checks.append(
         SubCheck(
             "padding ignored",
@@ -304,7 +288,7 @@ def _pool_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         msg = ""
         if not ok:
             msg = next(c.message for c in sub if not c.passed and c.message)
-            diag = _diagnose(got[key], mistakes)
+            diag = diagnose(got[key], mistakes)
             msg = f"{key}: {msg}" + (f": {diag}" if diag else "")
         checks.append(SubCheck(key, ok, 2, msg))
     return checks
@@ -420,7 +404,7 @@ def _ids_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     sub = compare(got, expected, rtol=0.0, atol=0.0, label=case.label)
     if all(c.passed for c in sub):
         return sub
-    diag = _diagnose(got, _ids_mistakes(case))
+    diag = diagnose(got, _ids_mistakes(case))
     if diag:
         for c in sub:
             if not c.passed and c.message:

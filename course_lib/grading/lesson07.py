@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from course_lib.grading.checks import allclose, as_float_array, diagnose
 from course_lib.grading.exercise import Case, Exercise, SubCheck, register
 
 LESSON = "07_classifier_free_guidance"
@@ -29,33 +30,12 @@ LESSON = "07_classifier_free_guidance"
 __all__: list[str] = []
 
 
+#: this lesson's tolerances: its answers are exact arithmetic on float64 inputs
+TOL = {"rtol": 1e-6, "atol": 1e-9, "equal_nan": True}
+
+
 def _gen(seed: int, salt: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 7919 + salt)
-
-
-def _array(x: Any) -> np.ndarray | None:
-    """``x`` as float64 numpy, or None if it cannot be read as numbers."""
-    if x is None or isinstance(x, (dict, str)):
-        return None
-    try:
-        return np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-
-
-def _close(a: Any, b: Any, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
-    a, b = _array(a), _array(b)
-    if a is None or b is None or a.shape != b.shape:
-        return False
-    return bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
-
-
-def _diagnose(got: Any, candidates: dict[str, Any]) -> str:
-    """The message of the first known mistake whose output matches ``got``, else ''."""
-    for message, value in candidates.items():
-        if value is not None and _close(got, value):
-            return message
-    return ""
 
 
 def _first_wrong(got: np.ndarray, exp: np.ndarray) -> str:
@@ -176,7 +156,7 @@ def _combine_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             ),
             SubCheck("values", False, 2, ""),
         ]
-    arr = _array(got.get("out"))
+    arr = as_float_array(got.get("out"))
     if arr is None:
         return [
             SubCheck("shape", False, 1, f"return a tensor, got {type(got.get('out')).__name__}{where}"),
@@ -193,10 +173,10 @@ def _combine_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     ]
     if not shape_ok:
         return checks + [SubCheck("values", False, 2, "")]
-    ok = _close(arr, exp)
+    ok = allclose(arr, exp, **TOL)
     msg = ""
     if not ok:
-        diag = _diagnose(arr, _combine_mistakes(case))
+        diag = diagnose(arr, _combine_mistakes(case), **TOL)
         msg = f"values differ{where}: " + (diag or _first_wrong(arr, exp))
     return checks + [SubCheck("values", ok, 2, msg)]
 
@@ -364,16 +344,16 @@ def _simulator_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     n = len(case.args[3])
     for key in ("cosine", "norm"):
         exp = np.asarray(expected[key], dtype=np.float64)
-        arr = _array(got.get(key))
+        arr = as_float_array(got.get(key))
         if arr is None or arr.shape != exp.shape:
             shown = "nothing" if arr is None else f"shape {tuple(arr.shape)}"
             msg = f"{key}: expected a list of {n} numbers, one per scale, got {shown}{where}" if key in got else ""
             checks.append(SubCheck(key, False, 2, msg))
             continue
-        ok = _close(arr, exp)
+        ok = allclose(arr, exp, **TOL)
         msg = ""
         if not ok:
-            diag = _diagnose(arr, {m: v for m, v in mistakes[key].items()})
+            diag = diagnose(arr, {m: v for m, v in mistakes[key].items()}, **TOL)
             msg = f"{key} differs{where}: " + (diag or _first_wrong(arr, exp))
         checks.append(SubCheck(key, ok, 2, msg))
     exp_first = expected["first_over_3x"]
@@ -527,7 +507,7 @@ def _spread_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     mistakes = _spread_mistakes(case)
     checks = []
     exp = np.asarray(expected["per_class"], dtype=np.float64)
-    arr = _array(got.get("per_class"))
+    arr = as_float_array(got.get("per_class"))
     if arr is None or arr.shape != exp.shape:
         shown = (
             "nothing" if "per_class" not in got else (f"shape {tuple(arr.shape)}" if arr is not None else "no numbers")
@@ -538,24 +518,24 @@ def _spread_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         checks.append(SubCheck("per_class", False, 2, ""))
     else:
         checks.append(SubCheck("per_class shape", True, 1))
-        ok = _close(arr, exp)
+        ok = allclose(arr, exp, **TOL)
         msg = ""
         if not ok:
-            diag = _diagnose(arr, mistakes["per_class"])
+            diag = diagnose(arr, mistakes["per_class"], **TOL)
             if not diag and np.isnan(exp).any() and not np.isnan(arr).any():
                 diag = "a class with fewer than 2 samples has no pairs: its spread is NaN (float('nan'))"
             msg = f"per_class differs{where}: " + (diag or _first_wrong(arr, exp))
         checks.append(SubCheck("per_class", ok, 2, msg))
     exp_mean = float(np.asarray(expected["mean"], dtype=np.float64))
-    m = _array(got.get("mean"))
-    ok = m is not None and m.size == 1 and _close(m.reshape(()), exp_mean)
+    m = as_float_array(got.get("mean"))
+    ok = m is not None and m.size == 1 and allclose(m.reshape(()), exp_mean, **TOL)
     msg = ""
     if not ok:
         if m is None or m.size != 1:
             msg = f"mean: expected one number{where}"
         else:
             value = float(m.reshape(-1)[0])
-            diag = _diagnose(value, mistakes["mean"])
+            diag = diagnose(value, mistakes["mean"], **TOL)
             msg = f"mean: expected {exp_mean:.6g}, got {value:.6g}{where}" + (f": {diag}" if diag else "")
     checks.append(SubCheck("mean", ok, 1, msg))
     return checks

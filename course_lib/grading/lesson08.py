@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from course_lib.grading.checks import diagnose
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 from course_lib.schedules import NoiseSchedule
 
@@ -28,22 +29,6 @@ __all__: list[str] = []
 
 def _gen(seed: int, salt: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1009 + salt)
-
-
-def _close(a: Any, b: Any, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
-    try:
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=False))
-
-
-def _diagnose(got: Any, candidates: dict[str, Any], **tol) -> str:
-    """The message of the first known mistake whose output matches ``got``, else ''."""
-    for message, value in candidates.items():
-        if _close(got, value, **tol):
-            return message
-    return ""
 
 
 # =============================================================================================
@@ -133,7 +118,7 @@ def _ddim_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     checks = compare(got, expected, rtol=1e-4, atol=1e-6, label=case.label)
     values = next((c for c in checks if c.name == "values"), None)
     if values is not None and not values.passed and values.message:
-        diag = _diagnose(got, {k: v.numpy() for k, v in _ddim_mistakes(case).items()})
+        diag = diagnose(got, {k: v.numpy() for k, v in _ddim_mistakes(case).items()})
         if diag:
             values.message = f"wrong values ({case.label}): {diag}"
     return checks
@@ -249,7 +234,7 @@ def _spacing_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     checks = compare(got["timesteps"], expected["timesteps"], rtol=0, atol=0, label=case.label)
     values = next((c for c in checks if c.name == "values"), None)
     if values is not None and not values.passed and values.message:
-        diag = _diagnose(got["timesteps"], _spacing_mistakes(case), rtol=0, atol=0)
+        diag = diagnose(got["timesteps"], _spacing_mistakes(case), rtol=0, atol=0)
         if diag:
             values.message = f"wrong timesteps{where}: {diag}"
     ok = bool(got.get("int64_tensor"))
@@ -446,7 +431,7 @@ def _curve_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         c.name = f"errors: {c.name}"
     values = next((c for c in checks if c.name == "errors: values"), None)
     if values is not None and not values.passed and values.message:
-        diag = _diagnose(got["errors"], _curve_mistakes(case), rtol=1e-4, atol=1e-9)
+        diag = diagnose(got["errors"], _curve_mistakes(case), rtol=1e-4, atol=1e-9)
         if diag:
             values.message = f"wrong errors{where}: {diag}"
     knee, exp_knee = got["knee"], int(expected["knee"])

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from course_lib.grading.checks import as_float_array, call_on_copies, diagnose, with_diagnosis
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 
 LESSON = "09_small_stable_diffusion"
@@ -45,54 +46,6 @@ def _randint(g: torch.Generator, lo: int, hi: int) -> int:
 
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand(1, generator=g, dtype=torch.float64))
-
-
-def _as_array(x: Any) -> np.ndarray | None:
-    """``x`` as a float64 array, or None when it is not numbers (a dict, a string, None …)."""
-    if x is None or isinstance(x, (dict, str)):
-        return None
-    try:
-        return np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-
-
-def _close(a: Any, b: Any, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
-    a, b = _as_array(a), _as_array(b)
-    if a is None or b is None or a.shape != b.shape:
-        return False
-    return bool(np.allclose(a, b, rtol=rtol, atol=atol))
-
-
-def _diagnose(got: Any, expected: Any, candidates: dict[str, Any], rtol: float = 1e-6, atol: float = 1e-9) -> str:
-    """The message of the first known slip whose output matches ``got`` (and differs from the
-    right answer on this case, so that a case cannot blame a slip it does not show), else ''."""
-    for message, value in candidates.items():
-        if value is None or _close(value, expected, rtol, atol):
-            continue
-        if _close(got, value, rtol, atol):
-            return message
-    return ""
-
-
-def _with_diagnosis(checks: list[SubCheck], diagnosis: str) -> list[SubCheck]:
-    """Add ``diagnosis`` to the first failed check (its message may be empty)."""
-    if not diagnosis:
-        return checks
-    for c in checks:
-        if not c.passed:
-            c.message = f"{c.message} — {diagnosis}" if c.message else diagnosis
-            break
-    return checks
-
-
-def _copies(args: tuple) -> tuple:
-    """Fresh copies of the tensor arguments, so an answer that works in place changes nothing else."""
-    return tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
-
-
-def _call_on_copies(answer: Any, case: Case) -> Any:
-    return answer(*_copies(case.args), **case.kwargs)
 
 
 # =============================================================================================
@@ -173,15 +126,15 @@ def _img2img_judge(case: Case, got, expected) -> list[SubCheck]:
     checks = compare(got, expected, label=case.label)
     if all(c.passed for c in checks):
         return checks
-    arr = _as_array(got)
+    arr = as_float_array(got)
     diagnosis = ""
     if arr is not None and arr.shape == (2,):
-        diagnosis = _diagnose(arr, expected, _img2img_mistakes(case), rtol=0.0, atol=0.0)
+        diagnosis = diagnose(arr, _img2img_mistakes(case), expected=expected, rtol=0.0, atol=0.0)
         if not diagnosis and float(arr.sum()) != case.args[0]:
             diagnosis = f"t_start + number of steps must add up to steps = {case.args[0]}"
     elif arr is None or arr.ndim != 1:
         diagnosis = "return a pair (t_start, number of steps) of ints"
-    return _with_diagnosis(checks, diagnosis)
+    return with_diagnosis(checks, diagnosis, name=None)
 
 
 register(
@@ -324,13 +277,13 @@ def _inpaint_judge(case: Case, got, expected) -> list[SubCheck]:
     checks = compare(got, expected, rtol=1e-5, atol=1e-6, label=case.label)
     if all(c.passed for c in checks):
         return checks
-    diagnosis = _diagnose(got, expected, _inpaint_mistakes(case), rtol=1e-5, atol=1e-6)
-    arr = _as_array(got)
+    diagnosis = diagnose(got, _inpaint_mistakes(case), expected=expected, rtol=1e-5, atol=1e-6)
+    arr = as_float_array(got)
     if not diagnosis and arr is not None and arr.shape == tuple(case.args[2].shape):
         diagnosis = "you returned something of the mask's shape: return the blended latent, N×C×h×w"
     elif not diagnosis and arr is not None and arr.shape != tuple(np.shape(expected)):
         diagnosis = "return the blended latent, of the latents' shape N×C×h×w"
-    return _with_diagnosis(checks, diagnosis)
+    return with_diagnosis(checks, diagnosis, name=None)
 
 
 register(
@@ -341,7 +294,7 @@ register(
         title="write inpaint_blend",
         reference=_inpaint_blend,
         cases=_inpaint_cases,
-        probe=_call_on_copies,
+        probe=call_on_copies,
         judge=_inpaint_judge,
         points=3,
         hint="Bring the pixel mask to the latent grid so that any masked pixel marks its whole cell, then take "
@@ -467,7 +420,7 @@ def _cost_mistakes(case: Case, key: str) -> dict[str, Any]:
 def _cost_number(x: Any) -> float | None:
     if isinstance(x, bool):
         return None
-    a = _as_array(x)
+    a = as_float_array(x)
     if a is None or a.size != 1:
         return None
     return float(a.reshape(-1)[0])
@@ -489,7 +442,7 @@ def _cost_judge(case: Case, got, expected) -> list[SubCheck]:
             continue
         value = got[key]
         if key == "latent_shape":
-            arr = _as_array(value)
+            arr = as_float_array(value)
             ok = arr is not None and arr.shape == (3,) and bool(np.array_equal(arr, np.asarray(exp, dtype=np.float64)))
             shown = arr.astype(np.int64).tolist() if arr is not None and np.all(np.isfinite(arr)) else value
         else:
@@ -499,10 +452,10 @@ def _cost_judge(case: Case, got, expected) -> list[SubCheck]:
         msg = ""
         if not ok:
             msg = f"{key}: expected {exp}, got {shown}{where}"
-            diagnosis = _diagnose(
-                _as_array(value) if key == "latent_shape" else _cost_number(value),
-                exp,
+            diagnosis = diagnose(
+                as_float_array(value) if key == "latent_shape" else _cost_number(value),
                 _cost_mistakes(case, key),
+                expected=exp,
                 rtol=0.0,
                 atol=0.0,
             )

@@ -1,0 +1,78 @@
+"""Small helpers the lesson modules share when they judge an answer.
+
+A judge compares the learner's output with the reference (``exercise.compare``) and, when the
+values are wrong, looks for the *known mistake* that explains them: each lesson lists the
+outputs of its typical slips (a forgotten square root, the wrong sign, an off-by-one step), and
+:func:`diagnose` names the one the answer matches. :func:`with_diagnosis` adds that name to
+the failed sub-check's message, so the learner reads "wrong values (case 2): you used σ²
+where σ belongs" instead of a bare number.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .exercise import Case, SubCheck
+
+
+def as_float_array(x: Any) -> np.ndarray | None:
+    """``x`` as a float64 array, or None when it is not numbers (None, a dict, a string …)."""
+    if x is None or isinstance(x, (dict, str)):
+        return None
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+
+
+def allclose(a: Any, b: Any, rtol: float = 1e-4, atol: float = 1e-6, equal_nan: bool = False) -> bool:
+    """True when both read as numbers of the same shape and agree within the tolerances."""
+    a, b = as_float_array(a), as_float_array(b)
+    if a is None or b is None or a.shape != b.shape:
+        return False
+    return bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan))
+
+
+def diagnose(got: Any, candidates: dict[str, Any], expected: Any = None, rtol: float = 1e-4, atol: float = 1e-6,
+             equal_nan: bool = False) -> str:
+    """The message of the first known mistake whose output ``got`` matches, else ''.
+
+    ``candidates``: message → what that mistake outputs on this case (None: it cannot be
+    computed here, skipped). With ``expected``, a mistake whose output equals the right answer
+    on this case is skipped too, so that a case never blames a slip it cannot show.
+    """
+    for message, value in candidates.items():
+        if value is None:
+            continue
+        if expected is not None and allclose(value, expected, rtol, atol, equal_nan):
+            continue
+        if allclose(got, value, rtol, atol, equal_nan):
+            return message
+    return ""
+
+
+def with_diagnosis(checks: list[SubCheck], diagnosis: str, name: str | None = "values") -> list[SubCheck]:
+    """Add ``diagnosis`` to the failed sub-check called ``name`` (None: to the first failed
+    sub-check, whatever its name); its message may be empty when an earlier check, the shape
+    say, already failed. Returns ``checks``."""
+    if not diagnosis:
+        return checks
+    for c in checks:
+        if not c.passed and (name is None or c.name == name):
+            c.message = f"{c.message} — {diagnosis}" if c.message else diagnosis
+            if name is None:
+                break
+    return checks
+
+
+def copies(args: tuple) -> tuple:
+    """Fresh copies of the tensor arguments, so an answer that works in place changes nothing else."""
+    return tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def call_on_copies(answer: Any, case: Case) -> Any:
+    """``answer(*case.args, **case.kwargs)`` on copies of the tensor arguments."""
+    return answer(*copies(case.args), **case.kwargs)
