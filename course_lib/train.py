@@ -46,6 +46,7 @@ from torch import nn
 
 from .device import autocast, compile_model, pick_device, seed_everything
 from .distributed import is_main_process, rank_and_world
+from .flow import flow_matching_loss
 from .guidance import drop_condition
 from .nn.unet import ARCHITECTURE, UNet, UNetConfig
 from .nn.vae import VAE, VAE_ARCHITECTURE, VAEConfig, VAEOutput, kl_divergence, latent_scaling_factor
@@ -172,6 +173,7 @@ def train_diffusion(
     channels_last: bool = False,
     compile: bool | str = False,
     fused: bool | None = None,
+    objective: str = "eps",
 ) -> TrainResult:
     """Train ``model`` to predict noise on ``images`` (N×C×H×W in [-1, 1]).
 
@@ -199,8 +201,18 @@ def train_diffusion(
     first step the run warns and goes on uncompiled; ``fused`` the fused AdamW kernel (None: on
     CUDA). ``TrainResult.steady_images_per_second`` leaves out the first steps, where kernels
     are chosen and the model is compiled.
+
+    ``objective``: "eps" (predict the noise, lessons 04–09) or "flow" (predict the velocity
+    ε − x_0 along straight paths, lesson 10: ``flow.flow_matching_loss``; ``schedule`` is then
+    unused and may be None).
     """
     config = config or TrainConfig()
+    if objective not in ("eps", "flow"):
+        raise ValueError(f"objective must be 'eps' or 'flow', got {objective!r}")
+    if objective == "flow" and rank_and_world()[1] > 1:
+        raise ValueError("objective='flow' trains in one process: data-parallel flow training is not wired up")
+    if objective == "eps" and not isinstance(schedule, NoiseSchedule):
+        raise ValueError(f"the eps objective needs a NoiseSchedule, got {type(schedule).__name__}")
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError("images must be a tensor N×C×H×W")
     if labels is not None and len(labels) != len(images):
@@ -277,18 +289,24 @@ def train_diffusion(
                 yb = torch.where(drop, torch.full_like(yb, null_label), yb)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, config)
+        def batch_loss(net, idx=idx, yb=yb, context=context):  # this step's batch
+            if objective == "flow":
+                x0 = data[idx] if memory_format is None else data[idx].contiguous(memory_format=memory_format)
+                return flow_matching_loss(net, x0, yb, gen, context, amp=amp)
+            return diffusion_loss(net, schedule, data[idx], yb, gen, context, rows, amp, memory_format)
+
         if net is not eager and step == 0:
             try:
                 state = gen.get_state()
-                loss = diffusion_loss(net, schedule, data[idx], yb, gen, context, rows, amp, memory_format)
+                loss = batch_loss(net)
             except Exception as e:  # the compiler failed on this model/platform: go on without it
                 warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                               "training on uncompiled", RuntimeWarning, stacklevel=2)
                 net = eager
                 gen.set_state(state)
-                loss = diffusion_loss(net, schedule, data[idx], yb, gen, context, rows, amp, memory_format)
+                loss = batch_loss(net)
         else:
-            loss = diffusion_loss(net, schedule, data[idx], yb, gen, context, rows, amp, memory_format)
+            loss = batch_loss(net)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
