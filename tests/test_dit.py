@@ -1,0 +1,114 @@
+"""The transformer denoiser (DiT, lesson 10): patches, adaLN-Zero, and the drop-in contract with
+the course's training and sampling code."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_lib.flow import flow_sample
+from course_lib.nn.dit import DiT, DiTConfig, flops_per_image, patchify, unpatchify
+from course_lib.samplers import sample
+from course_lib.schedules import NoiseSchedule
+from course_lib.train import TrainConfig, train_diffusion
+
+SMALL = DiTConfig(image_size=16, patch_size=4, width=32, depth=2, heads=2)
+
+
+def test_patchify_is_undone_by_unpatchify_and_cuts_real_patches():
+    x = torch.randn(2, 3, 8, 12)
+    tokens = patchify(x, 4)
+    assert tokens.shape == (2, 6, 48)
+    torch.testing.assert_close(unpatchify(tokens, 4, 3, 8, 12), x)
+    # token 1 is the top row's second patch: columns 4..7 of rows 0..3, flattened (row, col, channel)
+    torch.testing.assert_close(tokens[0, 1], x[0, :, 0:4, 4:8].permute(1, 2, 0).reshape(-1))
+
+
+def test_an_untrained_dit_predicts_zero_and_every_block_starts_as_the_identity():
+    torch.manual_seed(0)
+    model = DiT(SMALL)
+    x, t = torch.randn(3, 1, 16, 16), torch.tensor([0, 500, 999])
+    assert torch.equal(model(x, t), torch.zeros_like(x))
+    h, c = torch.randn(3, SMALL.tokens, 32), torch.randn(3, 32)
+    assert torch.equal(model.blocks[0](h, c), h)
+
+
+def _perturbed(config, seed=1):
+    torch.manual_seed(seed)
+    model = DiT(config)
+    with torch.no_grad():  # leave the zero start so that t and labels can show in the output
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+def test_attention_equals_the_naive_softmax_formula():
+    block = _perturbed(SMALL).blocks[0]
+    h = torch.randn(2, SMALL.tokens, 32)
+    q, k, v = block.qkv(h).reshape(2, SMALL.tokens, 3, 2, 16).permute(2, 0, 3, 1, 4)
+    naive = F.softmax(q @ k.transpose(-1, -2) / 16**0.5, dim=-1) @ v
+    expected = block.proj(naive.transpose(1, 2).reshape(2, SMALL.tokens, 32))
+    torch.testing.assert_close(block.attention(h), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_time_and_labels_change_the_prediction():
+    cfg = DiTConfig(**{**SMALL.to_dict(), "num_classes": 10})
+    model = _perturbed(cfg)
+    x = torch.randn(2, 1, 16, 16)
+    t = torch.tensor([100, 100])
+    base = model(x, t, torch.tensor([3, 3]))
+    assert not torch.allclose(base, model(x, torch.tensor([900, 900]), torch.tensor([3, 3])))
+    assert not torch.allclose(base, model(x, t, torch.tensor([4, 4])))
+    torch.testing.assert_close(model(x, t), model(x, t, torch.tensor([10, 10])))  # no label = the null label
+
+
+def test_flops_formula_matches_torchs_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = _perturbed(SMALL)
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, 1, 16, 16), torch.tensor([10]))
+    counted = counter.get_total_flops()
+    # torch's counter sees the fused attention kernel on some backends and not on others (the CPU)
+    assert counted in (flops_per_image(SMALL), flops_per_image(SMALL, attention=False))
+    assert flops_per_image(SMALL) - flops_per_image(SMALL, attention=False) == 2 * 2 * (2 * 16 * 16 * 32)
+
+
+def test_bad_configs_and_inputs_are_refused():
+    with pytest.raises(ValueError, match="divisible by patch_size"):
+        DiTConfig(image_size=30, patch_size=4)
+    with pytest.raises(ValueError, match="split into 3 heads"):
+        DiTConfig(width=32, heads=3)
+    model = DiT(SMALL)
+    with pytest.raises(ValueError, match="x must be N×1×16×16"):
+        model(torch.randn(2, 1, 32, 32), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="takes no labels"):
+        model(torch.randn(2, 1, 16, 16), torch.tensor([1, 2]), torch.tensor([0, 1]))
+
+
+def _squares(n=256):
+    g = torch.Generator().manual_seed(6)
+    x = -torch.ones(n, 1, 16, 16)
+    for i, (r, c) in enumerate(torch.randint(0, 12, (n, 2), generator=g).tolist()):
+        x[i, :, r : r + 4, c : c + 4] = 1.0
+    return x
+
+
+def test_dit_drops_into_the_ddpm_training_and_sampling_code():
+    torch.manual_seed(0)
+    config = TrainConfig(steps=100, batch_size=32, lr=1e-3, warmup_steps=10, ema_decay=0.9)
+    schedule = NoiseSchedule.cosine(100)
+    result = train_diffusion(DiT(SMALL), schedule, _squares(), config, device="cpu", progress=False)
+    first, last = sum(result.losses[:10]) / 10, sum(result.losses[-10:]) / 10
+    assert last < 0.7 * first, (first, last)
+    images = sample(result.model, schedule, 4, sampler="ddim", steps=10, progress=False)
+    assert images.shape == (4, 1, 16, 16) and images.abs().max() <= 1
+
+
+def test_dit_drops_into_flow_matching():
+    torch.manual_seed(0)
+    config = TrainConfig(steps=60, batch_size=32, lr=1e-3, warmup_steps=10, ema_decay=0.9)
+    result = train_diffusion(DiT(SMALL), None, _squares(), config, device="cpu", progress=False, objective="flow")
+    assert result.losses[-1] < result.losses[0]
+    assert flow_sample(result.model, 3, steps=5).shape == (3, 1, 16, 16)
