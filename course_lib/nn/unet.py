@@ -248,36 +248,60 @@ class UNet(nn.Module):
         return context, context_mask
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
-                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+                control: tuple[list[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """``control``: (one residual per skip, one for the middle), added to the encoder's outputs
+        before the decoder reads them: how a ControlNet (``nn.controlnet``) steers a frozen U-Net."""
         t, labels, context, mask = self.check_inputs(x, t, labels, context, context_mask)
-        emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]).to(x.dtype))
+        h, skips, emb = self.encode(x, t, labels, context, mask)
+        if control is not None:
+            residuals, mid = control
+            if len(residuals) != len(skips):
+                raise ValueError(f"control must hold {len(skips)} skip residuals, got {len(residuals)}")
+            skips = [s + r for s, r in zip(skips, residuals)]
+            h = h + mid
+        return self.decode(h, skips, emb, context, mask)
+
+    def embed_time(self, t: torch.Tensor, labels: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """The vector every ResBlock reads: MLP(sinusoidal(t)) [+ E(label), "no class" when None]."""
+        emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]).to(dtype))
         if self.class_emb is not None:
             if labels is None:  # unconditional call: the "no class" token
                 labels = torch.full(t.shape, self.config.num_classes, dtype=torch.long, device=t.device)
             emb = emb + self.class_emb(labels)
+        return emb
 
-        def block(level, j, h):  # ResBlock j of a level, its self-attention, its cross-attention
-            h = level["attn"][j](level["res"][j](h, emb))
-            return level["xattn"][j](h, context, mask) if "xattn" in level else h
+    def _block(self, level, j, h, emb, context, mask):
+        """ResBlock j of a level, then its self-attention, then its cross-attention."""
+        h = level["attn"][j](level["res"][j](h, emb))
+        return level["xattn"][j](h, context, mask) if "xattn" in level else h
 
+    def encode(self, x, t, labels=None, context=None, mask=None, hint: torch.Tensor | None = None):
+        """The encoder and the middle, on checked inputs: (h, skips, emb).
+
+        ``hint``: features added after ``conv_in`` (a ControlNet's encoded condition)."""
+        emb = self.embed_time(t, labels, x.dtype)
         h = self.conv_in(x)
+        if hint is not None:
+            h = h + hint
         skips = []
         for level in self.down:
             for j in range(len(level["res"])):
-                h = block(level, j, h)
+                h = self._block(level, j, h, emb, context, mask)
                 skips.append(h)
             h = level["down"](h)
-
         h = self.mid_attn(self.mid_res1(h, emb))
         if self.mid_xattn is not None:
             h = self.mid_xattn(h, context, mask)
-        h = self.mid_res2(h, emb)
+        return self.mid_res2(h, emb), skips, emb
 
+    def decode(self, h, skips, emb, context=None, mask=None) -> torch.Tensor:
+        """The decoder: each level's ResBlocks take [h, skip] (the skips used last-in, first-out)."""
+        skips = list(skips)
         for level in self.up:
             for j in range(len(level["res"])):
-                h = block(level, j, torch.cat([h, skips.pop()], dim=1))
+                h = self._block(level, j, torch.cat([h, skips.pop()], dim=1), emb, context, mask)
             h = level["up"](h)
-
         return self.conv_out(F.silu(self.norm_out(h)))
 
     # ------------------------------------------------------------- inspection
