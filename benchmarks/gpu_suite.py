@@ -149,7 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--text-seconds", type=float, default=150.0, help="training budget of the pixel text model")
     ap.add_argument("--vae-seconds", type=float, default=60.0)
     ap.add_argument("--latent-seconds", type=float, default=75.0)
-    ap.add_argument("--stages", nargs="+", default=["speed", "vae", "text", "samplers", "latent", "compile"])
+    ap.add_argument("--arch-seconds", type=float, default=60.0, help="training budget of each lesson-10 model")
+    ap.add_argument("--stages", nargs="+", default=["speed", "vae", "text", "samplers", "latent", "arch", "compile"])
     args = ap.parse_args(argv)
 
     if args.write_prompts:
@@ -635,13 +636,21 @@ def main(argv=None) -> int:
     # ------------------------------------------------------------------ 6. torch.compile row
     def compiled():
         unet_cfg, schedule, tc = state["ablation_setup"]
-        for label, mode in (("+ torch.compile", True),):
+        rows = [
+            ("+ torch.compile", True, tc.batch_size),
+            ("+ CUDA graphs (compile mode reduce-overhead)", "reduce-overhead", tc.batch_size),
+            ("the same at batch 512", "reduce-overhead", 512),
+        ]
+        for label, mode, batch in rows:
+            if suite.left() < 60:
+                suite.log(f"  skip {label}: out of time")
+                break
             t1 = time.perf_counter()
             r = train_diffusion(
                 UNet(unet_cfg),
                 schedule,
                 data.images,
-                replace(tc, steps=tc.steps + 100),
+                replace(tc, steps=tc.steps + 100, batch_size=batch),
                 device=device,
                 progress=False,
                 channels_last=True,
@@ -657,7 +666,80 @@ def main(argv=None) -> int:
                 f"| {label} (compile + run {row['compile_and_run_s']:.0f} s) | {row['images_per_s']:.0f} | |"
             )
 
+    # ------------------------------------------------------------------ 7. lesson 10: DiT and flow matching
+    def arch():
+        """U-Net (ε), DiT (ε) and U-Net (flow matching), each trained for the same wall-clock budget on the
+        unconditional task; FD of 1000 samples at 10 / 20 / 50 steps (DDIM η = 0 for ε, Euler for flow)."""
+        from course_lib.flow import flow_sample
+        from course_lib.nn.dit import DiT, DiTConfig
+
+        unet_cfg, schedule, tc = ddpm_recipe(quick=smoke)
+        dit_cfg = (
+            DiTConfig(patch_size=2, width=384, depth=6, heads=6) if not smoke else DiTConfig(width=32, depth=2, heads=2)
+        )
+        seconds = args.arch_seconds if not smoke else 5
+        models = {
+            "U-Net, ε": (lambda: UNet(unet_cfg), "eps"),
+            "DiT, ε": (lambda: DiT(dit_cfg), "eps"),
+            "U-Net, flow matching": (lambda: UNet(unet_cfg), "flow"),
+        }
+        out = []
+        for name, (make, objective) in models.items():
+            for _ in range(2):  # probe twice (the first pays for kernel selection)
+                probe = train_diffusion(
+                    make(),
+                    schedule,
+                    data.images,
+                    replace(tc, steps=40, warmup_steps=10),
+                    device=device,
+                    progress=False,
+                    objective=objective,
+                )
+            steps = steps_for(seconds, probe.steady_images_per_second, tc.batch_size, 50, 100_000)
+            cfg = replace(
+                tc,
+                steps=steps,
+                warmup_steps=min(tc.warmup_steps, steps // 10),
+                ema_decay=tc.ema_decay if steps >= 8000 else 0.999,
+            )
+            res = train_diffusion(
+                make(), schedule, data.images, cfg, device=device, progress=False, objective=objective
+            )
+            model = res.model.to(device).eval()
+            row = {
+                "model": name,
+                "params": sum(q.numel() for q in model.parameters()),
+                "steps": steps,
+                "seconds": res.seconds,
+                "images_per_s": res.steady_images_per_second,
+                "fd": {},
+            }
+            for k in (10, 20, 50):
+                if objective == "flow":
+                    images = flow_sample(model, n_eval, steps=k)
+                else:
+                    images = sample(model, schedule, n_eval, sampler="ddim", steps=k, progress=False, batch_size=1000)
+                row["fd"][k] = judge.evaluate(images).fd
+            suite.log(f"  {name}: {row['images_per_s']:.0f} images/s, FD {row['fd']}")
+            out.append(row)
+            suite.results["arch"] = out
+            suite.write()
+        suite.md += [
+            "",
+            f"### Lesson 10: U-Net vs DiT vs flow matching, {seconds:.0f} s of training each, "
+            f"{n_eval} unconditional samples",
+            "",
+            f"| model | parameters | steps × {tc.batch_size} | images/s | FD at 10 / 20 / 50 steps |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in out:
+            fds = " / ".join(f"{r['fd'][k]:.1f}" for k in (10, 20, 50))
+            suite.md.append(
+                f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r['steps']} | {r['images_per_s']:.0f} | {fds} |"
+            )
+
     stage_fns = {
+        "arch": (arch, 60),
         "speed": (speed, 20),
         "vae": (vae, 30),
         "text": (text, 60),
