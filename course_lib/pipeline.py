@@ -101,7 +101,7 @@ class LatentDiffusionPipeline:
         self.unet = unet.eval()
         self.schedule = schedule
         self._text_encoder = None if isinstance(text_encoder, str) else text_encoder
-        self.text_encoder_name = text_encoder if isinstance(text_encoder, str) else getattr(text_encoder, "name", None)
+        self.text_encoder_name = text_encoder if isinstance(text_encoder, str) else _encoder_name(text_encoder)
         self.defaults = _check_defaults({**DEFAULTS, **(defaults or {})}, schedule)
         self.training: dict = {}  # filled by train_latent_text_model: losses, seconds, from_cache
 
@@ -413,6 +413,20 @@ class LatentDiffusionPipeline:
 
 
 # ---------------------------------------------------------------------- helpers
+def _encoder_name(encoder) -> str | None:
+    """What ``text.load_text_encoder`` needs to load ``encoder`` again: "bundled" for the course's own
+    encoder (no machine path in a saved pipeline), else its folder or hub id (``source``), not the
+    short ``name`` slug, which names a folder only on the machine that made it."""
+    from .text import BUNDLED, _is_bundled
+
+    if encoder is None:
+        return None
+    source = getattr(encoder, "source", None)
+    if getattr(encoder, "name", None) == BUNDLED or (isinstance(source, str) and _is_bundled(Path(source))):
+        return BUNDLED
+    return source if isinstance(source, str) and source != "table" else getattr(encoder, "name", None)
+
+
 def _noised(schedule: NoiseSchedule, z0: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
     """q(z_t | z_0) with given noise at one int step t for the whole batch."""
     return q_sample(schedule, z0, torch.full((len(z0),), t, dtype=torch.long, device=z0.device), noise)

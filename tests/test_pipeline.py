@@ -162,3 +162,22 @@ def test_encode_dataset_and_recipe(pipe, images):
         unet, schedule, train, defaults = pipeline_recipe(quick)
         assert (unet.in_channels, unet.image_size, unet.context_dim) == (4, 8, 384)
         assert schedule.num_steps == 1000 and train.class_dropout > 0 and defaults["sampler"] == "ddim"
+
+
+def test_a_pipeline_remembers_how_to_reload_its_text_encoder(tmp_path):
+    """A TextEncoder's short ``name`` is not loadable elsewhere: the saved name is "bundled" for the
+    course's encoder and the folder (``source``) for any other; a PromptTable of the bundled encoder
+    counts as the bundled encoder."""
+    import shutil
+
+    from course_lib.pipeline import _encoder_name
+    from course_lib.text import BUNDLED, PromptTable, bundled_path, load_text_encoder
+
+    bundled = load_text_encoder(device="cpu")
+    assert _encoder_name(bundled) == BUNDLED
+    assert _encoder_name(PromptTable.build(["a bag"], bundled)) == BUNDLED
+    folder = tmp_path / "mini"
+    shutil.copytree(bundled_path(), folder)
+    other = load_text_encoder(str(folder), device="cpu")
+    assert other.name == "mini" and _encoder_name(other) == str(folder.resolve())
+    assert load_text_encoder(_encoder_name(other), device="cpu").source == other.source
