@@ -23,3 +23,17 @@ def assert_wrong(ex_id, answer, message, partial=None, seeds=SEEDS):
             assert result.status == partial, result.feedback()
             if partial == "partial":
                 assert 0 < result.points < ex.points
+
+
+def assert_known_wrong(exercise_id, answer, message, status, seed):
+    """One known-wrong answer on one seed: exactly ``status`` ("partial" keeps some points), fewer
+    points than the exercise's, and both ``message`` and the exercise's hint in the feedback."""
+    ex = get_exercise(exercise_id)
+    result = grade_answer(ex, answer, seed)
+    feedback = result.feedback()
+    assert result.status == status, feedback
+    assert result.points < ex.points
+    if status == "partial":
+        assert result.points > 0
+    assert message in feedback, feedback
+    assert ex.hint in feedback
