@@ -34,8 +34,8 @@ EXERCISES = all_exercises()
 EXERCISE_IDS = [e.id for e in EXERCISES]
 SEEDS = [0, 1, 7, 2024, 12345, 2**31 - 1]
 NOTEBOOK_SEEDS = [0, 1, 77, 99, 12345]
-#: BEGIN/END SOLUTION blocks in an exercise cell: one, except where listed (03.2: __init__ and forward)
-SOLUTION_BLOCKS = {"03.2": 2}
+#: BEGIN/END SOLUTION blocks in an exercise cell: one, except where listed (03.2, 10.5: __init__ and forward)
+SOLUTION_BLOCKS = {"03.2": 2, "10.5": 2}
 
 exercise_ids = pytest.mark.parametrize("exercise_id", EXERCISE_IDS)
 lessons = pytest.mark.parametrize("lesson", LESSONS)
