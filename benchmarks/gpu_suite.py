@@ -150,7 +150,12 @@ def main(argv=None) -> int:
     ap.add_argument("--vae-seconds", type=float, default=60.0)
     ap.add_argument("--latent-seconds", type=float, default=75.0)
     ap.add_argument("--arch-seconds", type=float, default=60.0, help="training budget of each lesson-10 model")
-    ap.add_argument("--stages", nargs="+", default=["speed", "vae", "text", "samplers", "latent", "arch", "compile"])
+    ap.add_argument(
+        "--stages",
+        nargs="+",
+        default=["speed", "vae", "text", "samplers", "latent", "arch", "controlnet", "compile"],
+        help="controlnet runs inside arch, on its U-Net",
+    )
     args = ap.parse_args(argv)
 
     if args.write_prompts:
@@ -666,7 +671,58 @@ def main(argv=None) -> int:
                 f"| {label} (compile + run {row['compile_and_run_s']:.0f} s) | {row['images_per_s']:.0f} | |"
             )
 
-    # ------------------------------------------------------------------ 7. lesson 10: DiT and flow matching
+    # ------------------------------------------------------------------ 7. lesson 10: ControlNet
+    def controlnet_on(base, schedule, seconds):
+        """Train a ControlNet on Sobel edges of the training images for ``seconds`` on top of the frozen
+        ``base``; edge overlap (F1) of samples given test-image edges against unconditioned samples."""
+        from course_lib.nn.controlnet import ControlledUNet, ControlNet, _WithHint, edge_overlap, sobel_edges
+        from course_lib.nn.controlnet import train_controlnet
+
+        t0 = time.perf_counter()
+        base = base.float()
+        for p in base.parameters():
+            p.requires_grad_(False)
+        controlled = ControlledUNet(base, ControlNet(base)).to(device)
+        hints = sobel_edges(data.images.to(device))
+        probe_steps = 5 if smoke else 30
+        t1 = time.perf_counter()
+        train_controlnet(controlled, schedule, data.images, hints, steps=probe_steps, batch_size=128,
+                         device=device, progress=False)
+        sync(device)
+        per_step = (time.perf_counter() - t1) / probe_steps
+        steps = max(10, int(seconds / per_step))
+        t1 = time.perf_counter()
+        train_controlnet(controlled, schedule, data.images, hints, steps=steps, batch_size=128, device=device,
+                         progress=False, seed=1)
+        sync(device)
+        train_s = time.perf_counter() - t1
+        test_edges = sobel_edges(test.images[:n_eval].to(device))
+        shape = (1, base.config.image_size, base.config.image_size)
+        cond = sample(_WithHint(controlled, test_edges), schedule, n_eval, shape=shape, device=device,
+                      sampler="ddim", steps=50, progress=False, seed=0)
+        uncond = sample(base, schedule, n_eval, sampler="ddim", steps=50, progress=False, batch_size=n_eval, seed=0)
+        f_cond = edge_overlap(sobel_edges(cond.to(device)), test_edges).mean().item()
+        f_unc = edge_overlap(sobel_edges(uncond.to(device)), test_edges).mean().item()
+        fd = judge.evaluate(cond).fd
+        row = {"steps": steps, "batch": 128, "train_s": train_s, "edge_f1_controlnet": f_cond,
+               "edge_f1_unconditioned": f_unc, "fd_controlnet": fd,
+               "params": sum(q.numel() for q in controlled.controlnet.parameters()),
+               "stage_s": time.perf_counter() - t0}
+        suite.results["controlnet"] = row
+        suite.log(f"  ControlNet: {steps} steps, edge F1 {f_cond:.3f} vs unconditioned {f_unc:.3f}, FD {fd:.1f}")
+        suite.md += [
+            "",
+            f"### Lesson 10: ControlNet on Sobel edges ({row['params'] / 1e6:.1f}M trainable), {steps} steps of 128 "
+            f"({train_s:.0f} s) on the frozen U-Net below; {n_eval} samples, DDIM 50, edges of test images",
+            "",
+            "| samples | edge F1 with the given edges | FD |",
+            "| --- | --- | --- |",
+            f"| given the edges (ControlNet) | **{f_cond:.3f}** | {fd:.1f} |",
+            f"| unconditioned (the frozen U-Net) | {f_unc:.3f} | |",
+        ]
+        suite.write()
+
+    # ------------------------------------------------------------------ 8. lesson 10: DiT and flow matching
     def arch():
         """U-Net (ε), DiT (ε) and U-Net (flow matching), each trained for the same wall-clock budget on the
         unconditional task; FD of 1000 samples at 10 / 20 / 50 steps (DDIM η = 0 for ε, Euler for flow)."""
@@ -724,6 +780,8 @@ def main(argv=None) -> int:
             out.append(row)
             suite.results["arch"] = out
             suite.write()
+            if name == "U-Net, ε" and "controlnet" in args.stages:
+                controlnet_on(model, schedule, seconds)
         suite.md += [
             "",
             f"### Lesson 10: U-Net vs DiT vs flow matching, {seconds:.0f} s of training each, "
@@ -748,6 +806,8 @@ def main(argv=None) -> int:
         "compile": (compiled, 45),
     }
     for name in args.stages:
+        if name == "controlnet":
+            continue  # part of arch
         fn, need = stage_fns[name]
         if name == "samplers" and "text" not in state:
             continue

@@ -86,7 +86,9 @@ def compile_model(model: torch.nn.Module, mode: bool | str = True) -> torch.nn.M
         warnings.warn("this torch has no torch.compile; running uncompiled", RuntimeWarning, stacklevel=2)
         return model
     try:
-        return torch.compile(model, mode=None if mode is True else mode)
+        # dynamic=False: a new batch size recompiles with static shapes. torch 2.11's inductor failed with
+        # "misaligned address" on the dynamic-batch kernels it made otherwise (benchmarks/gpu_suite.py, H100)
+        return torch.compile(model, mode=None if mode is True else mode, dynamic=False)
     except Exception as e:  # e.g. a Python version the installed torch cannot compile for
         warnings.warn(f"torch.compile is unavailable here ({type(e).__name__}: {e}); running uncompiled",
                       RuntimeWarning, stacklevel=2)
