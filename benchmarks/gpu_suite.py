@@ -136,6 +136,24 @@ def steps_for(seconds: float, images_per_second: float, batch: int, lo: int, hi:
     return int(max(lo, min(hi, seconds * images_per_second / batch)))
 
 
+def train_for_seconds(make, schedule, images, tc, seconds: float, lo: int, hi: int, probe_steps: int = 60, **kw):
+    """``train_diffusion(make(), ...)`` with as many steps as fit in ``seconds`` (clamped to [lo, hi]).
+
+    The throughput comes from two short probes: the first pays for cuDNN's kernel search and would make the
+    budget too short. Runs of under 8000 steps get EMA 0.999 (the recipe's slower decay would average in the
+    untrained start). Returns (TrainResult, the config it trained with, the probe's images/s)."""
+    for _ in range(2):
+        probe = train_diffusion(make(), schedule, images, replace(tc, steps=probe_steps, warmup_steps=10), **kw)
+    steps = steps_for(seconds, probe.steady_images_per_second, tc.batch_size, lo, hi)
+    tc = replace(
+        tc,
+        steps=steps,
+        warmup_steps=min(tc.warmup_steps, steps // 10),
+        ema_decay=tc.ema_decay if steps >= 8000 else 0.999,
+    )
+    return train_diffusion(make(), schedule, images, tc, **kw), tc, probe.steady_images_per_second
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("gpu_suite_out"))
@@ -358,20 +376,12 @@ def main(argv=None) -> int:
         unet_cfg, schedule, tc = conditional_recipe("text", quick=smoke)
         captions = table.encode(dataset_captions(DATASET))
         kw = dict(labels=data.labels, device=device, progress=False, captions=captions, caption_dataset=DATASET)
-        for _ in range(2):  # the second probe runs with cuDNN's kernels already chosen
-            probe = train_diffusion(UNet(unet_cfg), schedule, data.images, replace(tc, steps=60, warmup_steps=10), **kw)
         budget = min(args.text_seconds, max(10.0, suite.left() - 230)) if not smoke else 5
-        steps = steps_for(budget, probe.steady_images_per_second, tc.batch_size, 100, 30_000)
-        tc = replace(
-            tc,
-            steps=steps,
-            warmup_steps=min(tc.warmup_steps, steps // 10),
-            ema_decay=tc.ema_decay if steps >= 8000 else 0.999,
+        res, tc, probe_ips = train_for_seconds(
+            lambda: UNet(unet_cfg), schedule, data.images, tc, budget, 100, 30_000, **kw
         )
-        suite.log(
-            f"  text model: {steps} steps of {tc.batch_size} (probe {probe.steady_images_per_second:.0f} images/s)"
-        )
-        res = train_diffusion(UNet(unet_cfg), schedule, data.images, tc, **kw)
+        steps = tc.steps
+        suite.log(f"  text model: {steps} steps of {tc.batch_size} (probe {probe_ips:.0f} images/s)")
         model = res.model.to(device).eval()
         state["text"] = (model, schedule)
         suite.results["text_training"] = {
@@ -521,18 +531,10 @@ def main(argv=None) -> int:
         latents = encode_dataset(vae_model, data.images, device=device)
         captions = table.encode(dataset_captions(DATASET))
         kw = dict(labels=data.labels, device=device, progress=False, captions=captions, caption_dataset=DATASET)
-        for _ in range(2):
-            probe = train_diffusion(UNet(unet_cfg), schedule, latents, replace(tc, steps=60, warmup_steps=10), **kw)
         budget = min(args.latent_seconds, max(10.0, suite.left() - 50)) if not smoke else 5
-        steps = steps_for(budget, probe.steady_images_per_second, tc.batch_size, 100, 30_000)
-        tc = replace(
-            tc,
-            steps=steps,
-            warmup_steps=min(tc.warmup_steps, steps // 10),
-            ema_decay=tc.ema_decay if steps >= 8000 else 0.999,
-        )
-        suite.log(f"  latent model: {steps} steps (probe {probe.steady_images_per_second:.0f} latents/s)")
-        res = train_diffusion(UNet(unet_cfg), schedule, latents, tc, **kw)
+        res, tc, probe_ips = train_for_seconds(lambda: UNet(unet_cfg), schedule, latents, tc, budget, 100, 30_000, **kw)
+        steps = tc.steps
+        suite.log(f"  latent model: {steps} steps (probe {probe_ips:.0f} latents/s)")
         pipe = LatentDiffusionPipeline(
             vae_model, res.model.to(device).eval(), schedule, table, {**DEFAULTS, **defaults}
         )
@@ -675,8 +677,14 @@ def main(argv=None) -> int:
     def controlnet_on(base, schedule, seconds):
         """Train a ControlNet on Sobel edges of the training images for ``seconds`` on top of the frozen
         ``base``; edge overlap (F1) of samples given test-image edges against unconditioned samples."""
-        from course_lib.nn.controlnet import ControlledUNet, ControlNet, _WithHint, edge_overlap, sobel_edges
-        from course_lib.nn.controlnet import train_controlnet
+        from course_lib.nn.controlnet import (
+            ControlledUNet,
+            ControlNet,
+            _WithHint,
+            edge_overlap,
+            sobel_edges,
+            train_controlnet,
+        )
 
         t0 = time.perf_counter()
         base = base.float()
@@ -686,28 +694,45 @@ def main(argv=None) -> int:
         hints = sobel_edges(data.images.to(device))
         probe_steps = 5 if smoke else 30
         t1 = time.perf_counter()
-        train_controlnet(controlled, schedule, data.images, hints, steps=probe_steps, batch_size=128,
-                         device=device, progress=False)
+        train_controlnet(
+            controlled, schedule, data.images, hints, steps=probe_steps, batch_size=128, device=device, progress=False
+        )
         sync(device)
         per_step = (time.perf_counter() - t1) / probe_steps
         steps = max(10, int(seconds / per_step))
         t1 = time.perf_counter()
-        train_controlnet(controlled, schedule, data.images, hints, steps=steps, batch_size=128, device=device,
-                         progress=False, seed=1)
+        train_controlnet(
+            controlled, schedule, data.images, hints, steps=steps, batch_size=128, device=device, progress=False, seed=1
+        )
         sync(device)
         train_s = time.perf_counter() - t1
         test_edges = sobel_edges(test.images[:n_eval].to(device))
         shape = (1, base.config.image_size, base.config.image_size)
-        cond = sample(_WithHint(controlled, test_edges), schedule, n_eval, shape=shape, device=device,
-                      sampler="ddim", steps=50, progress=False, seed=0)
+        cond = sample(
+            _WithHint(controlled, test_edges),
+            schedule,
+            n_eval,
+            shape=shape,
+            device=device,
+            sampler="ddim",
+            steps=50,
+            progress=False,
+            seed=0,
+        )
         uncond = sample(base, schedule, n_eval, sampler="ddim", steps=50, progress=False, batch_size=n_eval, seed=0)
         f_cond = edge_overlap(sobel_edges(cond.to(device)), test_edges).mean().item()
         f_unc = edge_overlap(sobel_edges(uncond.to(device)), test_edges).mean().item()
         fd = judge.evaluate(cond).fd
-        row = {"steps": steps, "batch": 128, "train_s": train_s, "edge_f1_controlnet": f_cond,
-               "edge_f1_unconditioned": f_unc, "fd_controlnet": fd,
-               "params": sum(q.numel() for q in controlled.controlnet.parameters()),
-               "stage_s": time.perf_counter() - t0}
+        row = {
+            "steps": steps,
+            "batch": 128,
+            "train_s": train_s,
+            "edge_f1_controlnet": f_cond,
+            "edge_f1_unconditioned": f_unc,
+            "fd_controlnet": fd,
+            "params": sum(q.numel() for q in controlled.controlnet.parameters()),
+            "stage_s": time.perf_counter() - t0,
+        }
         suite.results["controlnet"] = row
         suite.log(f"  ControlNet: {steps} steps, edge F1 {f_cond:.3f} vs unconditioned {f_unc:.3f}, FD {fd:.1f}")
         suite.md += [
@@ -741,26 +766,20 @@ def main(argv=None) -> int:
         }
         out = []
         for name, (make, objective) in models.items():
-            for _ in range(2):  # probe twice (the first pays for kernel selection)
-                probe = train_diffusion(
-                    make(),
-                    schedule,
-                    data.images,
-                    replace(tc, steps=40, warmup_steps=10),
-                    device=device,
-                    progress=False,
-                    objective=objective,
-                )
-            steps = steps_for(seconds, probe.steady_images_per_second, tc.batch_size, 50, 100_000)
-            cfg = replace(
+            res, cfg, _ = train_for_seconds(
+                make,
+                schedule,
+                data.images,
                 tc,
-                steps=steps,
-                warmup_steps=min(tc.warmup_steps, steps // 10),
-                ema_decay=tc.ema_decay if steps >= 8000 else 0.999,
+                seconds,
+                50,
+                100_000,
+                probe_steps=40,
+                device=device,
+                progress=False,
+                objective=objective,
             )
-            res = train_diffusion(
-                make(), schedule, data.images, cfg, device=device, progress=False, objective=objective
-            )
+            steps = cfg.steps
             model = res.model.to(device).eval()
             row = {
                 "model": name,
