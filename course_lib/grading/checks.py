@@ -18,6 +18,22 @@ import torch
 from .exercise import Case, SubCheck
 
 
+def case_generator(seed: int, salt: int, stride: int = 1013) -> torch.Generator:
+    """The generator of one exercise's cases: seeded by ``seed · stride + salt``, one salt per exercise,
+    so that adding a case to one exercise leaves the others' inputs alone."""
+    return torch.Generator().manual_seed(int(seed) * stride + salt)
+
+
+def randint_in(g: torch.Generator, lo: int, hi: int) -> int:
+    """An int in [lo, hi], both included."""
+    return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+
+def uniform_in(g: torch.Generator, lo: float, hi: float) -> float:
+    """A float drawn uniformly from [lo, hi)."""
+    return lo + (hi - lo) * float(torch.rand(1, generator=g, dtype=torch.float64))
+
+
 def as_float_array(x: Any) -> np.ndarray | None:
     """``x`` as a float64 array, or None when it is not numbers (None, a dict, a string …)."""
     if x is None or isinstance(x, (dict, str)):
@@ -36,8 +52,14 @@ def allclose(a: Any, b: Any, rtol: float = 1e-4, atol: float = 1e-6, equal_nan: 
     return bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
-def diagnose(got: Any, candidates: dict[str, Any], expected: Any = None, rtol: float = 1e-4, atol: float = 1e-6,
-             equal_nan: bool = False) -> str:
+def diagnose(
+    got: Any,
+    candidates: dict[str, Any],
+    expected: Any = None,
+    rtol: float = 1e-4,
+    atol: float = 1e-6,
+    equal_nan: bool = False,
+) -> str:
     """The message of the first known mistake whose output ``got`` matches, else ''.
 
     ``candidates``: message → what that mistake outputs on this case (None: it cannot be

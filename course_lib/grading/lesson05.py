@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from course_lib.grading.checks import allclose, as_float_array, call_on_copies, copies, diagnose, with_diagnosis
+from course_lib.grading.checks import case_generator as _gen
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 
 LESSON = "05_vae_and_latent_space"
@@ -32,11 +33,6 @@ __all__ = ["LESSON"]
 # ---------------------------------------------------------------------------------------------
 # Shared helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _gen(seed: int, salt: int) -> torch.Generator:
-    """A generator per exercise, so that adding a case to one leaves the others' inputs alone."""
-    return torch.Generator().manual_seed(int(seed) * 1013 + salt)
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:

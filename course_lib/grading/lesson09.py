@@ -22,6 +22,9 @@ import numpy as np
 import torch
 
 from course_lib.grading.checks import as_float_array, call_on_copies, diagnose, with_diagnosis
+from course_lib.grading.checks import case_generator as _gen
+from course_lib.grading.checks import randint_in as _randint
+from course_lib.grading.checks import uniform_in as _uniform
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 
 LESSON = "09_small_stable_diffusion"
@@ -32,20 +35,6 @@ __all__ = ["LESSON"]
 # ---------------------------------------------------------------------------------------------
 # Shared helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _gen(seed: int, salt: int) -> torch.Generator:
-    """A generator per exercise, so that adding a case to one leaves the others' inputs alone."""
-    return torch.Generator().manual_seed(int(seed) * 1013 + salt)
-
-
-def _randint(g: torch.Generator, lo: int, hi: int) -> int:
-    """An int in [lo, hi] (both included)."""
-    return int(torch.randint(lo, hi + 1, (1,), generator=g))
-
-
-def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand(1, generator=g, dtype=torch.float64))
 
 
 # =============================================================================================

@@ -28,6 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib.grading.checks import as_float_array, call_on_copies, diagnose, with_diagnosis
+from course_lib.grading.checks import case_generator as _gen
+from course_lib.grading.checks import randint_in as _randint
+from course_lib.grading.checks import uniform_in as _uniform
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 
 LESSON = "10_controlnet_dit_flow"
@@ -38,20 +41,6 @@ __all__ = ["LESSON"]
 # ---------------------------------------------------------------------------------------------
 # Shared helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _gen(seed: int, salt: int) -> torch.Generator:
-    """A generator per exercise, so that adding a case to one leaves the others' inputs alone."""
-    return torch.Generator().manual_seed(int(seed) * 1013 + salt)
-
-
-def _randint(g: torch.Generator, lo: int, hi: int) -> int:
-    """An int in [lo, hi] (both included)."""
-    return int(torch.randint(lo, hi + 1, (1,), generator=g))
-
-
-def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand(1, generator=g, dtype=torch.float64))
 
 
 def _randn(g: torch.Generator, *shape: int, dtype=torch.float32) -> torch.Tensor:
