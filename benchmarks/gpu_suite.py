@@ -172,7 +172,7 @@ def main(argv=None) -> int:
         "--stages",
         nargs="+",
         default=["speed", "vae", "text", "samplers", "latent", "arch", "controlnet", "compile"],
-        help="controlnet runs inside arch, on its U-Net",
+        help="controlnet runs inside arch, on its U-Net; graphs (both U-Nets compiled with CUDA graphs) inside speed",
     )
     args = ap.parse_args(argv)
 
@@ -210,9 +210,37 @@ def main(argv=None) -> int:
     state: dict = {}
 
     # ------------------------------------------------------------------ 1. speed
+    def race(steps: dict, models: dict, flops: dict, batch: int) -> dict:
+        """Median seconds per training step of each model, in interleaved rounds (so drifting clocks hit
+        both alike), with images/s, parameters and training FLOPs per image."""
+        from unet_speed import count
+
+        reps = 3 if smoke else 30
+        times = {k: [] for k in steps}
+        for _ in range(2 if smoke else 4):
+            for name, step in steps.items():
+                for _ in range(3):
+                    step()
+                sync(device)
+                t1 = time.perf_counter()
+                for _ in range(reps):
+                    step()
+                sync(device)
+                times[name].append((time.perf_counter() - t1) / reps)
+        rows = {}
+        for name in steps:
+            s = statistics.median(times[name])
+            rows[name] = {
+                "params": count(models[name]),
+                "s_per_step": s,
+                "images_per_s": batch / s,
+                "train_flops_per_image": flops[name],
+            }
+        return rows
+
     def speed():
         from torch.utils.flop_counter import FlopCounterMode
-        from unet_speed import COURSE, count, diffusers_unet
+        from unet_speed import COURSE, diffusers_unet
 
         batch = 128
         models = {
@@ -239,27 +267,7 @@ def main(argv=None) -> int:
                 step()
             flops[name] = counter.get_total_flops() / batch
             steps[name] = step
-        reps = 3 if smoke else 30
-        times = {k: [] for k in steps}
-        for _ in range(2 if smoke else 4):  # interleaved rounds
-            for name, step in steps.items():
-                for _ in range(3):
-                    step()
-                sync(device)
-                t1 = time.perf_counter()
-                for _ in range(reps):
-                    step()
-                sync(device)
-                times[name].append((time.perf_counter() - t1) / reps)
-        rows = {}
-        for name in steps:
-            s = statistics.median(times[name])
-            rows[name] = {
-                "params": count(models[name]),
-                "s_per_step": s,
-                "images_per_s": batch / s,
-                "train_flops_per_image": flops[name],
-            }
+        rows = race(steps, models, flops, batch)
         rows["speedup"] = rows["diffusers"]["s_per_step"] / rows["course"]["s_per_step"]
         suite.results["unet_vs_diffusers"] = rows
         suite.md += [
@@ -276,6 +284,43 @@ def main(argv=None) -> int:
                 f"| {r['train_flops_per_image'] / 1e9:.2f} |"
             )
         suite.md.append(f"\nSpeed-up: **{rows['speedup']:.2f}×**")
+        if "graphs" in args.stages:
+            try:
+                # the same race with both models compiled with CUDA graphs: the same policy on both sides
+                from course_lib.device import compile_model
+
+                graphed = {}
+                for name, m in models.items():
+                    cm = compile_model(m, "reduce-overhead")
+                    opt = torch.optim.AdamW(
+                        m.parameters(), lr=1e-4, **({"fused": True} if device.type == "cuda" else {})
+                    )
+
+                    def gstep(cm=cm, opt=opt, fwd=forwards[name]):
+                        with autocast(device):
+                            loss = (fwd(cm, x, t).float() - noise).pow(2).mean()
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+
+                    t1 = time.perf_counter()
+                    for _ in range(5):  # compile and record the graphs
+                        gstep()
+                    sync(device)
+                    suite.log(f"  {name} compiled (reduce-overhead) in {time.perf_counter() - t1:.0f} s")
+                    graphed[name] = gstep
+                grows = race(graphed, models, flops, batch)
+                grows["speedup"] = grows["diffusers"]["s_per_step"] / grows["course"]["s_per_step"]
+                suite.results["unet_vs_diffusers_graphs"] = grows
+                suite.md.append(
+                    f'\nBoth compiled with `mode="reduce-overhead"` (CUDA graphs): course '
+                    f"{grows['course']['s_per_step'] * 1e3:.2f} ms/step, diffusers "
+                    f"{grows['diffusers']['s_per_step'] * 1e3:.2f} ms/step, speed-up **{grows['speedup']:.2f}×**."
+                )
+                del graphed
+            except Exception as e:  # a compiler failure must not cost the ablation below
+                suite.results["errors"]["graphs"] = traceback.format_exc()
+                suite.md.append(f"\nBoth compiled with CUDA graphs: failed ({type(e).__name__}: {str(e)[:200]})")
         del models, steps
         # the ablation, through the real training loop on Fashion-MNIST
         unet_cfg, schedule, tc = ddpm_recipe(quick=smoke)
@@ -825,8 +870,8 @@ def main(argv=None) -> int:
         "compile": (compiled, 45),
     }
     for name in args.stages:
-        if name == "controlnet":
-            continue  # part of arch
+        if name in ("controlnet", "graphs"):
+            continue  # parts of arch and speed
         fn, need = stage_fns[name]
         if name == "samplers" and "text" not in state:
             continue
