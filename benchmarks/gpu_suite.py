@@ -253,16 +253,22 @@ def main(argv=None) -> int:
         noise = torch.randn(batch, 1, 32, 32, generator=g).to(device)
         t = torch.randint(0, 1000, (batch,), generator=g).to(device)
         steps, flops = {}, {}
-        for name, m in models.items():
+
+        def train_step(m, call, fwd):
+            """One ε-loss step of ``m``'s weights through ``call`` (``m`` itself, or ``m`` compiled)."""
             opt = torch.optim.AdamW(m.parameters(), lr=1e-4, **({"fused": True} if device.type == "cuda" else {}))
 
-            def step(m=m, opt=opt, fwd=forwards[name]):
+            def step():
                 with autocast(device):
-                    loss = (fwd(m, x, t).float() - noise).pow(2).mean()
+                    loss = (fwd(call, x, t).float() - noise).pow(2).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
 
+            return step
+
+        for name, m in models.items():
+            step = train_step(m, m, forwards[name])
             with FlopCounterMode(display=False) as counter:
                 step()
             flops[name] = counter.get_total_flops() / batch
@@ -291,18 +297,7 @@ def main(argv=None) -> int:
 
                 graphed = {}
                 for name, m in models.items():
-                    cm = compile_model(m, "reduce-overhead")
-                    opt = torch.optim.AdamW(
-                        m.parameters(), lr=1e-4, **({"fused": True} if device.type == "cuda" else {})
-                    )
-
-                    def gstep(cm=cm, opt=opt, fwd=forwards[name]):
-                        with autocast(device):
-                            loss = (fwd(cm, x, t).float() - noise).pow(2).mean()
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt.step()
-
+                    gstep = train_step(m, compile_model(m, "reduce-overhead"), forwards[name])
                     t1 = time.perf_counter()
                     for _ in range(5):  # compile and record the graphs
                         gstep()
