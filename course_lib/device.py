@@ -7,6 +7,7 @@ names one. On CUDA the course trains and samples under bf16 autocast; elsewhere 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import warnings
@@ -51,6 +52,32 @@ def seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def restores_global_rng(fn):
+    """Decorator: ``fn`` may seed the global generators (Python, NumPy, torch on the CPU and every
+    CUDA device) for a repeatable run; their states are put back when it returns or raises.
+
+    Training seeds them for itself, and a learner's notebook should go on with the random
+    stream it had: the same as when the model came from the cache and nothing was trained.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        py, npy, hashseed = random.getstate(), np.random.get_state(), os.environ.get("PYTHONHASHSEED")
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                return fn(*args, **kwargs)
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+            if hashseed is None:
+                os.environ.pop("PYTHONHASHSEED", None)
+            else:
+                os.environ["PYTHONHASHSEED"] = hashseed
+
+    return wrapper
 
 
 def bf16_supported(device: torch.device | str) -> bool:

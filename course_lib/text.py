@@ -35,6 +35,7 @@ it encodes to the tokenizer's two special tokens ([CLS][SEP] for BERT), not to n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -450,11 +451,12 @@ def caption_embeddings(
     return table
 
 
-def lookup(table: TextEmbedding, ids) -> TextEmbedding:
+def lookup(table: TextEmbedding, ids, check: bool = True) -> TextEmbedding:
     """Gather rows of a caption table: ``ids`` (N,) ints in 0..K−1 → tokens N×L×D, mask N×L.
 
     One ``index_select`` on the table's device; keep the table on the training device and
-    this costs microseconds per batch.
+    this costs microseconds per batch. ``check=False`` skips the range check (a GPU sync),
+    for ids that come from :func:`caption_ids` on checked labels.
     """
     if not isinstance(table, TextEmbedding):
         raise ValueError(f"table must be a TextEmbedding (from caption_embeddings), got {type(table).__name__}")
@@ -463,7 +465,7 @@ def lookup(table: TextEmbedding, ids) -> TextEmbedding:
     if ids.dim() != 1 or ids.is_floating_point() or ids.dtype == torch.bool:
         raise ValueError(f"ids must be a 1-dim integer tensor of caption indices, got {_describe(ids)}")
     ids = ids.to(table.device, torch.long)
-    if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= len(table)):
+    if check and len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= len(table)):
         raise ValueError(f"ids must lie in 0..{len(table) - 1} (the table has {len(table)} captions), "
                          f"got values from {int(ids.min())} to {int(ids.max())}")
     return TextEmbedding(table.tokens.index_select(0, ids), table.mask.index_select(0, ids))
@@ -479,26 +481,38 @@ def dataset_captions(name: str | None = None) -> list[str]:
     return [NULL_PROMPT] + [c for phrasings in CAPTIONS[name] for c in phrasings]
 
 
-def caption_ids(labels: torch.Tensor, name: str | None = None, generator: torch.Generator | None = None):
+def caption_ids(labels: torch.Tensor, name: str | None = None, generator: torch.Generator | None = None,
+                check: bool = True):
     """A random training phrasing of each label, as row indices into :func:`dataset_captions`.
 
     ``labels`` (N,) ints in 0..9 → ids (N,) int64 on the labels' device; the phrasing is
     uniform over ``CAPTIONS[name][label]``, drawn with ``generator`` (on any device).
+    ``check=False`` skips the range check: it reads the labels back to the host, a GPU
+    sync that a training loop which checked its labels once should not pay every step.
     """
     name = _check_dataset(name)
     labels = torch.as_tensor(labels)
     if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be a 1-dim integer tensor, got {_describe(labels)}")
     phrasings = CAPTIONS[name]
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(phrasings)):
+    if check and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(phrasings)):
         raise ValueError(f"labels must lie in 0..{len(phrasings) - 1}")
-    counts = torch.tensor([len(p) for p in phrasings], device=labels.device)
-    first = 1 + torch.cumsum(counts, 0) - counts  # +1: row 0 is the null prompt
+    first, counts = _phrasing_rows(name, labels.device)
     gen_device = generator.device if generator is not None else labels.device
     u = torch.rand(len(labels), generator=generator, device=gen_device).to(labels.device)
     labels = labels.long()
     pick = (u * counts[labels]).long().clamp_max(counts[labels] - 1)
     return first[labels] + pick
+
+
+@functools.cache
+def _phrasing_rows(name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first row, number of phrasings) of each class in :func:`dataset_captions`, on ``device``.
+
+    Kept once per device: building them from a Python list is a host-to-device copy, which
+    waits for the GPU's queue."""
+    counts = torch.tensor([len(p) for p in CAPTIONS[name]], device=device)
+    return 1 + torch.cumsum(counts, 0) - counts, counts  # +1: row 0 is the null prompt
 
 
 # ---------------------------------------------------------------------------------------------

@@ -44,7 +44,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .device import autocast, compile_model, pick_device, seed_everything
+from .data import CAPTIONS
+from .data import _check_name as _check_dataset
+from .device import autocast, compile_model, pick_device, restores_global_rng, seed_everything
 from .distributed import is_main_process, rank_and_world
 from .flow import flow_matching_loss
 from .guidance import drop_condition
@@ -52,7 +54,7 @@ from .nn.unet import ARCHITECTURE, UNet, UNetConfig
 from .nn.vae import VAE, VAE_ARCHITECTURE, VAEConfig, VAEOutput, kl_divergence, latent_scaling_factor
 from .schedules import NoiseSchedule, q_sample
 from .settings import get_settings
-from .text import NULL_ID, caption_ids, lookup
+from .text import NULL_ID, caption_ids, dataset_captions, lookup
 
 CHECKPOINT_FORMAT = 1
 
@@ -158,6 +160,7 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
 
 
+@restores_global_rng
 def train_diffusion(
     model: nn.Module,
     schedule: NoiseSchedule,
@@ -201,6 +204,10 @@ def train_diffusion(
     first step the run warns and goes on uncompiled; ``fused`` the fused AdamW kernel (None: on
     CUDA). ``TrainResult.steady_images_per_second`` leaves out the first steps, where kernels
     are chosen and the model is compiled.
+
+    The run seeds the global generators with ``config.seed`` (anything inside the model that
+    draws from them repeats) and gives them back their states when it ends, so the caller's
+    random stream goes on as if a cached model had been loaded instead.
 
     ``objective``: "eps" (predict the noise, lessons 04–09) or "flow" (predict the velocity
     ε − x_0 along straight paths, lesson 10: ``flow.flow_matching_loss``; ``schedule`` is then
@@ -252,6 +259,15 @@ def train_diffusion(
     y = labels.to(device).long() if labels is not None else None
     null_label = getattr(model_config, "num_classes", None)
     table = captions.to(device) if text_model else None
+    if text_model:  # checked once here, so that no step reads ids back from the GPU (a sync per step)
+        n_captions = len(dataset_captions(caption_dataset))
+        if len(table) < n_captions:
+            raise ValueError(f"captions has {len(table)} rows, fewer than the {n_captions} of "
+                             f"dataset_captions({caption_dataset!r}) it must encode")
+        classes = len(CAPTIONS[_check_dataset(caption_dataset)])
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+            raise ValueError(f"labels must lie in 0..{classes - 1} (the classes of the captions), "
+                             f"got values from {int(y.min())} to {int(y.max())}")
     opt = torch.optim.AdamW(
         model.parameters(),
         lr=config.lr,
@@ -278,10 +294,10 @@ def train_diffusion(
         idx = torch.randint(0, len(data), (config.batch_size,), device=device, generator=gen)
         yb, context = None, None
         if y is not None and text_model:
-            ids = caption_ids(y[idx], caption_dataset, gen)
+            ids = caption_ids(y[idx], caption_dataset, gen, check=False)  # the labels were checked once, above
             if config.class_dropout > 0:
                 ids = ids.masked_fill(drop_condition(ids, config.class_dropout, gen), NULL_ID)
-            context = lookup(table, ids)
+            context = lookup(table, ids, check=False)
         elif y is not None:
             yb = y[idx]
             if config.class_dropout > 0:
@@ -426,7 +442,8 @@ def cached_train(
         parts.append("text:" + (get_settings().text_encoder or "bundled all-MiniLM-L6-v2"))
         if captions.dim != unet_config.context_dim:
             raise ValueError(
-                f"the text encoder gives {captions.dim}-wide tokens; the U-Net's context_dim is {unet_config.context_dim}"
+                f"the text encoder gives {captions.dim}-wide tokens; "
+                f"the U-Net's context_dim is {unet_config.context_dim}"
             )
     key = config_hash(*parts)
     folder = get_settings().cache_dir / "models" / f"ddpm-{dataset}-{key}"
@@ -576,6 +593,7 @@ def cosine_lr_at(step: int, config: VAETrainConfig) -> float:
     return lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+@restores_global_rng
 def train_vae(
     vae: VAE,
     images: torch.Tensor,

@@ -111,9 +111,9 @@ def test_text_conditional_training_uses_captions_and_drops_the_asked_share(monke
     seen = []
     real_lookup = train_module.lookup
 
-    def spy(tab, ids):
+    def spy(tab, ids, **kw):
         seen.append(ids.clone())
-        return real_lookup(tab, ids)
+        return real_lookup(tab, ids, **kw)
 
     monkeypatch.setattr(train_module, "lookup", spy)
     labels = torch.randint(0, 10, (64,), generator=g)
@@ -136,6 +136,14 @@ def test_text_conditional_training_uses_captions_and_drops_the_asked_share(monke
     a = res.model(x, t, context=table[[1, 1]])
     b = res.model(x, t, context=table[[len(rows) - 1, len(rows) - 1]])
     assert (a - b).abs().max() > 1e-4
+    # the steps skip the range checks (a GPU sync each): bad labels and a short table are refused up front
+    for bad, match in ((labels.clone().fill_(10), "labels must lie in 0..9"), (-labels - 1, "labels must lie")):
+        with pytest.raises(ValueError, match=match):
+            train_diffusion(UNet(cfg), NoiseSchedule.linear(), _blobs(64), TrainConfig(steps=1), labels=bad,
+                            device="cpu", progress=False, captions=table, caption_dataset="fashion_mnist")
+    with pytest.raises(ValueError, match=f"captions has 5 rows, fewer than the {len(rows)}"):
+        train_diffusion(UNet(cfg), NoiseSchedule.linear(), _blobs(64), TrainConfig(steps=1), labels=labels,
+                        device="cpu", progress=False, captions=table[list(range(5))], caption_dataset="fashion_mnist")
 
 
 # ---------------------------------------------------------------- speed switches (CPU side)
@@ -190,3 +198,31 @@ def test_compile_mode_is_checked():
 
     with pytest.raises(ValueError, match="compile must be True or one of"):
         compile_model(_tiny_unet(), "fastest")
+
+
+def test_training_leaves_the_callers_random_stream_alone():
+    """train_diffusion and train_vae seed the global generators for themselves and put them back."""
+    import random
+
+    import numpy as np
+
+    from course_lib.nn.vae import VAE, VAEConfig
+    from course_lib.train import VAETrainConfig, train_vae
+
+    def draws():
+        return torch.rand(3), np.random.rand(2), random.random()
+
+    unet, vae = UNet(TINY), VAE(VAEConfig(image_size=16, channels=(8, 16), latent_channels=2, groups=4))
+    runs = [  # the models are built first: their initial weights are drawn from the global generator
+        lambda: train_diffusion(unet, NoiseSchedule.linear(), _blobs(16), TrainConfig(steps=2, batch_size=4),
+                                device="cpu", progress=False),
+        lambda: train_vae(vae, _blobs(16), VAETrainConfig(steps=2, batch_size=4, warmup_steps=1), device="cpu",
+                          progress=False),
+    ]
+    for run in runs:
+        torch.manual_seed(7), np.random.seed(7), random.seed(7)
+        expected = draws()
+        torch.manual_seed(7), np.random.seed(7), random.seed(7)
+        run()
+        got = draws()
+        assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
