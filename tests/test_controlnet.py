@@ -69,6 +69,25 @@ def test_edges_and_their_overlap():
     assert edge_overlap(e, shifted).item() == pytest.approx(0.5)
 
 
+def test_with_hint_binds_the_hint_for_samplers_and_the_loss():
+    controlled = ControlledUNet(_trained_looking_unet())
+    with torch.no_grad():
+        cn = controlled.controlnet  # open the hint encoder's zero layer and one zero conv: the hint now matters
+        for p in [*cn.hint[-1].parameters(), *cn.zero_mid.parameters()]:
+            p.add_(0.1)
+    x, t, labels = torch.randn(3, 1, 16, 16), torch.tensor([5, 50, 95]), torch.tensor([0, 1, 3])
+    hint = torch.randn(3, 1, 16, 16)
+    bound = controlled.with_hint(hint)
+    assert bound.config is controlled.config  # the samplers read the image shape from it
+    with torch.no_grad():
+        assert torch.equal(bound(x, t, labels), controlled(x, t, hint, labels))
+        assert not torch.equal(bound(x, t, labels), controlled.with_hint(-hint)(x, t, labels))
+    with pytest.raises(ValueError, match="hint must be N×1×H×W"):  # a batch the hints do not match
+        bound(torch.randn(2, 1, 16, 16), torch.tensor([1, 2]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="hint must be a tensor N×c×H×W"):
+        controlled.with_hint(torch.randn(1, 16, 16))
+
+
 def test_bad_input_is_refused():
     controlled = ControlledUNet(_trained_looking_unet())
     with pytest.raises(ValueError, match="hint must be N×1×H×W"):
@@ -99,18 +118,10 @@ def test_a_trained_controlnet_makes_samples_follow_the_edges():
     assert sum(losses[-25:]) < sum(losses[:25])
     hints = edges[:16]
     plain = sample(base, schedule, 16, sampler="ddim", steps=20, progress=False, seed=1)
-    ctrl = sample(_Bound(controlled, hints), schedule, 16, shape=(1, 16, 16), sampler="ddim", steps=20,
-                  progress=False, seed=1)
+    ctrl = sample(controlled.with_hint(hints), schedule, 16, sampler="ddim", steps=20, progress=False, seed=1,
+                  batch_size=16)
     follow = edge_overlap(sobel_edges(ctrl), hints).mean().item()
     chance = edge_overlap(sobel_edges(plain), hints).mean().item()
     print(f"edge overlap: {follow:.2f} with the ControlNet, {chance:.2f} without")
     assert follow > chance + 0.15, (follow, chance)
 
-
-class _Bound(torch.nn.Module):
-    def __init__(self, controlled, hint):
-        super().__init__()
-        self.controlled, self.hint = controlled, hint
-
-    def forward(self, x, t, labels=None):
-        return self.controlled(x, t, self.hint[: len(x)], labels)

@@ -86,6 +86,27 @@ class ControlledUNet(nn.Module):
         control = self.controlnet(x, t, hint, labels, context, context_mask)
         return self.unet(x, t, labels, context, context_mask, control=control)
 
+    def with_hint(self, hint: torch.Tensor) -> HintBound:
+        """This model with ``hint`` (N×c×H×W) bound: ``model(x, t[, labels, context])`` like a plain U-Net,
+        so the course's samplers and the training loss run it unchanged. Sample N images in one batch
+        (``sample(..., batch_size=N)``): row i of every batch is steered by ``hint[i]``."""
+        return HintBound(self, hint)
+
+
+class HintBound(nn.Module):
+    """A :class:`ControlledUNet` with its hints fixed: ε̂(x, t[, labels, context]) for the samplers and the loss."""
+
+    def __init__(self, controlled: ControlledUNet, hint: torch.Tensor):
+        super().__init__()
+        if not isinstance(hint, torch.Tensor) or hint.dim() != 4:
+            got = tuple(hint.shape) if isinstance(hint, torch.Tensor) else type(hint).__name__
+            raise ValueError(f"hint must be a tensor N×c×H×W, got {got}")
+        self.controlled, self.hint = controlled, hint
+        self.config = controlled.config
+
+    def forward(self, x, t, labels=None, context=None, context_mask=None):
+        return self.controlled(x, t, self.hint, labels, context, context_mask)
+
 
 def sobel_edges(images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Edge maps of N×1×H×W images in [-1, 1]: 1 where the Sobel gradient magnitude exceeds
@@ -108,17 +129,6 @@ def edge_overlap(edges_a: torch.Tensor, edges_b: torch.Tensor) -> torch.Tensor:
     a, b = (edges_a > 0).flatten(1).float(), (edges_b > 0).flatten(1).float()
     inter, total = (a * b).sum(1), a.sum(1) + b.sum(1)
     return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
-
-
-class _WithHint(nn.Module):
-    """``model(x, t[, labels])`` for the shared loss, with this batch's hints bound."""
-
-    def __init__(self, controlled: ControlledUNet, hint: torch.Tensor):
-        super().__init__()
-        self.controlled, self.hint = controlled, hint
-
-    def forward(self, x, t, labels=None, context=None):
-        return self.controlled(x, t, self.hint, labels, context)
 
 
 def train_controlnet(controlled: ControlledUNet, schedule, images: torch.Tensor, hints: torch.Tensor,
@@ -150,7 +160,7 @@ def train_controlnet(controlled: ControlledUNet, schedule, images: torch.Tensor,
         idx = torch.randint(0, len(data), (batch_size,), device=device, generator=gen)
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 20)
-        loss = diffusion_loss(_WithHint(controlled, cond[idx]), schedule, data[idx],
+        loss = diffusion_loss(controlled.with_hint(cond[idx]), schedule, data[idx],
                               None if y is None else y[idx], gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
