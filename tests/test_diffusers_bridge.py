@@ -114,3 +114,17 @@ def test_sample_with_diffusers_bad_input(tiny):
         sample_with_diffusers(tiny, s, "euler", 1, 5, eta=0.5)
     with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
         sample_with_diffusers(tiny, s, "ddim", 2, 5, labels=torch.tensor([0]))
+
+
+def test_euler_on_epsilon_is_unclamped_ddim(tiny):
+    """An Euler step in σ = √((1−ᾱ)/ᾱ) on x/√ᾱ with ε-prediction is DDIM's η = 0 step: on the same (trailing,
+    integer) timesteps diffusers' Euler gives the course's DDIM without the x̂₀ clamp, and not the clamped one."""
+    s = NoiseSchedule.linear()
+    labels = torch.tensor([0, 2])
+    euler = sample_with_diffusers(tiny, s, "euler", 2, 5, seed=3, labels=labels, spacing="trailing")
+    plain = sample(tiny, s, 2, labels=labels, sampler="ddim", steps=5, spacing="trailing", clip_x0=False, seed=3,
+                   progress=False)
+    clamped = sample(tiny, s, 2, labels=labels, sampler="ddim", steps=5, spacing="trailing", seed=3, progress=False)
+    # float32 rounding at σ_max ≈ 157 (and diffusers starting from σ_max·z, not √(σ_max² + 1)·z) stays below 1e-3
+    assert (euler - plain).abs().max() < 2e-3
+    assert (euler - clamped).abs().max() > 5e-2
