@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .device import pick_device
+from .device import pick_device, training_compile
 from .nn.unet import ARCHITECTURE, UNet, UNetConfig
 from .nn.vae import VAE, VAE_ARCHITECTURE, VAEConfig
 from .samplers import SPACINGS, _check_eta, _check_sampler, _conditioned_eps_fn, sample_loop, timesteps
@@ -592,7 +592,8 @@ def train_latent_text_model(
         raise ValueError(f"the text encoder gives {captions.dim}-wide tokens; "
                          f"the U-Net's context_dim is {unet_config.context_dim}")
     result = train_diffusion(UNet(unet_config), schedule, latents, train_config, labels=labels, device=device,
-                             progress=progress, captions=captions, caption_dataset=dataset)
+                             progress=progress, captions=captions, caption_dataset=dataset,
+                             compile=training_compile(device, train_config.steps))  # CUDA graphs: full mode, GPU
     pipe = LatentDiffusionPipeline(vae, result.model, schedule, None, defaults)
     pipe.training = {"dataset": dataset, "train": asdict(train_config), "losses": result.losses,
                      "seconds": result.seconds, "latent_std": float(latents.std()), "from_cache": False}

@@ -8,6 +8,8 @@
 | ``COURSE_CACHE_DIR``    | downloads, trained models, evaluator                | ``~/.cache/diffusion-course``    |
 | ``COURSE_DEVICE``       | force ``cpu``, ``cuda``, ``cuda:1`` or ``mps``      | unset (pick the best)            |
 | ``COURSE_TEXT_ENCODER`` | Hugging Face model id or folder of the text encoder | unset (bundled all-MiniLM-L6-v2) |
+| ``COURSE_COMPILE``      | compiling long trainings on CUDA: ``auto``, ``off``,| ``auto``: CUDA graphs for runs   |
+|                         | ``default`` or ``reduce-overhead``                  | of 2000+ steps on a GPU          |
 
 Quick mode changes budgets, never the code path: a quick run executes the same cells.
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DATASETS = ("fashion_mnist", "mnist", "digits")
+COMPILE_MODES = ("auto", "off", "default", "reduce-overhead")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
@@ -31,6 +34,7 @@ class Settings:
     cache_dir: Path
     device: str | None
     text_encoder: str | None = None
+    compile: str = "auto"
 
 
 def _flag(name: str, value: str) -> bool:
@@ -52,6 +56,9 @@ def get_settings() -> Settings:
     cache_dir = env.get("COURSE_CACHE_DIR", "").strip()
     device = env.get("COURSE_DEVICE", "").strip() or None
     text_encoder = env.get("COURSE_TEXT_ENCODER", "").strip() or None
+    compile_mode = env.get("COURSE_COMPILE", "auto").strip().lower() or "auto"
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"COURSE_COMPILE must be one of {', '.join(COMPILE_MODES)}; got {compile_mode!r}")
     return Settings(
         quick=_flag("COURSE_QUICK", env.get("COURSE_QUICK", "0")),
         dataset=dataset,
@@ -59,6 +66,7 @@ def get_settings() -> Settings:
         cache_dir=Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "diffusion-course",
         device=device,
         text_encoder=text_encoder,
+        compile=compile_mode,
     )
 
 

@@ -46,7 +46,14 @@ from torch import nn
 
 from .data import CAPTIONS
 from .data import _check_name as _check_dataset
-from .device import autocast, compile_model, pick_device, restores_global_rng, seed_everything
+from .device import (
+    autocast,
+    compile_model,
+    pick_device,
+    restores_global_rng,
+    seed_everything,
+    training_compile,
+)
 from .distributed import is_main_process, rank_and_world
 from .flow import flow_matching_loss
 from .guidance import drop_condition
@@ -453,10 +460,12 @@ def cached_train(
                            seconds=meta.get("seconds", 0.0),
                            images_per_second=meta.get("images_per_second", 0.0), from_cache=True)
     data = load_images(dataset, "train")
+    device = pick_device(device) if not isinstance(device, torch.device) else device
     result = train_diffusion(
         UNet(unet_config), schedule, data.images, train_config,
         labels=data.labels if (class_conditional or text_model) else None, device=device, progress=progress,
         captions=captions, caption_dataset=dataset,
+        compile=training_compile(device, train_config.steps),  # CUDA graphs for full-mode runs on a GPU
     )
     meta = {"dataset": dataset, "schedule": schedule.config(), "train": asdict(train_config),
             "class_conditional": class_conditional, "text_conditional": text_model,

@@ -3,15 +3,16 @@
 import pytest
 import torch
 
-from course_lib.device import autocast_dtype, pick_device, seed_everything
+from course_lib.device import COMPILE_MIN_STEPS, autocast_dtype, pick_device, seed_everything, training_compile
 from course_lib.settings import budget, get_settings
 
 
 def test_defaults(monkeypatch):
-    for var in ("COURSE_QUICK", "COURSE_DATASET", "COURSE_DATA_DIR", "COURSE_CACHE_DIR", "COURSE_DEVICE"):
+    for var in ("COURSE_QUICK", "COURSE_DATASET", "COURSE_DATA_DIR", "COURSE_CACHE_DIR", "COURSE_DEVICE",
+                "COURSE_COMPILE"):
         monkeypatch.delenv(var, raising=False)
     s = get_settings()
-    assert (s.quick, s.dataset, s.data_dir, s.device) == (False, "fashion_mnist", None, None)
+    assert (s.quick, s.dataset, s.data_dir, s.device, s.compile) == (False, "fashion_mnist", None, None, "auto")
     assert s.cache_dir.name == "diffusion-course"
 
 
@@ -38,11 +39,27 @@ def test_bad_settings_say_what_was_expected(monkeypatch):
     with pytest.raises(ValueError, match="COURSE_QUICK must be 0 or 1"):
         get_settings()
     monkeypatch.delenv("COURSE_QUICK")
+    monkeypatch.setenv("COURSE_COMPILE", "fast")
+    with pytest.raises(ValueError, match="COURSE_COMPILE must be one of auto, off, default, reduce-overhead"):
+        get_settings()
+    monkeypatch.delenv("COURSE_COMPILE")
     with pytest.raises(ValueError, match="device"):
         pick_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             pick_device("cuda")
+
+
+def test_training_compiles_only_long_runs_on_cuda(monkeypatch):
+    """COURSE_COMPILE=auto: CUDA graphs on CUDA from COMPILE_MIN_STEPS steps on; never on the CPU or MPS."""
+    long, short = COMPILE_MIN_STEPS, COMPILE_MIN_STEPS - 1
+    monkeypatch.delenv("COURSE_COMPILE", raising=False)
+    assert training_compile("cuda", long) == "reduce-overhead" and training_compile("cuda:1", short) is False
+    assert training_compile("cpu", 10**6) is False and training_compile("mps", 10**6) is False
+    for mode, on_cuda in (("off", False), ("default", True), ("reduce-overhead", "reduce-overhead"), ("AUTO", False)):
+        monkeypatch.setenv("COURSE_COMPILE", mode)
+        assert training_compile(torch.device("cuda"), short) == on_cuda
+        assert training_compile("cpu", long) is False
 
 
 def test_seed_everything_repeats_numbers():

@@ -97,6 +97,26 @@ def test_cached_train_reuses_the_model(tmp_path, monkeypatch):
     assert len(list((tmp_path / "models").iterdir())) == 2
 
 
+def test_cached_train_asks_training_compile_for_its_device_and_steps(tmp_path, monkeypatch):
+    """The lessons' trainings compile as COURSE_COMPILE says for their device and length (CUDA graphs on a GPU)."""
+    from course_lib import train as train_module
+
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    asked, passed = [], []
+    monkeypatch.setattr(train_module, "training_compile", lambda device, steps: asked.append((device, steps)) or "mode")
+    real = train_module.train_diffusion
+
+    def spy(*args, compile=False, **kw):
+        passed.append(compile)
+        return real(*args, **kw)  # uncompiled here: a CPU
+
+    monkeypatch.setattr(train_module, "train_diffusion", spy)
+    cfg = UNetConfig(channels=(8, 16), blocks=(1, 1), attention=(False, True), head_dim=8, groups=4)
+    cached_train(cfg, NoiseSchedule.linear(), TrainConfig(steps=3, batch_size=4), dataset="digits", device="cpu",
+                 progress=False)
+    assert asked == [(torch.device("cpu"), 3)] and passed == ["mode"]
+
+
 def test_text_conditional_training_uses_captions_and_drops_the_asked_share(monkeypatch):
     """Each image gets a phrasing of its own label; class_dropout of them get the empty prompt (row 0)."""
     import pytest
