@@ -26,13 +26,14 @@ import time
 FULL_ROWS = (
     [("DDPM", "course", "ddpm", None, 0.0, "leading")]
     + [("DDIM η=0", "course", "ddim", s, 0.0, "leading") for s in (10, 20, 50, 100)]
-    + [("DDIM η=1", "course", "ddim", s, 1.0, "leading") for s in (10, 20, 50)]
+    + [("DDIM η=1", "course", "ddim", s, 1.0, "leading") for s in (10, 20, 50, 100)]
     + [("DPM++ 2M", "course", "dpm++2m", s, 0.0, "trailing") for s in (10, 20)]
     + [("DDPM", "course", "ddpm", s, 0.0, "leading") for s in (20, 50)]
-    + [("DDIM η=0", "diffusers", "ddim", s, 0.0, "leading") for s in (10, 20, 50)]
-    + [("DDIM η=1", "diffusers", "ddim", 20, 1.0, "leading")]
+    # every step count again through diffusers' schedulers
+    + [("DDIM η=0", "diffusers", "ddim", s, 0.0, "leading") for s in (10, 20, 50, 100)]
+    + [("DDIM η=1", "diffusers", "ddim", s, 1.0, "leading") for s in (10, 20, 50, 100)]
     + [("DPM++ 2M", "diffusers", "dpm++2m", s, 0.0, "trailing") for s in (10, 20)]
-    + [("DDPM", "diffusers", "ddpm", s, 0.0, "leading") for s in (20, 50)]
+    + [("DDPM", "diffusers", "ddpm", s, 0.0, "leading") for s in (20, 50, None)]
 )
 QUICK_ROWS = [
     ("DDPM", "course", "ddpm", None, 0.0, "leading"),
