@@ -91,6 +91,8 @@ _SETTING_VARS = {
     "data_dir": "COURSE_DATA_DIR",
     "cache_dir": "COURSE_CACHE_DIR",
     "device": "COURSE_DEVICE",
+    "text_encoder": "COURSE_TEXT_ENCODER",
+    "compile": "COURSE_COMPILE",
 }
 
 
@@ -309,6 +311,8 @@ def doctor_report() -> dict[str, Any]:
             "data_dir": str(settings.data_dir) if settings.data_dir else None,
             "cache_dir": str(settings.cache_dir),
             "device": settings.device,
+            "text_encoder": settings.text_encoder,
+            "compile": settings.compile,
             "error": None,
         }
     except ValueError as e:  # e.g. COURSE_QUICK=maybe
