@@ -202,6 +202,10 @@ def main(argv=None) -> int:
     ap.add_argument("--vae-steps", type=int, help="train the VAE this many steps (no probe, no time budget)")
     ap.add_argument("--latent-steps", type=int, help="train the latent U-Net this many steps (no probe, no budget)")
     ap.add_argument(
+        "--arch-steps", type=int, help="train each lesson-10 model this many steps (lesson 10's full mode: 4000)"
+    )
+    ap.add_argument("--controlnet-steps", type=int, help="train the ControlNet this many steps of 128")
+    ap.add_argument(
         "--compile-rows",
         nargs="+",
         default=["default", "graphs", "graphs512"],
@@ -858,7 +862,7 @@ def main(argv=None) -> int:
         )
         sync(device)
         per_step = (time.perf_counter() - t1) / probe_steps
-        steps = max(10, int(seconds / per_step))
+        steps = args.controlnet_steps or max(10, int(seconds / per_step))
         t1 = time.perf_counter()
         train_controlnet(
             controlled, schedule, data.images, hints, steps=steps, batch_size=128, device=device, progress=False, seed=1
@@ -926,19 +930,11 @@ def main(argv=None) -> int:
         }
         out = []
         for name, (make, objective) in models.items():
-            res, cfg, _ = train_for_seconds(
-                make,
-                schedule,
-                data.images,
-                tc,
-                seconds,
-                50,
-                100_000,
-                probe_steps=40,
-                device=device,
-                progress=False,
-                objective=objective,
-            )
+            kw = dict(device=device, progress=False, objective=objective, **compile_kw)
+            if args.arch_steps:
+                res, cfg, _ = train_fixed(make, schedule, data.images, tc, args.arch_steps, **kw)
+            else:
+                res, cfg, _ = train_for_seconds(make, schedule, data.images, tc, seconds, 50, 100_000, 40, **kw)
             steps = cfg.steps
             model = res.model.to(device).eval()
             row = {
@@ -963,8 +959,9 @@ def main(argv=None) -> int:
                 controlnet_on(model, schedule, seconds)
         suite.md += [
             "",
-            f"### Lesson 10: U-Net vs DiT vs flow matching, {seconds:.0f} s of training each, "
-            f"{n_eval} unconditional samples",
+            f"### Lesson 10: U-Net vs DiT vs flow matching, "
+            f"{f'{args.arch_steps} steps' if args.arch_steps else f'{seconds:.0f} s'} of training each "
+            f"(compile={compile_kw.get('compile', False)}), {n_eval} unconditional samples",
             "",
             f"| model | parameters | steps × {tc.batch_size} | images/s | FD at 10 / 20 / 50 steps |",
             "| --- | --- | --- | --- | --- |",
