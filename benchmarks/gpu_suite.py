@@ -145,15 +145,21 @@ def steps_for(seconds: float, images_per_second: float, batch: int, lo: int, hi:
     return int(max(lo, min(hi, seconds * images_per_second / batch)))
 
 
-def train_fixed(make, schedule, images, tc, steps: int, **kw):
-    """``train_diffusion(make(), ...)`` for exactly ``steps`` steps (the recipe's EMA from 8000 steps on, 0.999
-    below), with the same return as :func:`train_for_seconds` (no probe: its images/s is the run's own)."""
-    tc = replace(
+def with_steps(tc, steps: int):
+    """``tc`` cut (or stretched) to ``steps``: warm-up at most a tenth of it, and EMA 0.999 under 8000 steps (the
+    recipe's slower decay would average in the untrained start)."""
+    return replace(
         tc,
         steps=steps,
         warmup_steps=min(tc.warmup_steps, steps // 10),
         ema_decay=tc.ema_decay if steps >= 8000 else 0.999,
     )
+
+
+def train_fixed(make, schedule, images, tc, steps: int, **kw):
+    """``train_diffusion(make(), ...)`` for exactly ``steps`` steps, with the same return as
+    :func:`train_for_seconds` (no probe: its images/s is the run's own)."""
+    tc = with_steps(tc, steps)
     if kw.get("compile"):
         # a compiler failure makes train_diffusion go on uncompiled, several times slower: find out in 30 steps
         with warnings.catch_warnings(record=True) as caught:
@@ -170,17 +176,11 @@ def train_for_seconds(make, schedule, images, tc, seconds: float, lo: int, hi: i
     """``train_diffusion(make(), ...)`` with as many steps as fit in ``seconds`` (clamped to [lo, hi]).
 
     The throughput comes from two short probes: the first pays for cuDNN's kernel search and would make the
-    budget too short. Runs of under 8000 steps get EMA 0.999 (the recipe's slower decay would average in the
-    untrained start). Returns (TrainResult, the config it trained with, the probe's images/s)."""
+    budget too short. The steps set the warm-up and EMA as in :func:`with_steps`. Returns (TrainResult, the
+    config it trained with, the probe's images/s)."""
     for _ in range(2):
         probe = train_diffusion(make(), schedule, images, replace(tc, steps=probe_steps, warmup_steps=10), **kw)
-    steps = steps_for(seconds, probe.steady_images_per_second, tc.batch_size, lo, hi)
-    tc = replace(
-        tc,
-        steps=steps,
-        warmup_steps=min(tc.warmup_steps, steps // 10),
-        ema_decay=tc.ema_decay if steps >= 8000 else 0.999,
-    )
+    tc = with_steps(tc, steps_for(seconds, probe.steady_images_per_second, tc.batch_size, lo, hi))
     return train_diffusion(make(), schedule, images, tc, **kw), tc, probe.steady_images_per_second
 
 
@@ -260,6 +260,17 @@ def main(argv=None) -> int:
     compile_kw = {} if args.compile == "none" else {"compile": True if args.compile == "default" else args.compile}
     suite.results["evaluator_test_accuracy"] = judge.test_accuracy
     state: dict = {}
+
+    def steps_or_budget(make, schedule, images, tc, steps, budget, name, kw):
+        """:func:`train_fixed` for ``steps`` if given, else :func:`train_for_seconds` for ``budget``; when
+        compiled training fails, the error is recorded and the budget trains uncompiled (``kw`` loses compile)."""
+        if steps:
+            try:
+                return train_fixed(make, schedule, images, tc, steps, **kw)
+            except RuntimeError as e:
+                suite.results["errors"][f"{name} compile"] = str(e)
+                kw.pop("compile")
+        return train_for_seconds(make, schedule, images, tc, budget, 100, 30_000, **kw)
 
     # ------------------------------------------------------------------ 1. speed
     def race(steps: dict, models: dict, flops: dict, batch: int) -> dict:
@@ -489,21 +500,9 @@ def main(argv=None) -> int:
         kw = dict(labels=data.labels, device=device, progress=False, captions=captions, caption_dataset=DATASET)
         kw.update(compile_kw)
         budget = min(args.text_seconds, max(10.0, suite.left() - 230)) if not smoke else 5
-        if args.text_steps:
-            try:
-                res, tc, probe_ips = train_fixed(
-                    lambda: UNet(unet_cfg), schedule, data.images, tc, args.text_steps, **kw
-                )
-            except RuntimeError as e:  # compiled training failed: the time budget, uncompiled
-                suite.results["errors"]["text compile"] = str(e)
-                kw.pop("compile")
-                res, tc, probe_ips = train_for_seconds(
-                    lambda: UNet(unet_cfg), schedule, data.images, tc, budget, 100, 30_000, **kw
-                )
-        else:
-            res, tc, probe_ips = train_for_seconds(
-                lambda: UNet(unet_cfg), schedule, data.images, tc, budget, 100, 30_000, **kw
-            )
+        res, tc, probe_ips = steps_or_budget(
+            lambda: UNet(unet_cfg), schedule, data.images, tc, args.text_steps, budget, "text", kw
+        )
         steps = tc.steps
         suite.log(f"  text model: {steps} steps of {tc.batch_size} (probe {probe_ips:.0f} images/s)")
         model = res.model.to(device).eval()
@@ -665,21 +664,9 @@ def main(argv=None) -> int:
         kw = dict(labels=data.labels, device=device, progress=False, captions=captions, caption_dataset=DATASET)
         kw.update(compile_kw)
         budget = min(args.latent_seconds, max(10.0, suite.left() - 50)) if not smoke else 5
-        if args.latent_steps:
-            try:
-                res, tc, probe_ips = train_fixed(
-                    lambda: UNet(unet_cfg), schedule, latents, tc, args.latent_steps, **kw
-                )
-            except RuntimeError as e:  # compiled training failed: the time budget, uncompiled
-                suite.results["errors"]["latent compile"] = str(e)
-                kw.pop("compile")
-                res, tc, probe_ips = train_for_seconds(
-                    lambda: UNet(unet_cfg), schedule, latents, tc, budget, 100, 30_000, **kw
-                )
-        else:
-            res, tc, probe_ips = train_for_seconds(
-                lambda: UNet(unet_cfg), schedule, latents, tc, budget, 100, 30_000, **kw
-            )
+        res, tc, probe_ips = steps_or_budget(
+            lambda: UNet(unet_cfg), schedule, latents, tc, args.latent_steps, budget, "latent", kw
+        )
         steps = tc.steps
         suite.log(f"  latent model: {steps} steps (probe {probe_ips:.0f} latents/s)")
         pipe = LatentDiffusionPipeline(
