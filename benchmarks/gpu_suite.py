@@ -204,7 +204,11 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--arch-steps", type=int, help="train each lesson-10 model this many steps (lesson 10's full mode: 4000)"
     )
-    ap.add_argument("--controlnet-steps", type=int, help="train the ControlNet this many steps of 128")
+    ap.add_argument("--controlnet-steps", type=int, help="train the ControlNet this many steps")
+    ap.add_argument(
+        "--controlnet-batch", type=int, default=128, help="ControlNet batch size (lesson 10's full mode: 64)"
+    )
+    ap.add_argument("--controlnet-lr", type=float, default=1e-4, help="ControlNet learning rate (lesson 10: 3e-4)")
     ap.add_argument(
         "--compile-rows",
         nargs="+",
@@ -844,15 +848,18 @@ def main(argv=None) -> int:
         hints = sobel_edges(data.images.to(device))
         probe_steps = 5 if smoke else 30
         t1 = time.perf_counter()
+        batch, lr = args.controlnet_batch, args.controlnet_lr
         train_controlnet(
-            controlled, schedule, data.images, hints, steps=probe_steps, batch_size=128, device=device, progress=False
+            controlled, schedule, data.images, hints, steps=probe_steps, batch_size=batch, lr=lr, device=device,
+            progress=False,
         )
         sync(device)
         per_step = (time.perf_counter() - t1) / probe_steps
         steps = args.controlnet_steps or max(10, int(seconds / per_step))
         t1 = time.perf_counter()
         train_controlnet(
-            controlled, schedule, data.images, hints, steps=steps, batch_size=128, device=device, progress=False, seed=1
+            controlled, schedule, data.images, hints, steps=steps, batch_size=batch, lr=lr, device=device,
+            progress=False, seed=1,
         )
         sync(device)
         train_s = time.perf_counter() - t1
@@ -876,7 +883,8 @@ def main(argv=None) -> int:
         fd = judge.evaluate(cond).fd
         row = {
             "steps": steps,
-            "batch": 128,
+            "batch": batch,
+            "lr": lr,
             "train_s": train_s,
             "edge_f1_controlnet": f_cond,
             "edge_f1_unconditioned": f_unc,
@@ -888,8 +896,8 @@ def main(argv=None) -> int:
         suite.log(f"  ControlNet: {steps} steps, edge F1 {f_cond:.3f} vs unconditioned {f_unc:.3f}, FD {fd:.1f}")
         suite.md += [
             "",
-            f"### Lesson 10: ControlNet on Sobel edges ({row['params'] / 1e6:.1f}M trainable), {steps} steps of 128 "
-            f"({train_s:.0f} s) on the frozen U-Net below; {n_eval} samples, DDIM 50, edges of test images",
+            f"### Lesson 10: ControlNet on Sobel edges ({row['params'] / 1e6:.1f}M trainable), {steps} steps of {batch} "
+            f"(lr {lr:g}, {train_s:.0f} s) on the frozen U-Net below; {n_eval} samples, DDIM 50, edges of test images",
             "",
             "| samples | edge F1 with the given edges | FD |",
             "| --- | --- | --- |",
@@ -919,7 +927,12 @@ def main(argv=None) -> int:
         for name, (make, objective) in models.items():
             kw = dict(device=device, progress=False, objective=objective, **compile_kw)
             if args.arch_steps:
-                res, cfg, _ = train_fixed(make, schedule, data.images, tc, args.arch_steps, **kw)
+                try:
+                    res, cfg, _ = train_fixed(make, schedule, data.images, tc, args.arch_steps, **kw)
+                except RuntimeError as e:  # compiled training failed for this model: record it, train eagerly
+                    suite.results["errors"][f"{name} compile"] = str(e)
+                    kw.pop("compile")
+                    res, cfg, _ = train_fixed(make, schedule, data.images, tc, args.arch_steps, **kw)
             else:
                 res, cfg, _ = train_for_seconds(make, schedule, data.images, tc, seconds, 50, 100_000, 40, **kw)
             steps = cfg.steps
