@@ -71,6 +71,7 @@ from course_lib.train import (  # noqa: E402
 )
 
 DATASET = "fashion_mnist"
+HELD_OUT_SEEDS = 4  # 4000 held-out samples: ±0.65% sampling error at 80%
 SCALES = (0.0, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0)  # the issue's seven, and 1.25, 1.5 where a trained
 # model's best trade lies
 #: dense bf16 tensor-core peak, FLOP/s (NVIDIA's data sheets; H100/H200 SXM: 989 TFLOP/s without sparsity)
@@ -542,10 +543,29 @@ def main(argv=None) -> int:
                 }
             )
             suite.log(f"  s={s}: accuracy {rep.accuracy:.1%}, FD {rep.fd:.2f} (floor {rep.fd_floor:.2f})")
+        # held-out prompts at s = 3, from several seeds: two runs of 1000 samples read 81.7% and 79.4%, too
+        # close to the 80% target for one run's ±1.3% sampling error to settle
         held = [HELD_OUT_CAPTIONS[DATASET][i] for i in labels.tolist()]
-        rep = judge.evaluate(guided(model, schedule, held, 3.0), labels)
+        rounds = 1 if smoke else HELD_OUT_SEEDS
+        correct = torch.zeros(10)
+        per_seed = []
+        for seed in range(rounds):
+            images = guided(model, schedule, held, 3.0, seed=seed)
+            hit = (judge.classify(images).cpu() == labels).float()
+            correct += hit.view(10, -1).sum(1)
+            per_seed.append(hit.mean().item())
+            if seed == 0:
+                rep = judge.evaluate(images, labels)
+        per_prompt = (correct / (rounds * (n_eval // 10))).tolist()
         suite.results["sweep"] = sweep
-        suite.results["held_out_s3"] = {"accuracy": rep.accuracy, "fd": rep.fd, "prompts": HELD_OUT_CAPTIONS[DATASET]}
+        suite.results["held_out_s3"] = held_out = {
+            "accuracy": statistics.mean(per_seed),
+            "accuracy_per_seed": per_seed,
+            "samples": rounds * n_eval,
+            "accuracy_per_prompt": dict(zip(HELD_OUT_CAPTIONS[DATASET], per_prompt)),
+            "fd": rep.fd,
+            "prompts": HELD_OUT_CAPTIONS[DATASET],
+        }
         unguided_fd = next(r["fd"] for r in sweep if r["s"] == 1.0)
         # lesson 07's target: read as often as real test images, FD within 1.5× the unguided (s = 1) one
         meets = [r for r in sweep if r["accuracy"] >= r["accuracy_real"] and r["fd"] <= 1.5 * unguided_fd]
@@ -573,7 +593,10 @@ def main(argv=None) -> int:
             f"{judge.test_accuracy:.1%}). Target (accuracy ≥ real, FD ≤ 1.5× unguided) met at s = "
             f"{met_at}. Best s = {best['s']:g}: accuracy {best['accuracy']:.1%}, "
             f"FD {best['fd']:.2f} = {best['fd'] / unguided['fd']:.2f}× the unguided (s = 1) FD. "
-            f"Held-out prompts at s = 3: accuracy **{rep.accuracy:.1%}**, FD {rep.fd:.2f}."
+            f"Held-out prompts at s = 3: accuracy **{held_out['accuracy']:.1%}** over {held_out['samples']} samples "
+            f"(per seed: {', '.join(f'{a:.1%}' for a in per_seed)}), FD {rep.fd:.2f} (first seed). Per prompt: "
+            + ", ".join(f"{k} {v:.0%}" for k, v in held_out["accuracy_per_prompt"].items())
+            + "."
         )
 
     # ------------------------------------------------------------------ 4. sampler table

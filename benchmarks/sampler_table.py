@@ -34,6 +34,11 @@ FULL_ROWS = (
     + [("DDIM η=1", "diffusers", "ddim", s, 1.0, "leading") for s in (10, 20, 50, 100)]
     + [("DPM++ 2M", "diffusers", "dpm++2m", s, 0.0, "trailing") for s in (10, 20)]
     + [("DDPM", "diffusers", "ddpm", s, 0.0, "leading") for s in (20, 50, None)]
+    # trailing spacing starts at t = T − 1, where the cosine schedule's σ/α ≈ 2·10⁴ makes the first x̂_0 a
+    # clamped guess; these rows show what that first step costs each sampler
+    + [("DPM++ 2M", "course", "dpm++2m", s, 0.0, "leading") for s in (10, 20)]
+    + [("DPM++ 2M", "diffusers", "dpm++2m", s, 0.0, "leading") for s in (10, 20)]
+    + [("DDIM η=0", "course", "ddim", s, 0.0, "trailing") for s in (10, 20, 50)]
 )
 QUICK_ROWS = [
     ("DDPM", "course", "ddpm", None, 0.0, "leading"),
