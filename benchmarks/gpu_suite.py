@@ -813,8 +813,13 @@ def main(argv=None) -> int:
             "graphs512": ("the same at batch 512", "reduce-overhead", 512),
         }
         if "ablation" not in suite.results:
-            suite.md += ["", "### Compiled training steps (`train_diffusion`, channels_last)", "",
-                         "| variant | images/s | MFU |", "| --- | --- | --- |"]
+            suite.md += [
+                "",
+                "### Compiled training steps (`train_diffusion`, channels_last)",
+                "",
+                "| variant | images/s | MFU |",
+                "| --- | --- | --- |",
+            ]
         for key in args.compile_rows:
             label, mode, batch = rows[key]
             if suite.left() < 60:
@@ -823,9 +828,9 @@ def main(argv=None) -> int:
             t1 = time.perf_counter()
             try:
                 r = train_diffusion(
-                UNet(unet_cfg),
-                schedule,
-                data.images,
+                    UNet(unet_cfg),
+                    schedule,
+                    data.images,
                     replace(tc, steps=tc.steps + 100, batch_size=batch),
                     device=device,
                     progress=False,
@@ -873,7 +878,14 @@ def main(argv=None) -> int:
         t1 = time.perf_counter()
         batch, lr = args.controlnet_batch, args.controlnet_lr
         train_controlnet(
-            controlled, schedule, data.images, hints, steps=probe_steps, batch_size=batch, lr=lr, device=device,
+            controlled,
+            schedule,
+            data.images,
+            hints,
+            steps=probe_steps,
+            batch_size=batch,
+            lr=lr,
+            device=device,
             progress=False,
         )
         sync(device)
@@ -881,8 +893,16 @@ def main(argv=None) -> int:
         steps = args.controlnet_steps or max(10, int(seconds / per_step))
         t1 = time.perf_counter()
         train_controlnet(
-            controlled, schedule, data.images, hints, steps=steps, batch_size=batch, lr=lr, device=device,
-            progress=False, seed=1,
+            controlled,
+            schedule,
+            data.images,
+            hints,
+            steps=steps,
+            batch_size=batch,
+            lr=lr,
+            device=device,
+            progress=False,
+            seed=1,
         )
         sync(device)
         train_s = time.perf_counter() - t1
@@ -919,8 +939,9 @@ def main(argv=None) -> int:
         suite.log(f"  ControlNet: {steps} steps, edge F1 {f_cond:.3f} vs unconditioned {f_unc:.3f}, FD {fd:.1f}")
         suite.md += [
             "",
-            f"### Lesson 10: ControlNet on Sobel edges ({row['params'] / 1e6:.1f}M trainable), {steps} steps of {batch} "
-            f"(lr {lr:g}, {train_s:.0f} s) on the frozen U-Net below; {n_eval} samples, DDIM 50, edges of test images",
+            f"### Lesson 10: ControlNet on Sobel edges ({row['params'] / 1e6:.1f}M trainable), "
+            f"{steps} steps of {batch} (lr {lr:g}, {train_s:.0f} s) on the frozen U-Net below; {n_eval} samples, "
+            "DDIM 50, edges of test images",
             "",
             "| samples | edge F1 with the given edges | FD |",
             "| --- | --- | --- |",

@@ -44,7 +44,8 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"| {r['lesson']} | {r['seconds']:.1f} | {r['status']} |")
     print(
-        f"| **all** | **{sum(r['seconds'] for r in rows):.1f}** | {sum(r['status'] == 'ok' for r in rows)}/{len(rows)} ok |"
+        f"| **all** | **{sum(r['seconds'] for r in rows):.1f}** "
+        f"| {sum(r['status'] == 'ok' for r in rows)}/{len(rows)} ok |"
     )
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
