@@ -613,7 +613,8 @@ def main(argv=None) -> int:
             ("Euler", "diffusers", "euler", s, 0.0, "trailing") for s in ((10,) if smoke else (20, 50))
         ]
         out = []
-        for label, library, sampler, steps, eta, spacing in rows:
+        for label, library, sampler, steps, eta, spacing, *extra in rows:
+            kw = extra[0] if extra else {}
             if suite.left() < 75:  # keep time for the latent stage
                 suite.log("  sampler table cut short to leave time for the latent model")
                 break
@@ -632,6 +633,7 @@ def main(argv=None) -> int:
                     progress=False,
                     batch_size=1000,
                     text_encoder=table,
+                    **kw,
                 )
             else:
                 clamp = CLAMP_X0.get(sampler, {})
@@ -647,6 +649,7 @@ def main(argv=None) -> int:
                     prompt=prompts,
                     text_encoder=table,
                     **clamp,
+                    **kw,
                 )
             sync(device)
             secs = time.perf_counter() - t1

@@ -18,11 +18,13 @@ For comparison, the DDIM paper's Table 1 (CIFAR-10, FID): DDIM (η = 0) 13.36 / 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 
-# (label, library, sampler, steps (None = all T), eta, spacing)
+NO_CLIP = "DPM++ 2M, no λ clip"
+# (label, library, sampler, steps (None = all T), eta, spacing[, keyword arguments of sample or sample_with_diffusers])
 FULL_ROWS = (
     [("DDPM", "course", "ddpm", None, 0.0, "leading")]
     + [("DDIM η=0", "course", "ddim", s, 0.0, "leading") for s in (10, 20, 50, 100)]
@@ -35,9 +37,9 @@ FULL_ROWS = (
     + [("DPM++ 2M", "diffusers", "dpm++2m", s, 0.0, "trailing") for s in (10, 20)]
     + [("DDPM", "diffusers", "ddpm", s, 0.0, "leading") for s in (20, 50, None)]
     # trailing spacing starts at t = T − 1, where the cosine schedule's σ/α ≈ 2·10⁴ makes the first x̂_0 a
-    # clamped guess; these rows show what that first step costs each sampler
-    + [("DPM++ 2M", "course", "dpm++2m", s, 0.0, "leading") for s in (10, 20)]
-    + [("DPM++ 2M", "diffusers", "dpm++2m", s, 0.0, "leading") for s in (10, 20)]
+    # clamped guess; DPM-Solver++ skips it by default (the λ clip): these rows show what that first step costs
+    + [(NO_CLIP, "course", "dpm++2m", s, 0.0, "trailing", {"lambda_min": -math.inf}) for s in (10, 20)]
+    + [(NO_CLIP, "diffusers", "dpm++2m", s, 0.0, "trailing", {"lambda_min_clipped": -math.inf}) for s in (10, 20)]
     + [("DDIM η=0", "course", "ddim", s, 0.0, "trailing") for s in (10, 20, 50)]
 )
 QUICK_ROWS = [
@@ -47,6 +49,7 @@ QUICK_ROWS = [
     ("DPM++ 2M", "course", "dpm++2m", 10, 0.0, "trailing"),
     ("DDIM η=0", "diffusers", "ddim", 20, 0.0, "leading"),
     ("DPM++ 2M", "diffusers", "dpm++2m", 10, 0.0, "trailing"),
+    (NO_CLIP, "course", "dpm++2m", 10, 0.0, "trailing", {"lambda_min": -math.inf}),
 ]
 
 # The course's samplers clamp x̂_0 to [-1, 1]; the same in diffusers' options (DPM-Solver's dynamic
@@ -98,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     sync()
 
     results = []
-    for label, library, sampler, steps, eta, spacing in rows:
+    for label, library, sampler, steps, eta, spacing, *extra in rows:
         steps = T if steps is None else steps
+        kw = extra[0] if extra else {}
         start = time.perf_counter()
         if library == "course":
             images = sample(
@@ -113,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 spacing=spacing,
                 progress=False,
                 batch_size=args.batch_size,
+                **kw,
             )
         else:
             images = sample_with_diffusers(
@@ -126,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 spacing=spacing,
                 batch_size=args.batch_size,
                 **CLAMP_X0[sampler],
+                **kw,
             )
         sync()
         seconds = time.perf_counter() - start

@@ -50,7 +50,7 @@ from safetensors.torch import load_file, save_file
 from .device import pick_device, training_compile
 from .nn.unet import ARCHITECTURE, UNet, UNetConfig
 from .nn.vae import VAE, VAE_ARCHITECTURE, VAEConfig
-from .samplers import SPACINGS, _check_eta, _check_sampler, _conditioned_eps_fn, sample_loop, timesteps
+from .samplers import SPACINGS, _check_eta, _check_sampler, _conditioned_eps_fn, sample_loop, sampler_timesteps
 from .schedules import NoiseSchedule, q_sample
 from .settings import get_settings
 
@@ -183,7 +183,7 @@ class LatentDiffusionPipeline:
                 keep: torch.Tensor | None = None) -> torch.Tensor:
         r"""Run the sampler in latent space → z_0, N×c×h×w (scaled latents, not clamped).
 
-        With ts = ``timesteps(schedule, steps, spacing)`` (descending) the sampler visits
+        With ts = ``sampler_timesteps(schedule, steps, spacing, sampler)`` (descending) the sampler visits
         ts[start:]. The noise ε ~ N(0, I) (N×c×h×w) is always the first draw from the seeded
         generator, as in txt2img, so the same seed gives the same ε in every mode. The start:
 
@@ -195,7 +195,7 @@ class LatentDiffusionPipeline:
         (and z0 itself after the last step). If start = len(ts) no step runs and z0 is returned.
         """
         s = self._settings(steps, guidance_scale, sampler, eta)
-        ts = timesteps(self.schedule, s["steps"], s["spacing"]).tolist()
+        ts = sampler_timesteps(self.schedule, s["steps"], s["spacing"], s["sampler"])
         if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= len(ts):
             raise ValueError(f"start must be an int in 0..{len(ts)} (the number of steps), got {start!r}")
         if (start > 0 or keep is not None) and z0 is None:

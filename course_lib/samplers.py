@@ -33,6 +33,9 @@ DDIM inversion, image → its noise.
 **DPM-Solver++(2M)** (Lu et al. 2022) solves the same ODE with a second-order multistep
 method in λ_t = log(sqrt(abar_t) / sqrt(1 − abar_t)) (half the log-SNR), reusing the previous
 step's x̂_0 instead of evaluating the model twice per step; see :func:`dpm_solver_pp_2m_step`.
+Its data prediction divides by sqrt(abar_t), so it skips the last timesteps where λ_t falls
+below :data:`DPM_LAMBDA_MIN` (see :func:`timesteps`): on the cosine schedule σ/α at t = T−1 is
+about 2·10⁴, and there any error of ε̂ turns x̂_0 into a clamped guess.
 
 Timesteps count like diffusers': t = 0 … T−1, and a target t' < 0 means "the clean image",
 abar_{t'} = 1 (diffusers' ``set_alpha_to_one=True``).
@@ -52,12 +55,18 @@ from .schedules import NoiseSchedule, check_images
 
 SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 SPACINGS = ("leading", "trailing", "linspace")
+#: DPM-Solver++'s default floor on λ_t = log(α_t/σ_t) (σ/α ≤ e^5.1 ≈ 164): the value the DPM-Solver
+#: authors gave diffusers' ``lambda_min_clipped`` for the cosine schedule (DeepFloyd IF). Other
+#: schedules of the course never reach it at T = 1000 (linear: λ_999 = −5.06).
+DPM_LAMBDA_MIN = -5.1
 
 Step = int | torch.Tensor
 
 
 # --------------------------------------------------------------------------- timesteps
-def timesteps(schedule_or_T: NoiseSchedule | int, steps: int, spacing: str = "leading") -> torch.Tensor:
+def timesteps(
+    schedule_or_T: NoiseSchedule | int, steps: int, spacing: str = "leading", lambda_min: float | None = None
+) -> torch.Tensor:
     r"""The ``steps`` timesteps a sampler visits, descending, as an int64 tensor of shape (steps,).
 
     With T training steps (Lin et al. 2023, Table 2; diffusers' ``timestep_spacing``):
@@ -71,29 +80,79 @@ def timesteps(schedule_or_T: NoiseSchedule | int, steps: int, spacing: str = "le
     (For a few step counts, e.g. T = 1000 and steps = 61, diffusers' ``"trailing"`` list carries
     an extra, invalid t = −1 at its end from floating-point overshoot in ``np.arange``; this
     function returns its first ``steps`` entries.)
+
+    ``lambda_min`` (needs a NoiseSchedule): leave out the top timesteps where
+    λ_t = log(sqrt(abar_t) / sqrt(1 − abar_t)) < lambda_min, T' = T − (their number) of them kept,
+    as diffusers' ``DPMSolverMultistepScheduler(lambda_min_clipped=...)`` does. "trailing" then
+    starts at t = T'−1 with the same stride, round(T' − i · T/steps) − 1, exactly as that scheduler;
+    "leading" and "linspace" use T' in place of T. On the cosine schedule with T = 1000 and
+    lambda_min = −5.1 that drops t = 996 … 999, where σ/α runs from 214 to 2·10⁴.
     """
     T = schedule_or_T.num_steps if isinstance(schedule_or_T, NoiseSchedule) else schedule_or_T
     if isinstance(T, bool) or not isinstance(T, int) or T < 1:
         raise ValueError(f"schedule_or_T must be a NoiseSchedule or a positive int, got {schedule_or_T!r}")
     steps = _check_steps(steps, T)
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; expected one of {', '.join(map(repr, SPACINGS))}")
+    top = T if lambda_min is None else _kept_timesteps(schedule_or_T, lambda_min)
     if spacing == "leading":
-        return torch.arange(steps - 1, -1, -1, dtype=torch.int64) * (T // steps)
+        if steps > top:
+            raise ValueError(_too_many(steps, top, T, spacing, lambda_min))
+        return torch.arange(steps - 1, -1, -1, dtype=torch.int64) * (top // steps)
     if spacing == "trailing":
-        # T − i·(T/steps), rounded half to even, computed in float64 the way np.arange does
+        # top − i·(T/steps), rounded half to even, computed in float64 the way np.arange does
         # (value 1 is start + step; later ones start + i·delta with delta = (start + step) − start).
         step = -(T / steps)
-        delta = (T + step) - T
-        t = T + torch.arange(steps, dtype=torch.float64) * delta
+        delta = (top + step) - top
+        t = top + torch.arange(steps, dtype=torch.float64) * delta
         if steps > 1:
-            t[1] = T + step
-        return torch.round(t).long() - 1
-    if spacing == "linspace":
-        if steps == 1:
-            return torch.zeros(1, dtype=torch.int64)
-        t = torch.arange(steps, dtype=torch.float64) * ((T - 1) / (steps - 1))
-        t[-1] = T - 1
-        return torch.round(t).long().flip(0)
-    raise ValueError(f"unknown spacing {spacing!r}; expected one of {', '.join(map(repr, SPACINGS))}")
+            t[1] = top + step
+        t = torch.round(t).long() - 1
+        if t[-1] < 0 and top < T:  # the stride is T/steps, so fewer than `steps` fit below the clip
+            raise ValueError(_too_many(steps, top, T, spacing, lambda_min))
+        return t
+    if steps > top:
+        raise ValueError(_too_many(steps, top, T, spacing, lambda_min))
+    if steps == 1:
+        return torch.zeros(1, dtype=torch.int64)
+    t = torch.arange(steps, dtype=torch.float64) * ((top - 1) / (steps - 1))
+    t[-1] = top - 1
+    return torch.round(t).long().flip(0)
+
+
+def sampler_timesteps(
+    schedule: NoiseSchedule, steps: int | None, spacing: str, sampler: str, lambda_min: float | None = None
+) -> list[int]:
+    """The timesteps ``sampler`` visits: :func:`timesteps` with the sampler's λ clip. ``steps`` None
+    means all T; ``lambda_min`` None means the sampler's default, :data:`DPM_LAMBDA_MIN` for
+    "dpm++2m" and no clip for DDPM and DDIM (their diffusers schedulers have none); −inf turns it off."""
+    _check_sampler(sampler)
+    if lambda_min is None:
+        lambda_min = DPM_LAMBDA_MIN if sampler == "dpm++2m" else -math.inf
+    if steps is None:
+        steps = schedule.num_steps if lambda_min == -math.inf else _kept_timesteps(schedule, lambda_min)
+    return timesteps(schedule, steps, spacing, None if lambda_min == -math.inf else lambda_min).tolist()
+
+
+def _kept_timesteps(schedule: NoiseSchedule, lambda_min: float) -> int:
+    """T minus the number of timesteps with λ_t < lambda_min (λ falls with t, so those are the top ones)."""
+    if not isinstance(schedule, NoiseSchedule):
+        raise ValueError("lambda_min needs the NoiseSchedule (to compute λ_t), not just T")
+    if isinstance(lambda_min, bool) or not isinstance(lambda_min, (int, float)) or math.isnan(lambda_min):
+        raise ValueError(f"lambda_min must be a number (or None for no clip), got {lambda_min!r}")
+    abar = schedule.alphas_cumprod.double()
+    lam = 0.5 * (torch.log(abar) - torch.log1p(-abar))
+    kept = int((lam >= lambda_min).sum())
+    if kept < 1:
+        raise ValueError(f"every timestep has λ_t < lambda_min = {lambda_min}; λ_0 = {lam[0].item():.2f}")
+    return kept
+
+
+def _too_many(steps: int, top: int, T: int, spacing: str, lambda_min) -> str:
+    return (
+        f"{steps} {spacing} steps do not fit below the λ clip (lambda_min = {lambda_min} keeps t < {top} of "
+        f"T = {T}); use fewer steps, or lambda_min=-math.inf for no clip"
+    )
 
 
 def _check_steps(steps, T: int) -> int:
@@ -582,6 +641,7 @@ def sample(
     steps: int | None = None,
     eta: float = 0.0,
     spacing: str = "leading",
+    lambda_min: float | None = None,
     x_T: torch.Tensor | None = None,
     prompt: str | Sequence[str] | None = None,
     negative_prompt: str | Sequence[str] | None = None,
@@ -602,7 +662,9 @@ def sample(
     model: ε_θ(x, t[, labels]); n images of ``shape`` (C, H, W), default the model's
     (in_channels, image_size, image_size). sampler: "ddpm" (ancestral; the default),
     "ddim" (with ``eta``, 0 = deterministic) or "dpm++2m"; steps: how many model calls,
-    1 … T (None = all T), visited as ``timesteps(schedule, steps, spacing)``; x_T: start from
+    1 … T (None = all T), visited as ``timesteps(schedule, steps, spacing, lambda_min)``
+    (lambda_min None: :data:`DPM_LAMBDA_MIN` for "dpm++2m", no clip otherwise; see
+    :func:`sampler_timesteps`); x_T: start from
     this noise (e.g. from :func:`ddim_invert`) instead of drawing it. clip_x0 (default on):
     clamp x̂_0 to [-1, 1] at every step, see ``ddpm_step``. Same ``seed`` → same images on a
     given device. Returns N×C×H×W clamped to [-1, 1], or, with ``trajectory_every=k``, a tuple
@@ -613,7 +675,7 @@ def sample(
     eta = _check_eta(eta)
     if eta > 0 and sampler != "ddim":
         raise ValueError(f"eta applies to sampler='ddim' only, got eta={eta} with sampler={sampler!r}")
-    ts = timesteps(schedule, schedule.num_steps if steps is None else steps, spacing).tolist()
+    ts = sampler_timesteps(schedule, steps, spacing, sampler, lambda_min)
     shape, device, labels = _prepare(model, n, shape, labels, device)
     eps_fn = _conditioned_eps_fn(
         model, n, labels, prompt, negative_prompt, guidance_scale, text_encoder, batch_size, device

@@ -11,12 +11,14 @@ import torch
 
 from course_lib.nn.unet import UNet, UNetConfig
 from course_lib.samplers import (
+    DPM_LAMBDA_MIN,
     ddim_invert,
     ddim_step,
     ddpm_step,
     dpm_solver_pp_2m_step,
     sample,
     sample_loop,
+    sampler_timesteps,
     timesteps,
 )
 from course_lib.schedules import NoiseSchedule
@@ -251,6 +253,92 @@ def test_dpm_solver_is_more_accurate_than_ddim_at_20_trailing_steps(name):
     ts = timesteps(s, 20, "trailing")
     err = {k: float((sample_loop(m.eps_fn, s, x_T, ts, k) - exact).abs().max()) for k in ("ddim", "dpm++2m")}
     assert err["dpm++2m"] < err["ddim"] / 3, err
+
+
+# ----------------------------------------------------------------- the λ clip of DPM-Solver++
+@pytest.mark.parametrize("T", [1000, 250])
+def test_lambda_clip_equals_diffusers_lambda_min_clipped(T):
+    """Trailing timesteps below the λ floor are those of DPMSolverMultistepScheduler(lambda_min_clipped=−5.1)."""
+    s = NoiseSchedule.cosine(T)
+    ref = diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=T, beta_schedule="squaredcos_cap_v2", algorithm_type="dpmsolver++",
+        timestep_spacing="trailing", lambda_min_clipped=DPM_LAMBDA_MIN,
+    )
+    for steps in (1, 2, 5, 10, 20, 25, 50, 100, 150):
+        ref.set_timesteps(steps)
+        assert sampler_timesteps(s, steps, "trailing", "dpm++2m") == ref.timesteps.tolist()
+        assert timesteps(s, steps, "trailing", lambda_min=DPM_LAMBDA_MIN).tolist() == ref.timesteps.tolist()
+    # T = 1000: λ < −5.1 at t = 996 … 999 only (σ/α from 214 up to 2·10⁴)
+    if T == 1000:
+        assert timesteps(s, 20, "trailing", lambda_min=DPM_LAMBDA_MIN)[:2].tolist() == [995, 945]
+
+
+def test_lambda_clip_changes_nothing_where_lambda_stays_above_it():
+    lin = NoiseSchedule.linear()  # λ_999 = −5.06
+    for spacing in SPACINGS:
+        assert torch.equal(timesteps(lin, 20, spacing, lambda_min=DPM_LAMBDA_MIN), timesteps(lin, 20, spacing))
+    cos = NoiseSchedule.cosine()
+    assert torch.equal(timesteps(cos, 20, "trailing", lambda_min=-math.inf), timesteps(cos, 20, "trailing"))
+    # the other samplers keep the unclipped grid by default, DPM-Solver++ takes the clip
+    assert sampler_timesteps(cos, 20, "trailing", "ddim") == timesteps(cos, 20, "trailing").tolist()
+    assert sampler_timesteps(cos, None, "leading", "ddpm") == timesteps(cos, 1000).tolist()
+    assert sampler_timesteps(cos, 20, "trailing", "dpm++2m")[0] == 995
+    assert sampler_timesteps(cos, 20, "trailing", "dpm++2m", -math.inf)[0] == 999
+    # leading and linspace: the same rule on the kept range t < T' = 996
+    assert timesteps(cos, 4, "linspace", lambda_min=DPM_LAMBDA_MIN).tolist() == [995, 663, 332, 0]
+    assert timesteps(cos, 4, "leading", lambda_min=DPM_LAMBDA_MIN).tolist() == [747, 498, 249, 0]
+
+
+def test_lambda_clip_bad_input():
+    cos = NoiseSchedule.cosine()
+    with pytest.raises(ValueError, match="300 trailing steps do not fit below the λ clip"):
+        timesteps(cos, 300, "trailing", lambda_min=DPM_LAMBDA_MIN)
+    with pytest.raises(ValueError, match="do not fit"):
+        timesteps(cos, 1000, "leading", lambda_min=DPM_LAMBDA_MIN)
+    with pytest.raises(ValueError, match="needs the NoiseSchedule"):
+        timesteps(1000, 20, "trailing", lambda_min=DPM_LAMBDA_MIN)
+    with pytest.raises(ValueError, match="lambda_min must be a number"):
+        timesteps(cos, 20, "trailing", lambda_min=float("nan"))
+    with pytest.raises(ValueError, match="every timestep has"):
+        timesteps(cos, 20, "trailing", lambda_min=50.0)
+    with pytest.raises(ValueError, match="unknown spacing 'even'"):
+        timesteps(cos, 20, "even", lambda_min=DPM_LAMBDA_MIN)
+
+
+@pytest.mark.parametrize("clip_x0", [False, True])
+def test_lambda_clip_keeps_a_small_eps_error_small(clip_x0):
+    """A network whose ε̂ is off by 10⁻³ everywhere. At t = 999 of the cosine schedule σ/α = 2·10⁴, so
+    the first x̂_0 is off by 20: unclamped it wrecks the sample, clamped it is a ±1 guess that still
+    shows at the end. Starting below the λ clip (t = 995, σ/α ≈ 160) the same error does no harm."""
+    s = NoiseSchedule.cosine()
+    m = GaussianDataEps(s, 0.5 * _mu(), s=0.2)  # data inside [−1, 1], so the clamp alone changes little
+    x_T = _inputs(0, shape=(4, 1, 8, 8))[0]
+    exact = sample_loop(m.eps_fn, s, x_T, timesteps(s, 1000), "ddim")
+
+    def err(eps_fn, lambda_min):
+        ts = timesteps(s, 20, "trailing", lambda_min=lambda_min)
+        return float((sample_loop(eps_fn, s, x_T, ts, "dpm++2m", clip_x0=clip_x0) - exact).abs().mean())
+
+    def biased(x, t):
+        return m.eps_fn(x, t) + 1e-3
+
+    clipped, unclipped = err(biased, DPM_LAMBDA_MIN), err(biased, -math.inf)
+    assert clipped < 1.1 * err(m.eps_fn, DPM_LAMBDA_MIN)  # the error of ε̂ barely shows
+    assert unclipped > (10 if not clip_x0 else 1.5) * clipped, (clipped, unclipped)
+
+
+def test_sample_takes_the_lambda_clip_for_dpm_solver_only():
+    torch.manual_seed(0)
+    tiny = UNet(UNetConfig(channels=(8, 16), blocks=(1, 1), attention=(False, False), groups=4))
+    for p in tiny.parameters():
+        p.data.add_(0.01 * torch.randn_like(p))
+    s = NoiseSchedule.cosine()
+    kw = dict(seed=3, steps=6, spacing="trailing", progress=False)
+    dpm = sample(tiny, s, 2, sampler="dpm++2m", **kw)
+    assert torch.equal(dpm, sample(tiny, s, 2, sampler="dpm++2m", lambda_min=DPM_LAMBDA_MIN, **kw))
+    assert not torch.allclose(dpm, sample(tiny, s, 2, sampler="dpm++2m", lambda_min=-math.inf, **kw), atol=1e-3)
+    ddim = sample(tiny, s, 2, sampler="ddim", **kw)
+    assert torch.equal(ddim, sample(tiny, s, 2, sampler="ddim", lambda_min=-math.inf, **kw))
 
 
 # ----------------------------------------------------------------- oracle and inversion
