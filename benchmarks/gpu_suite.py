@@ -5,6 +5,9 @@ the whole set in one go against a wall-clock budget, cheapest and most important
 and writes what it has after every stage (``results.json`` and ``results.md`` in ``--out``),
 so a run cut short still returns everything it finished:
 
+0. ``ddpm``: lesson 04's full recipe (the unconditional 16M-parameter DDPM, ``--ddpm-steps``, default its
+   15k steps), judged as lesson 04 judges it: 1000 DDPM samples with all T steps, FD against the real
+   floor (target ≤ 2×) and the recognised share; DDIM 50 beside it.
 1. ``speed``: one training step of the course U-Net vs diffusers' ``UNet2DModel`` at a matched
    parameter count (bf16 autocast and fused AdamW for both); ``ablation``: images/s of
    ``train_diffusion`` on Fashion-MNIST as each switch is added; FLOPs per image and the
@@ -14,8 +17,9 @@ so a run cut short still returns everything it finished:
    minutes at most: the issue's "recognised as often as real images within 3 minutes"); the
    guidance sweep s ∈ {0, 1, 2, 3, 5, 7.5, 10} (class accuracy and Fréchet distance of 1000
    samples, 100 per class) and held-out prompts at s = 3.
-4. ``samplers``: lesson 08's table on that model (class prompts, s = 1: one network call per
-   step, as for an unconditional model): every course sampler and diffusers' schedulers.
+4. ``samplers``: lesson 08's table, every course sampler and diffusers' schedulers, on lesson 04's
+   DDPM when the ``ddpm`` stage ran (lesson 08's own model), else on the text model (class prompts,
+   s = 1: one network call per step, as for an unconditional model).
 5. ``latent``: lesson 09's small Stable Diffusion on the VAE of stage 2: accuracy and FD against
    the pixel model at the same s, seconds per image latent vs pixel, img2img over strength,
    inpainting with a half-image mask.
@@ -199,6 +203,16 @@ def main(argv=None) -> int:
     ap.add_argument("--vae-seconds", type=float, default=60.0)
     ap.add_argument("--latent-seconds", type=float, default=75.0)
     ap.add_argument("--arch-seconds", type=float, default=60.0, help="training budget of each lesson-10 model")
+    ap.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=list(SCALES),
+        help="guidance scales of the text stage's sweep (s = 1 is needed: the target compares with it)",
+    )
+    ap.add_argument(
+        "--ddpm-steps", type=int, help="train lesson 04's DDPM this many steps (default: the full recipe's 15000)"
+    )
     ap.add_argument("--text-steps", type=int, help="train the text model this many steps (no probe, no time budget)")
     ap.add_argument("--vae-steps", type=int, help="train the VAE this many steps (no probe, no time budget)")
     ap.add_argument("--latent-steps", type=int, help="train the latent U-Net this many steps (no probe, no budget)")
@@ -226,11 +240,13 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--stages",
         nargs="+",
-        default=["speed", "ablation", "vae", "text", "samplers", "latent", "arch", "controlnet", "compile"],
+        default=["ddpm", "speed", "ablation", "vae", "text", "samplers", "latent", "arch", "controlnet", "compile"],
         help="controlnet runs inside arch, on its U-Net; graphs (both U-Nets compiled with CUDA graphs) inside speed; "
         "ablation is the fast-path table, compile its compiled rows",
     )
     args = ap.parse_args(argv)
+    if 1.0 not in args.scales:
+        ap.error("--scales must include 1 (the unguided model, the sweep's reference)")
 
     if args.write_prompts:
         table = PromptTable.build(all_prompts())
@@ -276,6 +292,73 @@ def main(argv=None) -> int:
                 suite.results["errors"][f"{name} compile"] = str(e)
                 kw.pop("compile")
         return train_for_seconds(make, schedule, images, tc, budget, 100, 30_000, **kw)
+
+    # ------------------------------------------------------------------ 0. lesson 04's DDPM
+    def ddpm():
+        """Lesson 04's full recipe, unconditional, judged as the lesson judges it: 1000 DDPM (all T steps)
+        samples against the real floor (target FD ≤ 2× floor), and DDIM 50 beside it. The samplers stage then
+        runs lesson 08's table on this model, the one lesson 08 uses."""
+        unet_cfg, schedule, tc = ddpm_recipe(quick=smoke)
+        kw = dict(device=device, progress=False)
+        kw.update(compile_kw)
+        steps = None if smoke else (args.ddpm_steps or tc.steps)
+        res, tc, probe_ips = steps_or_budget(lambda: UNet(unet_cfg), schedule, data.images, tc, steps, 5.0, "ddpm", kw)
+        model = res.model.to(device).eval()
+        state["ddpm"] = (model, schedule)
+        suite.results["ddpm_training"] = train_row = {
+            "steps": tc.steps,
+            "batch": tc.batch_size,
+            "seconds": res.seconds,
+            "images_per_s": res.steady_images_per_second,
+            "ema_decay": tc.ema_decay,
+            "compile": kw.get("compile", False),
+            "params": sum(q.numel() for q in model.parameters()),
+            "final_loss": statistics.mean(res.losses[-200:]),
+        }
+        suite.log(f"  DDPM: {tc.steps} steps of {tc.batch_size} in {res.seconds:.0f} s")
+        rows = []
+        for label, sampler, n_steps in (("DDPM", "ddpm", None), ("DDIM η=0", "ddim", 50)):
+            t1 = time.perf_counter()
+            images = sample(
+                model, schedule, n_eval, seed=0, sampler=sampler, steps=n_steps, progress=False, batch_size=500
+            )
+            sync(device)
+            secs = time.perf_counter() - t1
+            rep = judge.evaluate(images)
+            rows.append(
+                {
+                    "sampler": label,
+                    "steps": n_steps or schedule.num_steps,
+                    "fd": rep.fd,
+                    "fd_floor": rep.fd_floor,
+                    "fd_ratio": rep.fd / rep.fd_floor,
+                    "recognised": rep.recognised,
+                    "recognised_real": rep.recognised_real,
+                    "class_share": list(rep.class_share),
+                    "seconds": secs,
+                }
+            )
+            suite.log(f"  {label} {n_steps or schedule.num_steps}: FD {rep.fd:.2f} (floor {rep.fd_floor:.2f})")
+        suite.results["ddpm_quality"] = rows
+        suite.md += [
+            "",
+            f"### Lesson 04's DDPM ({train_row['params'] / 1e6:.1f}M), trained {res.seconds:.0f} s "
+            f"({tc.steps} steps of {tc.batch_size}, {res.steady_images_per_second:.0f} images/s, "
+            f"compile={kw.get('compile', False)}), {n_eval} unconditional samples",
+            "",
+            "| sampler | steps | FD | FD floor | FD / floor | recognised (p > 0.9) | real recognised | s to sample |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in rows:
+            suite.md.append(
+                f"| {r['sampler']} | {r['steps']} | {r['fd']:.2f} | {r['fd_floor']:.2f} | **{r['fd_ratio']:.2f}** "
+                f"| {r['recognised']:.1%} | {r['recognised_real']:.1%} | {r['seconds']:.1f} |"
+            )
+        verdict = "met" if rows[0]["fd_ratio"] <= 2 else "NOT met"
+        suite.md.append(
+            f"\nLesson 04's target (DDPM FD ≤ 2× the real floor): **{verdict}**. Share of samples per class "
+            f"(a collapsed model shows here): {', '.join(f'{x:.0%}' for x in rows[0]['class_share'])}."
+        )
 
     # ------------------------------------------------------------------ 1. speed
     def race(steps: dict, models: dict, flops: dict, batch: int) -> dict:
@@ -525,7 +608,7 @@ def main(argv=None) -> int:
         labels = torch.arange(10).repeat_interleave(n_eval // 10)
         prompts = [class_prompts()[i] for i in labels.tolist()]
         sweep = []
-        for s in SCALES if not smoke else (0.0, 1.0, 3.0):
+        for s in args.scales if not smoke else (0.0, 1.0, 3.0):
             t1 = time.perf_counter()
             images = guided(model, schedule, prompts, s)
             sync(device)
@@ -605,10 +688,14 @@ def main(argv=None) -> int:
 
         from course_lib.diffusers_bridge import sample_with_diffusers
 
-        model, schedule = state["text"]
+        # lesson 08's model is lesson 04's DDPM; without it, the text model with class prompts at s = 1 (one
+        # network call per step, as for an unconditional model)
+        unconditional = "ddpm" in state
+        model, schedule = state["ddpm" if unconditional else "text"]
         T = schedule.num_steps
-        labels = torch.arange(10).repeat_interleave(n_eval // 10)
-        prompts = [class_prompts()[i] for i in labels.tolist()]
+        labels = None if unconditional else torch.arange(10).repeat_interleave(n_eval // 10)
+        prompts = None if unconditional else [class_prompts()[i] for i in labels.tolist()]
+        text_kw = {} if unconditional else {"prompt": prompts, "text_encoder": table}
         rows = list(QUICK_ROWS if smoke else FULL_ROWS) + [
             ("Euler", "diffusers", "euler", s, 0.0, "trailing") for s in ((10,) if smoke else (20, 50))
         ]
@@ -625,14 +712,14 @@ def main(argv=None) -> int:
                     model,
                     schedule,
                     n_eval,
-                    prompt=prompts,
                     sampler=sampler,
                     steps=steps,
                     eta=eta,
                     spacing=spacing,
                     progress=False,
                     batch_size=1000,
-                    text_encoder=table,
+                    seed=0,
+                    **text_kw,
                     **kw,
                 )
             else:
@@ -646,8 +733,8 @@ def main(argv=None) -> int:
                     eta=eta,
                     spacing=spacing,
                     batch_size=1000,
-                    prompt=prompts,
-                    text_encoder=table,
+                    seed=0,
+                    **text_kw,
                     **clamp,
                     **kw,
                 )
@@ -656,6 +743,7 @@ def main(argv=None) -> int:
             rep = judge.evaluate(images, labels)
             out.append(
                 {
+                    "model": "ddpm" if unconditional else "text",
                     "sampler": label,
                     "library": library,
                     "steps": steps,
@@ -664,6 +752,7 @@ def main(argv=None) -> int:
                     "fd": rep.fd,
                     "fd_floor": rep.fd_floor,
                     "accuracy": rep.accuracy,
+                    "recognised": rep.recognised,
                     "s_per_1000": secs / n_eval * 1000,
                 }
             )
@@ -672,15 +761,24 @@ def main(argv=None) -> int:
             suite.write()
         suite.md += [
             "",
-            f"### Sampler table: the text model with class prompts at s = 1 (no guidance), {n_eval} images per row",
+            "### Sampler table: "
+            + (
+                "lesson 04's DDPM (lesson 08's model)"
+                if unconditional
+                else "the text model with class prompts at s = 1 (no guidance)"
+            )
+            + f", {n_eval} images per row",
             "",
-            "| sampler | library | steps | spacing | FD | FD / floor | accuracy | s per 1000 images |",
+            "| sampler | library | steps | spacing | FD | FD / floor | "
+            + ("recognised" if unconditional else "accuracy")
+            + " | s per 1000 images |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in out:
+            share = r["recognised"] if unconditional else r["accuracy"]
             suite.md.append(
                 f"| {r['sampler']} | {r['library']} | {r['steps']} | {r['spacing']} | {r['fd']:.2f} "
-                f"| {r['fd'] / r['fd_floor']:.2f} | {r['accuracy']:.1%} | {r['s_per_1000']:.1f} |"
+                f"| {r['fd'] / r['fd_floor']:.2f} | {share:.1%} | {r['s_per_1000']:.1f} |"
             )
 
     # ------------------------------------------------------------------ 5. latent pipeline
@@ -1020,6 +1118,7 @@ def main(argv=None) -> int:
             )
 
     stage_fns = {
+        "ddpm": (ddpm, 60),
         "arch": (arch, 60),
         "speed": (speed, 20),
         "ablation": (ablation, 30),
@@ -1033,7 +1132,7 @@ def main(argv=None) -> int:
         if name in ("controlnet", "graphs"):
             continue  # parts of arch and speed
         fn, need = stage_fns[name]
-        if name == "samplers" and "text" not in state:
+        if name == "samplers" and "text" not in state and "ddpm" not in state:
             continue
         if name == "latent" and "vae" not in state:
             continue

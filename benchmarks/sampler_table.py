@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = QUICK_ROWS if quick else FULL_ROWS
     device = pick_device()
     unet_config, schedule, train_config = ddpm_recipe()
-    model = cached_train(unet_config, schedule, train_config, device=device).model.to(device).eval()
+    trained = cached_train(unet_config, schedule, train_config, device=device)
+    model = trained.model.to(device).eval()
     judge = load_evaluator()
     T = schedule.num_steps
 
@@ -136,18 +137,26 @@ def main(argv: list[str] | None = None) -> int:
         sync()
         seconds = time.perf_counter() - start
         report = judge.evaluate(images)
-        results.append((label, library, steps, spacing, report.fd, report.fd_floor, seconds / n * 1000))
+        results.append(
+            (label, library, steps, spacing, report.fd, report.fd_floor, report.recognised, seconds / n * 1000)
+        )
         print(f"  {label} ({library}) {steps} steps: FD {report.fd:.2f} in {seconds:.1f} s", file=sys.stderr)
 
     dev = torch.cuda.get_device_name() if device.type == "cuda" else str(device)
     print(
         f"\nSampler table ({'quick' if quick else 'full'} mode, T = {T}, {n} images per row, seed {args.seed}, "
-        f"{dev}); FD floor (real vs real, n = {n}): {results[0][5]:.2f}\n"
+        f"{dev}); FD floor (real vs real, n = {n}): {results[0][5]:.2f}; the model: {len(trained.losses)} steps "
+        f"of {train_config.batch_size}, {'from the cache, ' if trained.from_cache else ''}trained in "
+        f"{trained.seconds:.0f} s ({trained.images_per_second:.0f} images/s); the evaluator recognises "
+        f"{report.recognised_real:.1%} of real test images (p > 0.9)\n"
     )
-    print("| sampler | library | steps | spacing | FD | FD / floor | s per 1000 images |")
-    print("| --- | --- | ---: | --- | ---: | ---: | ---: |")
-    for label, library, steps, spacing, fd, fd_floor, s1000 in results:
-        print(f"| {label} | {library} | {steps} | {spacing} | {fd:.2f} | {fd / fd_floor:.2f} | {s1000:.1f} |")
+    print("| sampler | library | steps | spacing | FD | FD / floor | recognised (p > 0.9) | s per 1000 images |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |")
+    for label, library, steps, spacing, fd, fd_floor, recognised, s1000 in results:
+        print(
+            f"| {label} | {library} | {steps} | {spacing} | {fd:.2f} | {fd / fd_floor:.2f} | {recognised:.1%} "
+            f"| {s1000:.1f} |"
+        )
     return 0
 
 
