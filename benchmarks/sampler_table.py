@@ -12,7 +12,8 @@ quick mode, much longer in full mode), as does the evaluator. Seconds per 1000 i
 model's calls and the sampler's arithmetic, not the evaluator; on CUDA the clock waits for the GPU.
 
 For comparison, the DDIM paper's Table 1 (CIFAR-10, FID): DDIM (η = 0) 13.36 / 6.84 / 4.67 / 4.16 at
-10 / 20 / 50 / 100 steps, 4.04 with all 1000 steps (DDPM's own 1000-step sampler: 3.17), η = 1 at 50 steps 8.01.
+10 / 20 / 50 / 100 steps, 4.04 with all 1000 steps; η = 1 (DDPM's posterior variance, the course's DDPM step)
+41.07 / 18.36 / 8.01 / 5.78, and 4.73 with all 1000 steps (DDPM with the larger variance β_t: 3.17 at 1000 steps).
 """
 
 from __future__ import annotations
