@@ -52,7 +52,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
               cpu_args=("--quick",), gpu_args=()),
     Benchmark("gpu-suite", "gpu_suite.py",
               "the GPU figures in one timed pass: lesson 04's DDPM, speed ablation and MFU, VAE, guidance sweep, "
-              "sampler table, latent pipeline, lesson 10's models", gpu_args=("--out", "build/gpu_suite"), needs_gpu=True),
+              "sampler table, latent pipeline, lesson 10's models",
+              gpu_args=("--out", "build/gpu_suite"), needs_gpu=True),
 ]}
 
 

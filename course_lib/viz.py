@@ -301,7 +301,7 @@ def plot_loss(history, smooth: float = 0.9, ax=None, logy: bool | None = None, t
         steps = np.arange(len(arr))
         if smooth > 0:
             (raw,) = ax.plot(steps, arr, alpha=0.25, lw=0.8)
-            ax.plot(steps, _ema(arr, smooth), color=raw.get_color(), lw=1.6, label=f"{name} (EMA {smooth:g})")
+            ax.plot(steps, _ema(arr, smooth), color=raw.get_color(), lw=1.6, label=f"{name}, smoothed ({smooth:g})")
         else:
             ax.plot(steps, arr, lw=1.2, label=name)
     finite = np.concatenate([a[np.isfinite(a)] for a in curves.values()])

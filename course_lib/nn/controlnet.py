@@ -110,7 +110,11 @@ class HintBound(nn.Module):
 
 def sobel_edges(images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Edge maps of N×1×H×W images in [-1, 1]: 1 where the Sobel gradient magnitude exceeds
-    ``threshold`` (in units of the image range), else −1. Shape N×1×H×W, values in {−1, 1}."""
+    ``threshold / 2``, else −1. Shape N×1×H×W, values in {−1, 1}.
+
+    The filters are scaled so that a full black-to-white step (−1 to 1, a jump of 2) reads 1, so
+    an edge is a step of more than ``threshold`` in pixel value: the default 0.5 is a quarter of
+    the range, a magnitude of 0.25 (lesson 10's formula)."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 1:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be N×1×H×W, got {got}")
