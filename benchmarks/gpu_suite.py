@@ -177,6 +177,21 @@ def train_fixed(make, schedule, images, tc, steps: int, **kw):
     return res, tc, res.steady_images_per_second
 
 
+def training_row(res, tc, kw: dict, model) -> dict:
+    """What the results record of a training run: steps, batch, seconds, steady images/s, EMA decay, compile mode,
+    parameters and the mean loss of the last 200 steps."""
+    return {
+        "steps": tc.steps,
+        "batch": tc.batch_size,
+        "seconds": res.seconds,
+        "images_per_s": res.steady_images_per_second,
+        "ema_decay": tc.ema_decay,
+        "compile": kw.get("compile", False),
+        "params": sum(q.numel() for q in model.parameters()),
+        "final_loss": statistics.mean(res.losses[-200:]),
+    }
+
+
 def train_for_seconds(make, schedule, images, tc, seconds: float, lo: int, hi: int, probe_steps: int = 60, **kw):
     """``train_diffusion(make(), ...)`` with as many steps as fit in ``seconds`` (clamped to [lo, hi]).
 
@@ -305,16 +320,7 @@ def main(argv=None) -> int:
         res, tc, probe_ips = steps_or_budget(lambda: UNet(unet_cfg), schedule, data.images, tc, steps, 5.0, "ddpm", kw)
         model = res.model.to(device).eval()
         state["ddpm"] = (model, schedule)
-        suite.results["ddpm_training"] = train_row = {
-            "steps": tc.steps,
-            "batch": tc.batch_size,
-            "seconds": res.seconds,
-            "images_per_s": res.steady_images_per_second,
-            "ema_decay": tc.ema_decay,
-            "compile": kw.get("compile", False),
-            "params": sum(q.numel() for q in model.parameters()),
-            "final_loss": statistics.mean(res.losses[-200:]),
-        }
+        suite.results["ddpm_training"] = train_row = training_row(res, tc, kw, model)
         suite.log(f"  DDPM: {tc.steps} steps of {tc.batch_size} in {res.seconds:.0f} s")
         rows = []
         for label, sampler, n_steps in (("DDPM", "ddpm", None), ("DDIM η=0", "ddim", 50)):
@@ -595,16 +601,7 @@ def main(argv=None) -> int:
         suite.log(f"  text model: {steps} steps of {tc.batch_size} (probe {probe_ips:.0f} images/s)")
         model = res.model.to(device).eval()
         state["text"] = (model, schedule)
-        suite.results["text_training"] = {
-            "steps": steps,
-            "batch": tc.batch_size,
-            "seconds": res.seconds,
-            "images_per_s": res.steady_images_per_second,
-            "ema_decay": tc.ema_decay,
-            "compile": kw.get("compile", False),
-            "params": sum(q.numel() for q in model.parameters()),
-            "final_loss": statistics.mean(res.losses[-200:]),
-        }
+        suite.results["text_training"] = training_row(res, tc, kw, model)
         labels = torch.arange(10).repeat_interleave(n_eval // 10)
         prompts = [class_prompts()[i] for i in labels.tolist()]
         sweep = []
