@@ -738,12 +738,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _submissions(items: Sequence[Path]) -> list[Path]:
+    """Every submission named or found in a folder. In a folder, any file whose name contains ".ipynb" counts
+    (``x.ipynb``, but also ``x.ipynb.txt`` or ``x.ipynb (1)`` as browsers save them): an unreadable one still
+    gets its row. Other files are listed as skipped, so that nothing a student handed in goes unseen."""
     paths: list[Path] = []
     for item in items:
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+            files = [p for p in sorted(item.rglob("*")) if p.is_file() and ".ipynb_checkpoints" not in p.parts]
+            found = [p for p in files if ".ipynb" in p.name.lower()]
+            skipped = [p for p in files if ".ipynb" not in p.name.lower()]
             if not found:
                 print(f"note: no .ipynb files in {item}", file=sys.stderr)
+            if skipped:
+                shown = ", ".join(str(p.relative_to(item)) for p in skipped[:5])
+                more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+                print(f"note: skipped {len(skipped)} file(s) in {item} that are not notebooks: {shown}{more}",
+                      file=sys.stderr)
             paths += found
         elif item.exists():
             paths.append(item)
@@ -768,7 +778,12 @@ def _add_grade(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the gradebook goes")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="submissions graded at once (default 1)")
     p.add_argument(
-        "--timeout", type=float, default=None, metavar="S", help="wall-clock limit per submission (default 300)"
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="wall-clock limit per submission (default 300); inside it each exercise cell gets at most 30 s and each "
+        "call of the learner's function in a check 10 s",
     )
     p.add_argument("--lesson", default=None, help="lesson number or name for every submission")
     p.add_argument("--seed", type=int, default=None, help="seed of the check inputs (default: random, recorded)")
@@ -778,7 +793,7 @@ def _add_grade(subparsers) -> None:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from course_lib.grading.grade import grade_many
+    from course_lib.grading.grade import class_summary, grade_many
 
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
@@ -794,6 +809,13 @@ def _cmd_grade(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    from course_lib.grading.grade import earlier_rows
+
+    files = {str(p.resolve()) for p in paths}
+    kept = [r for r in earlier_rows(args.out) if str(Path(r.get("file", "")).resolve()) not in files]
+    if kept:
+        print(f"note: {args.out} holds {len(kept)} graded submission(s) from an earlier run; they stay in the "
+              "gradebook", file=sys.stderr)
     try:
         rows = grade_many(paths, args.out, opts, progress=progress)
     except OSError as e:
@@ -804,6 +826,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         f"graded {len(rows)} submissions in {time.perf_counter() - start:.1f} s (seed {opts.seed}); "
         f"gradebook: {args.out / 'gradebook.csv'}"
     )
+    print(class_summary(rows))
     if n_fail:
         print(f"course grade: the grader failed on {n_fail} submissions (see their .json)", file=sys.stderr)
     return 1 if n_fail else 0

@@ -283,3 +283,53 @@ def test_the_lesson_is_told_by_metadata_tags_or_file_name(tmp_path):
     assert _lesson_of(None, tmp_path / f"student06_{first[:2]}_x.ipynb", templates, None) == first
     assert _lesson_of(None, tmp_path / "bob.ipynb", templates, None) is None
     assert _lesson_of(None, tmp_path / "bob.ipynb", templates, first[:2]) == first  # --lesson
+
+
+def _with_cell(solution_text: str, exercise: str, source: str) -> str:
+    nb = nbformat.reads(solution_text, as_version=4)
+    cell = next(c for c in nb.cells if f"exercise:{exercise}" in c.get("metadata", {}).get("tags", []))
+    cell.source = source
+    return nbformat.writes(nb)
+
+
+def test_a_class_in_student_folders_a_crashing_cell_and_a_late_submission(tmp_path, capsys):
+    """Students' folders name the rows; a file saved as .ipynb.txt is graded, not skipped; a cell that kills the
+    kernel costs only its own exercise; grading a late submission into the same folder keeps the class's rows."""
+    lesson = LESSONS[0]
+    first, *rest = [e.id for e in exercises_for(lesson)]
+    solution = (SOLUTIONS / f"{lesson}.ipynb").read_text()
+    subs = tmp_path / "subs"
+    for student in ("alice", "bob", "carol"):
+        (subs / student).mkdir(parents=True)
+    (subs / "alice" / f"{lesson}.ipynb").write_text(solution)
+    (subs / "bob" / f"{lesson}.ipynb").write_text(_with_cell(solution, first, "import os\nos._exit(3)\n"))
+    (subs / "carol" / f"{lesson}.ipynb.txt").write_text(solution)
+    (subs / "roster.csv").write_text("alice,bob,carol\n")
+    out = tmp_path / "grades"
+    assert cli.main(["grade", str(subs), "--out", str(out), "--seed", "5", "--jobs", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped 1 file(s)" in captured.err and "roster.csv" in captured.err
+    assert "to look at: bob__" in captured.out
+
+    def table():
+        with open(out / "gradebook.csv") as f:
+            return {row["submission"]: row for row in csv.DictReader(f)}
+
+    rows = table()
+    assert set(rows) == {f"{s}__{lesson}" for s in ("alice", "bob", "carol")}
+    assert rows[f"carol__{lesson}"]["status"] == "graded" and rows[f"carol__{lesson}"]["file"].endswith(".ipynb.txt")
+    assert float(rows[f"alice__{lesson}"]["total"]) == float(rows[f"alice__{lesson}"]["max"])
+    bob = json.loads((out / f"bob__{lesson}.json").read_text())
+    by_id = {e["id"]: e for e in bob["exercises"]}
+    assert by_id[first]["status"] == "error" and "kernel died" in by_id[first]["detail"]
+    assert all(by_id[e]["status"] == "pass" for e in rest), {e: by_id[e]["status"] for e in rest}
+    # a late submission, graded alone into the same folder, joins the gradebook; regrading bob replaces his row
+    late = tmp_path / "late" / "dave"
+    late.mkdir(parents=True)
+    (late / f"{lesson}.ipynb").write_text((EXERCISES / f"{lesson}.ipynb").read_text())
+    assert cli.main(["grade", str(late / f"{lesson}.ipynb"), "--out", str(out), "--seed", "5"]) == 0
+    assert "from an earlier run" in capsys.readouterr().err
+    assert cli.main(["grade", str(subs / "bob" / f"{lesson}.ipynb"), "--out", str(out), "--seed", "5"]) == 0
+    rows = table()
+    assert len(rows) == 4 and f"bob__{lesson}" in rows and rows[lesson]["file"].endswith(f"dave/{lesson}.ipynb")
+    assert float(rows[lesson]["total"]) == 0

@@ -272,6 +272,10 @@ def _run(nb, plan: dict, options: GradeOptions, work: Path, worker: Worker) -> t
 def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run_note: str) -> list[ExerciseResult]:
     by_index = {r["index"]: r for r in log if "index" in r}
     died = any(r.get("status") == "dead" for r in log)
+    # a kernel killed after ignoring the interrupt at the time limit: the cells after it never ran
+    cell_of = {i: ex_id for ex_id, i in plan["exercise_cells"].items()}
+    last = max(by_index, default=None)
+    killed_in = cell_of.get(last) if last is not None and by_index[last].get("status") == "timeout" else None
     results = []
     for ex in exercises_for(lesson):
         res = ExerciseResult(ex.id, ex.title, "error", 0.0, float(ex.points), hint=ex.hint)
@@ -296,7 +300,13 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
                 records = load_observations(path)
             except Exception as e:  # a damaged capture is the run's fault, not a crash
                 res.detail = f"could not read the recorded results ({type(e).__name__})"
-        if records and "undefined" not in records[0]:
+        if cell_log.get("status") == "dead":
+            res.status = "error"
+            res.detail = (
+                "the kernel died while running this exercise's cell (did your code call exit() or crash Python?); "
+                "the exercises after it were run again without this cell"
+            )
+        elif records and "undefined" not in records[0]:
             outcomes = _outcomes(records)
             judged = judge_outcomes(ex, seed, outcomes)
             res.__dict__.update(judged.__dict__)
@@ -317,6 +327,12 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
         elif cap_log.get("status") == "skipped" or cell_log.get("status") == "skipped":
             res.status = "timeout"
             res.detail = "the notebook ran out of time before this exercise"
+        elif killed_in is not None and not cell_log and plan["exercise_cells"].get(ex.id, -1) > last:
+            res.status = "timeout"
+            res.detail = (
+                f"not run: the time limit ran out in exercise {killed_in}'s cell, whose code did not stop when "
+                "interrupted, so the grader had to end the run there"
+            )
         elif died:
             res.status, res.detail = "error", "the kernel died (did your code exit or crash Python?)"
         else:
@@ -371,7 +387,11 @@ def grade_submission(
     except Exception as e:  # anything that is not a readable notebook
         submission = None
         row["status"] = "unreadable"
-        row["notes"].append(f"not a readable notebook: {type(e).__name__}: {str(e)[:300]}")
+        first = (str(e).splitlines() or [""])[0][:120]
+        row["notes"].append(
+            "not a readable notebook: the file is not valid notebook JSON (truncated, corrupt, or another kind of "
+            f"file). Save it again from Jupyter (File → Download) and hand it in again. ({type(e).__name__}: {first})"
+        )
     lesson = _lesson_of(submission, path, templates, options.lesson)
     row["lesson"] = lesson
     if lesson is None or lesson not in templates:
@@ -388,7 +408,9 @@ def grade_submission(
     row["max_total"] = float(sum(e.points for e in exercises))
     if submission is None:
         row["exercises"] = [
-            ExerciseResult(e.id, e.title, "unreadable", 0.0, float(e.points), detail=row["notes"][0]).to_dict()
+            ExerciseResult(
+                e.id, e.title, "unreadable", 0.0, float(e.points), detail="the file could not be read (see the note)"
+            ).to_dict()
             for e in exercises
         ]
         row["seconds"] = round(time.perf_counter() - start, 2)
@@ -398,6 +420,27 @@ def grade_submission(
         template = nbformat.read(templates[lesson], as_version=4)
         nb, plan = rebuild(template, submission, seed, secrets.token_hex(8), options.call_timeout)
         log, note = _run(nb, plan, options, work, worker)
+        vault = work / "vault"
+        # an exercise cell that kills the kernel (exit(), a crash) ends the run: run it again without that cell,
+        # so the exercises after it are still graded
+        # (the kernel may die in the exercise's cell or in its check, which calls the learner's code)
+        culprit = {i: i for i in plan["exercise_cells"].values()}
+        cells = plan["exercise_cells"]
+        culprit |= {cap["index"]: cells[ex] for ex, cap in plan["captures"].items() if ex in cells}
+        handled: dict[int, dict] = {}
+        while True:
+            dead = [r for r in log if r.get("status") == "dead" and culprit.get(r.get("index")) not in (None, *handled)]
+            if not dead:
+                break
+            cell = culprit[dead[0]["index"]]
+            handled[cell] = {"index": cell, "status": "dead"}
+            for i in handled:
+                nb.cells[i].source = "raise RuntimeError('not run again: this cell stopped the kernel')"
+            again = work / f"again-{len(handled)}"
+            again.mkdir()
+            log, note = _run(nb, plan, options, again, worker)
+            log = [r for r in log if r.get("index") not in handled] + list(handled.values())
+            vault = again / "vault"
         if note:
             row["notes"].append(note)
         learner = set(plan["exercise_cells"].values()) | {c["index"] for c in plan["captures"].values()}
@@ -407,7 +450,7 @@ def grade_submission(
                     f"the released notebook's cell {r['index'] + 1} failed ({r.get('ename') or r['status']}: "
                     f"{(r.get('evalue') or '')[:200]}); results after it may suffer"
                 )
-        results = _judge(lesson, plan, log, work / "vault", seed, note)
+        results = _judge(lesson, plan, log, vault, seed, note)
         row["exercises"] = [r.to_dict() for r in results]
         row["total"] = round(sum(r.points for r in results), 2)
     except Exception as e:  # a fault of the grader itself: keep the row, say so, exit non-zero later
@@ -428,17 +471,39 @@ def grade_submission(
 # ---------------------------------------------------------------------------------------------
 
 
-def _names(paths: list[Path]) -> list[str]:
-    """One distinct, file-safe name per submission (stems; -2, -3 … where two collide)."""
-    names, used = [], set()
-    for p in paths:
-        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", p.stem).strip("._") or "submission"
+def _names(paths: list[Path], taken: set[str] | None = None) -> list[str]:
+    """One distinct, file-safe name per submission: its path below the folder common to all of them, folders
+    joined by "__" (``alice/02_x.ipynb`` → ``alice__02_x``; a flat folder gives the stems), -2, -3 … where two
+    still collide or a name is already ``taken`` (rows of an earlier run kept in the gradebook)."""
+    resolved = [Path(p).resolve() for p in paths]
+    common = Path(os.path.commonpath([str(r.parent) for r in resolved])) if resolved else Path()
+    names, used = [], set(taken or ())
+    for r in resolved:
+        rel = r.relative_to(common)
+        at = rel.name.lower().find(".ipynb")  # "x.ipynb", but also "x.ipynb.txt", "x.ipynb (1)"
+        stem = rel.name[:at] if at > 0 else rel.stem
+        raw = "__".join([*rel.parts[:-1], stem])
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", raw).strip("._") or "submission"
         name, k = base, 2
         while name in used or name == "gradebook":
             name, k = f"{base}-{k}", k + 1
         used.add(name)
         names.append(name)
     return names
+
+
+def earlier_rows(out: Path) -> list[dict]:
+    """The rows an earlier ``course grade --out out`` wrote (``out/<submission>.json``), so that grading a late
+    submission into the same folder adds it to the gradebook instead of replacing the gradebook."""
+    rows = []
+    for path in sorted(Path(out).glob("*.json")) if Path(out).is_dir() else []:
+        try:
+            row = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(row, dict) and isinstance(row.get("submission"), str) and "exercises" in row:
+            rows.append(row)
+    return rows
 
 
 def _exercise_ids(rows: list[dict]) -> list[str]:
@@ -449,7 +514,13 @@ def _exercise_ids(rows: list[dict]) -> list[str]:
 def write_gradebook(rows: list[dict], out: Path) -> Path:
     """``out/gradebook.csv``: a row per submission; points and status per exercise, total."""
     ids = _exercise_ids(rows)
-    header = ["submission", "lesson", "status"] + ids + ["total", "max"] + [f"{i} status" for i in ids] + ["notes"]
+    header = (
+        ["submission", "lesson", "status"]
+        + ids
+        + ["total", "max"]
+        + [f"{i} status" for i in ids]
+        + ["file", "seed", "seconds", "notes"]
+    )
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
@@ -460,7 +531,7 @@ def write_gradebook(rows: list[dict], out: Path) -> Path:
             + [f"{by_id[i]['points']:g}" if i in by_id else "" for i in ids]
             + [f"{r['total']:g}", f"{r['max_total']:g}"]
             + [by_id[i]["status"] if i in by_id else "" for i in ids]
-            + ["; ".join(r["notes"])]
+            + [r.get("file", ""), r.get("seed", ""), r.get("seconds", ""), "; ".join(r["notes"])]
         )
     path = out / "gradebook.csv"
     tmp = out / ".gradebook.csv.tmp"
@@ -506,7 +577,16 @@ def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=Non
     """Grade every submission (``options.jobs`` at a time); write the gradebook as rows arrive."""
     out.mkdir(parents=True, exist_ok=True)
     options.resolved_seed()
-    names = _names([Path(p) for p in paths])
+    # rows from an earlier run into this folder stay in the gradebook; a file graded again replaces its own row
+    files = {str(Path(p).resolve()) for p in paths}
+    kept = [r for r in earlier_rows(out) if str(Path(r.get("file", "")).resolve()) not in files]
+    regraded = {
+        str(Path(r.get("file", "")).resolve()): r["submission"]
+        for r in earlier_rows(out)
+        if str(Path(r.get("file", "")).resolve()) in files
+    }
+    names = _names([Path(p) for p in paths], taken={r["submission"] for r in kept} | set(regraded.values()))
+    names = [regraded.get(str(Path(p).resolve()), n) for p, n in zip(paths, names)]
     rows: list[dict] = []
     local = threading.local()
     workers: list[Worker] = []
@@ -541,13 +621,42 @@ def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=Non
             for row in pool.map(one, zip(paths, names)):
                 rows.append(row)
                 _write_row(row, out)
-                write_gradebook(rows, out)
+                write_gradebook(kept + rows, out)
                 if progress is not None:
                     progress(row, len(rows), len(paths))
     finally:
         for w in workers:
             w.close()
     return rows
+
+
+def class_summary(rows: list[dict]) -> str:
+    """A teacher's summary of a grading run: per lesson, the submissions, the mean score and how many ended in
+    each status; then the submissions to look at (not graded, or an exercise that timed out, errored or went
+    missing)."""
+    lines = []
+    for lesson in sorted({r["lesson"] or "?" for r in rows}):
+        group = [r for r in rows if (r["lesson"] or "?") == lesson]
+        graded = [r for r in group if r["status"] == "graded" and r["max_total"]]
+        mean = sum(r["total"] for r in graded) / len(graded) if graded else 0.0
+        top = graded[0]["max_total"] if graded else 0.0
+        counts: dict[str, int] = {}
+        for r in group:
+            for e in r["exercises"]:
+                counts[e["status"]] = counts.get(e["status"], 0) + 1
+        by_status = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        lines.append(
+            f"lesson {lesson}: {len(group)} submission(s), mean {mean:.2f}/{top:g} over the {len(graded)} "
+            f"graded; exercises: {by_status or 'none'}"
+        )
+    attention = [
+        r
+        for r in rows
+        if r["status"] != "graded" or any(e["status"] in ("timeout", "error", "missing") for e in r["exercises"])
+    ]
+    if attention:
+        lines.append("to look at: " + ", ".join(f"{r['submission']} ({r['status']})" for r in attention))
+    return "\n".join(lines)
 
 
 def format_table(row: dict) -> str:

@@ -145,7 +145,7 @@ register(
         judge=_judge_q_sample,
         points=2,
         hint="Each image needs its own abar_t: pick them with t and give them a shape that broadcasts "
-        "over C, H and W; both coefficients are square roots.",
+        "over C, H and W; then compare both coefficients with the closed form in the lesson.",
     )
 )
 
