@@ -377,6 +377,9 @@ def format_doctor(r: dict[str, Any]) -> str:
             value = s[key]
             shown = "unset" if value is None else str(value)
             row(key, f"{shown}  ({var})")
+        if not s["quick"] and not r["cuda"]["available"]:
+            add("  note: full mode without a GPU: the lessons' full-mode trainings take hours to days on a CPU;")
+            add("        on a laptop start Jupyter with COURSE_QUICK=1 (quick mode, same cells, minutes)")
 
     add("")
     add("Datasets (looked up offline by file name: nothing downloaded, nothing checksum-checked)")
