@@ -579,12 +579,9 @@ def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=Non
     options.resolved_seed()
     # rows from an earlier run into this folder stay in the gradebook; a file graded again replaces its own row
     files = {str(Path(p).resolve()) for p in paths}
-    kept = [r for r in earlier_rows(out) if str(Path(r.get("file", "")).resolve()) not in files]
-    regraded = {
-        str(Path(r.get("file", "")).resolve()): r["submission"]
-        for r in earlier_rows(out)
-        if str(Path(r.get("file", "")).resolve()) in files
-    }
+    earlier = [(str(Path(r.get("file", "")).resolve()), r) for r in earlier_rows(out)]
+    kept = [r for f, r in earlier if f not in files]
+    regraded = {f: r["submission"] for f, r in earlier if f in files}
     names = _names([Path(p) for p in paths], taken={r["submission"] for r in kept} | set(regraded.values()))
     names = [regraded.get(str(Path(p).resolve()), n) for p, n in zip(paths, names)]
     rows: list[dict] = []
