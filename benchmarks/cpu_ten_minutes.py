@@ -13,7 +13,8 @@ clamped to [-1, 1], the same x_T for both) and the course evaluator classifies t
 - **course**: ``conditional_recipe("class", quick=True)``: the quick-mode U-Net (widths 16/32/64,
   or ``--course-widths``) with the label embedding added to the time embedding, the 250-step cosine
   schedule, and its TrainConfig (AdamW lr 2e-3, 20 warm-up steps, gradient clipping at 1, EMA 0.98,
-  10% of labels dropped to "no class") at batch 128 and with ``steps`` replaced by the time budget.
+  10% of labels dropped to "no class", and since 2026-11-26 evening the Min-SNR loss weighting with
+  γ = 1) at batch 128 and with ``steps`` replaced by the time budget.
   Samples from the EMA weights with classifier-free guidance at each ``--scales`` value.
 
 The time budget is enforced by a small training loop built from course_lib.train's own pieces
@@ -117,7 +118,8 @@ class TimedTrainer:
                     yb = torch.where(drop, torch.full_like(yb, NUM_CLASSES), yb)
                 for group in self.opt.param_groups:
                     group["lr"] = lr_at(self.steps, cfg)
-            loss = diffusion_loss(self.model, self.schedule, self.data[idx], yb, self.gen)
+            loss = diffusion_loss(self.model, self.schedule, self.data[idx], yb, self.gen,
+                                  min_snr_gamma=cfg.min_snr_gamma)  # the recipe's loss weighting, if any
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.extras and cfg.grad_clip:
@@ -302,7 +304,8 @@ def main() -> None:
     best_s, (best_acc, best_rep, _) = max(
         ((s, results[("course", s)]) for s in args.scales), key=lambda kv: kv[1][0]
     )
-    course_name = f"course `conditional_recipe(\"class\", quick=True)` {unet_cfg.channels}, AdamW + EMA, T=250"
+    course_name = f"course `conditional_recipe(\"class\", quick=True)` {unet_cfg.channels}, AdamW + EMA, T=250" + (
+        f", Min-SNR γ={course_cfg.min_snr_gamma:g}" if course_cfg.min_snr_gamma else "")
     base_name = "baseline: diffusers UNet2DModel (32, 64, 64) + 4-ch class emb, Adam 1e-3, T=1000"
     print()
     print(f"dataset {args.dataset}; {args.minutes:g} min of training per recipe (interleaved {args.slice:g} s "

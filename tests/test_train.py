@@ -246,3 +246,55 @@ def test_training_leaves_the_callers_random_stream_alone():
         run()
         got = draws()
         assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+def test_min_snr_weighting_is_the_stated_formula_and_not_its_look_alikes():
+    """diffusion_loss with γ: mean over images of min(SNR_t, γ)/SNR_t · mean‖ε − ε̂‖², with the same t and ε
+    as the unweighted loss draws. Known-wrong variants (min(SNR, γ) without the division, the weight on the
+    batch mean instead of per image) give other numbers; γ above every SNR gives the plain loss back."""
+    from course_lib.schedules import q_sample
+    from course_lib.train import diffusion_loss
+
+    torch.manual_seed(0)
+    model = UNet(TINY).eval()
+    schedule = NoiseSchedule.cosine(100)
+    x0 = _blobs(16)
+    gamma = 1.0
+    with torch.no_grad():
+        got = diffusion_loss(model, schedule, x0, generator=torch.Generator().manual_seed(3), min_snr_gamma=gamma)
+        plain = diffusion_loss(model, schedule, x0, generator=torch.Generator().manual_seed(3))
+        huge = diffusion_loss(model, schedule, x0, generator=torch.Generator().manual_seed(3),
+                              min_snr_gamma=float(schedule.snr.max()) * 2)
+        g = torch.Generator().manual_seed(3)  # the draws diffusion_loss makes, in its order
+        t = torch.randint(0, schedule.num_steps, (len(x0),), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        err = (model(q_sample(schedule, x0, t, noise), t) - noise).pow(2).mean(dim=(1, 2, 3))
+    snr = schedule.snr[t].float()
+    want = (torch.minimum(snr, torch.tensor(gamma)) / snr * err).mean()
+    assert (snr > gamma).any() and (snr < gamma).any(), "the draw must cover both sides of γ"
+    assert torch.allclose(got, want, rtol=1e-5)
+    assert torch.allclose(plain, err.mean(), rtol=1e-5) and torch.allclose(huge, plain, rtol=1e-5)
+    wrong_no_division = (torch.minimum(snr, torch.tensor(gamma)) * err).mean()
+    wrong_batch_weight = (torch.minimum(snr, torch.tensor(gamma)) / snr).mean() * err.mean()
+    for wrong in (wrong_no_division, wrong_batch_weight, plain):
+        assert not torch.allclose(got, wrong, rtol=1e-3)
+
+
+def test_min_snr_is_checked_and_used_by_the_quick_conditional_recipe():
+    from course_lib.train import conditional_recipe
+
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="min_snr_gamma"):
+            TrainConfig(min_snr_gamma=bad)
+    with pytest.raises(ValueError, match="flow objective"):
+        train_diffusion(UNet(TINY), None, _blobs(16), TrainConfig(steps=1, min_snr_gamma=1.0), device="cpu",
+                        progress=False, objective="flow")
+    for kind in ("text", "class"):
+        assert conditional_recipe(kind, quick=True)[2].min_snr_gamma == 1.0
+        assert conditional_recipe(kind, quick=False)[2].min_snr_gamma is None  # full mode: the plain loss
+    # training with it runs and records the weighted loss, which sits below the plain one at the start
+    weighted = train_diffusion(UNet(TINY), NoiseSchedule.cosine(), _blobs(64),
+                               TrainConfig(steps=3, batch_size=16, min_snr_gamma=1.0), device="cpu", progress=False)
+    plain = train_diffusion(UNet(TINY), NoiseSchedule.cosine(), _blobs(64), TrainConfig(steps=3, batch_size=16),
+                            device="cpu", progress=False)
+    assert weighted.losses[0] < plain.losses[0]
