@@ -178,14 +178,15 @@ def train_fixed(make, schedule, images, tc, steps: int, **kw):
 
 
 def training_row(res, tc, kw: dict, model) -> dict:
-    """What the results record of a training run: steps, batch, seconds, steady images/s, EMA decay, compile mode,
-    parameters and the mean loss of the last 200 steps."""
+    """What the results record of a training run: steps, batch, seconds, steady images/s, EMA decay, Min-SNR γ,
+    compile mode, parameters and the mean loss of the last 200 steps."""
     return {
         "steps": tc.steps,
         "batch": tc.batch_size,
         "seconds": res.seconds,
         "images_per_s": res.steady_images_per_second,
         "ema_decay": tc.ema_decay,
+        "min_snr_gamma": tc.min_snr_gamma,
         "compile": kw.get("compile", False),
         "params": sum(q.numel() for q in model.parameters()),
         "final_loss": statistics.mean(res.losses[-200:]),
@@ -229,6 +230,11 @@ def main(argv=None) -> int:
         "--ddpm-steps", type=int, help="train lesson 04's DDPM this many steps (default: the full recipe's 15000)"
     )
     ap.add_argument("--text-steps", type=int, help="train the text model this many steps (no probe, no time budget)")
+    ap.add_argument(
+        "--min-snr-gamma",
+        type=float,
+        help="train the ddpm and text stages with the Min-SNR loss weighting at this γ (default: each recipe's own)",
+    )
     ap.add_argument("--vae-steps", type=int, help="train the VAE this many steps (no probe, no time budget)")
     ap.add_argument("--latent-steps", type=int, help="train the latent U-Net this many steps (no probe, no budget)")
     ap.add_argument(
@@ -309,11 +315,16 @@ def main(argv=None) -> int:
         return train_for_seconds(make, schedule, images, tc, budget, 100, 30_000, **kw)
 
     # ------------------------------------------------------------------ 0. lesson 04's DDPM
+    def with_gamma(tc):
+        """The recipe's TrainConfig, with --min-snr-gamma's weighting when it is given."""
+        return tc if args.min_snr_gamma is None else replace(tc, min_snr_gamma=args.min_snr_gamma)
+
     def ddpm():
         """Lesson 04's full recipe, unconditional, judged as the lesson judges it: 1000 DDPM (all T steps)
         samples against the real floor (target FD ≤ 2× floor), and DDIM 50 beside it. The samplers stage then
         runs lesson 08's table on this model, the one lesson 08 uses."""
         unet_cfg, schedule, tc = ddpm_recipe(quick=smoke)
+        tc = with_gamma(tc)
         kw = dict(device=device, progress=False)
         kw.update(compile_kw)
         steps = None if smoke else (args.ddpm_steps or tc.steps)
@@ -590,6 +601,7 @@ def main(argv=None) -> int:
 
     def text():
         unet_cfg, schedule, tc = conditional_recipe("text", quick=smoke)
+        tc = with_gamma(tc)
         captions = table.encode(dataset_captions(DATASET))
         kw = dict(labels=data.labels, device=device, progress=False, captions=captions, caption_dataset=DATASET)
         kw.update(compile_kw)
