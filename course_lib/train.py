@@ -171,9 +171,8 @@ def diffusion_loss(
             pred = model(x_t, t) if labels is None else model(x_t, t, labels)
     if min_snr_gamma is None:
         return F.mse_loss(pred.float(), noise)
-    snr = schedule.snr.to(x0.device)[t]
-    weight = (min_snr_gamma / snr).clamp(max=1.0).float()  # = min(SNR, γ)/SNR, and 1 where SNR = 0
-    return (weight * (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+    weight = (min_snr_gamma / schedule.gather(schedule.snr, t, noise)).clamp(max=1.0)  # min(SNR, γ)/SNR; 1 at SNR 0
+    return (weight * (pred.float() - noise).pow(2)).mean()  # equal C·H·W terms per image: the mean of weighted means
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
