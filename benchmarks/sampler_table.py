@@ -19,12 +19,12 @@ For comparison, the DDIM paper's Table 1 (CIFAR-10, FID): DDIM (η = 0) 13.36 / 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
 
-NO_CLIP = "DPM++ 2M, no λ clip"
+CLIP = "DPM++ 2M, λ clip"
+DPM_LAMBDA_MIN = -5.1  # samplers.DPM_LAMBDA_MIN, written out so that the rows need no import
 # (label, library, sampler, steps (None = all T), eta, spacing[, keyword arguments of sample or sample_with_diffusers])
 FULL_ROWS = (
     [("DDPM", "course", "ddpm", None, 0.0, "leading")]
@@ -38,9 +38,9 @@ FULL_ROWS = (
     + [("DPM++ 2M", "diffusers", "dpm++2m", s, 0.0, "trailing") for s in (10, 20)]
     + [("DDPM", "diffusers", "ddpm", s, 0.0, "leading") for s in (20, 50, None)]
     # trailing spacing starts at t = T − 1, where the cosine schedule's σ/α ≈ 2·10⁴ makes the first x̂_0 a
-    # clamped guess; DPM-Solver++ skips it by default (the λ clip): these rows show what that first step costs
-    + [(NO_CLIP, "course", "dpm++2m", s, 0.0, "trailing", {"lambda_min": -math.inf}) for s in (10, 20)]
-    + [(NO_CLIP, "diffusers", "dpm++2m", s, 0.0, "trailing", {"lambda_min_clipped": -math.inf}) for s in (10, 20)]
+    # clamped guess; the λ clip (off by default, as in diffusers) skips the top steps: these rows show what it does
+    + [(CLIP, "course", "dpm++2m", s, 0.0, "trailing", {"lambda_min": DPM_LAMBDA_MIN}) for s in (10, 20)]
+    + [(CLIP, "diffusers", "dpm++2m", s, 0.0, "trailing", {"lambda_min_clipped": DPM_LAMBDA_MIN}) for s in (10, 20)]
     + [("DDIM η=0", "course", "ddim", s, 0.0, "trailing") for s in (10, 20, 50)]
 )
 QUICK_ROWS = [
@@ -50,7 +50,7 @@ QUICK_ROWS = [
     ("DPM++ 2M", "course", "dpm++2m", 10, 0.0, "trailing"),
     ("DDIM η=0", "diffusers", "ddim", 20, 0.0, "leading"),
     ("DPM++ 2M", "diffusers", "dpm++2m", 10, 0.0, "trailing"),
-    (NO_CLIP, "course", "dpm++2m", 10, 0.0, "trailing", {"lambda_min": -math.inf}),
+    (CLIP, "course", "dpm++2m", 10, 0.0, "trailing", {"lambda_min": DPM_LAMBDA_MIN}),
 ]
 
 # The course's samplers clamp x̂_0 to [-1, 1]; the same in diffusers' options (DPM-Solver's dynamic
@@ -78,10 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     from course_lib.device import pick_device
     from course_lib.diffusers_bridge import sample_with_diffusers
     from course_lib.metrics import load_evaluator
+    from course_lib.samplers import DPM_LAMBDA_MIN as LIBRARY_LAMBDA_MIN
     from course_lib.samplers import sample
     from course_lib.settings import get_settings
     from course_lib.train import cached_train, ddpm_recipe
 
+    if DPM_LAMBDA_MIN != LIBRARY_LAMBDA_MIN:
+        raise SystemExit(f"the λ clip rows use {DPM_LAMBDA_MIN}, the library {LIBRARY_LAMBDA_MIN}: update FULL_ROWS")
     quick = get_settings().quick
     n = args.n or (32 if quick else 1000)
     rows = QUICK_ROWS if quick else FULL_ROWS

@@ -25,7 +25,7 @@ import inspect
 import torch
 from torch import nn
 
-from .samplers import DPM_LAMBDA_MIN, SPACINGS, _check_eta, _conditioned_eps_fn, _prepare
+from .samplers import SPACINGS, _check_eta, _conditioned_eps_fn, _prepare
 from .schedules import NoiseSchedule
 
 SCHEDULER_NAMES = ("ddim", "dpm++2m", "euler", "ddpm")
@@ -66,7 +66,7 @@ def _scheduler_class(name: str):
         "ddim": (diffusers.DDIMScheduler, {}),
         "dpm++2m": (
             diffusers.DPMSolverMultistepScheduler,
-            {"algorithm_type": "dpmsolver++", "solver_order": 2, "lambda_min_clipped": DPM_LAMBDA_MIN},
+            {"algorithm_type": "dpmsolver++", "solver_order": 2},
         ),
         "euler": (diffusers.EulerDiscreteScheduler, {}),
         "ddpm": (diffusers.DDPMScheduler, {"variance_type": "fixed_small"}),
@@ -77,8 +77,8 @@ def make_scheduler(name: str, schedule: NoiseSchedule, spacing: str | None = Non
     """A diffusers scheduler on the course's schedule.
 
     name: "ddim" (DDIMScheduler), "dpm++2m" (DPMSolverMultistepScheduler with
-    ``algorithm_type="dpmsolver++"``, ``solver_order=2`` and ``lambda_min_clipped`` =
-    ``samplers.DPM_LAMBDA_MIN``, the course sampler's default), "euler" (EulerDiscreteScheduler) or
+    ``algorithm_type="dpmsolver++"``, ``solver_order=2`` and no λ clip, as the course's sampler;
+    ``lambda_min_clipped=samplers.DPM_LAMBDA_MIN`` turns it on), "euler" (EulerDiscreteScheduler) or
     "ddpm" (DDPMScheduler, ``variance_type="fixed_small"``). spacing: the
     ``timestep_spacing`` ("leading", "trailing" or "linspace"; None keeps the scheduler's
     default: "leading" for DDIM and DDPM, "linspace" for DPM-Solver and Euler). kwargs: any

@@ -33,9 +33,10 @@ DDIM inversion, image → its noise.
 **DPM-Solver++(2M)** (Lu et al. 2022) solves the same ODE with a second-order multistep
 method in λ_t = log(sqrt(abar_t) / sqrt(1 − abar_t)) (half the log-SNR), reusing the previous
 step's x̂_0 instead of evaluating the model twice per step; see :func:`dpm_solver_pp_2m_step`.
-Its data prediction divides by sqrt(abar_t), so it skips the last timesteps where λ_t falls
-below :data:`DPM_LAMBDA_MIN` (see :func:`timesteps`): on the cosine schedule σ/α at t = T−1 is
-about 2·10⁴, and there any error of ε̂ turns x̂_0 into a clamped guess.
+Its data prediction divides by sqrt(abar_t): on the cosine schedule σ/α at t = T−1 is about 2·10⁴,
+and there any error of ε̂ turns x̂_0 into a clamped guess. ``lambda_min=DPM_LAMBDA_MIN`` skips the
+top timesteps where λ_t falls below that floor (see :func:`timesteps`). It is off by default, as in
+diffusers: on lesson 04's DDPM it made the FD worse (benchmarks/RESULTS.md, fifth GPU loan).
 
 Timesteps count like diffusers': t = 0 … T−1, and a target t' < 0 means "the clean image",
 abar_{t'} = 1 (diffusers' ``set_alpha_to_one=True``).
@@ -55,9 +56,10 @@ from .schedules import NoiseSchedule, check_images
 
 SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 SPACINGS = ("leading", "trailing", "linspace")
-#: DPM-Solver++'s default floor on λ_t = log(α_t/σ_t) (σ/α ≤ e^5.1 ≈ 164): the value the DPM-Solver
-#: authors gave diffusers' ``lambda_min_clipped`` for the cosine schedule (DeepFloyd IF). Other
-#: schedules of the course never reach it at T = 1000 (linear: λ_999 = −5.06).
+#: A floor on λ_t = log(α_t/σ_t) (σ/α ≤ e^5.1 ≈ 164) to pass as ``lambda_min``: the value the DPM-Solver
+#: authors gave diffusers' ``lambda_min_clipped`` for the cosine schedule (DeepFloyd IF). Not a default:
+#: on lesson 04's DDPM it raised DPM-Solver++'s FD 1.7–2.2× (benchmarks/RESULTS.md). Other schedules
+#: of the course never reach it at T = 1000 (linear: λ_999 = −5.06).
 DPM_LAMBDA_MIN = -5.1
 
 Step = int | torch.Tensor
@@ -123,12 +125,12 @@ def timesteps(
 def sampler_timesteps(
     schedule: NoiseSchedule, steps: int | None, spacing: str, sampler: str, lambda_min: float | None = None
 ) -> list[int]:
-    """The timesteps ``sampler`` visits: :func:`timesteps` with the sampler's λ clip. ``steps`` None
-    means all T; ``lambda_min`` None means the sampler's default, :data:`DPM_LAMBDA_MIN` for
-    "dpm++2m" and no clip for DDPM and DDIM (their diffusers schedulers have none); −inf turns it off."""
+    """The timesteps ``sampler`` visits: :func:`timesteps` with an optional λ clip. ``steps`` None
+    means all T; ``lambda_min`` None or −inf means no clip (every sampler's default, as in diffusers),
+    a number such as :data:`DPM_LAMBDA_MIN` leaves out the top timesteps with λ_t below it."""
     _check_sampler(sampler)
     if lambda_min is None:
-        lambda_min = DPM_LAMBDA_MIN if sampler == "dpm++2m" else -math.inf
+        lambda_min = -math.inf
     if steps is None:
         steps = schedule.num_steps if lambda_min == -math.inf else _kept_timesteps(schedule, lambda_min)
     return timesteps(schedule, steps, spacing, None if lambda_min == -math.inf else lambda_min).tolist()
@@ -663,7 +665,7 @@ def sample(
     (in_channels, image_size, image_size). sampler: "ddpm" (ancestral; the default),
     "ddim" (with ``eta``, 0 = deterministic) or "dpm++2m"; steps: how many model calls,
     1 … T (None = all T), visited as ``timesteps(schedule, steps, spacing, lambda_min)``
-    (lambda_min None: :data:`DPM_LAMBDA_MIN` for "dpm++2m", no clip otherwise; see
+    (lambda_min None: no clip; :data:`DPM_LAMBDA_MIN` is the DPM-Solver authors' floor, see
     :func:`sampler_timesteps`); x_T: start from
     this noise (e.g. from :func:`ddim_invert`) instead of drawing it. clip_x0 (default on):
     clamp x̂_0 to [-1, 1] at every step, see ``ddpm_step``. Same ``seed`` → same images on a

@@ -64,9 +64,10 @@ def test_make_scheduler_kinds_options_and_errors():
     assert (dpm.config.algorithm_type, dpm.config.solver_order, dpm.config.timestep_spacing) == (
         "dpmsolver++", 2, "trailing")
     assert (dpm.config.lower_order_final, dpm.config.final_sigmas_type) == (True, "zero")
-    # the course sampler's λ clip, which a caller may turn off
-    assert dpm.config.lambda_min_clipped == DPM_LAMBDA_MIN
-    assert make_scheduler("dpm++2m", s, lambda_min_clipped=-math.inf).config.lambda_min_clipped == -math.inf
+    # no λ clip by default, as the course sampler; a caller may turn it on
+    assert dpm.config.lambda_min_clipped == -math.inf
+    on = make_scheduler("dpm++2m", s, lambda_min_clipped=DPM_LAMBDA_MIN)
+    assert on.config.lambda_min_clipped == DPM_LAMBDA_MIN
     assert isinstance(make_scheduler("euler", s), diffusers.EulerDiscreteScheduler)
     assert make_scheduler("ddpm", s).config.variance_type == "fixed_small"
     assert make_scheduler("ddim", s, clip_sample=True).config.clip_sample is True
@@ -98,12 +99,13 @@ def test_diffusers_ddpm_and_dpm_sampling_equal_the_course_samplers(tiny):
     assert (ours - sample_with_diffusers(tiny, s, "ddpm", 2, 6, seed=5)).abs().max() < 1e-4
     ours = sample(tiny, s, 2, seed=5, sampler="dpm++2m", steps=6, spacing="trailing", clip_x0=False, progress=False)
     assert (ours - sample_with_diffusers(tiny, s, "dpm++2m", 2, 6, seed=5, spacing="trailing")).abs().max() < 1e-4
-    # without the λ clip on both sides they agree too, and differ from the clipped samples
+    # with the λ clip on both sides they agree too, and differ from the unclipped samples
     kw = dict(seed=5, steps=6, spacing="trailing", clip_x0=False, progress=False)
-    unclipped = sample(tiny, s, 2, sampler="dpm++2m", lambda_min=-math.inf, **kw)
-    theirs = sample_with_diffusers(tiny, s, "dpm++2m", 2, 6, seed=5, spacing="trailing", lambda_min_clipped=-math.inf)
-    assert (unclipped - theirs).abs().max() < 1e-4
-    assert (unclipped - ours).abs().max() > 1e-3
+    clipped = sample(tiny, s, 2, sampler="dpm++2m", lambda_min=DPM_LAMBDA_MIN, **kw)
+    theirs = sample_with_diffusers(tiny, s, "dpm++2m", 2, 6, seed=5, spacing="trailing",
+                                   lambda_min_clipped=DPM_LAMBDA_MIN)
+    assert (clipped - theirs).abs().max() < 1e-4
+    assert (clipped - ours).abs().max() > 1e-3
 
 
 def test_euler_runs_and_is_reproducible(tiny):
