@@ -24,6 +24,7 @@ import sys
 import time
 
 CLIP = "DPM++ 2M, λ clip"
+LARGE = "DDPM, σ² = β_t"
 DPM_LAMBDA_MIN = -5.1  # samplers.DPM_LAMBDA_MIN, written out so that the rows need no import
 # (label, library, sampler, steps (None = all T), eta, spacing[, keyword arguments of sample or sample_with_diffusers])
 FULL_ROWS = (
@@ -42,6 +43,9 @@ FULL_ROWS = (
     + [(CLIP, "course", "dpm++2m", s, 0.0, "trailing", {"lambda_min": DPM_LAMBDA_MIN}) for s in (10, 20)]
     + [(CLIP, "diffusers", "dpm++2m", s, 0.0, "trailing", {"lambda_min_clipped": DPM_LAMBDA_MIN}) for s in (10, 20)]
     + [("DDIM η=0", "course", "ddim", s, 0.0, "trailing") for s in (10, 20, 50)]
+    # DDPM with Ho et al.'s other variance, σ² = β_t: the DDIM paper's best FID at 1000 steps, its worst at few
+    + [(LARGE, "course", "ddpm", s, 0.0, "leading", {"variance": "large"}) for s in (20, 50, None)]
+    + [(LARGE, "diffusers", "ddpm", None, 0.0, "leading", {"variance_type": "fixed_large"})]
 )
 QUICK_ROWS = [
     ("DDPM", "course", "ddpm", None, 0.0, "leading"),
@@ -51,6 +55,7 @@ QUICK_ROWS = [
     ("DDIM η=0", "diffusers", "ddim", 20, 0.0, "leading"),
     ("DPM++ 2M", "diffusers", "dpm++2m", 10, 0.0, "trailing"),
     (CLIP, "course", "dpm++2m", 10, 0.0, "trailing", {"lambda_min": DPM_LAMBDA_MIN}),
+    (LARGE, "course", "ddpm", 20, 0.0, "leading", {"variance": "large"}),
 ]
 
 # The course's samplers clamp x̂_0 to [-1, 1]; the same in diffusers' options (DPM-Solver's dynamic

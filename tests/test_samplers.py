@@ -14,8 +14,8 @@ SCHEDULES = [("linear", "linear", {}), ("cosine", "squaredcos_cap_v2", {}),
 STEPS = [999, 731, 500, 37, 1, 0]
 
 
-def _reference(ds_name, kw, tables_from=None):
-    ref = diffusers.DDPMScheduler(beta_schedule=ds_name, clip_sample=False, variance_type="fixed_small", **kw)
+def _reference(ds_name, kw, tables_from=None, variance_type="fixed_small"):
+    ref = diffusers.DDPMScheduler(beta_schedule=ds_name, clip_sample=False, variance_type=variance_type, **kw)
     if tables_from is not None:  # same float64 tables: compares the step equation alone
         ref.betas, ref.alphas, ref.alphas_cumprod = tables_from.betas, tables_from.alphas, tables_from.alphas_cumprod
     return ref
@@ -71,6 +71,38 @@ def test_known_wrong_variance_fails_the_comparison():
     got = ddpm_step(ours, x, eps, 10, noise=torch.randn(x.shape, generator=torch.Generator().manual_seed(7)))
     wrong = ref.step(eps, 10, x, generator=torch.Generator().manual_seed(7)).prev_sample
     assert ((got - wrong).abs() / (wrong.abs() + 1)).max() > 1e-3
+
+
+@pytest.mark.parametrize("name,ds_name,kw", SCHEDULES, ids=[s[0] for s in SCHEDULES])
+@pytest.mark.parametrize("t", STEPS)
+def test_large_variance_equals_diffusers_fixed_large(name, ds_name, kw, t):
+    """variance="large" (σ² = β_t) is DDPMScheduler(variance_type="fixed_large"), the posterior one is not."""
+    ours = NoiseSchedule.from_name(name)
+    ref = _reference(ds_name, kw, tables_from=ours, variance_type="fixed_large")
+    x, eps = _inputs(t, torch.float64)
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    expected = ref.step(eps, t, x, generator=torch.Generator().manual_seed(7)).prev_sample
+    assert torch.allclose(ddpm_step(ours, x, eps, t, noise=z, variance="large"), expected, rtol=1e-10, atol=1e-10)
+    small = ddpm_step(ours, x, eps, t, noise=z)
+    if 0 < t < 100:  # β̃_t = β_t (1 − abar_{t−1}) / (1 − abar_t) is well below β_t only near the data end
+        assert not torch.allclose(small, expected, atol=1e-4)
+    elif t == 0:  # the last step adds no noise with either
+        assert torch.equal(small, ddpm_step(ours, x, eps, t, noise=z, variance="large"))
+
+
+def test_variance_is_checked_and_used_by_sample():
+    s = NoiseSchedule.cosine(50)
+    m = _tiny_model()
+    kw = dict(seed=1, steps=10, progress=False)
+    small, large = sample(m, s, 2, **kw), sample(m, s, 2, variance="large", **kw)
+    assert torch.equal(small, sample(m, s, 2, variance="small", **kw))
+    assert not torch.allclose(small, large, atol=1e-3)
+    with pytest.raises(ValueError, match="unknown variance 'big'; expected one of 'small', 'large'"):
+        sample(m, s, 2, variance="big", **kw)
+    with pytest.raises(ValueError, match="variance applies to sampler='ddpm' only"):
+        sample(m, s, 2, sampler="ddim", variance="large", **kw)
+    with pytest.raises(ValueError, match="unknown variance"):
+        ddpm_step(s, torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), 3, variance="fixed_large")
 
 
 def test_last_step_adds_no_noise():

@@ -154,9 +154,11 @@ def test_ddim_per_sample_timesteps_match_scalar_steps():
 
 # ----------------------------------------------------------------- DDPM with skipped steps
 @pytest.mark.parametrize("spacing", ["leading", "trailing"])
-def test_ddpm_step_between_non_adjacent_steps_equals_diffusers_set_timesteps(spacing):
+@pytest.mark.parametrize("variance", ["small", "large"])
+def test_ddpm_step_between_non_adjacent_steps_equals_diffusers_set_timesteps(spacing, variance):
     ours = NoiseSchedule.linear()
-    ref = _share_tables(diffusers.DDPMScheduler(clip_sample=False, timestep_spacing=spacing), ours)
+    kind = {"small": "fixed_small", "large": "fixed_large"}[variance]
+    ref = _share_tables(diffusers.DDPMScheduler(clip_sample=False, timestep_spacing=spacing, variance_type=kind), ours)
     ref.set_timesteps(50)
     ts = ref.timesteps.tolist()
     for i in (0, 17, 48, 49):
@@ -164,7 +166,7 @@ def test_ddpm_step_between_non_adjacent_steps_equals_diffusers_set_timesteps(spa
         x, eps, z = _inputs(i)
         expected = ref.step(eps, ts[i], x, generator=torch.Generator().manual_seed(9)).prev_sample
         z = torch.randn(x.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
-        got = ddpm_step(ours, x, eps, ts[i], noise=z, t_prev=t_prev)
+        got = ddpm_step(ours, x, eps, ts[i], noise=z, t_prev=t_prev, variance=variance)
         assert torch.allclose(got, expected, rtol=1e-10, atol=1e-10), (spacing, i)
 
 
