@@ -20,8 +20,9 @@ Three ways to use it:
   last steps of the sampler run from there (SDEdit, Meng et al. 2022).
 - **inpainting** (``pipe.inpaint(image, mask, prompt)``): the known region of the latent is
   overwritten at every step by the noised latent of the original ("inpainting by blending",
-  as diffusers' legacy ``StableDiffusionInpaintPipelineLegacy`` and RePaint without its
-  resampling jumps), and the known pixels are pasted back at the end.
+  as diffusers' legacy ``StableDiffusionInpaintPipelineLegacy``, with the same start noise at
+  every step; RePaint draws fresh noise instead and adds resampling jumps), and the known
+  pixels are pasted back at the end.
 
 Latents are not images: they are *not* clamped to [−1, 1] while sampling (the lesson 04
 samplers clamp x̂_0 by default, which would cut off most of a unit-variance latent). Only the
@@ -302,8 +303,9 @@ class LatentDiffusionPipeline:
 
         (z_0 itself after the last step): the model only ever sees a known region that is
         consistent with the original at the current noise level, and fills the hole to match.
-        This is the blending of diffusers' legacy SD inpainting (and RePaint without its
-        resampling), not a U-Net trained with the mask as input (SD-inpainting's 9 channels).
+        This is the blending of diffusers' legacy SD inpainting (RePaint noises the known region
+        afresh at every step and adds resampling jumps), not a U-Net trained with the mask as
+        input (SD-inpainting's 9 channels).
 
         With ``paste`` (default) the unmasked pixels are copied from ``image`` at the end,
         x = mask · x̂ + (1 − mask) · image, so they are kept *exactly*; without it they are

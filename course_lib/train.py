@@ -505,7 +505,7 @@ def conditional_recipe(
 
     Full mode (a GPU): ddpm_recipe's U-Net (widths 32/96/320) plus the condition, 1000
     cosine steps, 15k steps of 128 images. Quick mode (a laptop CPU): ddpm_recipe's small
-    U-Net plus the condition, a 250-step cosine schedule, 300 steps of 32 images (about 80 s)
+    U-Net plus the condition, a 250-step cosine schedule, 300 steps of 32 images (about 70 s)
     with the loss weighted by Min-SNR, γ = 1 (``diffusion_loss``): the few steps go to the noise
     levels where the class is decided. On 2026-11-26, with n = 200 samples at guidance 3, that
     raised the evaluator's class accuracy from 35–38% to 48–57% over plain 300-step training, and

@@ -264,7 +264,9 @@ def _ema(values: np.ndarray, smooth: float) -> np.ndarray:
     return out
 
 
-def plot_loss(history, smooth: float = 0.9, ax=None, logy: bool | None = None, title: str | None = "loss"):
+def plot_loss(
+    history, smooth: float = 0.9, ax=None, logy: bool | None = None, title: str | None = "loss", ylabel: str = "loss"
+):
     """Plot loss curves: the raw values faintly, an exponential moving average on top.
 
     Args:
@@ -273,6 +275,7 @@ def plot_loss(history, smooth: float = 0.9, ax=None, logy: bool | None = None, t
         smooth: EMA factor s in [0, 1): 0 = no smoothing, 0.98 = strong.
         ax: draw into this Axes.
         logy: log-scale the y axis; None = when every value is positive and they span > 10×.
+        ylabel: the y axis's label (for curves that are not a loss, such as a KL term).
     Returns the Figure.
     """
     if not isinstance(smooth, (int, float)) or not 0.0 <= smooth < 1.0:
@@ -310,7 +313,7 @@ def plot_loss(history, smooth: float = 0.9, ax=None, logy: bool | None = None, t
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     ax.legend()
