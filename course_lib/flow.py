@@ -13,8 +13,9 @@ noise) down to t = 0 carries N(0, I) onto the data distribution (Lipman et al. 2
 The paths of v* are not exactly straight, because many (x_0, ε) pairs cross at every x_t. They
 are straighter than DDPM's, though, so few steps go further.
 
-Compared with the ε-objective of lessons 04–08 there is no noise schedule (ᾱ_t = (1 − t)² in
-effect, with noise level t), t is continuous, and the U-Net is unchanged: it reads t · 1000
+Compared with the ε-objective of lessons 04–08 there is no noise schedule: the signal's weight
+is 1 − t and the noise's t, which is not variance preserving ((1 − t)² + t² < 1 between the
+ends); t is continuous, and the U-Net is unchanged: it reads t · 1000
 (:data:`TIME_SCALE`) through its sinusoidal time embedding. SD3 (Esser et al. 2024) draws t from
 a logit-normal, t = sigmoid(m + s·n) with n ~ N(0, 1), which puts more training on the middle
 noise levels where the velocity is hardest to predict. That is ``t_sampling="logit_normal"``
