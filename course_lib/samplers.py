@@ -14,11 +14,12 @@ t' = t − 1 when it visits every step) from the posterior q(x_{t'} | x_t, x̂_0
     x_{t'}    = μ̃_t + sqrt(β̃_t) z,   z ~ N(0, I), and no noise at the last step (t = 0).
 
 This is diffusers' ``DDPMScheduler.step`` with ``variance_type="fixed_small"`` and
-``clip_sample=False`` (after ``set_timesteps`` when t' < t − 1). Ho et al. tried a second
-variance, σ_t² = β_t, the largest one that the reverse process can have (``variance="large"``,
-diffusers' ``"fixed_large"``); the DDIM paper's Table 1 gives it the better FID with all 1000
-steps on CIFAR-10 (3.17 against 4.73) and the far worse one with few steps; with ``clip_x0=True`` x̂_0 is
-clamped to [-1, 1] before it enters μ̃_t (``clip_sample=True``, as in Ho et al.'s own sampler).
+``clip_sample=False`` (after ``set_timesteps`` when t' < t − 1). Ho et al. tried two fixed
+variances: β̃_t, the right one if x_0 were a single fixed image, and σ_t² = β_t, the right one if
+x_0 were N(0, I) (``variance="large"``, diffusers' ``"fixed_large"``). The DDIM paper's Table 1
+gives β_t the better FID with all 1000 steps on CIFAR-10 (3.17 against 4.73) and the far worse
+one with few steps. With ``clip_x0=True`` x̂_0 is clamped to [-1, 1] before it enters μ̃_t
+(``clip_sample=True``, as in Ho et al.'s own sampler).
 Clamping matters most at the first steps of a cosine schedule: there abar_t/abar_{t−1} = 1 − β_t
 can be 0.001, so an error in ε̂ reaches x_{t−1} amplified by sqrt(abar_{t−1}/abar_t) ≈ 30, and an
 imperfect model's samples run off to values in the hundreds instead of staying in [-1, 1].
