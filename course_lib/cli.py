@@ -819,6 +819,14 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     if kept:
         print(f"note: {args.out} holds {len(kept)} graded submission(s) from an earlier run; they stay in the "
               "gradebook", file=sys.stderr)
+        seeds = {r.get("seed") for r in kept}
+        if opts.seed is None and len(seeds) == 1 and isinstance(next(iter(seeds)), int):
+            # a late submission is checked on the class's inputs unless --seed says otherwise
+            opts.seed = seeds.pop()
+            print(f"note: using the earlier run's seed {opts.seed} (give --seed to choose another)", file=sys.stderr)
+        elif opts.seed is not None and opts.seed not in seeds:
+            print(f"note: the earlier rows were checked with seed(s) {', '.join(map(str, sorted(seeds, key=str)))}, "
+                  f"this run uses {opts.seed}", file=sys.stderr)
     try:
         rows = grade_many(paths, args.out, opts, progress=progress)
     except OSError as e:

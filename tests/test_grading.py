@@ -223,6 +223,14 @@ def test_awkward_submissions_grade_as_they_should(graded):
             assert row["total"] == 0
 
 
+def test_a_syntax_error_is_told_by_its_line_in_the_cell(graded):
+    rows, _, out, _ = graded
+    bad = next(e for e in rows[f"syntax_error-{LESSONS[0]}"]["exercises"] if e["status"] == "error")
+    assert "SyntaxError" in bad["detail"] and "of the exercise cell)" in bad["detail"], bad["detail"]
+    assert ".py" not in bad["detail"] and "fix the line named above" in bad["hint"]
+    assert "of the exercise cell)" in (out / f"syntax_error-{LESSONS[0]}.md").read_text()
+
+
 def test_partial_credit_and_helpful_feedback_for_a_wrong_answer(graded):
     rows, _, out, _ = graded
     row = rows[f"wrong_answer-{LESSONS[0]}"]
@@ -309,7 +317,7 @@ def test_a_class_in_student_folders_a_crashing_cell_and_a_late_submission(tmp_pa
     assert cli.main(["grade", str(subs), "--out", str(out), "--seed", "5", "--jobs", "2"]) == 0
     captured = capsys.readouterr()
     assert "skipped 1 file(s)" in captured.err and "roster.csv" in captured.err
-    assert "to look at: bob__" in captured.out
+    assert f"to look at (the grader could not judge all of it): bob__{lesson} ({first} error)" in captured.out
 
     def table():
         with open(out / "gradebook.csv") as f:
@@ -327,9 +335,15 @@ def test_a_class_in_student_folders_a_crashing_cell_and_a_late_submission(tmp_pa
     late = tmp_path / "late" / "dave"
     late.mkdir(parents=True)
     (late / f"{lesson}.ipynb").write_text((EXERCISES / f"{lesson}.ipynb").read_text())
-    assert cli.main(["grade", str(late / f"{lesson}.ipynb"), "--out", str(out), "--seed", "5"]) == 0
-    assert "from an earlier run" in capsys.readouterr().err
+    # graded alone, without --seed: it keeps dave's name and is checked on the class's inputs (seed 5)
+    assert cli.main(["grade", str(late / f"{lesson}.ipynb"), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "from an earlier run" in err and "using the earlier run's seed 5" in err
     assert cli.main(["grade", str(subs / "bob" / f"{lesson}.ipynb"), "--out", str(out), "--seed", "5"]) == 0
     rows = table()
-    assert len(rows) == 4 and f"bob__{lesson}" in rows and rows[lesson]["file"].endswith(f"dave/{lesson}.ipynb")
-    assert float(rows[lesson]["total"]) == 0
+    dave = rows[f"dave__{lesson}"]
+    assert len(rows) == 4 and f"bob__{lesson}" in rows and dave["file"].endswith(f"dave/{lesson}.ipynb")
+    assert float(dave["total"]) == 0 and dave["seed"] == "5"
+    # a different seed on purpose is said out loud
+    assert cli.main(["grade", str(late / f"{lesson}.ipynb"), "--out", str(out), "--seed", "6"]) == 0
+    assert "checked with seed(s) 5, this run uses 6" in capsys.readouterr().err

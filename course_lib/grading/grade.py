@@ -269,6 +269,18 @@ def _run(nb, plan: dict, options: GradeOptions, work: Path, worker: Worker) -> t
     return log, (message if outcome == "stopped" else "")
 
 
+_UNREADABLE = ("SyntaxError", "IndentationError", "TabError")
+
+
+def _error_text(ename, evalue) -> str:
+    """``ename: evalue``, where a syntax error's "(8840.py, line 14)", the kernel's name for the cell, becomes
+    "(line 14 of the exercise cell)", which a learner can find."""
+    text = str(evalue or "")
+    if ename in _UNREADABLE:
+        text = re.sub(r"\s*\((?:[^()]*?\.py|<[^<>]*>), line (\d+)\)", r" (line \1 of the exercise cell)", text)
+    return f"{ename}: {text}"
+
+
 def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run_note: str) -> list[ExerciseResult]:
     by_index = {r["index"]: r for r in log if "index" in r}
     died = any(r.get("status") == "dead" for r in log)
@@ -293,7 +305,7 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
         path = vault / f"{cap['stem']}.json" if cap else None
         cell_error = None
         if cell_log.get("status") == "error":
-            cell_error = f"{cell_log.get('ename')}: {cell_log.get('evalue')}"
+            cell_error = _error_text(cell_log.get("ename"), cell_log.get("evalue"))
         records = None
         if path is not None and path.exists():
             try:
@@ -319,6 +331,8 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
             res.status, res.detail = "not_implemented", cell_error
         elif cell_error:
             res.status, res.detail = "error", f"the exercise cell raised {cell_error}"
+            if cell_log.get("ename") in _UNREADABLE:  # the maths hint cannot help before the cell runs at all
+                res.hint = "Python could not read the cell: fix the line named above, then run the cell and its check"
         elif records and "undefined" in records[0]:
             res.status, res.detail = "error", f"the exercise cell ran but did not define {ex.name}"
         elif cap_log.get("status") == "error":
@@ -471,10 +485,15 @@ def grade_submission(
 # ---------------------------------------------------------------------------------------------
 
 
+_LESSON_STEM = re.compile(r"\d\d_")  # the exercise files' names: 02_forward_noising, …
+
+
 def _names(paths: list[Path], taken: set[str] | None = None) -> list[str]:
     """One distinct, file-safe name per submission: its path below the folder common to all of them, folders
     joined by "__" (``alice/02_x.ipynb`` → ``alice__02_x``; a flat folder gives the stems), -2, -3 … where two
-    still collide or a name is already ``taken`` (rows of an earlier run kept in the gradebook)."""
+    still collide or a name is already ``taken`` (rows of an earlier run kept in the gradebook). A bare lesson
+    file name (``02_x``) says nothing about who handed it in, so it keeps its folder's name: grading
+    ``late/dave/02_x.ipynb`` alone gives ``dave__02_x``, as it would have in the class's run."""
     resolved = [Path(p).resolve() for p in paths]
     common = Path(os.path.commonpath([str(r.parent) for r in resolved])) if resolved else Path()
     names, used = [], set(taken or ())
@@ -482,7 +501,8 @@ def _names(paths: list[Path], taken: set[str] | None = None) -> list[str]:
         rel = r.relative_to(common)
         at = rel.name.lower().find(".ipynb")  # "x.ipynb", but also "x.ipynb.txt", "x.ipynb (1)"
         stem = rel.name[:at] if at > 0 else rel.stem
-        raw = "__".join([*rel.parts[:-1], stem])
+        folders = list(rel.parts[:-1]) or ([r.parent.name] if _LESSON_STEM.match(stem) and r.parent.name else [])
+        raw = "__".join([*folders, stem])
         base = re.sub(r"[^A-Za-z0-9_.-]+", "_", raw).strip("._") or "submission"
         name, k = base, 2
         while name in used or name == "gradebook":
@@ -652,8 +672,17 @@ def class_summary(rows: list[dict]) -> str:
         if r["status"] != "graded" or any(e["status"] in ("timeout", "error", "missing") for e in r["exercises"])
     ]
     if attention:
-        lines.append("to look at: " + ", ".join(f"{r['submission']} ({r['status']})" for r in attention))
+        lines.append("to look at (the grader could not judge all of it): " + ", ".join(_why(r) for r in attention))
     return "\n".join(lines)
+
+
+def _why(row: dict) -> str:
+    """``name (what needs a look)``: the file's status if it was not graded, else the exercises that errored,
+    timed out or went missing."""
+    if row["status"] != "graded":
+        return f"{row['submission']} ({row['status']})"
+    odd = [f"{e['id']} {e['status']}" for e in row["exercises"] if e["status"] in ("timeout", "error", "missing")]
+    return f"{row['submission']} ({', '.join(odd)})"
 
 
 def format_table(row: dict) -> str:
