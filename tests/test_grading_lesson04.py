@@ -155,6 +155,17 @@ def test_04_1_wrong_variants():
     assert_wrong("04.1", loss_fraction_t, "not t / T")
 
 
+def loss_in_float64(model, x0, t, noise, alphas_cumprod):
+    abar = alphas_cumprod[t].view(-1, 1, 1, 1)  # the mistake: float64 abar mixed into float32 x0 uncast
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    return ((model(x_t, t) - noise) ** 2).mean()
+
+
+def test_04_1_a_float64_loss_loses_a_point():
+    """The stand-in models take float64; a real U-Net would not, so the dtype is checked on its own."""
+    assert_wrong("04.1", loss_in_float64, "cast abar_t to x0's dtype", partial="partial")
+
+
 def test_04_1_returning_nothing_fails_with_a_message():
     result = grade_answer("04.1", lambda model, x0, t, noise, abar: None, 0)
     assert result.status == "fail"
@@ -218,6 +229,16 @@ def ema_also_moves_params(ema_params, params, decay):
             p.mul_(0.5)
 
 
+def ema_recorded_by_autograd(ema_params, params, decay):
+    for e, p in zip(ema_params, params):  # the mistake: no torch.no_grad(), p not detached
+        e.mul_(decay).add_((1 - decay) * p)
+
+
+def test_04_2_an_update_recorded_by_autograd_loses_a_point():
+    """Right values, in place, but the EMA tensors now carry a graph that would grow at every training step."""
+    assert_wrong("04.2", ema_recorded_by_autograd, "do the update under torch.no_grad()", partial="partial")
+
+
 def test_04_2_wrong_variants():
     # decay 0.5 is symmetric: the swapped update is right there, so partial credit
     assert_wrong("04.2", ema_decay_on_wrong_side, "not the other way round", partial="partial")
@@ -245,7 +266,7 @@ def test_04_2_in_place_variants_all_pass():
 
     def with_copy(ema_params, params, decay):
         for e, p in zip(ema_params, params):
-            e.copy_(decay * e + (1 - decay) * p)
+            e.copy_(decay * e + (1 - decay) * p.detach())
 
     for answer in (with_lerp, with_copy):
         assert all(r.status == "pass" for r in grade_all_seeds("04.2", answer))

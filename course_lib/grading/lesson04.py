@@ -145,6 +145,7 @@ def _loss_probe(answer: Any, case: Case) -> dict:
         "loss": out.detach() if is_tensor else out,
         "is_tensor": is_tensor,
         "requires_grad": bool(is_tensor and out.requires_grad),
+        "dtype": str(out.dtype).removeprefix("torch.") if is_tensor else None,
     }
 
 
@@ -213,6 +214,23 @@ def _loss_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         elif scalar and "oracle" in case.label:
             msg += ": the oracle predicts the noise exactly only if x_t = sqrt(abar_t)·x0 + sqrt(1 − abar_t)·ε"
     checks.append(SubCheck("value", ok, 2, msg))
+    # alphas_cumprod is float64: mixed in uncast, it turns x_t into float64, which these stand-in models accept
+    # but a real U-Net's float32 weights refuse
+    want = str(case.args[1].dtype).removeprefix("torch.")
+    if got.get("is_tensor"):  # (a number that is no tensor has failed below already)
+        dtype_ok = got.get("dtype") == want
+        checks.append(
+            SubCheck(
+                "dtype",
+                dtype_ok,
+                1,
+                ""
+                if dtype_ok
+                else f"the loss came back as {got.get('dtype')}, not {want} like x0{where}: alphas_cumprod is "
+                "float64, so cast abar_t to x0's dtype (abar.to(x0.dtype)) before it meets x0; a real U-Net's "
+                "float32 weights refuse a float64 x_t",
+            )
+        )
     grad_ok = bool(got.get("is_tensor")) and bool(got.get("requires_grad"))
     checks.append(
         SubCheck(
@@ -275,7 +293,12 @@ def _ema_cases(seed: int) -> list[Case]:
             label="the parameters of two nn.Linear, decay 0.99",
         )
     )
-    cases.append(Case(([rand(6), rand(2, 2)], [rand(6), rand(2, 2)], 0.75), label="decay 0.75"))
+    cases.append(
+        Case(
+            ([rand(6), rand(2, 2)], [rand(6).requires_grad_(), rand(2, 2).requires_grad_()], 0.75),
+            label="decay 0.75, params that require gradients",
+        )
+    )
     return cases
 
 
@@ -298,6 +321,8 @@ def _ema_probe(answer: Any, case: Case) -> dict:
         "params": [p.detach() for p in params],
         "returned": returned,
         "list_entries": entries,
+        # an update recorded by autograd leaves the EMA tensors requiring gradients: a graph that grows every step
+        "tracked": any(e.requires_grad for e in originals),
     }
 
 
@@ -364,6 +389,16 @@ def _ema_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             f"themselves must change in place, or the EMA model never sees them{where}"
         )
     checks = [SubCheck("values", values_ok, 2, msg), SubCheck("in place", in_place, 1, place_msg)]
+    if got.get("tracked"):
+        checks.append(
+            SubCheck(
+                "no autograd",
+                False,
+                1,
+                f"after your update the EMA tensors require gradients{where}: autograd recorded it, so every "
+                "training step would add to one ever-growing graph; do the update under torch.no_grad()",
+            )
+        )
     params_before = [p.detach().double().numpy() for p in case.args[1]]
     if not _tensor_lists_close(got.get("params"), params_before):
         checks.append(SubCheck("params untouched", False, 1, f"params (the trained weights) were changed{where}"))
