@@ -89,16 +89,44 @@ def test_error_curve_reference_is_the_library_sampler():
 
 def test_error_curves_fall_to_a_floor_with_a_knee():
     for seed in SEEDS:
-        knees = []
+        knees, fallback = [], 0
         for case in L._curve_cases(seed):
             out = L._ddim_error_curve(*case.args)
             errs, counts = out["errors"], case.args[4]
             floor = float((case.args[2] - case.args[1]).pow(2).mean().sqrt())
-            assert float(errs[-1]) == pytest.approx(floor, rel=0.1)  # many steps: the blur's error
+            if counts[-1] >= 32:
+                assert float(errs[-1]) == pytest.approx(floor, rel=0.1)  # many steps: the blur's error
             assert float(errs[0]) > float(errs[-1])
             assert out["knee"] in counts
             knees.append(out["knee"])
+            fallback += bool((errs[1:] / errs[:-1] <= 0.9).all()) and out["knee"] == counts[-1]
         assert len(set(knees)) >= 2  # the cases do not all share one knee
+        assert fallback >= 1  # one case has no doubling that gains little: the rule's fallback, the last N
+
+
+def curve_with_first_n_as_fallback(abar, x0, known, noise, step_counts, kappa):
+    out = L._ddim_error_curve(abar, x0, known, noise, step_counts, kappa)
+    errs = out["errors"]
+    ratios = errs[1:] / errs[:-1]
+    if bool((ratios <= 0.9).all()):
+        out["knee"] = step_counts[0]  # the mistake: no knee found, so the first N
+    return out
+
+
+def curve_with_rms_as_mse(abar, x0, known, noise, step_counts, kappa):
+    out = L._ddim_error_curve(abar, x0, known, noise, step_counts, kappa)
+    errs = out["errors"] ** 2  # the mistake: no square root; the knee rule applied to these is right
+    ratios = errs[1:] / errs[:-1]
+    i = next((k for k in range(len(ratios)) if ratios[k] > 0.9), None)
+    return {"errors": errs, "knee": step_counts[i] if i is not None else step_counts[-1]}
+
+
+def test_08_3_the_knee_rule_is_judged_on_the_learners_own_errors():
+    assert_wrong("08.3", curve_with_first_n_as_fallback, "the knee is the last N in step_counts", partial="partial")
+    for result in grade_all_seeds("08.3", curve_with_rms_as_mse):
+        feedback = result.feedback()
+        assert result.status != "pass"
+        assert "'gains less than 10%'" not in feedback and "not the doubled one" not in feedback, feedback
 
 
 # --------------------------------------------------------------------------- 08.1: known mistakes
