@@ -647,6 +647,10 @@ def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=Non
     return rows
 
 
+#: exercise statuses where the grader could not judge the answer, so a teacher should look
+_NEEDS_A_LOOK = ("timeout", "error", "missing")
+
+
 def class_summary(rows: list[dict]) -> str:
     """A teacher's summary of a grading run: per lesson, the submissions, the mean score and how many ended in
     each status; then the submissions to look at (not graded, or an exercise that timed out, errored or went
@@ -667,9 +671,7 @@ def class_summary(rows: list[dict]) -> str:
             f"graded; exercises: {by_status or 'none'}"
         )
     attention = [
-        r
-        for r in rows
-        if r["status"] != "graded" or any(e["status"] in ("timeout", "error", "missing") for e in r["exercises"])
+        r for r in rows if r["status"] != "graded" or any(e["status"] in _NEEDS_A_LOOK for e in r["exercises"])
     ]
     if attention:
         lines.append("to look at (the grader could not judge all of it): " + ", ".join(_why(r) for r in attention))
@@ -681,7 +683,7 @@ def _why(row: dict) -> str:
     timed out or went missing."""
     if row["status"] != "graded":
         return f"{row['submission']} ({row['status']})"
-    odd = [f"{e['id']} {e['status']}" for e in row["exercises"] if e["status"] in ("timeout", "error", "missing")]
+    odd = [f"{e['id']} {e['status']}" for e in row["exercises"] if e["status"] in _NEEDS_A_LOOK]
     return f"{row['submission']} ({', '.join(odd)})"
 
 
