@@ -37,3 +37,17 @@ def assert_known_wrong(exercise_id, answer, message, status, seed):
         assert result.points > 0
     assert message in feedback, feedback
     assert ex.hint in feedback
+
+
+def assert_right_but_changes_inputs(exercise_id, answer, names, seeds=SEEDS):
+    """Right values written into the caller's tensors: every sub-check but "inputs unchanged" passes (the
+    grader judged the values on what came back), the status is partial, and the feedback names ``names``."""
+    ex = get_exercise(exercise_id)
+    for result in grade_all_seeds(exercise_id, answer, seeds):
+        failed = [c for c in result.checks if not c.passed]
+        feedback = result.feedback()
+        assert failed and all(c.name.startswith("inputs unchanged") for c in failed), feedback
+        assert result.status == "partial" and 0 < result.points < ex.points, feedback
+        assert "in place" in feedback, feedback
+        for name in names:
+            assert f"`{name}`" in feedback, feedback

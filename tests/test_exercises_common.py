@@ -181,6 +181,69 @@ def test_stub_is_not_implemented(exercise_id):
     assert result.points == 0
 
 
+#: Exercises whose answer never gets the case's own float tensors, so writing into them cannot be seen:
+#: no float tensors at all, a class built from sizes, an update that is in place by design, or a probe
+#: that needs copies (requires_grad on mean and logvar).
+CANNOT_WRITE_INTO_INPUTS = {
+    *("01.2", "01.3", "03.1", "03.2", "03.3", "04.2"),
+    *("05.2", "05.3", "08.2", "09.1", "09.3", "10.5"),
+}
+
+
+def _writes_into_its_inputs(reference):
+    """The reference's answer, after which every float tensor it was given is scaled in place."""
+
+    def answer(*args, **kwargs):
+        out = reference(*args, **kwargs)
+        out = out.clone() if isinstance(out, torch.Tensor) else out  # keep the returned values right
+        for x in [*args, *kwargs.values()]:
+            if isinstance(x, torch.Tensor) and x.is_floating_point():
+                with torch.no_grad():
+                    x.mul_(1.5)
+        return out
+
+    return answer
+
+
+def test_the_exercises_blind_to_inputs_written_into_exist():
+    assert CANNOT_WRITE_INTO_INPUTS <= set(EXERCISE_IDS)
+
+
+@pytest.mark.parametrize("exercise_id", [i for i in EXERCISE_IDS if i not in CANNOT_WRITE_INTO_INPUTS])
+def test_an_answer_that_writes_into_its_inputs_loses_points_and_is_told(exercise_id):
+    ex = get_exercise(exercise_id)
+    result = grade_answer(ex, _writes_into_its_inputs(ex.reference), 3)
+    flagged = [c for c in result.checks if c.name.startswith("inputs unchanged") and not c.passed]
+    assert flagged, result.feedback()
+    assert result.status == "partial" and result.points < ex.points, result.feedback()
+    assert "in place" in result.feedback()
+
+
+def test_the_graders_capture_records_inputs_written_into(tmp_path):
+    """What ``course grade`` runs in the learner's kernel finds the same, and the verdict says so."""
+    from course_lib.grading.capture import capture
+    from course_lib.grading.encode import load_observations
+    from course_lib.grading.exercise import judge_outcomes
+    from course_lib.grading.grade import _outcomes
+
+    ex = get_exercise("08.1")
+
+    def ddim_update(abar_t, abar_prev, x_t, eps, eta, noise):
+        right = ex.reference(abar_t, abar_prev, x_t, eps, eta, noise)
+        return x_t.copy_(right)  # the right step, written over the caller's x_t
+
+    out = tmp_path / "obs.json"
+    capture("08.1", {"ddim_update": ddim_update}, seed=4, out=str(out))
+    records = load_observations(out)
+    assert all(r.get("changed") == ["x_t"] for r in records)
+    result = judge_outcomes(ex, 4, _outcomes(records))
+    assert result.status == "partial" and "`x_t`" in result.feedback(), result.feedback()
+    clean = tmp_path / "clean.json"
+    capture("08.1", {"ddim_update": ex.reference}, seed=4, out=str(clean))
+    assert not any("changed" in r for r in load_observations(clean))
+    assert judge_outcomes(ex, 4, _outcomes(load_observations(clean))).status == "pass"
+
+
 # ---------------------------------------------------------------------------------------------
 # the solutions notebooks
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
-from grading_helpers import assert_known_wrong
+from grading_helpers import assert_known_wrong, assert_right_but_changes_inputs
 
 from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
 
@@ -295,13 +295,15 @@ def test_right_answers_written_differently_pass(seed):
     assert _grade("09.1", img2img_floor_division, seed).status == "pass"
 
 
-def test_answers_working_in_place_do_not_change_the_cases():
+def test_answers_that_write_into_their_inputs_keep_the_values_but_lose_a_point():
     def blend_in_place(x_known_noised, x_generated, mask):
         f = mask.shape[-2] // x_generated.shape[-2]
         m = F.max_pool2d(mask, f)
         return x_generated.mul_(m).add_(x_known_noised.mul_(1 - m))
 
-    assert _grade("09.2", blend_in_place).status == "pass"
+    assert_right_but_changes_inputs("09.2", blend_in_place, ["x_known_noised", "x_generated"])
+    result = _grade("09.2", blend_in_place)
+    assert "`mask`" not in result.feedback()  # only what was written into is named
 
 
 def test_answers_that_raise_are_errors_not_crashes():

@@ -17,7 +17,7 @@ import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
-from grading_helpers import assert_known_wrong
+from grading_helpers import assert_known_wrong, assert_right_but_changes_inputs
 from torch import nn
 
 from course_lib.flow import euler_sample, flow_interpolate, flow_target, flow_times
@@ -627,7 +627,7 @@ def test_right_answers_written_differently_pass(seed):
         assert result.status == "pass", result.feedback()
 
 
-def test_answers_working_in_place_do_not_change_the_cases():
+def test_answers_that_write_into_their_inputs_keep_the_values_but_lose_a_point():
     def pair_in_place(x0, eps, t):
         t = t.view(-1, 1, 1, 1).to(x0.dtype)
         v = eps.sub_(x0)  # eps is now the velocity
@@ -640,12 +640,18 @@ def test_answers_working_in_place_do_not_change_the_cases():
         return x1
 
     def patchify_after_scaling(x, p):
-        x.mul_(2)  # harmless to the grader: it passed a copy
+        x.mul_(2)  # the caller's image is now twice as bright
         return get_exercise("10.1").reference(x, p) / 2
 
-    assert _grade("10.3", pair_in_place).status == "pass"
-    assert _grade("10.4", euler_in_place).status == "pass"
-    assert _grade("10.1", patchify_after_scaling).status == "pass"
+    def patchify_scaling_a_copy(x, p):
+        x = x.clone()
+        x.mul_(2)  # a copy of its own: nothing outside changes
+        return get_exercise("10.1").reference(x, p) / 2
+
+    assert_right_but_changes_inputs("10.3", pair_in_place, ["x0", "eps"])
+    assert_right_but_changes_inputs("10.4", euler_in_place, ["x1"])
+    assert_right_but_changes_inputs("10.1", patchify_after_scaling, ["x"])
+    assert _grade("10.1", patchify_scaling_a_copy).status == "pass"
 
 
 # ---------------------------------------------------------------------------------------------

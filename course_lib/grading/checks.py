@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .exercise import Case, SubCheck
+from .exercise import SubCheck
 
 
 def case_generator(seed: int, salt: int, stride: int = 1013) -> torch.Generator:
@@ -93,8 +93,3 @@ def with_diagnosis(checks: list[SubCheck], diagnosis: str, name: str | None = "v
 def copies(args: tuple) -> tuple:
     """Fresh copies of the tensor arguments, so an answer that works in place changes nothing else."""
     return tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
-
-
-def call_on_copies(answer: Any, case: Case) -> Any:
-    """``answer(*case.args, **case.kwargs)`` on copies of the tensor arguments."""
-    return answer(*copies(case.args), **case.kwargs)

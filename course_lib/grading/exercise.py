@@ -60,6 +60,7 @@ __all__ = [
     "judge_outcomes",
     "grade_answer",
     "check",
+    "probe_case",
 ]
 
 #: Status of one exercise in one submission, from best to worst.
@@ -101,6 +102,7 @@ class Outcome:
     value: Any = None
     error: str | None = None  # "ValueError: ..." ; "NotImplementedError: ..." ; None if it returned
     timed_out: bool = False
+    changed: list[str] = field(default_factory=list)  # the case's inputs the answer modified in place
 
     @property
     def not_implemented(self) -> bool:
@@ -167,7 +169,11 @@ class Exercise:
     of object as the learner's); cases(seed) -> list[Case]; probe(answer, case) -> an
     encodable observation (default: answer(*case.args, **case.kwargs)); judge(case, got,
     expected) -> list[SubCheck] (default: :func:`compare` with rtol/atol); points: the
-    maximum score; hint: shown on any status but pass; time_limit: seconds per call.
+    maximum score; hint: shown on any status but pass; time_limit: seconds per call;
+    inputs_read_only: the answer must leave the case's tensors and arrays as they were (an answer
+    that writes ``x -= …`` into its caller's tensor loses a point per case); False where changing
+    an input in place is the exercise (an EMA update); input_names: what to call the case's
+    arguments in that message, where they are not the reference's parameters in order.
     """
 
     id: str
@@ -183,6 +189,8 @@ class Exercise:
     atol: float = 1e-6
     hint: str = ""
     time_limit: float = 10.0
+    inputs_read_only: bool = True
+    input_names: tuple[str, ...] = ()
 
     def judge_case(self, case: Case, got: Any, expected: Any) -> list[SubCheck]:
         if self.judge is not None:
@@ -434,6 +442,9 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
             result.checks.append(c)
             total += c.weight
             passed += c.weight if c.passed else 0.0
+        if outcome.changed:  # right values bought by writing into the caller's tensors still cost a point
+            result.checks.append(_changed_check(outcome.changed, label, case.weight))
+            total += case.weight
     score = exercise.points * passed / total if total else 0.0
     result.points = round(score, 2)
     if n_timeouts == len(cases):
@@ -450,6 +461,94 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
     return result
 
 
+def _input_names(exercise: Exercise, case: Case) -> list[str]:
+    """Names for the case's positional arguments, in messages: the exercise's ``input_names``, else
+    the reference function's parameter names (probes pass the case's arguments in their order),
+    else "argument k"."""
+    import inspect
+
+    n = len(case.args)
+    if len(exercise.input_names) >= n:
+        return list(exercise.input_names[:n])
+    if callable(exercise.reference) and not isinstance(exercise.reference, type):
+        try:
+            params = [
+                p.name
+                for p in inspect.signature(exercise.reference).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            if len(params) >= n:
+                return params[:n]
+        except (TypeError, ValueError):
+            pass
+    return [f"argument {i + 1}" for i in range(n)]
+
+
+def _arrays_in(name: str, x: Any, depth: int = 0) -> list[tuple[str, Any]]:
+    """The tensors and numpy arrays inside an argument (lists, tuples and dicts two levels deep)."""
+    import torch
+
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        return [(name, x)]
+    if depth < 2 and isinstance(x, (list, tuple)):
+        return [a for i, v in enumerate(x) for a in _arrays_in(f"{name}[{i}]", v, depth + 1)]
+    if depth < 2 and isinstance(x, dict):
+        return [a for k, v in x.items() for a in _arrays_in(f"{name}[{k!r}]", v, depth + 1)]
+    return []
+
+
+def _snapshot(exercise: Exercise, case: Case) -> list[tuple[str, Any, Any]]:
+    """(name, the object, a copy of its values) for every tensor or array the case passes."""
+    import torch
+
+    named = list(zip(_input_names(exercise, case), case.args)) + list(case.kwargs.items())
+    out = []
+    for name, arg in named:
+        for where, x in _arrays_in(name, arg):
+            copy = x.detach().clone() if isinstance(x, torch.Tensor) else np.array(x, copy=True)
+            out.append((where, x, copy))
+    return out
+
+
+def _same_values(now: Any, before: Any) -> bool:
+    """Same shape, dtype and values, NaN equal to NaN."""
+    import torch
+
+    if isinstance(before, torch.Tensor):
+        now = now.detach()
+        if now.shape != before.shape or now.dtype != before.dtype:
+            return False
+        if now.is_floating_point() or now.is_complex():
+            return bool(torch.equal(now.isnan(), before.isnan()) and torch.equal(now.nan_to_num(), before.nan_to_num()))
+        return bool(torch.equal(now, before))
+    if now.shape != before.shape or now.dtype != before.dtype:
+        return False
+    return bool(np.array_equal(now, before, equal_nan=now.dtype.kind in "fc"))
+
+
+def probe_case(exercise: Exercise, answer: Any, case: Case) -> tuple[Any, list[str]]:
+    """``exercise.probe(answer, case)``, and the names of the case's inputs the call changed in place.
+
+    The inputs are compared value by value before and after (the same objects: an answer that
+    rebinds ``x = x + 1`` changes nothing; one that writes ``x += 1`` or ``x[0] = 0`` does). Probes that
+    hand the answer copies cannot see this, and say so by doing it."""
+    before = _snapshot(exercise, case) if exercise.inputs_read_only else []
+    value = exercise.probe(answer, case)
+    changed = [name for name, x, copy in before if not _same_values(x, copy)]
+    return value, changed
+
+
+def _changed_check(changed: list[str], label: str, weight: float) -> SubCheck:
+    what = ", ".join(f"`{n}`" for n in changed[:4]) + (" …" if len(changed) > 4 else "")
+    return SubCheck(
+        f"inputs unchanged{label}",
+        False,
+        weight,
+        f"your code changed its input {what} in place{label}: the caller still needs it as it was "
+        "(write `x = x * a` rather than `x *= a`, or work on `x.clone()`)",
+    )
+
+
 def run_cases(exercise: Exercise, answer: Any, seed: int) -> list[Outcome]:
     """Run ``probe`` on the learner's answer for every case; errors become outcomes."""
     from course_lib.grading.encode import roundtrip
@@ -457,7 +556,8 @@ def run_cases(exercise: Exercise, answer: Any, seed: int) -> list[Outcome]:
     outcomes = []
     for case in exercise.cases(seed):
         try:
-            outcomes.append(Outcome(roundtrip(exercise.probe(answer, case))))
+            value, changed = probe_case(exercise, answer, case)
+            outcomes.append(Outcome(roundtrip(value), changed=changed))
         except Exception as e:  # the learner's code: any failure is a verdict, not a crash
             outcomes.append(Outcome(error=f"{type(e).__name__}: {e}"))
     return outcomes

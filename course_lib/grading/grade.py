@@ -364,7 +364,9 @@ def _outcomes(records: list[dict]) -> list[Outcome]:
         elif r.get("error") is not None:
             outcomes.append(Outcome(error=str(r["error"])))
         else:
-            outcomes.append(Outcome(value=r.get("value")))
+            changed = r.get("changed")
+            changed = [str(n) for n in changed] if isinstance(changed, list) else []
+            outcomes.append(Outcome(value=r.get("value"), changed=changed))
     return outcomes
 
 

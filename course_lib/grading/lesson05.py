@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from course_lib.grading.checks import allclose, as_float_array, call_on_copies, copies, diagnose, with_diagnosis
+from course_lib.grading.checks import allclose, as_float_array, copies, diagnose, with_diagnosis
 from course_lib.grading.checks import case_generator as _gen
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 
@@ -138,7 +138,6 @@ register(
         title="write gaussian_kl",
         reference=_gaussian_kl,
         cases=_kl_cases,
-        probe=call_on_copies,
         judge=_kl_judge,
         points=3,
         hint="Each latent value contributes ½(μ² + σ² − 1 − log σ²), where logvar is log σ²; add those up "
@@ -639,7 +638,6 @@ register(
         title="write psnr",
         reference=_psnr,
         cases=_psnr_cases,
-        probe=call_on_copies,
         judge=_psnr_judge,
         points=2,
         hint="PSNR compares the squared data range (here 2², for [−1, 1]) with each image's mean squared "

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from course_lib.grading.checks import as_float_array, call_on_copies, diagnose, with_diagnosis
+from course_lib.grading.checks import as_float_array, diagnose, with_diagnosis
 from course_lib.grading.checks import case_generator as _gen
 from course_lib.grading.checks import randint_in as _randint
 from course_lib.grading.checks import uniform_in as _uniform
@@ -283,7 +283,6 @@ register(
         title="write inpaint_blend",
         reference=_inpaint_blend,
         cases=_inpaint_cases,
-        probe=call_on_copies,
         judge=_inpaint_judge,
         points=3,
         hint="Bring the pixel mask to the latent grid so that any masked pixel marks its whole cell, then take "

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.grading.checks import as_float_array, call_on_copies, diagnose, with_diagnosis
+from course_lib.grading.checks import as_float_array, diagnose, with_diagnosis
 from course_lib.grading.checks import case_generator as _gen
 from course_lib.grading.checks import randint_in as _randint
 from course_lib.grading.checks import uniform_in as _uniform
@@ -166,7 +166,7 @@ def _patchify_probe(answer: Any, case: Case) -> Any:
     x, p = case.args
     if _patchify_invalid(case):
         return _raised(lambda: answer(x.clone(), p), _PATCH_INVALID)
-    return answer(x.clone(), p)
+    return answer(x, p)
 
 
 def _patch_mistakes(x: torch.Tensor, p: int) -> dict[str, torch.Tensor]:
@@ -298,7 +298,7 @@ def _unpatchify_probe(answer: Any, case: Case) -> Any:
     tokens, *rest = case.args
     if _unpatchify_invalid(case):
         return _raised(lambda: answer(tokens.clone(), *rest), _UNPATCH_INVALID)
-    return answer(tokens.clone(), *rest)
+    return answer(tokens, *rest)
 
 
 def _unpatch_mistakes(case: Case) -> dict[str, torch.Tensor]:
@@ -469,7 +469,6 @@ register(
         title="write flow_training_pair",
         reference=_flow_training_pair,
         cases=_pair_cases,
-        probe=call_on_copies,
         judge=_pair_judge,
         points=2,
         hint="x_t = (1 − t)·x0 + t·ε with t reshaped to N×1×1×1, and v = ε − x0: t = 0 is the data, t = 1 the "
@@ -577,7 +576,7 @@ def _sampler_probe(answer: Any, case: Case) -> dict:
         times.append(tf)
         return _field(kind, params, x, tf)
 
-    args = (velocity, x1.clone(), steps) + (() if shift is None else (shift,))
+    args = (velocity, x1, steps) + (() if shift is None else (shift,))  # x1 itself: `x += …` on it is caught
     out = answer(*args)
     return {"times": list(times), "x0": out}
 
@@ -683,6 +682,7 @@ register(
         reference=_euler_flow_sample,
         cases=_sampler_cases,
         probe=_sampler_probe,
+        input_names=("x1", "steps", "shift", "kind", "params"),
         judge=_sampler_judge,
         points=3,
         hint="t_i = σ(1 − i/steps) for i = 0 … steps with σ(t) = s·t / (1 + (s − 1)·t); then for i = 0 … steps − 1: "
