@@ -93,7 +93,8 @@ def timesteps(
     λ_t = log(sqrt(abar_t) / sqrt(1 − abar_t)) < lambda_min, T' = T − (their number) of them kept,
     as diffusers' ``DPMSolverMultistepScheduler(lambda_min_clipped=...)`` does. "trailing" then
     starts at t = T'−1 with the same stride, round(T' − i · T/steps) − 1, exactly as that scheduler;
-    "leading" and "linspace" use T' in place of T. On the cosine schedule with T = 1000 and
+    "leading" and "linspace" use T' in place of T on the grids above (DPM-Solver's own leading and
+    linspace grids differ: :func:`dpm_timesteps`). On the cosine schedule with T = 1000 and
     lambda_min = −5.1 that drops t = 996 … 999, where σ/α runs from 214 to 2·10⁴.
     """
     T = schedule_or_T.num_steps if isinstance(schedule_or_T, NoiseSchedule) else schedule_or_T
@@ -128,18 +129,65 @@ def timesteps(
     return torch.round(t).long().flip(0)
 
 
+def dpm_timesteps(
+    schedule_or_T: NoiseSchedule | int, steps: int, spacing: str = "leading", lambda_min: float | None = None
+) -> torch.Tensor:
+    r"""The ``steps`` timesteps DPM-Solver++ visits, descending, int64 of shape (steps,): exactly
+    ``DPMSolverMultistepScheduler(timestep_spacing=spacing, steps_offset=0, lambda_min_clipped=...)``.
+
+    Its last step always goes from the lowest of them to the clean image, so "leading" and "linspace"
+    lay steps + 1 points on [0, T'−1] and drop the last one, t = 0 (a step from t = 0 to the clean
+    image would change almost nothing, and DDIM's grids below make it):
+
+    - ``"leading"``:  t_i = (steps − i) · ⌊T' / (steps + 1)⌋, i = 0 … steps−1;
+    - ``"linspace"``: round(linspace(0, T'−1, steps + 1)) without its 0;
+    - ``"trailing"``: as :func:`timesteps` (it never visits t = 0 for steps < T).
+
+    T' = T, or the number of timesteps kept by ``lambda_min`` (see :func:`timesteps`). "leading" and
+    "linspace" therefore take at most T' − 1 steps.
+    """
+    if spacing == "trailing":
+        return timesteps(schedule_or_T, steps, spacing, lambda_min)
+    T = schedule_or_T.num_steps if isinstance(schedule_or_T, NoiseSchedule) else schedule_or_T
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"schedule_or_T must be a NoiseSchedule or a positive int, got {schedule_or_T!r}")
+    steps = _check_steps(steps, T)
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; expected one of {', '.join(map(repr, SPACINGS))}")
+    top = T if lambda_min is None else _kept_timesteps(schedule_or_T, lambda_min)
+    if steps > top - 1:
+        clip = "" if top == T else f" (the λ clip keeps {top} of them)"
+        raise ValueError(
+            f"DPM-Solver++ with {spacing!r} spacing visits at most T − 1 = {top - 1} timesteps{clip}, got "
+            f"steps={steps}: its grid has steps + 1 points and drops t = 0; use 'trailing' for more"
+        )
+    if spacing == "leading":
+        return torch.arange(steps, 0, -1, dtype=torch.int64) * (top // (steps + 1))
+    # np.linspace(0, top − 1, steps + 1) rounded half to even, as np.round does; its last point exactly top − 1
+    t = torch.arange(steps + 1, dtype=torch.float64) * ((top - 1) / steps)
+    t[-1] = top - 1
+    return torch.round(t).long().flip(0)[:-1]
+
+
 def sampler_timesteps(
     schedule: NoiseSchedule, steps: int | None, spacing: str, sampler: str, lambda_min: float | None = None
 ) -> list[int]:
-    """The timesteps ``sampler`` visits: :func:`timesteps` with an optional λ clip. ``steps`` None
-    means all T; ``lambda_min`` None or −inf means no clip (every sampler's default, as in diffusers),
-    a number such as :data:`DPM_LAMBDA_MIN` leaves out the top timesteps with λ_t below it."""
+    """The timesteps ``sampler`` visits: :func:`timesteps` for DDPM and DDIM, :func:`dpm_timesteps` for
+    DPM-Solver++ (each as its diffusers scheduler), with an optional λ clip. ``steps`` None means all T
+    (DPM-Solver++ with "leading" or "linspace": T − 1, all its grid holds); ``lambda_min`` None or −inf
+    means no clip (every sampler's default, as in diffusers), a number such as :data:`DPM_LAMBDA_MIN`
+    leaves out the top timesteps with λ_t below it."""
     _check_sampler(sampler)
     if lambda_min is None:
         lambda_min = -math.inf
+    clip = None if lambda_min == -math.inf else lambda_min
     if steps is None:
-        steps = schedule.num_steps if lambda_min == -math.inf else _kept_timesteps(schedule, lambda_min)
-    return timesteps(schedule, steps, spacing, None if lambda_min == -math.inf else lambda_min).tolist()
+        steps = schedule.num_steps if clip is None else _kept_timesteps(schedule, clip)
+        if sampler == "dpm++2m" and spacing != "trailing":
+            steps -= 1
+    if sampler == "dpm++2m":
+        return dpm_timesteps(schedule, steps, spacing, clip).tolist()
+    return timesteps(schedule, steps, spacing, clip).tolist()
 
 
 def _kept_timesteps(schedule: NoiseSchedule, lambda_min: float) -> int:

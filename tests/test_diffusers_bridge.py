@@ -106,6 +106,11 @@ def test_diffusers_ddpm_and_dpm_sampling_equal_the_course_samplers(tiny):
                                    lambda_min_clipped=DPM_LAMBDA_MIN)
     assert (clipped - theirs).abs().max() < 1e-4
     assert (clipped - ours).abs().max() > 1e-3
+    # started lower ("leading": the first step at t = 833 of 1000 for 6 steps) they still agree
+    kw["spacing"] = "leading"
+    leading = sample(tiny, s, 2, sampler="dpm++2m", **kw)
+    assert (leading - sample_with_diffusers(tiny, s, "dpm++2m", 2, 6, seed=5, spacing="leading")).abs().max() < 1e-4
+    assert (leading - ours).abs().max() > 1e-3
 
 
 def test_euler_runs_and_is_reproducible(tiny):

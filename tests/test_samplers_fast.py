@@ -16,6 +16,7 @@ from course_lib.samplers import (
     ddim_step,
     ddpm_step,
     dpm_solver_pp_2m_step,
+    dpm_timesteps,
     sample,
     sample_loop,
     sampler_timesteps,
@@ -255,6 +256,36 @@ def test_dpm_solver_is_more_accurate_than_ddim_at_20_trailing_steps(name):
     ts = timesteps(s, 20, "trailing")
     err = {k: float((sample_loop(m.eps_fn, s, x_T, ts, k) - exact).abs().max()) for k in ("ddim", "dpm++2m")}
     assert err["dpm++2m"] < err["ddim"] / 3, err
+
+
+
+@pytest.mark.parametrize("T", [1000, 250, 7])
+def test_dpm_timesteps_equal_diffusers_multistep_solver_for_every_spacing(T):
+    """DPM-Solver++'s grid is not DDIM's: "leading" and "linspace" lay steps + 1 points and drop t = 0."""
+    s = NoiseSchedule.cosine(T)
+    for spacing in SPACINGS:
+        for clip in (None, DPM_LAMBDA_MIN):
+            ref = diffusers.DPMSolverMultistepScheduler(
+                num_train_timesteps=T, beta_schedule="squaredcos_cap_v2", algorithm_type="dpmsolver++",
+                timestep_spacing=spacing, steps_offset=0, lambda_min_clipped=-math.inf if clip is None else clip,
+            )
+            top = T if clip is None else T - int(torch.searchsorted(ref.lambda_t.flip(0), clip))
+            most = top if spacing == "trailing" else top - 1
+            for steps in sorted({1, 2, 3, 5, 10, 20, 25, 50, most // 2, most - 1, most} & set(range(1, most + 1))):
+                ref.set_timesteps(steps)
+                if spacing == "trailing" and clip is not None and ref.timesteps[-1] < 0:
+                    continue  # more trailing steps than fit below the clip: the course refuses (test below)
+                ours = dpm_timesteps(s, steps, spacing, clip)
+                assert ours.tolist() == ref.timesteps.tolist(), (T, spacing, clip, steps)
+                assert sampler_timesteps(s, steps, spacing, "dpm++2m", clip) == ours.tolist()
+    # DDIM's leading grid ends at t = 0; DPM-Solver++'s stops one stride above it
+    assert dpm_timesteps(1000, 20, "leading").tolist()[-3:] == [141, 94, 47]
+    assert timesteps(1000, 20, "leading").tolist()[-2:] == [50, 0]
+    assert sampler_timesteps(s, None, "leading", "dpm++2m") == dpm_timesteps(s, T - 1, "leading").tolist()
+    with pytest.raises(ValueError, match="visits at most T − 1"):
+        dpm_timesteps(s, T, "linspace")
+    with pytest.raises(ValueError, match="unknown spacing 'even'"):
+        dpm_timesteps(s, 3, "even")
 
 
 # ----------------------------------------------------------------- the λ clip of DPM-Solver++
