@@ -319,6 +319,24 @@ def test_08_3_knee_threshold_mistake_is_caught_on_some_case():
     assert any("0.9·error_N" in r.feedback() for r in results)
 
 
+def curve_in_float32(*args):
+    out = L._ddim_error_curve(*args)
+    return {"errors": torch.tensor(out["errors"].tolist()), "knee": out["knee"]}  # torch.tensor(list): float32
+
+
+def curve_as_a_list(*args):
+    out = L._ddim_error_curve(*args)
+    return {"errors": out["errors"].tolist(), "knee": out["knee"]}  # Python floats are float64
+
+
+def test_08_3_errors_in_float32_lose_the_dtype_check_only():
+    for result in grade_all_seeds("08.3", curve_in_float32):
+        failed = {c.name for c in result.checks if not c.passed}
+        assert failed == {"errors: dtype"}, result.feedback()
+        assert result.status == "partial" and "got float32" in result.feedback()
+    assert all(r.status == "pass" for r in grade_all_seeds("08.3", curve_as_a_list))
+
+
 def test_08_3_wrong_return_type_fails_with_a_message():
     result = grade_answer("08.3", curve_returns_a_tuple, 0)
     assert result.status == "fail"

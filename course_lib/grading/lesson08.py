@@ -373,7 +373,12 @@ def _curve_cases(seed: int) -> list[Case]:
 def _curve_probe(answer: Any, case: Case) -> Any:
     out = answer(*case.args, **case.kwargs)
     if isinstance(out, dict):
-        return {k: out[k] for k in ("errors", "knee") if k in out} | {"__keys__": sorted(map(str, out))}
+        errors = out.get("errors")
+        dtype = str(errors.dtype).removeprefix("torch.") if isinstance(errors, (torch.Tensor, np.ndarray)) else None
+        return {k: out[k] for k in ("errors", "knee") if k in out} | {
+            "__keys__": sorted(map(str, out)),
+            "__dtype__": dtype,
+        }
     return out
 
 
@@ -433,6 +438,13 @@ def _curve_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     checks = compare(got["errors"], expected["errors"], rtol=1e-4, atol=1e-9, label=case.label)
     for c in checks:
         c.name = f"errors: {c.name}"
+    dtype = got.get("__dtype__")  # None: a list of Python floats, which are float64 too
+    dtype_ok = dtype is None or dtype in ("float64", "double")
+    dtype_msg = (
+        f"errors must be float64, as the inputs are, got {dtype}{where}: torch.tensor(a list of floats) and "
+        "torch.zeros(n) make float32 unless given dtype=torch.float64, and float32 keeps half the digits"
+    )
+    checks.append(SubCheck("errors: dtype", dtype_ok, 0.5, "" if dtype_ok else dtype_msg))
     values = next((c for c in checks if c.name == "errors: values"), None)
     if values is not None and not values.passed and values.message:
         diag = diagnose(got["errors"], _curve_mistakes(case), rtol=1e-4, atol=1e-9)
