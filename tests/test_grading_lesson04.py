@@ -334,6 +334,44 @@ def test_04_3_wrong_variants():
     assert_wrong("04.3", step_first_t_for_all, "its own step", partial="partial")
 
 
+def _posterior_slip(abar, betas, x_t, eps, t, noise, slip):
+    """The posterior step with one slip inside its coefficients (slip names the part that is wrong)."""
+    s = (-1,) + (1,) * (x_t.dim() - 1)
+    prev = torch.cat([abar.new_ones(1), abar[:-1]])[t].view(s)
+    if slip == "abar_prev clamped at 0":
+        prev = abar[(t - 1).clamp(min=0)].view(s)
+    a, b = abar[t].view(s), betas[t].view(s)
+    not_last = (t > 0).to(x_t.dtype).view(s)
+    x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+    c_x0 = (a if slip == "abar_t in the x0 coefficient" else prev).sqrt() * b / (1 - a)
+    one_step = {"abar_t in the x_t coefficient": a.sqrt(), "no root on alpha_t": 1 - b}.get(slip, (1 - b).sqrt())
+    var = (1 - a) / (1 - prev) * b if slip == "variance upside down" else (1 - prev) / (1 - a) * b
+    sign = -1 if slip == "noise subtracted" else 1
+    if slip == "eps form over sqrt(abar_t)":
+        return (x_t - b / (1 - a).sqrt() * eps) / a.sqrt() + not_last * var.sqrt() * noise
+    if slip == "eps form without the root":
+        return (x_t - b / (1 - a) * eps) / (1 - b).sqrt() + not_last * var.sqrt() * noise
+    return c_x0 * x0 + one_step * (1 - prev) / (1 - a) * x_t + sign * not_last * var.sqrt() * noise
+
+
+@pytest.mark.parametrize(
+    "slip, message",
+    [
+        ("abar_t in the x_t coefficient", "this step's own factor, not abar_t"),
+        ("no root on alpha_t", "take the square root of α_t"),
+        ("abar_t in the x0 coefficient", "abar of the step you go to, t − 1, not t"),
+        ("variance upside down", "your ratio is upside down"),
+        ("noise subtracted", "subtracting it gives another sample"),
+        ("eps form over sqrt(abar_t)", "divide by sqrt(α_t)"),
+        ("eps form without the root", "keep the square root"),
+        ("abar_prev clamped at 0", "t − 1 clamped at 0 reads the wrong entry"),
+    ],
+)
+def test_04_3_slips_inside_the_posterior_are_named(slip, message):
+    partial = "partial"  # the shape is right in every case; the clamp slip is right for t > 0 too
+    assert_wrong("04.3", lambda *args: _posterior_slip(*args, slip), message, partial=partial)
+
+
 def test_04_3_messages_name_the_wrong_steps():
     feedback = grade_answer("04.3", step_reading_abar_at_minus_1, 0).feedback()
     assert "wrong for the samples at t = [0, 0]" in feedback

@@ -524,6 +524,39 @@ def _ddpm_mistakes(case: Case) -> dict[str, torch.Tensor]:
         )
         + keep * var.sqrt() * noise,
     }
+    # slips inside the posterior mean's two coefficients, and its ε-form μ = (x_t − β_t/sqrt(1 − abar_t)·ε̂)/sqrt(α_t)
+    alpha_t = 1 - beta_t
+    c_x0 = _bcast(_abar_prev(abar, t), x_t).sqrt() * beta_t / (1 - abar_t)
+    c_xt = alpha_t.sqrt() * (1 - _bcast(_abar_prev(abar, t), x_t)) / (1 - abar_t)
+    sigma_z = keep * var.sqrt() * noise
+    out.update(
+        {
+            "the x_t coefficient is sqrt(α_t)·(1 − abar_{t−1})/(1 − abar_t) with α_t = 1 − β_t, this step's own "
+            "factor, not abar_t": c_x0 * x0_hat + abar_t.sqrt() / alpha_t.sqrt() * c_xt * x_t + sigma_z,
+            "the x_t coefficient has sqrt(α_t): take the square root of α_t = 1 − β_t": c_x0 * x0_hat
+            + alpha_t.sqrt() * c_xt * x_t
+            + sigma_z,
+            "the x̂_0 coefficient is sqrt(abar_{t−1})·β_t/(1 − abar_t): abar of the step you go to, t − 1, not t": (
+                abar_t.sqrt() * beta_t / (1 - abar_t)
+            )
+            * x0_hat
+            + c_xt * x_t
+            + sigma_z,
+            "β̃_t = (1 − abar_{t−1})/(1 − abar_t)·β_t: your ratio is upside down": mean
+            + keep * ((1 - abar_t) / (1 - _bcast(_abar_prev(abar, t), x_t)) * beta_t).sqrt() * noise,
+            "add the noise, + sqrt(β̃_t)·z: with the same z, subtracting it gives another sample": mean - sigma_z,
+            "in the ε-form of the mean, divide by sqrt(α_t) (this step's 1 − β_t), not sqrt(abar_t)": (
+                x_t - beta_t / (1 - abar_t).sqrt() * eps
+            )
+            / abar_t.sqrt()
+            + sigma_z,
+            "in the ε-form of the mean the ε̂ coefficient is β_t/sqrt(1 − abar_t): keep the square root": (
+                x_t - beta_t / (1 - abar_t) * eps
+            )
+            / alpha_t.sqrt()
+            + sigma_z,
+        }
+    )
     if bool((t == 0).any()):  # alphas_cumprod[t - 1] at t = 0 reads abar_{T−1}, the last entry
         prev = _bcast(abar[t - 1], x_t)
         wrapped_mean = (prev.sqrt() * beta_t / (1 - abar_t)) * x0_hat + (
@@ -535,6 +568,14 @@ def _ddpm_mistakes(case: Case) -> dict[str, torch.Tensor]:
             mean + keep * var.sqrt() * noise + (1 - keep) * (wrapped_mean - mean + wrapped_var.sqrt() * noise)
         )
         out[wrap] = mean + (1 - keep) * (wrapped_mean - mean) + keep * var.sqrt() * noise
+        clamped = _bcast(abar[(t - 1).clamp(min=0)], x_t)  # abar_0 in place of abar_{−1} = 1
+        c_mean = (clamped.sqrt() * beta_t / (1 - abar_t)) * x0_hat + (
+            alpha_t.sqrt() * (1 - clamped) / (1 - abar_t)
+        ) * x_t
+        c_var = (1 - clamped) / (1 - abar_t) * beta_t
+        clamp = "at t = 0, abar_{t−1} = abar_{−1} = 1, not abar_0: t − 1 clamped at 0 reads the wrong entry"
+        out[clamp] = c_mean + keep * c_var.sqrt() * noise
+        out[clamp + " (and so adds noise at the last step)"] = c_mean + c_var.sqrt() * noise
     if len(t) > 1 and bool((t != t[0]).any()):
         t0 = t[:1].expand(len(t))
         a0 = _bcast(abar[t0], x_t)
