@@ -424,3 +424,31 @@ def test_04_4_wrong_variants():
     assert_wrong("04.4", x0_clamped_to_unit_interval, "not [0, 1]")
     assert_wrong("04.4", x0_without_square_roots, "mind both square roots")
     assert_wrong("04.4", x0_clamped_before_dividing, "after dividing by sqrt(abar_t)")
+
+
+def _x0_slip(abar, x_t, eps, t, slip):
+    a = _v(abar[t[:1].expand(len(t))] if slip == "t[0] for all" else abar[t], x_t)
+    noise_weight = 1 - a if slip == "no root on the noise weight" else (1 - a).sqrt()
+    signal_weight = a if slip == "no root on the signal weight" else a.sqrt()
+    sign = 1 if slip == "noise added" else -1
+    raw = (x_t + sign * noise_weight * eps) / signal_weight
+    if slip == "clamped below only":
+        return raw.clamp(min=-1)
+    if slip == "tanh":
+        return raw.tanh()
+    return raw.clamp(-1, 1)
+
+
+@pytest.mark.parametrize(
+    "slip, message",
+    [
+        ("t[0] for all", "its own step"),
+        ("no root on the noise weight", "take its square root"),
+        ("no root on the signal weight", "not by abar_t"),
+        ("noise added", "subtract the noise"),
+        ("clamped below only", "x̂_0 above 1 must come down"),
+        ("tanh", "not a squashing curve"),
+    ],
+)
+def test_04_4_slips_are_named(slip, message):
+    assert_wrong("04.4", lambda *args: _x0_slip(*args, slip), message, partial="partial")

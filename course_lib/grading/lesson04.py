@@ -663,6 +663,7 @@ def _x0_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         a = _bcast(abar[t], x_t)
         raw = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
         prev = _bcast(_abar_prev(abar, t), x_t)
+        a0 = _bcast(abar[t[:1].expand(len(t))], x_t)
         unclamped = "clamp x̂_0 to [-1, 1] (torch.clamp) after dividing by sqrt(abar_t): values outside the range remain"
         diag = diagnose(
             got,
@@ -678,6 +679,25 @@ def _x0_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
                 "clamp x̂_0 itself, after dividing by sqrt(abar_t), not the numerator": (
                     (x_t - (1 - a).sqrt() * eps).clamp(-1, 1) / a.sqrt()
                 ).numpy(),
+                "the noise enters x_t with weight sqrt(1 − abar_t): take its square root": (
+                    (x_t - (1 - a) * eps) / a.sqrt()
+                )
+                .clamp(-1, 1)
+                .numpy(),
+                "divide by sqrt(abar_t), the signal's weight in x_t, not by abar_t": ((x_t - (1 - a).sqrt() * eps) / a)
+                .clamp(-1, 1)
+                .numpy(),
+                "subtract the noise: x_t − sqrt(1 − abar_t)·ε̂": ((x_t + (1 - a).sqrt() * eps) / a.sqrt())
+                .clamp(-1, 1)
+                .numpy(),
+                "clamp both ends: x̂_0 above 1 must come down to 1 too": raw.clamp(min=-1).numpy(),
+                "clamp both ends: x̂_0 below −1 must come up to −1 too": raw.clamp(max=1).numpy(),
+                "clamp is a hard cut (torch.clamp), not a squashing curve such as tanh": raw.tanh().numpy(),
+                "each image is at its own step: index alphas_cumprod with the whole tensor t, not t[0]": (
+                    (x_t - (1 - a0).sqrt() * eps) / a0.sqrt()
+                )
+                .clamp(-1, 1)
+                .numpy(),
             },
         )
         if diag:
