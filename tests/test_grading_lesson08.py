@@ -14,7 +14,7 @@ from grading_helpers import SEEDS, assert_wrong, grade_all_seeds
 
 from course_lib.grading import lesson08 as L
 from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
-from course_lib.samplers import ddim_step, sample_loop, timesteps
+from course_lib.samplers import ddim_step, dpm_timesteps, sample_loop, timesteps
 from course_lib.schedules import NoiseSchedule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,6 +220,31 @@ def test_08_2_wrong_variants():
     assert_wrong("08.2", spacing_trailing_without_minus_one, "subtract 1 after rounding", partial="partial")
     assert_wrong("08.2", spacing_leading_rounded, "integer division", partial="partial")
     assert_wrong("08.2", spacing_linspace_to_T, "not to T", partial="partial")
+
+
+def spacing_leading_multiplied_first(T, steps, spacing):
+    if spacing == "leading":
+        return torch.from_numpy((np.arange(steps) * T // steps)[::-1].copy())
+    return L._spaced_timesteps(T, steps, spacing)
+
+
+def spacing_dpm_solver_grid(T, steps, spacing):
+    """DPMSolverMultistepScheduler's leading/linspace (the library's dpm_timesteps): right for another sampler."""
+    if spacing == "trailing":
+        return L._spaced_timesteps(T, steps, spacing)
+    return dpm_timesteps(T, steps, spacing)
+
+
+def spacing_trailing_as_a_linspace(T, steps, spacing):
+    if spacing == "trailing":
+        return torch.from_numpy(np.round(np.linspace(T - 1, 0, steps)).astype(np.int64))
+    return L._spaced_timesteps(T, steps, spacing)
+
+
+def test_08_2_more_slips_are_named():
+    assert_wrong("08.2", spacing_leading_multiplied_first, "divide first, then multiply", partial="partial")
+    assert_wrong("08.2", spacing_dpm_solver_grid, "that is DPM-Solver's grid", partial="partial")
+    assert_wrong("08.2", spacing_trailing_as_a_linspace, "is the 'linspace' spacing", partial="partial")
 
 
 def test_08_2_a_list_earns_the_values_but_not_the_type():

@@ -218,12 +218,25 @@ def _spacing_mistakes(case: Case) -> dict[str, np.ndarray]:
             np.arange(steps) * (T / steps)
         )[::-1]
         out["leading: t_i = i·⌊T/steps⌋ starts at 0; do not shift the list to end at T−1"] = ref + (T - 1 - ref[0])
+        out["leading: divide first, then multiply: i·(T // steps), not (i·T) // steps"] = (
+            np.arange(steps) * T // steps
+        )[::-1]
+        out["that is DPM-Solver's grid (steps + 1 points, t = 0 dropped); DDIM's leading grid ends at t = 0"] = (
+            np.arange(1, steps + 1) * (T // (steps + 1))
+        )[::-1]
     if spacing == "trailing":
         out["trailing: subtract 1 after rounding, t_i = round(T − i·T/steps) − 1 (T−1 is the last index)"] = ref + 1
         out["trailing: round to the nearest step, do not floor"] = np.floor(T - np.arange(steps) * (T / steps)) - 1
+        out[
+            "trailing: the stride is T/steps from T, t_i = round(T − i·T/steps) − 1; a linspace from T−1 to 0 is the "
+            "'linspace' spacing"
+        ] = np.round(np.linspace(T - 1, 0, steps))
     if spacing == "linspace":
         out["linspace: from 0 to T−1 (the last index), not to T"] = np.round(np.linspace(0, T, steps))[::-1]
         out["linspace: round to the nearest step, do not floor"] = np.floor(np.linspace(0, T - 1, steps))[::-1]
+        out["that is DPM-Solver's grid (steps + 1 points, t = 0 dropped); DDIM's linspace grid ends at t = 0"] = (
+            np.round(np.linspace(0, T - 1, steps + 1))[1:][::-1]
+        )
     return out
 
 
