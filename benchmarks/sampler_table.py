@@ -58,6 +58,8 @@ QUICK_ROWS = [
     ("DPM++ 2M", "course", "dpm++2m", 10, 0.0, "trailing"),
     ("DDIM η=0", "diffusers", "ddim", 20, 0.0, "leading"),
     ("DPM++ 2M", "diffusers", "dpm++2m", 10, 0.0, "trailing"),
+    ("DPM++ 2M", "course", "dpm++2m", 10, 0.0, "leading"),
+    ("DPM++ 2M", "diffusers", "dpm++2m", 10, 0.0, "leading"),
     (CLIP, "course", "dpm++2m", 10, 0.0, "trailing", {"lambda_min": DPM_LAMBDA_MIN}),
     (LARGE, "course", "ddpm", 20, 0.0, "leading", {"variance": "large"}),
 ]
