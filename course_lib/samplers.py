@@ -97,13 +97,7 @@ def timesteps(
     linspace grids differ: :func:`dpm_timesteps`). On the cosine schedule with T = 1000 and
     lambda_min = −5.1 that drops t = 996 … 999, where σ/α runs from 214 to 2·10⁴.
     """
-    T = schedule_or_T.num_steps if isinstance(schedule_or_T, NoiseSchedule) else schedule_or_T
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise ValueError(f"schedule_or_T must be a NoiseSchedule or a positive int, got {schedule_or_T!r}")
-    steps = _check_steps(steps, T)
-    if spacing not in SPACINGS:
-        raise ValueError(f"unknown spacing {spacing!r}; expected one of {', '.join(map(repr, SPACINGS))}")
-    top = T if lambda_min is None else _kept_timesteps(schedule_or_T, lambda_min)
+    T, steps, top = _grid_arguments(schedule_or_T, steps, spacing, lambda_min)
     if spacing == "leading":
         if steps > top:
             raise ValueError(_too_many(steps, top, T, spacing, lambda_min))
@@ -148,13 +142,7 @@ def dpm_timesteps(
     """
     if spacing == "trailing":
         return timesteps(schedule_or_T, steps, spacing, lambda_min)
-    T = schedule_or_T.num_steps if isinstance(schedule_or_T, NoiseSchedule) else schedule_or_T
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise ValueError(f"schedule_or_T must be a NoiseSchedule or a positive int, got {schedule_or_T!r}")
-    steps = _check_steps(steps, T)
-    if spacing not in SPACINGS:
-        raise ValueError(f"unknown spacing {spacing!r}; expected one of {', '.join(map(repr, SPACINGS))}")
-    top = T if lambda_min is None else _kept_timesteps(schedule_or_T, lambda_min)
+    T, steps, top = _grid_arguments(schedule_or_T, steps, spacing, lambda_min)
     if steps > top - 1:
         clip = "" if top == T else f" (the λ clip keeps {top} of them)"
         raise ValueError(
@@ -188,6 +176,17 @@ def sampler_timesteps(
     if sampler == "dpm++2m":
         return dpm_timesteps(schedule, steps, spacing, clip).tolist()
     return timesteps(schedule, steps, spacing, clip).tolist()
+
+
+def _grid_arguments(schedule_or_T, steps, spacing: str, lambda_min) -> tuple[int, int, int]:
+    """Checked (T, steps, T') for a timestep grid: T' = T, or the timesteps the λ clip keeps."""
+    T = schedule_or_T.num_steps if isinstance(schedule_or_T, NoiseSchedule) else schedule_or_T
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"schedule_or_T must be a NoiseSchedule or a positive int, got {schedule_or_T!r}")
+    steps = _check_steps(steps, T)
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; expected one of {', '.join(map(repr, SPACINGS))}")
+    return T, steps, T if lambda_min is None else _kept_timesteps(schedule_or_T, lambda_min)
 
 
 def _kept_timesteps(schedule: NoiseSchedule, lambda_min: float) -> int:
