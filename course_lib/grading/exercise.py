@@ -170,10 +170,8 @@ class Exercise:
     encodable observation (default: answer(*case.args, **case.kwargs)); judge(case, got,
     expected) -> list[SubCheck] (default: :func:`compare` with rtol/atol); points: the
     maximum score; hint: shown on any status but pass; time_limit: seconds per call;
-    inputs_read_only: the answer must leave the case's tensors and arrays as they were (an answer
-    that writes ``x -= …`` into its caller's tensor loses a point per case); False where changing
-    an input in place is the exercise (an EMA update); input_names: what to call the case's
-    arguments in that message, where they are not the reference's parameters in order.
+    input_names: what to call the case's arguments where they are not the reference's parameters
+    in order (messages such as "your code changed its input `x1` in place", see :func:`probe_case`).
     """
 
     id: str
@@ -189,7 +187,6 @@ class Exercise:
     atol: float = 1e-6
     hint: str = ""
     time_limit: float = 10.0
-    inputs_read_only: bool = True
     input_names: tuple[str, ...] = ()
 
     def judge_case(self, case: Case, got: Any, expected: Any) -> list[SubCheck]:
@@ -530,9 +527,10 @@ def probe_case(exercise: Exercise, answer: Any, case: Case) -> tuple[Any, list[s
     """``exercise.probe(answer, case)``, and the names of the case's inputs the call changed in place.
 
     The inputs are compared value by value before and after (the same objects: an answer that
-    rebinds ``x = x + 1`` changes nothing; one that writes ``x += 1`` or ``x[0] = 0`` does). Probes that
-    hand the answer copies cannot see this, and say so by doing it."""
-    before = _snapshot(exercise, case) if exercise.inputs_read_only else []
+    rebinds ``x = x + 1`` changes nothing; one that writes ``x += 1`` or ``x[0] = 0`` does). An answer
+    must leave its inputs as they were, since its caller may still need them; a probe that hands
+    the answer copies (where changing them is the exercise, as in an EMA update) cannot see it."""
+    before = _snapshot(exercise, case)
     value = exercise.probe(answer, case)
     changed = [name for name, x, copy in before if not _same_values(x, copy)]
     return value, changed
