@@ -341,3 +341,16 @@ def test_the_build_tool_accepts_the_notebook(lesson):
         for ns in (_exec(cell.source), _exec(cell.source, setup)):
             result = grade_answer(ex.id, ns[ex.name], 0)
             assert result.status == "not_implemented", result.feedback()
+
+
+@pytest.mark.parametrize("exercise_id", ["04.3", "04.4", "08.1"])
+def test_a_list_or_an_array_in_place_of_a_tensor_costs_a_little_and_is_told(exercise_id):
+    """Observations reach the judge as numpy arrays, so these exercises record what kind of object came back."""
+    ex = get_exercise(exercise_id)
+    for convert, kind in ((lambda out: out.numpy(), "a numpy array"), (lambda out: out.tolist(), "a list")):
+        result = grade_answer(ex, lambda *args, c=convert: c(ex.reference(*args)), 2)
+        failed = {c.name for c in result.checks if not c.passed}
+        assert failed == {"a torch tensor"}, result.feedback()
+        assert result.status == "partial" and result.points > 0.7 * ex.points
+        assert f"return a torch tensor, got {kind}" in result.feedback()
+        assert result.feedback().count("return a torch tensor") == 1  # said once, not once per case

@@ -93,3 +93,28 @@ def with_diagnosis(checks: list[SubCheck], diagnosis: str, name: str | None = "v
 def copies(args: tuple) -> tuple:
     """Fresh copies of the tensor arguments, so an answer that works in place changes nothing else."""
     return tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def tensor_probe(answer: Any, case: Any) -> dict:
+    """``answer(*case.args, **case.kwargs)`` and what kind of object came back, for :func:`returns_tensor`
+    (observations reach the judge as numpy arrays, so a list or an array would otherwise pass as a tensor)."""
+    out = answer(*case.args, **case.kwargs)
+    return {"out": out, "is_tensor": isinstance(out, torch.Tensor), "kind": type(out).__name__}
+
+
+def returns_tensor(judge, weight: float = 0.5):
+    """A judge of :func:`tensor_probe`'s observations: ``judge(case, out, expected_out)`` on what the
+    answer returned, plus a failed sub-check where it is not a torch tensor (the code around it, a
+    sampler or a training step, calls ``.shape``, ``.to`` and tensor arithmetic on it)."""
+
+    def judged(case, got: Any, expected: Any) -> list[SubCheck]:
+        checks = judge(case, got.get("out"), expected["out"])
+        ok = bool(got.get("is_tensor"))
+        kind = {"ndarray": "a numpy array", "list": "a list", "tuple": "a tuple"}.get(got.get("kind"), got.get("kind"))
+        # one message for every case (no label), so the feedback says it once
+        message = f"return a torch tensor, got {kind}: compute with torch and return the tensor itself"
+        if not ok:  # a cost, not a prize: returning a tensor earns nothing by itself
+            checks.append(SubCheck("a torch tensor", False, weight, message))
+        return checks
+
+    return judged

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from course_lib.grading.checks import allclose, case_generator, diagnose
+from course_lib.grading.checks import allclose, case_generator, diagnose, returns_tensor, tensor_probe
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 from course_lib.schedules import NoiseSchedule
 
@@ -749,7 +749,8 @@ register(
         title="write one DDPM posterior step",
         reference=_ddpm_posterior_step,
         cases=_ddpm_cases,
-        judge=_ddpm_judge,
+        probe=tensor_probe,
+        judge=returns_tensor(_ddpm_judge),
         points=4,
         hint="estimate x̂_0 from ε̂, mix it with x_t into the posterior mean, and add noise with the posterior's "
         "own variance except at the very last step",
@@ -764,7 +765,8 @@ register(
         title="write predict_x0_clipped",
         reference=_predict_x0_clipped,
         cases=_x0_cases,
-        judge=_x0_judge,
+        probe=tensor_probe,
+        judge=returns_tensor(_x0_judge),
         points=2,
         hint="undo the forward jump x_t = sqrt(abar)·x0 + sqrt(1 − abar)·ε for x0, then keep it in the data range",
     )

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from course_lib.grading.checks import case_generator, diagnose
+from course_lib.grading.checks import case_generator, diagnose, returns_tensor, tensor_probe
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 from course_lib.schedules import NoiseSchedule
 
@@ -133,7 +133,8 @@ register(
         reference=_ddim_update,
         cases=_ddim_cases,
         points=3,
-        judge=_ddim_judge,
+        probe=tensor_probe,
+        judge=returns_tensor(_ddim_judge),
         hint="estimate x̂_0 first, then rebuild x_{t'} from x̂_0, the ε̂ direction (what is left of the "
         "variance after σ²) and σ·z",
     )
