@@ -452,3 +452,19 @@ def _x0_slip(abar, x_t, eps, t, slip):
 )
 def test_04_4_slips_are_named(slip, message):
     assert_wrong("04.4", lambda *args: _x0_slip(*args, slip), message, partial="partial")
+
+
+def test_04_3_and_04_4_float32_work_is_named_and_a_float32_result_costs_a_little():
+    from course_lib.grading.lesson04 import _ddpm_posterior_step, _predict_x0_clipped
+
+    def step_with_float32_tables(abar, betas, x_t, eps, t, noise):  # a habit from 04.1: .float() on the tables
+        return _ddpm_posterior_step(abar.float(), betas.float(), x_t, eps, t, noise)
+
+    results = grade_all_seeds("04.3", step_with_float32_tables)
+    assert all(r.status == "partial" and "what float32 gives" in r.feedback() for r in results)
+
+    def x0_in_float32(abar, x_t, eps, t):
+        return _predict_x0_clipped(abar.float(), x_t.float(), eps.float(), t)
+
+    for result in grade_all_seeds("04.4", x0_in_float32):
+        assert result.status == "partial" and "return float64 like the inputs, got float32" in result.feedback()

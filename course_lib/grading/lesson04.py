@@ -21,7 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from course_lib.grading.checks import allclose, case_generator, diagnose, returns_tensor, tensor_probe
+from course_lib.grading.checks import (
+    FLOAT32,
+    allclose,
+    case_generator,
+    diagnose,
+    in_float32,
+    returns_tensor,
+    tensor_probe,
+)
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 from course_lib.schedules import NoiseSchedule
 
@@ -576,6 +584,7 @@ def _ddpm_mistakes(case: Case) -> dict[str, torch.Tensor]:
         clamp = "at t = 0, abar_{t−1} = abar_{−1} = 1, not abar_0: t − 1 clamped at 0 reads the wrong entry"
         out[clamp] = c_mean + keep * c_var.sqrt() * noise
         out[clamp + " (and so adds noise at the last step)"] = c_mean + c_var.sqrt() * noise
+    out[FLOAT32] = in_float32(_ddpm_posterior_step, *case.args)
     if len(t) > 1 and bool((t != t[0]).any()):
         t0 = t[:1].expand(len(t))
         a0 = _bcast(abar[t0], x_t)
@@ -610,7 +619,8 @@ def _ddpm_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             values.message = f"{_per_sample_messages(case, got, expected, where) or 'wrong values' + where}: {diag}"
         else:
             per = _per_sample_messages(case, got, expected, where)
-            values.message = f"{per}; {values.message}" if per else values.message
+            if per:  # "wrong for the samples at t = [..] (label): 35 of 36 wrong; expected …", the label once
+                values.message = f"{per}: {values.message.removeprefix(f'values differ{where}: ')}"
     return checks
 
 
@@ -698,6 +708,7 @@ def _x0_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
                 )
                 .clamp(-1, 1)
                 .numpy(),
+                FLOAT32: in_float32(_predict_x0_clipped, *case.args).numpy(),
             },
         )
         if diag:
