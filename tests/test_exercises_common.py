@@ -354,3 +354,45 @@ def test_a_list_or_an_array_in_place_of_a_tensor_costs_a_little_and_is_told(exer
         assert result.status == "partial" and result.points > 0.7 * ex.points
         assert f"return a torch tensor, got {kind}" in result.feedback()
         assert result.feedback().count("return a torch tensor") == 1  # said once, not once per case
+
+
+def _error_of(fn) -> str:
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - the error text is what is tested
+        return f"{type(e).__name__}: {e}"
+    raise AssertionError("expected an error")
+
+
+@pytest.mark.parametrize(
+    "make_error, words",
+    [
+        (lambda: torch.ones(4) * torch.ones(4, 1, 3, 3), "reshape it to (N, 1, 1, 1)"),
+        (lambda: bool(torch.tensor([1, 0]) > 0), "decide per image with a mask"),
+        (lambda: torch.ones(3).item(), "take a single number"),
+        (lambda: float(torch.ones(3)), "take a single number"),
+        (lambda: torch.sqrt(0.5), "use math.sqrt"),
+        (lambda: __import__("math").sqrt(-1.0), "check which term goes on top"),
+        (lambda: torch.ones(5)[torch.tensor([7])], "timesteps run from 0 to T − 1"),
+        (lambda: [1, 2][5], "timesteps run from 0 to T − 1"),
+        (lambda: torch.ones(2, 2, dtype=torch.float64) @ torch.ones(2, 2), "make them one"),
+        (lambda: torch.nn.Conv2d(1, 1, 1)(torch.ones(1, 1, 2, 2, dtype=torch.float64)), "make them one"),
+        (lambda: undefined_name_in_a_cell, "inside its cell"),  # noqa: F821
+    ],
+)
+def test_the_errors_of_a_first_attempt_come_with_what_to_do(make_error, words):
+    """The hints match the errors this torch really raises (their texts change between versions)."""
+    from course_lib.grading.exercise import error_hint
+
+    assert words in error_hint(_error_of(make_error))
+
+
+def test_an_error_on_every_case_is_explained_once():
+    def x0_without_view(abar, x_t, eps, t):
+        a = abar[t]  # (N,): does not broadcast against N×C×H×W
+        return ((x_t - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+
+    feedback = grade_answer("04.4", x0_without_view, 0).feedback()
+    assert feedback.count("reshape it to (N, 1, 1, 1)") == 1, feedback
+    assert "raised the same RuntimeError on other cases too" in feedback
+    assert len(feedback.splitlines()) <= 4  # verdict, the error with its hint, "the same … too", the hint

@@ -147,6 +147,7 @@ class ExerciseResult:
         # sub-checks without a message failed only because an earlier one did (no values
         # without the right shape): the first message says it all
         messages = list(dict.fromkeys(c.message for c in self.checks if not c.passed and c.message))
+        messages = [m for m in messages if m != self.detail]  # the detail line above already says it
         lines += [f"  - {m}" for m in messages[:8]]
         if len(messages) > 8:
             lines.append(f"  - … and {len(messages) - 8} more")
@@ -423,15 +424,22 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
         return result
     total = passed = 0.0
     n_errors = n_timeouts = 0
+    told: set[tuple[str, str]] = set()
     for case, outcome, exp in zip(cases, outcomes, expected):
         label = f" ({case.label})" if case.label else ""
         if outcome.timed_out or outcome.error is not None:
             n_timeouts += outcome.timed_out
             n_errors += not outcome.timed_out
             what = f"ran past {exercise.time_limit:g} s" if outcome.timed_out else f"raised {outcome.error}"
+            hint = "" if outcome.timed_out else error_hint(outcome.error)
             # a failed case is worth what a complete set of sub-checks on the reference is
             weight = sum(c.weight for c in exercise.judge_case(case, exp, exp)) * case.weight
-            result.checks.append(SubCheck(f"runs{label}", False, weight, f"your code {what}{label}"))
+            message = f"your code {what}{label}" + (f" — {hint}" if hint else "")
+            kind = "timeout" if outcome.timed_out else str(outcome.error).split(":", 1)[0]
+            if hint and (kind, hint) in told:  # the same error again: one short line for all the other cases
+                message = f"your code raised the same {kind} on other cases too"
+            told.add((kind, hint))
+            result.checks.append(SubCheck(f"runs{label}", False, weight, message))
             total += weight
             continue
         for c in exercise.judge_case(case, outcome.value, exp):
@@ -456,6 +464,49 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
     else:
         result.status = "fail"
     return result
+
+
+#: What the common errors of a first attempt mean here: (a piece of the error's text, what to do).
+ERROR_HINTS = (
+    (
+        "must match the size of tensor",
+        "the shapes do not broadcast: a value picked per image with t has shape (N,); reshape it to (N, 1, 1, 1), "
+        "e.g. abar[t].view(-1, 1, 1, 1), before it meets an N×C×H×W tensor",
+    ),
+    (
+        "Boolean value of Tensor with more than one value is ambiguous",
+        "`if` on a tensor of several values: t holds one step per image, so decide per image with a mask, "
+        "e.g. (t > 0).to(x.dtype).view(-1, 1, 1, 1), or torch.where",
+    ),
+    (
+        "cannot be converted to Scalar",
+        ".item(), float() and int() take a single number: t holds one step per image, so index with the tensor",
+    ),
+    (
+        "only one element tensors can be converted",
+        ".item(), float() and int() take a single number: t holds one step per image, so index with the tensor",
+    ),
+    (
+        "must be Tensor, not",
+        "torch functions take tensors: for a Python number use math.sqrt, math.log …, or make it a tensor first",
+    ),
+    ("math domain error", "math.sqrt or math.log got a negative number or zero: check which term goes on top"),
+    ("is out of bounds for dimension", "an index past the end of a table: timesteps run from 0 to T − 1"),
+    ("index out of range", "an index past the end: timesteps run from 0 to T − 1, lists from 0 to len − 1"),
+    *(
+        (piece, "tensors of two dtypes meet here: make them one, e.g. other.to(x.dtype)")
+        for piece in ("expected scalar type", "to have the same dtype", "should be the same")
+    ),
+    (
+        "NameError",
+        "the grader runs each exercise cell on its own: import or define everything the answer uses inside its cell",
+    ),
+)
+
+
+def error_hint(error: str | None) -> str:
+    """What to do about an error a learner's code raised (``"Type: message"``), or '' when it is not a common one."""
+    return next((hint for piece, hint in ERROR_HINTS if error and piece in error), "")
 
 
 def _input_names(exercise: Exercise, case: Case) -> list[str]:
