@@ -387,3 +387,109 @@ def test_lesson_notebook_ends_with_the_exercises():
     assert last.cell_type == "markdown" and last.source.startswith("## Exercises")
     for ex_id in IDS:
         assert f"**{ex_id}**" in last.source
+
+
+# --------------------------------------------------------------------------- slips a learner review found
+
+
+def _ddim_slip(a_t, a_prev, x_t, eps, eta, z, slip):
+    s = _sigma(a_t, a_prev, 1.0 if slip == "η left out" else eta)
+    x0 = _x0(a_t, x_t, eps).clamp(-1, 1) if slip == "x̂0 clamped" else _x0(a_t, x_t, eps)
+    signal = (a_prev if slip == "no root on abar'" else math.sqrt(a_prev)) * x0
+    direction = (math.sqrt(1 - a_prev) - s) if slip == "σ outside the root" else math.sqrt(max(1 - a_prev - s * s, 0))
+    noise = {"σ²·z": s * s * z, "fresh noise": s * torch.randn_like(z)}.get(slip, s * z)
+    return signal + direction * eps + noise
+
+
+@pytest.mark.parametrize(
+    "slip, message",
+    [
+        ("σ²·z", "σ multiplies z, not σ²"),
+        ("σ outside the root", "not sqrt(1 − abar_{t'}) − σ"),
+        ("η left out", "you left η out"),
+        ("no root on abar'", "sqrt(abar_{t'})·x̂_0"),
+        ("x̂0 clamped", "does not clamp x̂_0"),
+        ("fresh noise", "not fresh torch.randn"),
+    ],
+)
+def test_08_1_more_slips_are_named(slip, message):
+    assert_wrong("08.1", lambda *args: _ddim_slip(*args, slip), message, partial="partial")
+
+
+def test_04_3_fresh_noise_is_named():
+    from course_lib.grading.lesson04 import _ddpm_posterior_step
+
+    def step_with_its_own_noise(abar, betas, x_t, eps, t, noise):
+        return _ddpm_posterior_step(abar, betas, x_t, eps, t, torch.randn_like(noise))
+
+    assert_wrong("04.3", step_with_its_own_noise, "not fresh torch.randn", partial="partial")
+
+
+def spacing_slip(T, steps, spacing, slip):
+    ref = L._spaced_timesteps(T, steps, spacing)
+    if slip == "integer trailing stride" and spacing == "trailing":
+        return torch.arange(T - 1, -1, -(T // steps))[:steps]
+    if slip == "steps_offset 1" and spacing == "leading":
+        return ref + 1
+    if slip == "diffusers' arange" and spacing == "trailing":
+        return torch.from_numpy(np.round(np.arange(T, 0, -T / steps)).astype(np.int64) - 1)
+    if slip == "linspace downwards" and spacing == "linspace":
+        return torch.linspace(T - 1, 0, steps).round().long()
+    return ref
+
+
+@pytest.mark.parametrize(
+    "slip, message, seeds",
+    [
+        ("integer trailing stride", "not the integer stride T // steps", SEEDS),
+        ("steps_offset 1", "steps_offset is 0 here", SEEDS),
+        ("diffusers' arange", "can overshoot by one entry", [8]),  # T = 976, 27 steps: 28 entries, the last −1
+        ("linspace downwards", "linspace with one step is [0]", SEEDS),
+    ],
+)
+def test_08_2_slips_a_learner_review_found_are_named(slip, message, seeds):
+    assert_wrong("08.2", lambda *args: spacing_slip(*args, slip), message, partial="partial", seeds=seeds)
+
+
+def curve_slip(abar, x0, known, noise, counts, kappa, slip):
+    T = len(abar)
+    errors, x = [], None
+    for n in counts:
+        ts = (
+            [int(v) for v in np.round(np.linspace(T - 1, 0, n))]
+            if slip == "linspace"
+            else [T - 1 - i * (T // n) for i in range(n)]
+        )
+        a0 = float(abar[T - 1])
+        if x is None or slip != "carried over":
+            x = math.sqrt(a0) * x0 + math.sqrt(1 - a0) * noise
+        for i, t in enumerate(ts):
+            a_t = float(abar[t])
+            a_next = float(abar[ts[i + 1]]) if i + 1 < n else (float(abar[0]) if slip == "to abar_0" else 1.0)
+            b = x0 if slip == "oracle knows x0" else known
+            k = 0.0 if slip == "no κ" else kappa
+            eps = (1 + k) * (x - math.sqrt(a_t) * b) / math.sqrt(1 - a_t)
+            x = math.sqrt(a_next) * (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t) + math.sqrt(1 - a_next) * eps
+        errors.append(float((x - x0).pow(2).mean().sqrt()))
+    knee = _right_knee(errors, counts)
+    if slip == "knee index":
+        knee = counts.index(knee)
+    if slip == "knee None":
+        knee = None
+    return {"errors": torch.tensor(errors, dtype=torch.float64), "knee": knee}
+
+
+@pytest.mark.parametrize(
+    "slip, message",
+    [
+        ("no κ", "over-states the noise by"),
+        ("oracle knows x0", "not x0 itself"),
+        ("to abar_0", "not to abar_0"),
+        ("carried over", "start every N afresh"),
+        ("linspace", "not a rounded linspace"),
+        ("knee index", "not its index i"),
+        ("knee None", "never None"),
+    ],
+)
+def test_08_3_more_slips_are_named(slip, message):
+    assert_wrong("08.3", lambda *args: curve_slip(*args, slip), message, partial="partial")

@@ -146,3 +146,25 @@ FLOAT32 = (
     "these values are what float32 gives: the inputs are float64, keep them so (a .float() on the tables, "
     "or a tensor made without dtype=, loses the digits the checks compare; 1 − abar_t near t = 0 shows it first)"
 )
+
+
+def fresh_noise(got: Any, mean: torch.Tensor, sigma: torch.Tensor | float, z: torch.Tensor) -> bool:
+    """Whether ``got`` reads as mean + σ·(noise of its own): residual/σ has about unit spread and is
+    unrelated to the z the check passed (a ``torch.randn_like`` in place of the argument)."""
+    try:
+        g = torch.as_tensor(np.asarray(got, dtype=np.float64))
+    except (TypeError, ValueError):
+        return False
+    if g.shape != mean.shape or g.numel() < 16:
+        return False
+    sigma = torch.as_tensor(sigma, dtype=torch.float64).expand_as(mean)
+    live = sigma > 1e-3
+    if int(live.sum()) < 16:
+        return False
+    r = ((g - mean)[live] / sigma[live]).flatten()
+    zz = z.to(torch.float64)[live].flatten()
+    corr = float(torch.corrcoef(torch.stack([r, zz]))[0, 1])
+    return 0.6 < float(r.std()) < 1.5 and abs(corr) < 0.5
+
+
+FRESH_NOISE = "use the noise argument z the check passes, not fresh torch.randn: the step must be reproducible"

@@ -23,9 +23,11 @@ from torch import nn
 
 from course_lib.grading.checks import (
     FLOAT32,
+    FRESH_NOISE,
     allclose,
     case_generator,
     diagnose,
+    fresh_noise,
     in_float32,
     returns_tensor,
     tensor_probe,
@@ -615,6 +617,11 @@ def _ddpm_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     values = next((c for c in checks if c.name == "values"), None)
     if values is not None and not values.passed and values.message:
         diag = diagnose(got, {k: v.numpy() for k, v in _ddpm_mistakes(case).items()})
+        abar, betas, x_t, eps, t, noise = case.args
+        if not diag and bool((t > 0).any()):
+            mean = _ddpm_posterior_step(abar, betas, x_t, eps, t, torch.zeros_like(noise))
+            sigma = _posterior_variance(abar, betas, t, x_t).sqrt() * _bcast((t > 0).to(x_t.dtype), x_t)
+            diag = FRESH_NOISE if fresh_noise(got, mean, sigma, noise) else ""
         if diag:
             values.message = f"{_per_sample_messages(case, got, expected, where) or 'wrong values' + where}: {diag}"
         else:

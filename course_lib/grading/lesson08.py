@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from course_lib.grading.checks import case_generator, diagnose, returns_tensor, tensor_probe
+from course_lib.grading.checks import FRESH_NOISE, case_generator, diagnose, fresh_noise, returns_tensor, tensor_probe
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 from course_lib.schedules import NoiseSchedule
 
@@ -96,6 +96,10 @@ def _ddim_mistakes(case: Case) -> dict[str, torch.Tensor]:
 
     out: dict[str, torch.Tensor] = {}
     if sigma > 0:
+        out["σ multiplies z, not σ²: the noise term is σ·z"] = step(noise=sigma * z)
+        out["the direction's weight is sqrt(1 − abar_{t'} − σ²), not sqrt(1 − abar_{t'}) − σ"] = step(
+            dir_var=(math.sqrt(1 - a_prev) - sigma) ** 2
+        )
         out["the direction term is sqrt(1 − abar_{t'} − σ²)·ε̂: subtract σ² under the root"] = step(dir_var=1 - a_prev)
         out["add σ·z: with eta > 0 the step is stochastic"] = step(noise=torch.zeros_like(z))
         out["σ has both factors: η·sqrt((1 − abar_{t'})/(1 − abar_t))·sqrt(1 − abar_t/abar_{t'})"] = step(
@@ -105,6 +109,13 @@ def _ddim_mistakes(case: Case) -> dict[str, torch.Tensor]:
             out["σ grows with η, not η²: σ = η·sqrt((1 − abar_{t'})/(1 − abar_t))·sqrt(1 − abar_t/abar_{t'})"] = step(
                 s=eta * sigma
             )
+    if eta != 1.0 and a_prev < 1:  # η left out: σ at η = 1 whatever η is
+        s1 = math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(max(1 - a_t / a_prev, 0.0))
+        out["σ is η·sqrt((1 − abar_{t'})/(1 − abar_t))·sqrt(1 − abar_t/abar_{t'}): you left η out"] = step(s=s1)
+    out["x_{t'} starts from sqrt(abar_{t'})·x̂_0: take the square root of abar_{t'}"] = step(
+        x0_hat=x0 * math.sqrt(a_prev)
+    )
+    out["this exercise does not clamp x̂_0 (clip_sample off): keep it as it is"] = step(x0_hat=x0.clamp(-1, 1))
     out["x̂_0 = (x_t − sqrt(1 − abar_t)·ε̂)/sqrt(abar_t): mind both square roots"] = step(
         x0_hat=(x_t - (1 - a_t) * eps) / a_t
     )
@@ -119,6 +130,11 @@ def _ddim_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     values = next((c for c in checks if c.name == "values"), None)
     if values is not None and not values.passed and values.message:
         diag = diagnose(got, {k: v.numpy() for k, v in _ddim_mistakes(case).items()})
+        a_t, a_prev, x_t, eps, eta, z = case.args
+        x0, sigma = _ddim_parts(a_t, a_prev, x_t, eps, eta)
+        if not diag and sigma > 0:
+            mean = _ddim_update(a_t, a_prev, x_t, eps, eta, torch.zeros_like(z))
+            diag = FRESH_NOISE if fresh_noise(got, mean, sigma, z) else ""
         if diag:
             values.message = f"wrong values ({case.label}): {diag}"
     return checks
@@ -215,6 +231,7 @@ def _spacing_mistakes(case: Case) -> dict[str, np.ndarray]:
     ref = _spaced_timesteps(T, steps, spacing).numpy()
     out = {"return the timesteps in descending order: sampling runs from the noisiest step down": ref[::-1]}
     if spacing == "leading":
+        out["steps_offset is 0 here: leading starts at t = 0, t_i = i·⌊T/steps⌋"] = ref + 1
         out["leading: the stride is ⌊T/steps⌋ (integer division), t_i = i·⌊T/steps⌋"] = np.round(
             np.arange(steps) * (T / steps)
         )[::-1]
@@ -222,12 +239,21 @@ def _spacing_mistakes(case: Case) -> dict[str, np.ndarray]:
         out["leading: divide first, then multiply: i·(T // steps), not (i·T) // steps"] = (
             np.arange(steps) * T // steps
         )[::-1]
-        out["that is DPM-Solver's grid (steps + 1 points, t = 0 dropped); DDIM's leading grid ends at t = 0"] = (
-            np.arange(1, steps + 1) * (T // (steps + 1))
-        )[::-1]
+        if steps > 1:  # one step: the two grids cannot be told apart from other slips
+            out["that is DPM-Solver's grid (steps + 1 points, t = 0 dropped); DDIM's leading grid ends at t = 0"] = (
+                np.arange(1, steps + 1) * (T // (steps + 1))
+            )[::-1]
     if spacing == "trailing":
         out["trailing: subtract 1 after rounding, t_i = round(T − i·T/steps) − 1 (T−1 is the last index)"] = ref + 1
         out["trailing: round to the nearest step, do not floor"] = np.floor(T - np.arange(steps) * (T / steps)) - 1
+        out[
+            "trailing: the stride is T/steps, a float, rounded after: round(T − i·T/steps) − 1, not the integer "
+            "stride T // steps"
+        ] = T - 1 - np.arange(steps) * (T // steps)
+        out[
+            "np.arange(T, 0, −T/steps) can overshoot by one entry (floating point; diffusers' formula does too): keep "
+            "the first `steps` values"
+        ] = np.concatenate([ref, [-1]])
         out[
             "trailing: the stride is T/steps from T, t_i = round(T − i·T/steps) − 1; a linspace from T−1 to 0 is the "
             "'linspace' spacing"
@@ -235,9 +261,12 @@ def _spacing_mistakes(case: Case) -> dict[str, np.ndarray]:
     if spacing == "linspace":
         out["linspace: from 0 to T−1 (the last index), not to T"] = np.round(np.linspace(0, T, steps))[::-1]
         out["linspace: round to the nearest step, do not floor"] = np.floor(np.linspace(0, T - 1, steps))[::-1]
-        out["that is DPM-Solver's grid (steps + 1 points, t = 0 dropped); DDIM's linspace grid ends at t = 0"] = (
-            np.round(np.linspace(0, T - 1, steps + 1))[1:][::-1]
-        )
+        if steps > 1:
+            out["that is DPM-Solver's grid (steps + 1 points, t = 0 dropped); DDIM's linspace grid ends at t = 0"] = (
+                np.round(np.linspace(0, T - 1, steps + 1))[1:][::-1]
+            )
+        else:
+            out["linspace with one step is [0], the low end: linspace(0, T − 1, 1) starts there"] = np.array([T - 1])
     return out
 
 
@@ -246,11 +275,11 @@ def _spacing_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     if not isinstance(got, dict) or "timesteps" not in got:
         return [SubCheck("values", False, 2, f"could not read the result{where}")]
     checks = compare(got["timesteps"], expected["timesteps"], rtol=0, atol=0, label=case.label)
-    values = next((c for c in checks if c.name == "values"), None)
-    if values is not None and not values.passed and values.message:
+    failed = next((c for c in checks if not c.passed and c.message and c.name in ("shape", "values")), None)
+    if failed is not None:  # a wrong length can be a known slip too (one entry too many)
         diag = diagnose(got["timesteps"], _spacing_mistakes(case), rtol=0, atol=0)
         if diag:
-            values.message = f"wrong timesteps{where}: {diag}"
+            failed.message = f"wrong timesteps{where}: {diag}"
     ok = bool(got.get("int64_tensor"))
     checks.append(
         SubCheck(
@@ -401,21 +430,23 @@ def _curve_mistakes(case: Case) -> dict[str, np.ndarray]:
     T = len(abar)
     out = {}
 
-    def run(ts_fn, start_at_first=False, final=True, perfect=False):
+    def run(ts_fn, start_at_first=False, final=True, perfect=False, last=1.0, k=kappa, carry=False):
         errs = []
+        x = None
         for n in counts:
             ts = ts_fn(n)
             a0 = float(abar[ts[0] if start_at_first else T - 1])
-            x = math.sqrt(a0) * x0 + math.sqrt(1 - a0) * noise
+            if x is None or not carry:
+                x = math.sqrt(a0) * x0 + math.sqrt(1 - a0) * noise
             for i, t in enumerate(ts):
                 a_t = float(abar[t])
                 if i + 1 < len(ts):
                     a_next = float(abar[ts[i + 1]])
                 elif final:
-                    a_next = 1.0
+                    a_next = last
                 else:
                     break
-                eps = _oracle_eps(x, a_t, x0 if perfect else known, kappa)
+                eps = _oracle_eps(x, a_t, x0 if perfect else known, k)
                 x0_hat = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
                 x = math.sqrt(a_next) * x0_hat + math.sqrt(1 - a_next) * eps
             errs.append(float(((x - x0) ** 2).mean().sqrt()))
@@ -426,6 +457,20 @@ def _curve_mistakes(case: Case) -> dict[str, np.ndarray]:
     )
     out["take the last step all the way to the clean image (abar = 1), then measure the error"] = run(
         lambda n: [T - 1 - i * (T // n) for i in range(n)], final=False
+    )
+    trailing = lambda n: [T - 1 - i * (T // n) for i in range(n)]  # noqa: E731
+    out[
+        "the oracle over-states the noise by the factor (1 + κ): ε̂ = (1 + κ)·(x_t − sqrt(abar_t)·b)/sqrt(1 − abar_t)"
+    ] = run(trailing, k=0.0)
+    out["the oracle knows only the blurred copy b (`known`), not x0 itself: that is the error floor"] = run(
+        trailing, perfect=True
+    )
+    out["the last step goes to the clean image, abar = 1, not to abar_0"] = run(trailing, last=float(abar[0]))
+    out["start every N afresh from x_{T−1} = sqrt(abar_{T−1})·x0 + sqrt(1 − abar_{T−1})·z, not from the last run"] = (
+        run(trailing, carry=True)
+    )
+    out["trailing timesteps are T − 1 − i·T/N (every N divides T), not a rounded linspace from T − 1 to 0"] = run(
+        lambda n: [int(v) for v in np.round(np.linspace(T - 1, 0, n))]
     )
     out["the error is the root of the MEAN squared difference (RMS), not of the sum"] = _ddim_error_curve(
         abar, x0, known, noise, counts, kappa
@@ -469,6 +514,8 @@ def _curve_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         knee_val = float(np.asarray(knee, dtype=np.float64).reshape(-1)[0]) if np.size(knee) == 1 else None
     except (TypeError, ValueError):
         knee_val = None
+    if knee_val is not None and not math.isfinite(knee_val):  # None arrives as NaN
+        knee_val = None
     knee_ok = knee_val == exp_knee
     msg = ""
     if not knee_ok:
@@ -481,7 +528,11 @@ def _curve_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             own = None
         ref = own if own is not None and own.shape == exp_err.shape and np.isfinite(own).all() else exp_err
         if knee_val is None:
-            msg += ": return the knee as one int, a step count from step_counts"
+            msg += (
+                ": return the knee as one int, a step count from step_counts (never None: the last N is the fallback)"
+            )
+        elif knee_val == counts.index(_knee_of(ref, counts)) and knee_val not in counts:
+            msg += ": return the step count N itself, step_counts[i], not its index i"
         elif ref is own and knee_val == _knee_of(own, counts):
             msg += ": your knee follows from your own errors, so the rule is right; fix the errors and it will follow"
         elif knee_val == _knee_of(ref, counts[1:] + [counts[-1]]):
