@@ -468,3 +468,87 @@ def test_04_3_and_04_4_float32_work_is_named_and_a_float32_result_costs_a_little
 
     for result in grade_all_seeds("04.4", x0_in_float32):
         assert result.status == "partial" and "return float64 like the inputs, got float32" in result.feedback()
+
+
+# --------------------------------------------------------------------------- slips a learner review found
+
+
+def _ema_slip(ema_params, params, decay, slip):
+    with torch.no_grad():
+        for e, p in zip(ema_params, params):
+            if slip == "no mul_":
+                e.add_((1 - decay) * p)
+            elif slip == "precedence":
+                e.mul_(decay).add_(p * 1 - decay)
+            elif slip == "decay twice":
+                e.mul_(decay)
+                e.copy_(decay * e + (1 - decay) * p)
+            else:  # "return in the loop"
+                e.mul_(decay).add_(p, alpha=1 - decay)
+                return
+
+
+@pytest.mark.parametrize(
+    "slip, message",
+    [
+        ("no mul_", "scale the running average by the decay first"),
+        ("precedence", "not add_(p * 1 − d)"),
+        ("decay twice", "apply the decay once"),
+        ("return in the loop", "a return inside the loop"),
+    ],
+)
+def test_04_2_more_slips_are_named(slip, message):
+    assert_wrong("04.2", lambda *args: _ema_slip(*args, slip), message)
+
+
+def test_04_1_an_absolute_error_is_named():
+    def l1_loss(model, x0, t, noise, alphas_cumprod):
+        abar = alphas_cumprod[t].to(x0.dtype).view(-1, 1, 1, 1)
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        return (model(x_t, t) - noise).abs().mean()
+
+    assert_wrong("04.1", l1_loss, "not the absolute error", partial="partial")
+
+
+def _posterior_index_slip(abar, betas, x_t, eps, t, noise, slip):
+    s = (-1,) + (1,) * (x_t.dim() - 1)
+    a = abar[t].view(s)
+    if slip == "betas[t - 1]":
+        prev = torch.cat([abar.new_ones(1), abar[:-1]])[t].view(s)
+        b = betas[(t - 1).clamp(min=0)].view(s)
+    else:  # "abar[t + 1]"
+        prev = abar[(t + 1).clamp(max=len(abar) - 1)].view(s)
+        b = betas[t].view(s)
+    x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+    mean = prev.sqrt() * b / (1 - a) * x0 + (1 - b).sqrt() * (1 - prev) / (1 - a) * x_t
+    var = ((1 - prev) / (1 - a) * b).clamp(min=0)
+    return mean + (t > 0).to(x_t.dtype).view(s) * var.sqrt() * noise
+
+
+@pytest.mark.parametrize(
+    "slip, message", [("betas[t - 1]", "not betas[t − 1]"), ("abar[t + 1]", "alphas_cumprod[t − 1], not [t + 1]")]
+)
+def test_04_3_index_slips_are_named(slip, message):
+    assert_wrong("04.3", lambda *args: _posterior_index_slip(*args, slip), message, partial="partial")
+
+
+@pytest.mark.parametrize(
+    "slip, message",
+    [
+        ("multiply", "do not multiply"),
+        ("1 - sqrt", "not 1 − sqrt(abar_t)"),
+        ("swapped weights", "yours are swapped"),
+        ("clamp(x, 1, -1)", "takes the lower bound first"),
+    ],
+)
+def test_04_4_more_slips_are_named(slip, message):
+    def answer(abar, x_t, eps, t):
+        a = _v(abar[t], x_t)
+        raw = {
+            "multiply": (x_t - (1 - a).sqrt() * eps) * a.sqrt(),
+            "1 - sqrt": (x_t - (1 - a.sqrt()) * eps) / a.sqrt(),
+            "swapped weights": (x_t - a.sqrt() * eps) / (1 - a).sqrt(),
+        }.get(slip, (x_t - (1 - a).sqrt() * eps) / a.sqrt())
+        return torch.clamp(raw, 1, -1) if slip == "clamp(x, 1, -1)" else raw.clamp(-1, 1)
+
+    assert_wrong("04.4", answer, message)

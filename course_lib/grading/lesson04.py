@@ -175,6 +175,9 @@ def _loss_mistakes(case: Case) -> dict[str, Any]:
         out["x_t needs square roots: sqrt(abar_t)·x0 + sqrt(1 − abar_t)·ε"] = loss_of(abar * x0 + (1 - abar) * noise)
         out["the target is the noise ε, not the clean image x0"] = loss_of(right, target=x0)
         out["average the squared error (mean), don't sum it"] = loss_of(right, reduce="sum")
+        out["the loss is the mean *squared* error, ‖ε − ε̂‖², not the absolute error"] = float(
+            (model(right, t) - noise).abs().mean()
+        )
         if bool((t > 0).all()):
             prev = _bcast(abar_table[t - 1], x0)
             out["index abar at t itself (t = 0 is the first noising step), not at t − 1"] = loss_of(
@@ -347,6 +350,19 @@ def _ema_mistakes(case: Case) -> dict[str, list[torch.Tensor]]:
             warm * e + (1 - warm) * p.detach() for e, p in zip(ema, params)
         ],
     }
+    out["scale the running average by the decay first (e.mul_(d)), then add (1 − d)·θ"] = [
+        e + (1 - d) * p.detach() for e, p in zip(ema, params)
+    ]
+    out["(1 − d) multiplies θ: add_(p, alpha=1 − d) or add_((1 − d) * p), not add_(p * 1 − d)"] = [
+        d * e + p.detach() - d for e, p in zip(ema, params)
+    ]
+    out["apply the decay once: θ_ema ← d·θ_ema + (1 − d)·θ (a mul_(d) before it decays twice)"] = [
+        d * d * e + (1 - d) * p.detach() for e, p in zip(ema, params)
+    ]
+    if len(ema) > 1:
+        out["update every pair of tensors: a return inside the loop stops after the first"] = [
+            d * ema[0] + (1 - d) * params[0].detach()
+        ] + [e.detach().clone() for e in ema[1:]]
     if d > 0:
         out["no bias correction here: θ_ema ← d·θ_ema + (1 − d)·θ, nothing divided by (1 − d)"] = [
             (d * e + (1 - d) * p.detach()) / (1 - d) for e, p in zip(ema, params)
@@ -586,6 +602,21 @@ def _ddpm_mistakes(case: Case) -> dict[str, torch.Tensor]:
         clamp = "at t = 0, abar_{t−1} = abar_{−1} = 1, not abar_0: t − 1 clamped at 0 reads the wrong entry"
         out[clamp] = c_mean + keep * c_var.sqrt() * noise
         out[clamp + " (and so adds noise at the last step)"] = c_mean + c_var.sqrt() * noise
+    T = len(abar)
+    beta_prev = _bcast(betas[(t - 1).clamp(min=0)], x_t)  # β read one step early
+    ap = _bcast(_abar_prev(abar, t), x_t)
+    out["β_t belongs to this step: betas[t], not betas[t − 1]"] = (
+        ap.sqrt() * beta_prev / (1 - abar_t) * x0_hat
+        + (1 - beta_prev).sqrt() * (1 - ap) / (1 - abar_t) * x_t
+        + keep * ((1 - ap) / (1 - abar_t) * beta_prev).sqrt() * noise
+    )
+    an = _bcast(abar[(t + 1).clamp(max=T - 1)], x_t)  # the step after, not before
+    var_next = ((1 - an) / (1 - abar_t) * beta_t).clamp(min=0)
+    out["abar_{t−1} is the step before t (less noise): alphas_cumprod[t − 1], not [t + 1]"] = (
+        an.sqrt() * beta_t / (1 - abar_t) * x0_hat
+        + alpha_t.sqrt() * (1 - an) / (1 - abar_t) * x_t
+        + keep * var_next.sqrt() * noise
+    )
     out[FLOAT32] = in_float32(_ddpm_posterior_step, *case.args)
     if len(t) > 1 and bool((t != t[0]).any()):
         t0 = t[:1].expand(len(t))
@@ -715,6 +746,24 @@ def _x0_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
                 )
                 .clamp(-1, 1)
                 .numpy(),
+                "divide by sqrt(abar_t) to undo the signal's scaling, do not multiply": (
+                    (x_t - (1 - a).sqrt() * eps) * a.sqrt()
+                )
+                .clamp(-1, 1)
+                .numpy(),
+                "the noise's weight is sqrt(1 − abar_t), not 1 − sqrt(abar_t)": (
+                    (x_t - (1 - a.sqrt()) * eps) / a.sqrt()
+                )
+                .clamp(-1, 1)
+                .numpy(),
+                "sqrt(abar_t) weighs the signal and sqrt(1 − abar_t) the noise: yours are swapped": (
+                    (x_t - a.sqrt() * eps) / (1 - a).sqrt()
+                )
+                .clamp(-1, 1)
+                .numpy(),
+                "torch.clamp(x, min, max) takes the lower bound first: clamp(x, -1, 1)": torch.full_like(
+                    x_t, -1.0
+                ).numpy(),
                 FLOAT32: in_float32(_predict_x0_clipped, *case.args).numpy(),
             },
         )
