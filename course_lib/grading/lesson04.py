@@ -396,7 +396,12 @@ def _ema_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             if _tensor_lists_close(candidate, [v.double().numpy() for v in value]):
                 diag = text
                 break
-        if candidate is None:
+        if candidate is None and case.args[2] == 0:  # decay 0: a swapped decay leaves the average where it was
+            msg = (
+                f"ema_params were not changed{where}: with decay 0 the average must jump to the weights, so the "
+                "decay multiplies the running average and (1 − decay) the new weights (or nothing was updated in place)"
+            )
+        elif candidate is None:
             msg = (
                 f"ema_params were not changed{where}: update each tensor in place "
                 "(e.g. e.mul_(d).add_(p, alpha=1 − d) or e.copy_(…)); `e = …` only rebinds a name"
