@@ -467,7 +467,8 @@ def test_04_3_and_04_4_float32_work_is_named_and_a_float32_result_costs_a_little
         return _predict_x0_clipped(abar.float(), x_t.float(), eps.float(), t)
 
     for result in grade_all_seeds("04.4", x0_in_float32):
-        assert result.status == "partial" and "return float64 like the inputs, got float32" in result.feedback()
+        feedback = result.feedback()
+        assert result.status == "partial" and "return a float64 tensor, as the exercise asks, got float32" in feedback
 
 
 # --------------------------------------------------------------------------- slips a learner review found

@@ -45,8 +45,9 @@ def _run_limited(fn, limit: float):
 def capture(exercise_id: str, namespace: dict, seed: int, out: str, time_limit: float | None = None) -> None:
     """Record the answer ``namespace[exercise.name]`` on every case into ``out`` (.json + .npz).
 
-    Records are ``{"case": i, "value": observation}`` (with ``"changed": [names]`` when the answer
-    modified some of the case's inputs in place), ``{"case": i, "error": "Type: msg"}``
+    Records are ``{"case": i, "value": observation, "kind": exercise.kind_of(the value)}`` (with
+    ``"changed": [names]`` when the answer modified some of the case's inputs in place),
+    ``{"case": i, "error": "Type: msg"}``
     or ``{"case": i, "timeout": true}``; a single ``{"undefined": name}`` when the answer is
     missing. After a timeout the remaining cases are recorded as timed out without running.
     """
@@ -68,9 +69,10 @@ def capture(exercise_id: str, namespace: dict, seed: int, out: str, time_limit: 
                 continue
             start = time.perf_counter()
             try:
-                value, changed = _run_limited(lambda case=case: probe_case(ex, answer, case), limit)
+                value, changed, kind = _run_limited(lambda case=case: probe_case(ex, answer, case), limit)
                 encode(value)  # fail here, as the learner's error, if the value cannot be recorded
-                records.append({"case": i, "value": value} | ({"changed": changed} if changed else {}))
+                record = {"case": i, "value": value, "kind": kind}
+                records.append(record | ({"changed": changed} if changed else {}))
             except CallTimeout:
                 timed_out = True
                 records.append({"case": i, "timeout": True})

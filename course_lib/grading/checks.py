@@ -95,44 +95,6 @@ def copies(args: tuple) -> tuple:
     return tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
 
 
-def tensor_probe(answer: Any, case: Any) -> dict:
-    """``answer(*case.args, **case.kwargs)`` and what kind of object came back, for :func:`returns_tensor`
-    (observations reach the judge as numpy arrays, so a list or an array would otherwise pass as a tensor)."""
-    out = answer(*case.args, **case.kwargs)
-    is_tensor = isinstance(out, torch.Tensor)
-    dtype = str(out.dtype).removeprefix("torch.") if is_tensor else None
-    return {"out": out, "is_tensor": is_tensor, "kind": type(out).__name__, "dtype": dtype}
-
-
-def returns_tensor(judge, weight: float = 0.5):
-    """A judge of :func:`tensor_probe`'s observations: ``judge(case, out, expected_out)`` on what the
-    answer returned, plus a failed sub-check where it is not a torch tensor (the code around it, a
-    sampler or a training step, calls ``.shape``, ``.to`` and tensor arithmetic on it) or not of the
-    reference's dtype."""
-
-    def judged(case, got: Any, expected: Any) -> list[SubCheck]:
-        checks = judge(case, got.get("out"), expected["out"])
-        ok = bool(got.get("is_tensor"))
-        kind = {"ndarray": "a numpy array", "list": "a list", "tuple": "a tuple"}.get(got.get("kind"), got.get("kind"))
-        # one message for every case (no label), so the feedback says it once
-        message = f"return a torch tensor, got {kind}: compute with torch and return the tensor itself"
-        if not ok:  # a cost, not a prize: returning a tensor earns nothing by itself
-            checks.append(SubCheck("a torch tensor", False, weight, message))
-        elif got.get("dtype") != expected.get("dtype"):  # float32 work on float64 inputs: digits lost, every time
-            checks.append(
-                SubCheck(
-                    "dtype",
-                    False,
-                    weight,
-                    f"return {expected.get('dtype')} like the inputs, got {got.get('dtype')}: a .float() or a new "
-                    "tensor made without dtype= loses digits that the checks compare",
-                )
-            )
-        return checks
-
-    return judged
-
-
 def in_float32(fn, *args) -> Any:
     """``fn`` on float32 copies of its float64 tensor arguments, the result back in float64: what an
     answer computes after a ``.float()`` on its inputs (for a diagnosis such as "you worked in float32")."""

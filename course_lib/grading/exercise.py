@@ -103,6 +103,7 @@ class Outcome:
     error: str | None = None  # "ValueError: ..." ; "NotImplementedError: ..." ; None if it returned
     timed_out: bool = False
     changed: list[str] = field(default_factory=list)  # the case's inputs the answer modified in place
+    kind: Any = None  # what came back: "Tensor", "ndarray", "list", "float" … (None: not recorded)
 
     @property
     def not_implemented(self) -> bool:
@@ -172,7 +173,9 @@ class Exercise:
     expected) -> list[SubCheck] (default: :func:`compare` with rtol/atol); points: the
     maximum score; hint: shown on any status but pass; time_limit: seconds per call;
     input_names: what to call the case's arguments where they are not the reference's parameters
-    in order (messages such as "your code changed its input `x1` in place", see :func:`probe_case`).
+    in order (messages such as "your code changed its input `x1` in place", see :func:`probe_case`);
+    judges_type: the judge checks the returned type and dtype itself (otherwise, wherever the reference
+    returns a tensor, a list, an array or another dtype costs half a point per case, see :func:`kind_of`).
     """
 
     id: str
@@ -189,6 +192,7 @@ class Exercise:
     hint: str = ""
     time_limit: float = 10.0
     input_names: tuple[str, ...] = ()
+    judges_type: bool = False
 
     def judge_case(self, case: Case, got: Any, expected: Any) -> list[SubCheck]:
         if self.judge is not None:
@@ -197,10 +201,16 @@ class Exercise:
 
     def expected(self, seed: int) -> tuple[list[Case], list[Any]]:
         """The cases for ``seed`` and the reference's observations on them (grader side)."""
+        cases, observations, _ = self.expected_with_kinds(seed)
+        return cases, observations
+
+    def expected_with_kinds(self, seed: int) -> tuple[list[Case], list[Any], list[Any]]:
+        """:meth:`expected`, and what kind of object the reference returned on each case (see :func:`kind_of`)."""
         from course_lib.grading.encode import roundtrip
 
         cases = list(self.cases(seed))
-        return cases, [roundtrip(self.probe(self.reference, c)) for c in cases]
+        values = [self.probe(self.reference, c) for c in cases]
+        return cases, [roundtrip(v) for v in values], [kind_of(v) for v in values]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,7 +423,7 @@ def _compare(got, expected, rtol, atol, path, where) -> list[SubCheck]:
 
 def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -> ExerciseResult:
     """Grade the learner's outcomes (one per case, in order) against the reference."""
-    cases, expected = exercise.expected(seed)
+    cases, expected, ref_kinds = exercise.expected_with_kinds(seed)
     result = ExerciseResult(exercise.id, exercise.title, "fail", 0.0, float(exercise.points), hint=exercise.hint)
     if len(outcomes) != len(cases):
         result.status, result.detail = "error", f"expected {len(cases)} results, the run recorded {len(outcomes)}"
@@ -425,7 +435,7 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
     total = passed = 0.0
     n_errors = n_timeouts = 0
     told: set[tuple[str, str]] = set()
-    for case, outcome, exp in zip(cases, outcomes, expected):
+    for case, outcome, exp, ref_kind in zip(cases, outcomes, expected, ref_kinds):
         label = f" ({case.label})" if case.label else ""
         if outcome.timed_out or outcome.error is not None:
             n_timeouts += outcome.timed_out
@@ -450,6 +460,10 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
         if outcome.changed:  # right values bought by writing into the caller's tensors still cost a point
             result.checks.append(_changed_check(outcome.changed, label, case.weight))
             total += case.weight
+        kind_check = None if exercise.judges_type else _kind_check(outcome, ref_kind, case.weight / 2)
+        if kind_check is not None:  # a cost, not a prize: returning a tensor earns nothing by itself
+            result.checks.append(kind_check)
+            total += kind_check.weight
     score = exercise.points * passed / total if total else 0.0
     result.points = round(score, 2)
     if n_timeouts == len(cases):
@@ -574,8 +588,9 @@ def _same_values(now: Any, before: Any) -> bool:
     return bool(np.array_equal(now, before, equal_nan=now.dtype.kind in "fc"))
 
 
-def probe_case(exercise: Exercise, answer: Any, case: Case) -> tuple[Any, list[str]]:
-    """``exercise.probe(answer, case)``, and the names of the case's inputs the call changed in place.
+def probe_case(exercise: Exercise, answer: Any, case: Case) -> tuple[Any, list[str], Any]:
+    """``exercise.probe(answer, case)``, the names of the case's inputs the call changed in place, and
+    what kind of object came back (:func:`kind_of`).
 
     The inputs are compared value by value before and after (the same objects: an answer that
     rebinds ``x = x + 1`` changes nothing; one that writes ``x += 1`` or ``x[0] = 0`` does). An answer
@@ -584,7 +599,61 @@ def probe_case(exercise: Exercise, answer: Any, case: Case) -> tuple[Any, list[s
     before = _snapshot(exercise, case)
     value = exercise.probe(answer, case)
     changed = [name for name, x, copy in before if not _same_values(x, copy)]
-    return value, changed
+    return value, changed, kind_of(value)
+
+
+def kind_of(value: Any) -> Any:
+    """What kind of object an answer returned: ("Tensor", its dtype) or (its type's name, None); for a
+    probe's dict of observations, {key: that pair} for its entries (the kind of each part)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return "Tensor", str(value.dtype).removeprefix("torch.")
+    if isinstance(value, dict):
+        return {str(k): kind_of(v) for k, v in value.items() if not isinstance(v, dict)}
+    return type(value).__name__, None
+
+
+_KIND_WORDS = {"ndarray": "a numpy array", "list": "a list", "tuple": "a tuple", "float": "a Python float"}
+
+
+def _kind_check(outcome: Outcome, ref_kind: Any, weight: float) -> SubCheck | None:
+    """Where the reference returns a tensor, the answer must too, of the same dtype (observations reach the
+    judge as numpy arrays, so without this a list or a float32 result would pass). None: nothing to say."""
+    got = outcome.kind
+    if got is None:
+        return None
+    if isinstance(ref_kind, dict):  # a probe's observations: each part the reference holds as a tensor
+        if not isinstance(got, dict):
+            return None
+        parts = [(ref_kind[k], got.get(k), k) for k in ref_kind if k in got]
+    else:
+        parts = [(ref_kind, got, "")]
+    for (ref, ref_dtype), part, key in parts:
+        if ref != "Tensor" or not isinstance(part, (list, tuple)) or len(part) != 2 or part[0] is None:
+            continue
+        kind, dtype = part
+        what = f"`{key}`" if key and not key.startswith("__") else "the result"
+        if kind != "Tensor":
+            words = _KIND_WORDS.get(kind, kind)
+            # one message for every case (no label), so the feedback says it once
+            return SubCheck(
+                "a torch tensor",
+                False,
+                weight,
+                f"return a torch tensor, got {words}: compute with "
+                "torch and return the tensor itself (the code around it calls .shape, .to and tensor "
+                "maths on it)",
+            )
+        if dtype != ref_dtype:
+            return SubCheck(
+                "dtype",
+                False,
+                weight,
+                f"return a {ref_dtype} tensor, as the exercise asks, got "
+                f"{dtype} for {what}: a .float() or .double(), or a tensor made without dtype=, changes it",
+            )
+    return None
 
 
 def _changed_check(changed: list[str], label: str, weight: float) -> SubCheck:
@@ -605,8 +674,8 @@ def run_cases(exercise: Exercise, answer: Any, seed: int) -> list[Outcome]:
     outcomes = []
     for case in exercise.cases(seed):
         try:
-            value, changed = probe_case(exercise, answer, case)
-            outcomes.append(Outcome(roundtrip(value), changed=changed))
+            value, changed, kind = probe_case(exercise, answer, case)
+            outcomes.append(Outcome(roundtrip(value), changed=changed, kind=kind))
         except Exception as e:  # the learner's code: any failure is a verdict, not a crash
             outcomes.append(Outcome(error=f"{type(e).__name__}: {e}"))
     return outcomes

@@ -366,7 +366,7 @@ def _outcomes(records: list[dict]) -> list[Outcome]:
         else:
             changed = r.get("changed")
             changed = [str(n) for n in changed] if isinstance(changed, list) else []
-            outcomes.append(Outcome(value=r.get("value"), changed=changed))
+            outcomes.append(Outcome(value=r.get("value"), changed=changed, kind=r.get("kind")))
     return outcomes
 
 

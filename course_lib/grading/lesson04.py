@@ -29,8 +29,6 @@ from course_lib.grading.checks import (
     diagnose,
     fresh_noise,
     in_float32,
-    returns_tensor,
-    tensor_probe,
 )
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 from course_lib.schedules import NoiseSchedule
@@ -790,6 +788,7 @@ register(
         reference=_epsilon_loss,
         cases=_loss_cases,
         probe=_loss_probe,
+        judges_type=True,
         judge=_loss_judge,
         points=3,
         hint="noise x0 to x_t in one jump with lesson 02's closed form, then compare the model's guess "
@@ -821,8 +820,7 @@ register(
         title="write one DDPM posterior step",
         reference=_ddpm_posterior_step,
         cases=_ddpm_cases,
-        probe=tensor_probe,
-        judge=returns_tensor(_ddpm_judge),
+        judge=_ddpm_judge,
         points=4,
         hint="estimate x̂_0 from ε̂, mix it with x_t into the posterior mean, and add noise with the posterior's "
         "own variance except at the very last step",
@@ -837,8 +835,7 @@ register(
         title="write predict_x0_clipped",
         reference=_predict_x0_clipped,
         cases=_x0_cases,
-        probe=tensor_probe,
-        judge=returns_tensor(_x0_judge),
+        judge=_x0_judge,
         points=2,
         hint="undo the forward jump x_t = sqrt(abar)·x0 + sqrt(1 − abar)·ε for x0, then keep it in the data range",
     )

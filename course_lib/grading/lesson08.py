@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from course_lib.grading.checks import FRESH_NOISE, case_generator, diagnose, fresh_noise, returns_tensor, tensor_probe
+from course_lib.grading.checks import FRESH_NOISE, case_generator, diagnose, fresh_noise
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 from course_lib.schedules import NoiseSchedule
 
@@ -149,8 +149,7 @@ register(
         reference=_ddim_update,
         cases=_ddim_cases,
         points=3,
-        probe=tensor_probe,
-        judge=returns_tensor(_ddim_judge),
+        judge=_ddim_judge,
         hint="estimate x̂_0 first, then rebuild x_{t'} from x̂_0, the ε̂ direction (what is left of the "
         "variance after σ²) and σ·z",
     )
@@ -305,6 +304,7 @@ register(
         cases=_spacing_cases,
         points=3,
         probe=_spacing_probe,
+        judges_type=True,
         judge=_spacing_judge,
         hint="leading steps by ⌊T/steps⌋ up from 0, trailing by T/steps down from T (then −1), linspace "
         "spreads steps points over 0 … T−1; round to the nearest integer, then sort descending",
@@ -558,6 +558,7 @@ register(
         cases=_curve_cases,
         points=4,
         probe=_curve_probe,
+        judges_type=True,
         judge=_curve_judge,
         hint="for each N: start from the noised x_0 at T−1, run the η = 0 DDIM update through the trailing "
         "steps and on to abar = 1, take the RMS error; the knee is the first N with error_2N > 0.9·error_N",
