@@ -484,32 +484,38 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
 ERROR_HINTS = (
     (
         "must match the size of tensor",
-        "the shapes do not broadcast: a value picked per image with t has shape (N,); reshape it to (N, 1, 1, 1), "
-        "e.g. abar[t].view(-1, 1, 1, 1), before it meets an N×C×H×W tensor",
+        "the shapes do not broadcast: print the shapes that meet on that line. A value per image, shape (N,), "
+        "needs .view(-1, 1, 1, 1) to scale an N×C×H×W tensor; a mask must be on the grid of what it multiplies",
     ),
     (
         "Boolean value of Tensor with more than one value is ambiguous",
-        "`if` on a tensor of several values: t holds one step per image, so decide per image with a mask, "
-        "e.g. (t > 0).to(x.dtype).view(-1, 1, 1, 1), or torch.where",
+        "`if`, `and`, `or` or `not` on a tensor of several values cannot decide for all of them: decide element "
+        "by element with a mask, e.g. (t > 0).to(x.dtype), or torch.where",
     ),
-    (
-        "cannot be converted to Scalar",
-        ".item(), float() and int() take a single number: t holds one step per image, so index with the tensor",
-    ),
-    (
-        "only one element tensors can be converted",
-        ".item(), float() and int() take a single number: t holds one step per image, so index with the tensor",
+    *(
+        (
+            piece,
+            ".item(), float(), int() and the math module take a single number, and this tensor holds several: use "
+            "torch functions (torch.sqrt, torch.log10, torch.cos …) and keep the tensor",
+        )
+        for piece in ("cannot be converted to Scalar", "only one element tensors can be converted")
     ),
     (
         "must be Tensor, not",
         "torch functions take tensors: for a Python number use math.sqrt, math.log …, or make it a tensor first",
     ),
     ("math domain error", "math.sqrt or math.log got a negative number or zero: check which term goes on top"),
-    ("is out of bounds for dimension", "an index past the end of a table: timesteps run from 0 to T − 1"),
-    ("index out of range", "an index past the end: timesteps run from 0 to T − 1, lists from 0 to len − 1"),
+    *(
+        (piece, "an index past the end: count from 0 to len − 1 (timesteps from 0 to T − 1)")
+        for piece in ("is out of bounds for dimension", "index out of range")
+    ),
     *(
         (piece, "tensors of two dtypes meet here: make them one, e.g. other.to(x.dtype)")
         for piece in ("expected scalar type", "to have the same dtype", "should be the same")
+    ),
+    (
+        "a leaf Variable that requires grad is being used in an in-place operation",
+        "an input was changed in place (x += …, x.mul_(…)): build a new tensor instead, z = x + …",
     ),
     (
         "NameError",
@@ -662,7 +668,8 @@ def _changed_check(changed: list[str], label: str, weight: float) -> SubCheck:
         f"inputs unchanged{label}",
         False,
         weight,
-        f"your code changed its input {what} in place{label}: the caller still needs it as it was "
+        # no case label: the same line for every case, so the feedback says it once
+        f"your code changed its input {what} in place: the caller still needs it as it was "
         "(write `x = x * a` rather than `x *= a`, or work on `x.clone()`)",
     )
 

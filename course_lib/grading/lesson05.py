@@ -200,7 +200,8 @@ def _grad_weights(like: torch.Tensor) -> torch.Tensor:
 def _reparam_probe(answer: Any, case: Case) -> dict:
     """z for the case's ε, and the gradients of Σ w ⊙ z with respect to mean and logvar
     (None where no gradient arrives)."""
-    mean, logvar, eps = copies(case.args)
+    mean, logvar = copies(case.args[:2])  # fresh leaves to take gradients
+    eps = case.args[2]  # the case's own ε: an answer that writes into it is caught
     mean.requires_grad_(True)
     logvar.requires_grad_(True)
     z = answer(mean, logvar, eps, **case.kwargs)
