@@ -499,8 +499,28 @@ class ControlledOtherNames(nn.Module):
         return self.frozen(x) + self.zout(self.trainable(x + self.zin(hint)))
 
 
+class ControlledCopyReinitialised(_Controlled):
+    """The copy re-initialised after the deep copy: it no longer starts from the block's knowledge."""
+
+    def __init__(self, block, channels, hint_channels):
+        super().__init__(block, channels, hint_channels)
+        for m in self.copy.modules():
+            if hasattr(m, "reset_parameters") and m is not self.copy:
+                m.reset_parameters()
+
+
+class ControlledZeroInRandom(_Controlled):
+    """Only zero_out zeroed: zero_in keeps PyTorch's random start."""
+
+    def __init__(self, block, channels, hint_channels):
+        super().__init__(block, channels, hint_channels)
+        self.zero_in = nn.Conv2d(hint_channels, channels, 1)
+
+
 # (exercise, answer, substring of the feedback, status)
 WRONG = [
+    ("10.5", ControlledCopyReinitialised, "the copy must start with the block's own weights", "partial"),
+    ("10.5", ControlledZeroInRandom, "zero_in must start with weight and bias at 0", "partial"),
     ("10.1", patchify_channel_first, "you flattened the patch channel first", "partial"),
     ("10.1", patchify_unfold, "as F.unfold or a stride-p convolution does", "partial"),
     ("10.1", patchify_grid_by_columns, "yours run column by column", "partial"),

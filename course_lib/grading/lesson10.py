@@ -823,6 +823,15 @@ def _observe_controlled(answer: Any, case: Case) -> dict:
         "copy_is_block": the_copy is block
         or (isinstance(the_copy, nn.Module) and any(id(p) in block_params for p in the_copy.parameters())),
     }
+    # where it starts: zero_in and zero_out at zero, the copy with the block's own weights (not re-initialised)
+    for name in ("zero_in", "zero_out"):
+        layer = getattr(module, name, None)
+        ps = [q for q in (getattr(layer, "weight", None), getattr(layer, "bias", None)) if isinstance(q, torch.Tensor)]
+        obs[f"{name}_zero"] = bool(ps) and all(bool((q == 0).all()) for q in ps)
+    copy_params = list(the_copy.parameters()) if isinstance(the_copy, nn.Module) else []
+    obs["copy_starts_as_block"] = len(copy_params) == len(original_params) and all(
+        q.shape == v.shape and torch.equal(q.detach(), v) for q, v in zip(copy_params, original_params)
+    )
     y = module(x.clone(), hint.clone())
     obs["output_at_init"] = y.detach().clone() if isinstance(y, torch.Tensor) else y
     # the first training step: how many trainable values get a gradient (zero_out's alone, C·C + C)?
@@ -971,7 +980,19 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
                 f"{exp_n}: zero_out (weight and bias) must train and take the copy's output as its input{where}"
             )
     checks.append(SubCheck("gradients at the first step", grad_ok, 1, msg))
-    # 5. the wiring, once zero_in, zero_out and the copy have moved away from their start
+    # 5. where training starts: the copy is the block's knowledge, both zero convolutions are silent
+    start_ok = all(bool(got.get(k)) for k in ("copy_starts_as_block", "zero_in_zero", "zero_out_zero"))
+    msg = ""
+    if not got.get("copy_starts_as_block"):
+        msg = (
+            "the copy must start with the block's own weights (copy.deepcopy(block), nothing re-initialised): "
+            f"ControlNet begins from what the block already knows{where}"
+        )
+    elif not got.get("zero_in_zero") or not got.get("zero_out_zero"):
+        which = " and ".join(n for n in ("zero_in", "zero_out") if not got.get(f"{n}_zero"))
+        msg = f"{which} must start with weight and bias at 0 (nn.init.zeros_ on both){where}"
+    checks.append(SubCheck("starts as the block, zero convolutions at 0", start_ok, 1, msg))
+    # 6. the wiring, once zero_in, zero_out and the copy have moved away from their start
     if got.get("layer_error"):
         checks.append(
             SubCheck(
