@@ -517,8 +517,14 @@ class ControlledZeroInRandom(_Controlled):
         self.zero_in = nn.Conv2d(hint_channels, channels, 1)
 
 
+def unpatchify_with_patchifys_permute(tokens, p, C, H, W):
+    N = tokens.shape[0]
+    return tokens.reshape(N, H // p, W // p, p, p, C).permute(0, 2, 4, 3, 5, 1).reshape(N, C, H, W)
+
+
 # (exercise, answer, substring of the feedback, status)
 WRONG = [
+    ("10.2", unpatchify_with_patchifys_permute, "does not undo itself", "partial"),
     ("10.5", ControlledCopyReinitialised, "the copy must start with the block's own weights", "partial"),
     ("10.5", ControlledZeroInRandom, "zero_in must start with weight and bias at 0", "partial"),
     ("10.1", patchify_channel_first, "you flattened the patch channel first", "partial"),

@@ -314,6 +314,12 @@ def _unpatch_mistakes(case: Case) -> dict[str, torch.Tensor]:
         out[message.replace("you flattened", "you read").replace("yours run", "yours are read")] = image.reshape(
             N, C, H, W
         )
+    h, w = H // p, W // p
+    grid = tokens.to(torch.float64).reshape(N, h, w, p, p, C)  # n, i, j, a, b, c
+    out[
+        "patchify's permute(0, 2, 4, 3, 5, 1) does not undo itself: from N×(H/p)×(W/p)×p×p×C go back to "
+        "N×C×(H/p)×p×(W/p)×p with its inverse, permute(0, 5, 1, 3, 2, 4)"
+    ] = grid.permute(0, 2, 4, 3, 5, 1).reshape(N, C, H, W)
     return out
 
 
