@@ -430,3 +430,36 @@ def test_an_error_on_every_case_is_explained_once():
     assert feedback.count("needs .view(-1, 1, 1, 1)") == 1, feedback
     assert "raised the same RuntimeError on other cases too" in feedback
     assert len(feedback.splitlines()) <= 4  # verdict, the error with its hint, "the same … too", the hint
+
+
+def test_kind_records_of_any_shape_never_crash_the_judge():
+    """A submission's capture file is the learner's kernel's doing: whatever its kind records hold, judging goes on."""
+    from course_lib.grading.exercise import Outcome, _kind_check
+
+    odd = [None, "x", 3, [1], ["Tensor"], ("Tensor", "float32", 1), {"a": 5}, {"a": [1, 2, 3]}, {"item 0": "Tensor"}]
+    refs = [
+        ("Tensor", "float64"),
+        ("int", None),
+        {"a": ("int", None)},
+        {"item 0": ("Tensor", "float32")},
+        ("dict", None),
+    ]
+    for got in odd:
+        for ref in refs:
+            result = _kind_check(Outcome(kind=got), ref, 1.0)
+            assert result is None or result.passed is False
+
+
+def test_whole_numbers_returned_as_floats_cost_a_little_and_are_told():
+    ex = get_exercise("09.3")
+
+    def cost_with_true_division(*args, **kwargs):
+        out = dict(ex.reference(*args, **kwargs))
+        out["values_per_call"] = out["values_per_call"] / 1  # a float now, the same number
+        return out
+
+    result = grade_answer(ex, cost_with_true_division, 0)
+    assert result.status == "partial" and "return `values_per_call` as an int, not a float" in result.feedback()
+    start = get_exercise("09.1")
+    result = grade_answer(start, lambda steps, strength: tuple(float(v) for v in start.reference(steps, strength)), 0)
+    assert result.status == "partial" and "as an int, not a float" in result.feedback()

@@ -608,16 +608,23 @@ def probe_case(exercise: Exercise, answer: Any, case: Case) -> tuple[Any, list[s
     return value, changed, kind_of(value)
 
 
-def kind_of(value: Any) -> Any:
-    """What kind of object an answer returned: ("Tensor", its dtype) or (its type's name, None); for a
-    probe's dict of observations, {key: that pair} for its entries (the kind of each part)."""
+def _one_kind(value: Any) -> tuple[str, str | None]:
     import torch
 
     if isinstance(value, torch.Tensor):
         return "Tensor", str(value.dtype).removeprefix("torch.")
-    if isinstance(value, dict):
-        return {str(k): kind_of(v) for k, v in value.items() if not isinstance(v, dict)}
     return type(value).__name__, None
+
+
+def kind_of(value: Any) -> Any:
+    """What kind of object an answer returned: ("Tensor", its dtype) or (its type's name, None); for a
+    probe's dict of observations or a short tuple (a pair, a triple), {key: that pair} for each part."""
+    if isinstance(value, dict):
+        return {str(k): _one_kind(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and 0 < len(value) <= 8:
+        if not any(isinstance(v, (dict, list, tuple)) for v in value):
+            return {"__type__": _one_kind(value)} | {f"item {i}": _one_kind(v) for i, v in enumerate(value)}
+    return _one_kind(value)
 
 
 _KIND_WORDS = {"ndarray": "a numpy array", "list": "a list", "tuple": "a tuple", "float": "a Python float"}
@@ -626,20 +633,39 @@ _KIND_WORDS = {"ndarray": "a numpy array", "list": "a list", "tuple": "a tuple",
 def _kind_check(outcome: Outcome, ref_kind: Any, weight: float) -> SubCheck | None:
     """Where the reference returns a tensor, the answer must too, of the same dtype (observations reach the
     judge as numpy arrays, so without this a list or a float32 result would pass). None: nothing to say."""
-    got = outcome.kind
+    try:
+        return _kind_mismatch(outcome.kind, ref_kind, weight)
+    except (TypeError, ValueError, KeyError, AttributeError):  # a kind record of an odd shape: say nothing
+        return None
+
+
+def _kind_mismatch(got: Any, ref_kind: Any, weight: float) -> SubCheck | None:
     if got is None:
         return None
     if isinstance(ref_kind, dict):  # a probe's observations: each part the reference holds as a tensor
         if not isinstance(got, dict):
             return None
         parts = [(ref_kind[k], got.get(k), k) for k in ref_kind if k in got]
-    else:
-        parts = [(ref_kind, got, "")]
-    for (ref, ref_dtype), part, key in parts:
-        if ref != "Tensor" or not isinstance(part, (list, tuple)) or len(part) != 2 or part[0] is None:
+    else:  # a short sequence where a tensor belongs is recorded part by part: its own type is the one to judge
+        parts = [(ref_kind, got.get("__type__") if isinstance(got, dict) else got, "")]
+    for ref_part, part, key in parts:
+        if not isinstance(ref_part, (list, tuple)) or len(ref_part) != 2:
+            continue
+        ref, ref_dtype = ref_part
+        if ref not in ("Tensor", "int") or not isinstance(part, (list, tuple)) or len(part) != 2 or part[0] is None:
             continue
         kind, dtype = part
-        what = f"`{key}`" if key and not key.startswith("__") else "the result"
+        what = "the result" if not key or key.startswith("__") else (key if key.startswith("item") else f"`{key}`")
+        if ref == "int" and kind in ("float", "float64", "float32"):
+            return SubCheck(
+                "ints",
+                False,
+                weight,
+                f"return {what} as an int, not a float: counts and sizes are "
+                "whole numbers (use // rather than /, or int(…) once the value is exact)",
+            )
+        if ref == "int":
+            continue
         if kind != "Tensor":
             words = _KIND_WORDS.get(kind, kind)
             # one message for every case (no label), so the feedback says it once

@@ -62,6 +62,13 @@ def _db_diagnosis(got, exp) -> str:
         return "your values are a tenth of the expected ones: log10(SNR) is in bels, multiply by 10 for decibels"
     if _ratio_close(got, exp, -1.0):
         return "your values have the wrong sign: SNR is signal over noise, abar / (1 − abar)"
+    if _ratio_close(got, exp, 0.5):
+        return (
+            "your values are half the expected ones: that is the ratio of amplitudes, sqrt(abar)/sqrt(1 − abar), in "
+            "10·log10; SNR is the power ratio abar / (1 − abar)"
+        )
+    if _ratio_close(got, exp, math.log(10) / math.log(2)):
+        return "your values look like 10·log2(SNR): decibels use log10"
     return ""
 
 

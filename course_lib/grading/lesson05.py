@@ -605,6 +605,8 @@ def _psnr_mistakes(case: Case) -> dict[str, Any]:
         "20·log10(R/MSE) mixes an amplitude with a power: use 10·log10(R²/MSE) or 20·log10(R/RMSE)": 20
         * torch.log10(2.0 / mse),
         "decibels use log10, not the natural log": 10 * torch.log(4.0 / mse),
+        "the peak *power* is R² = 4 for the data range R = 2: 10·log10(R²/MSE), not 10·log10(R/MSE)": 10
+        * torch.log10(2.0 / mse),
         "you summed the squared errors: the MSE is their mean over C, H and W": 10
         * torch.log10(4.0 / (mse * x[0].numel())),
         f"{per_image}, not the batch's average PSNR": right.mean() if torch.isfinite(right).all() else None,

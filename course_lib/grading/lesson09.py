@@ -401,6 +401,14 @@ def _cost_mistakes(case: Case, key: str) -> dict[str, Any]:
             * steps
             * per_call,
             "total_values = unet_calls · values_per_call": per_call,
+            **(
+                {
+                    "under guidance a call holds 2N rows, so the total doubles too: total_values = unet_calls · "
+                    "values_per_call": steps * N * c * h * w
+                }
+                if cfg == 2
+                else {}
+            ),
         }
     return {}
 
