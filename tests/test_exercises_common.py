@@ -463,3 +463,15 @@ def test_whole_numbers_returned_as_floats_cost_a_little_and_are_told():
     start = get_exercise("09.1")
     result = grade_answer(start, lambda steps, strength: tuple(float(v) for v in start.reference(steps, strength)), 0)
     assert result.status == "partial" and "as an int, not a float" in result.feedback()
+
+
+def test_a_list_of_counts_returned_as_floats_is_told():
+    ex = get_exercise("05.3")
+
+    def sides_as_floats(*args, **kwargs):
+        out = dict(ex.reference(*args, **kwargs))
+        out["latent_side"] = [float(v) for v in out["latent_side"]]  # true division: 8.0, not 8
+        return out
+
+    result = grade_answer(ex, sides_as_floats, 0)
+    assert result.status == "partial" and "return `latent_side` as an int, not a float" in result.feedback()

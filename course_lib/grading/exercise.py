@@ -613,6 +613,10 @@ def _one_kind(value: Any) -> tuple[str, str | None]:
 
     if isinstance(value, torch.Tensor):
         return "Tensor", str(value.dtype).removeprefix("torch.")
+    if isinstance(value, (list, tuple)) and value and all(type(v) is int for v in value):
+        return "int", "list"  # a list of whole numbers: judged as ints
+    if isinstance(value, (list, tuple)) and value and all(type(v) is float for v in value):
+        return "float", "list"
     return type(value).__name__, None
 
 
@@ -667,7 +671,7 @@ def _kind_mismatch(got: Any, ref_kind: Any, weight: float) -> SubCheck | None:
         if ref == "int":
             continue
         if kind != "Tensor":
-            words = _KIND_WORDS.get(kind, kind)
+            words = "a list" if dtype == "list" else _KIND_WORDS.get(kind, kind)
             # one message for every case (no label), so the feedback says it once
             return SubCheck(
                 "a torch tensor",
