@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import nbformat
+import pytest
 import torch
 import torch.nn.functional as F
 from grading_helpers import assert_wrong, grade_all_seeds
@@ -291,3 +292,24 @@ def test_lesson_notebook_lists_the_exercises():
     for ex_id in IDS:
         ex = get_exercise(ex_id)
         assert f"**{ex_id}**" in last and f"({ex.points:g} points)" in last
+
+
+def _attention_slip(x_tokens, context, mask, w_q, w_k, w_v, slip):
+    q, k, v = x_tokens @ w_q, context @ w_k, context @ w_v
+    width = {"scaled by the image width": x_tokens.shape[-1], "scaled by the value width": v.shape[-1]}.get(
+        slip, q.shape[-1]
+    )
+    hide = mask[:, None, :] if slip == "mask inverted" else ~mask[:, None, :]
+    weights = ((q @ k.transpose(-2, -1)) / math.sqrt(width)).masked_fill(hide, float("-inf")).softmax(-1)
+    return weights @ v, weights
+
+
+@pytest.mark.parametrize(
+    "slip, message",
+    [
+        ("mask inverted", "hide the padded ones, where mask is False"),
+        ("scaled by the image width", "not the image features' width"),
+    ],
+)
+def test_06_1_mask_polarity_and_the_scaling_width_are_named(slip, message):
+    assert_wrong("06.1", lambda *args: _attention_slip(*args, slip), message)

@@ -124,6 +124,17 @@ def _xattn_mistakes(case: Case) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     add("divide the scores by √d, d the query/key width (here " + str(d) + ")", raw.masked_fill(hide, float("-inf")))
     add("scale by 1/√d, not 1/d", (raw / d).masked_fill(hide, float("-inf")))
     add(
+        "the mask marks the real tokens with True: hide the padded ones, where mask is False (~mask), not the "
+        "real ones",
+        (raw / math.sqrt(d)).masked_fill(mask[:, None, :], float("-inf")),
+    )
+    for width, name in ((x.shape[-1], "the image features' width"), (v.shape[-1], "the values' width")):
+        if width != d:
+            add(
+                f"d in 1/√d is the query/key width, {d}, not {name}, {width}",
+                (raw / math.sqrt(width)).masked_fill(hide, float("-inf")),
+            )
+    add(
         "set masked scores to −∞ (or a huge negative number), not to 0: a score of 0 still gets weight",
         (raw / math.sqrt(d)).masked_fill(hide, 0.0),
     )
@@ -157,7 +168,7 @@ def _xattn_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         msg = ""
         if not ok:
             msg = next(c.message for c in sub if not c.passed and c.message)
-            diag = diagnose(got[key], {m: v[idx] for m, v in mistakes.items()})
+            diag = diagnose(got[key], {m: v[idx] for m, v in mistakes.items()}, equal_nan=True)
             msg = f"{key}: {msg}" + (f": {diag}" if diag else "")
         checks.append(SubCheck(key, ok, 2, msg))
     same = allclose(got.get("out_other_padding"), got["out"]) and got.get("out_other_padding") is not None
