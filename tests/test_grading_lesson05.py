@@ -140,9 +140,11 @@ def reparam_numpy_std(mean, logvar, eps):
     return mean + std * eps
 
 
-def _analyser(latent_of, ratio_of=lambda p, q: p / q, saved_of=lambda p, q, b: (p - q) * b, check=True):
+def _analyser(latent_of, ratio_of=lambda p, q: p / q, saved_of=lambda p, q, b: (p - q) * b, check="positive"):
     def compression_analyser(resolutions, factor, latent_channels, image_channels=3, bytes_per_value=2):
-        if check and any(s % factor for s in resolutions):
+        if check == "positive" and any(s <= 0 or s % factor for s in resolutions):
+            raise ValueError("not a positive multiple")
+        if check == "multiple" and any(s % factor for s in resolutions):
             raise ValueError("not divisible")
         out = {"latent_side": [], "pixel_values": [], "latent_values": [], "ratio": [], "bytes_saved": []}
         for s in resolutions:
@@ -168,7 +170,25 @@ compression_inverted_ratio = _analyser(_lat, ratio_of=lambda p, q: q / p)
 compression_floor_ratio = _analyser(_lat, ratio_of=lambda p, q: p // q)
 compression_no_bytes = _analyser(_lat, saved_of=lambda p, q, b: p - q)
 compression_abs_saved = _analyser(_lat, saved_of=lambda p, q, b: abs(p - q) * b)
-compression_rounds_silently = _analyser(_lat, check=False)
+compression_rounds_silently = _analyser(_lat, check=None)
+# only `side % f` is tested: a side of 0 passes that test, then 0 / 0 in the ratio raises ZeroDivisionError
+compression_multiple_only = _analyser(_lat, check="multiple")
+compression_multiple_only.__name__ = "compression_multiple_only"
+
+
+def compression_zero_side_returns(resolutions, factor, latent_channels, image_channels=3, bytes_per_value=2):
+    """Tests only `side % f`, and guards the ratio against a latent of 0 values, so a side of 0 returns."""
+    if any(s % factor for s in resolutions):
+        raise ValueError("not divisible")
+    out = {"latent_side": [], "pixel_values": [], "latent_values": [], "ratio": [], "bytes_saved": []}
+    for s in resolutions:
+        p, q = s * s * image_channels, (s // factor) ** 2 * latent_channels
+        out["latent_side"].append(s // factor)
+        out["pixel_values"].append(p)
+        out["latent_values"].append(q)
+        out["ratio"].append(p / q if q else 0.0)
+        out["bytes_saved"].append((p - q) * bytes_per_value)
+    return out
 
 
 def compression_assertion(resolutions, factor, latent_channels, image_channels=3, bytes_per_value=2):
@@ -210,6 +230,31 @@ def psnr_natural_log(x, y):
     return 10 * torch.log(4.0 / ((x - y) ** 2).flatten(1).mean(1))
 
 
+def psnr_range_of_the_batch(x, y):
+    return 10 * torch.log10((x.max() - x.min()) ** 2 / ((x - y) ** 2).flatten(1).mean(1))
+
+
+def psnr_range_of_each_image(x, y):
+    r = x.flatten(1).amax(1) - x.flatten(1).amin(1)
+    return 10 * torch.log10(r**2 / ((x - y) ** 2).flatten(1).mean(1))
+
+
+def psnr_absolute_error(x, y):
+    return 10 * torch.log10(4.0 / (x - y).abs().flatten(1).mean(1))
+
+
+def psnr_range_not_squared(x, y):
+    return 10 * torch.log10(2.0 / ((x - y) ** 2).flatten(1).mean(1))
+
+
+def psnr_20_with_the_mse(x, y):
+    return 20 * torch.log10(4.0 / ((x - y) ** 2).flatten(1).mean(1))
+
+
+def psnr_10_with_the_rmse(x, y):
+    return 10 * torch.log10(2.0 / ((x - y) ** 2).flatten(1).mean(1).sqrt())
+
+
 WRONG = [
     # (exercise, answer, substring of the feedback, expected status)
     ("05.1", kl_forgot_half, "forgot the ½", "partial"),
@@ -230,6 +275,8 @@ WRONG = [
     ("05.3", compression_no_bytes, "multiply the difference in values by bytes_per_value", "partial"),
     ("05.3", compression_abs_saved, "not its absolute value", "partial"),
     ("05.3", compression_rounds_silently, "raise ValueError (do not round", "partial"),
+    ("05.3", compression_multiple_only, "test side <= 0 as well as side % f", "partial"),
+    ("05.3", compression_zero_side_returns, "raise ValueError for a side ≤ 0 too", "partial"),
     ("05.3", compression_assertion, "not AssertionError", "partial"),
     ("05.3", compression_per_resolution, "expected a dict with keys", "partial"),
     ("05.4", psnr_range_one, "data range of 2", "partial"),
@@ -238,6 +285,12 @@ WRONG = [
     ("05.4", psnr_epsilon, "do not add a small epsilon", "partial"),
     ("05.4", psnr_amplitude_over_mse, "mixes an amplitude with a power", "partial"),
     ("05.4", psnr_natural_log, "not the natural log", "partial"),
+    ("05.4", psnr_range_of_the_batch, "do not measure it from the data", "partial"),
+    ("05.4", psnr_range_of_each_image, "do not measure it from the data", "partial"),
+    ("05.4", psnr_absolute_error, "you averaged |x − y|", "partial"),
+    ("05.4", psnr_range_not_squared, "not 10·log10(R/MSE)", "partial"),
+    ("05.4", psnr_20_with_the_mse, "20·log10 goes with the peak amplitude over the RMSE", "partial"),
+    ("05.4", psnr_10_with_the_rmse, "with the RMSE (an amplitude) the factor is 20", "partial"),
 ]
 
 
@@ -258,6 +311,40 @@ def test_partial_credit_reflects_how_much_is_right():
     assert _grade("05.3", compression_rounds_silently).points >= 3
     # the epsilon spoils one case of six
     assert _grade("05.4", psnr_epsilon).points > _grade("05.4", psnr_range_one).points
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345])
+def test_psnr_written_in_other_right_ways_passes(seed):
+    def with_rmse(x, y):
+        rmse = ((x - y) ** 2).flatten(1).mean(1).sqrt()
+        return 20 * torch.log10(2.0 / rmse)
+
+    def per_image_in_float64(x, y):
+        return torch.stack(
+            [
+                10 * torch.log10(torch.tensor(4.0, dtype=torch.float64) / ((a.double() - b.double()) ** 2).mean())
+                for a, b in zip(x, y)
+            ]
+        ).to(x.dtype)
+
+    def with_mse_loss(x, y):
+        mse = torch.nn.functional.mse_loss(x, y, reduction="none").mean(dim=(1, 2, 3))
+        return 10 * torch.log10(2**2 / mse)
+
+    for answer in (with_rmse, per_image_in_float64, with_mse_loss):
+        result = _grade("05.4", answer, seed)
+        assert result.status == "pass", result.feedback()
+
+
+def test_compression_side_checks_written_differently_pass():
+    def checks_each_side_in_the_loop(resolutions, factor, latent_channels, image_channels=3, bytes_per_value=2):
+        for s in resolutions:
+            if not (s > 0 and s % factor == 0):
+                raise ValueError(f"bad side {s}")
+        return get_exercise("05.3").reference(resolutions, factor, latent_channels, image_channels, bytes_per_value)
+
+    for seed in (0, 1, 12345):
+        assert _grade("05.3", checks_each_side_in_the_loop, seed).status == "pass"
 
 
 def test_tensors_in_place_of_lists_are_accepted():

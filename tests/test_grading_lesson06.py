@@ -197,6 +197,65 @@ def pool_normalise_columns(tokens, mask):
     return p, unit @ unit.T
 
 
+def _masked_mean(tokens, mask):
+    m = mask[..., None].to(tokens.dtype)
+    return (tokens * m).sum(1) / m.sum(1)
+
+
+def pool_divided_by_length(tokens, mask):
+    m = mask[..., None].to(tokens.dtype)
+    p = (tokens * m).sum(1) / tokens.shape[1]
+    unit = F.normalize(p, dim=1)
+    return p, unit @ unit.T
+
+
+def pool_count_of_the_batch(tokens, mask):
+    m = mask[..., None].to(tokens.dtype)
+    p = (tokens * m).sum(1) / m.sum()
+    unit = F.normalize(p, dim=1)
+    return p, unit @ unit.T
+
+
+def pool_returns_unit_vectors(tokens, mask):
+    p = F.normalize(_masked_mean(tokens, mask), dim=1)
+    return p, p @ p.T
+
+
+def pool_inverted_mask(tokens, mask):
+    m = (~mask)[..., None].to(tokens.dtype)
+    p = (tokens * m).sum(1) / m.sum(1)
+    unit = F.normalize(p, dim=1)
+    return p, unit @ unit.T
+
+
+def pool_whole_matrix_norm(tokens, mask):
+    p = _masked_mean(tokens, mask)
+    unit = p / p.norm()
+    return p, unit @ unit.T
+
+
+def pool_one_norm(tokens, mask):
+    p = _masked_mean(tokens, mask)
+    return p, (p @ p.T) / p.norm(dim=1, keepdim=True)
+
+
+def pool_squared_norms_broadcast(tokens, mask):
+    p = _masked_mean(tokens, mask)
+    norms = p.norm(dim=1)
+    return p, (p @ p.T) / (norms * norms)
+
+
+def pool_float64_loop(tokens, mask):
+    """One prompt at a time in float64, cosine by hand: must pass."""
+    pooled = torch.stack([tokens[i][mask[i]].double().mean(0) for i in range(len(tokens))])
+    n = len(pooled)
+    sim = torch.empty(n, n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(n):
+            sim[i, j] = pooled[i] @ pooled[j] / (pooled[i].norm() * pooled[j].norm())
+    return pooled.to(tokens.dtype), sim.to(tokens.dtype)
+
+
 def pool_library(tokens, mask):
     """The course's own pooling on zeroed padding, then cosine: must pass."""
     from course_lib.text import TextEmbedding, pooled
@@ -212,6 +271,23 @@ def test_06_2_wrong_variants():
     assert_wrong("06.2", pool_normalise_columns, "not the feature columns", partial="partial")
 
 
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (pool_divided_by_length, "divide by the number of real tokens, not by L"),
+        (pool_count_of_the_batch, "not by the count of the whole batch"),
+        (pool_returns_unit_vectors, "pooled is the masked mean itself, not its unit vector"),
+        (pool_inverted_mask, "average where it is True, not where it is False"),
+        (pool_whole_matrix_norm, "the norm of the whole N×D matrix"),
+        (pool_one_norm, "not by ‖p_i‖ alone"),
+        (pool_squared_norms_broadcast, "giving p_i·p_j / ‖p_j‖²"),
+    ],
+    ids=lambda v: getattr(v, "__name__", "message"),
+)
+def test_06_2_more_slips_are_named(answer, message):
+    assert_wrong("06.2", answer, message, partial="partial")
+
+
 def test_06_2_padding_mistake_still_right_where_there_is_no_padding():
     for result in grade_all_seeds("06.2", pool_including_padding):
         assert result.status == "partial"
@@ -219,6 +295,7 @@ def test_06_2_padding_mistake_still_right_where_there_is_no_padding():
 
 def test_06_2_equivalent_forms_pass():
     assert all(r.status == "pass" for r in grade_all_seeds("06.2", pool_library))
+    assert all(r.status == "pass" for r in grade_all_seeds("06.2", pool_float64_loop))
 
 
 def test_06_2_returning_only_the_matrix_fails():
@@ -260,6 +337,40 @@ def ids_global_count(labels, u, d, counts, p):
     return torch.where(d < p, 0, _rows(labels, u, counts, scale=counts.max()))
 
 
+def ids_keep_where_dropped(labels, u, d, counts, p):
+    return torch.where(d < p, _rows(labels, u, counts), 0)
+
+
+def ids_null_minus_one(labels, u, d, counts, p):
+    return torch.where(d < p, -1, _rows(labels, u, counts))
+
+
+def ids_null_is_first_phrasing(labels, u, d, counts, p):
+    """Zeroes the phrasing index of a dropped condition instead of its row."""
+    pick = _rows(labels, u, counts) - _rows(labels, torch.zeros_like(u), counts)
+    return _rows(labels, torch.zeros_like(u), counts) + torch.where(d < p, 0, pick)
+
+
+def ids_rounded_phrasing(labels, u, d, counts, p):
+    first = 1 + torch.cumsum(counts, 0) - counts
+    n = counts[labels]
+    return torch.where(d < p, 0, first[labels] + torch.minimum((u * n).round().long(), n - 1))
+
+
+def ids_count_minus_one(labels, u, d, counts, p):
+    first = 1 + torch.cumsum(counts, 0) - counts
+    return torch.where(d < p, 0, first[labels] + (u * (counts[labels] - 1)).floor().long())
+
+
+def ids_k_times_count(labels, u, d, counts, p):
+    n = counts[labels]
+    return torch.where(d < p, 0, 1 + labels * n + torch.minimum((u * n).floor().long(), n - 1))
+
+
+def ids_no_phrasing(labels, u, d, counts, p):
+    return torch.where(d < p, 0, _rows(labels, torch.zeros_like(u), counts))
+
+
 def ids_with_a_loop(labels, u, d, counts, p):
     """Plain Python, one image at a time: must pass."""
     out = []
@@ -276,6 +387,23 @@ def test_06_3_wrong_variants():
     assert_wrong("06.3", ids_drop_at_equal, "drop_u < p, strictly", partial="partial")
     assert_wrong("06.3", ids_no_dropout, "apply the dropout", partial="partial")
     assert_wrong("06.3", ids_global_count, "that class's own count", partial="partial")
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (ids_keep_where_dropped, "not where drop_u ≥ p"),
+        (ids_null_minus_one, "the empty prompt (the null condition), not -1"),
+        (ids_null_is_first_phrasing, "not its class's first phrasing"),
+        (ids_rounded_phrasing, "rounded down (floor), not to the nearest"),
+        (ids_count_minus_one, "not counts[label] − 1"),
+        (ids_k_times_count, "not at 1 + k·counts[k]"),
+        (ids_no_phrasing, "add the phrasing index"),
+    ],
+    ids=lambda v: getattr(v, "__name__", "message"),
+)
+def test_06_3_more_slips_are_named(answer, message):
+    assert_wrong("06.3", answer, message, partial="partial")
 
 
 def test_06_3_equivalent_forms_pass():

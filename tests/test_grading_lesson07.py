@@ -105,11 +105,43 @@ def combine_per_sample_mean(eps_uncond, eps_cond, scale):
     return eps_uncond + s * (eps_cond - eps_uncond)
 
 
+def combine_per_sample_first(eps_uncond, eps_cond, scale):
+    """Uses the first image's scale for the whole batch."""
+    s = float(scale[0]) if isinstance(scale, torch.Tensor) else scale
+    return eps_uncond + s * (eps_cond - eps_uncond)
+
+
+def combine_minus(eps_uncond, eps_cond, scale):
+    return eps_uncond - _bcast(scale, eps_cond) * (eps_cond - eps_uncond)
+
+
+def combine_step_only(eps_uncond, eps_cond, scale):
+    return _bcast(scale, eps_cond) * (eps_cond - eps_uncond)
+
+
+def combine_s_minus_one(eps_uncond, eps_cond, scale):
+    return eps_uncond + (_bcast(scale, eps_cond) - 1) * (eps_cond - eps_uncond)
+
+
 def test_07_1_wrong_variants():
     assert_wrong("07.1", combine_swapped, "swaps the two predictions", partial="partial")  # right at s = 0.5
     assert_wrong("07.1", combine_one_plus_s, "(1 + s) convention", partial="partial")  # shapes are right
     assert_wrong("07.1", combine_scales_cond_only, "also scales −ε_∅", partial="partial")
-    assert_wrong("07.1", combine_per_sample_mean, "values differ", partial="partial")
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (combine_per_sample_mean, "yours used their mean for every image"),
+        (combine_per_sample_first, "yours used s_0 for every image"),
+        (combine_minus, "not − s·(ε_c − ε_∅)"),
+        (combine_step_only, "s·(ε_c − ε_∅) alone is only the step"),
+        (combine_s_minus_one, "use s itself"),
+    ],
+    ids=lambda v: getattr(v, "__name__", "message"),
+)
+def test_07_1_more_slips_are_named(answer, message):
+    assert_wrong("07.1", answer, message, partial="partial")
 
 
 def test_07_1_no_broadcasting_gets_partial_credit_and_says_how_to_reshape():
@@ -129,7 +161,12 @@ def test_07_1_library_and_lerp_pass():
             return eps_uncond + torch.einsum("n,n...->n...", scale, eps_cond - eps_uncond)
         return eps_uncond + scale * (eps_cond - eps_uncond)
 
-    for answer in (cfg_combine, with_lerp, with_einsum):
+    def weighted_sum(eps_uncond, eps_cond, scale):
+        """s·ε_c + (1 − s)·ε_∅: the same expression, rearranged."""
+        s = _bcast(scale, eps_cond)
+        return s * eps_cond + (1 - s) * eps_uncond
+
+    for answer in (cfg_combine, with_lerp, with_einsum, weighted_sum):
         assert all(r.status == "pass" for r in grade_all_seeds("07.1", answer))
 
 
@@ -200,6 +237,69 @@ def sim_falsy_zero(signal, eps_uncond, eps_cond, scales):
 
 def sim_swapped_guidance(signal, eps_uncond, eps_cond, scales):
     return _sim(signal, eps_cond, eps_uncond, scales, limit=3 * eps_cond.norm().item())
+
+
+def sim_last_over(signal, eps_uncond, eps_cond, scales):
+    """No break: every scale over 3× overwrites the one before."""
+
+    def last(sc, ns, lim):
+        found = None
+        for s, n in zip(sc, ns):
+            if n > lim:
+                found = s
+        return found
+
+    return _sim(signal, eps_uncond, eps_cond, scales, first=last)
+
+
+def sim_returns_the_norm(signal, eps_uncond, eps_cond, scales):
+    return _sim(signal, eps_uncond, eps_cond, scales, first=lambda sc, ns, lim: next((n for n in ns if n > lim), None))
+
+
+def sim_greater_or_equal(signal, eps_uncond, eps_cond, scales):
+    return _sim(
+        signal,
+        eps_uncond,
+        eps_cond,
+        scales,
+        first=lambda sc, ns, lim: next((s for s, n in zip(sc, ns) if n >= lim), None),
+    )
+
+
+def sim_root_mean_square(signal, eps_uncond, eps_cond, scales):
+    return _sim(signal, eps_uncond, eps_cond, scales, norm=lambda g: g.pow(2).mean().sqrt().item())
+
+
+def sim_cosine_over_squared_norms(signal, eps_uncond, eps_cond, scales):
+    def cos(g):
+        return torch.dot(g, signal).item() / (g.norm().item() ** 2 * signal.norm().item() ** 2)
+
+    return _sim(signal, eps_uncond, eps_cond, scales, cos=cos)
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (sim_last_over, "yours is the last one over"),
+        (sim_returns_the_norm, "return the scale s itself, not its norm"),
+        (sim_greater_or_equal, "the test is strict"),
+        (sim_root_mean_square, "yours averages them (a root mean square)"),
+        (sim_cosine_over_squared_norms, "not by their squares"),
+    ],
+    ids=lambda v: getattr(v, "__name__", "message"),
+)
+def test_07_2_more_slips_are_named(answer, message):
+    assert_wrong("07.2", answer, message, partial="partial")
+
+
+def test_07_2_strictness_is_not_blamed_on_a_wrong_norm():
+    """An L1 norm also moves the first scale over 3× on the tie case: the norm is what the feedback names."""
+
+    def sim_l1_norm(signal, eps_uncond, eps_cond, scales):
+        return _sim(signal, eps_uncond, eps_cond, scales, norm=lambda g: g.abs().sum().item())
+
+    for result in grade_all_seeds("07.2", sim_l1_norm):
+        assert "the test is strict" not in result.feedback()
 
 
 def test_07_2_wrong_variants():
@@ -278,6 +378,51 @@ def spread_weighted_mean(features, labels, num_classes):
         return ((per[ok] * counts[ok]).sum() / counts[ok].sum()).item()
 
     return _spread(features, labels, num_classes, lambda f: _pairs(f).mean().item(), mean=weighted)
+
+
+def spread_full_matrix_over_pairs(features, labels, num_classes):
+    return _spread(
+        features, labels, num_classes, lambda f: (torch.cdist(f, f).sum() / (len(f) * (len(f) - 1) / 2)).item()
+    )
+
+
+def spread_pairs_over_ordered_count(features, labels, num_classes):
+    return _spread(features, labels, num_classes, lambda f: (_pairs(f).sum() / (len(f) * (len(f) - 1))).item())
+
+
+def spread_with_the_diagonal(features, labels, num_classes):
+    def with_diagonal(f):
+        iu = torch.triu_indices(len(f), len(f), 0)
+        return torch.cdist(f, f)[iu[0], iu[1]].mean().item()
+
+    return _spread(features, labels, num_classes, with_diagonal)
+
+
+def spread_plain_mean(features, labels, num_classes):
+    return _spread(
+        features, labels, num_classes, lambda f: _pairs(f).mean().item(), mean=lambda per, labels: per.mean().item()
+    )
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (spread_full_matrix_over_pairs, "holds every pair twice"),
+        (spread_pairs_over_ordered_count, "divide their sum by that, not by n(n − 1)"),
+        (spread_with_the_diagonal, "the diagonal i = j is not a pair"),
+        (spread_plain_mean, "skip the NaN classes"),
+    ],
+    ids=lambda v: getattr(v, "__name__", "message"),
+)
+def test_07_3_more_slips_are_named(answer, message):
+    assert_wrong("07.3", answer, message, partial="partial")
+
+
+def test_07_3_a_mean_that_follows_from_wrong_per_class_values_is_not_blamed_on_itself():
+    for result in grade_all_seeds("07.3", spread_pairs_over_ordered_count):
+        text = result.feedback()
+        assert "it is the mean of your per_class values" in text
+        assert "skip the NaN ones" not in text
 
 
 def test_07_3_wrong_variants():

@@ -168,6 +168,19 @@ def img2img_off_by_one(steps, strength):
     return steps - init, max(init - 1, 0)
 
 
+def img2img_start_minus_one(steps, strength):
+    """Takes one away from the start index (as if steps − init were a count, not an index)."""
+    init = min(int(steps * strength), steps)
+    t_start = max(steps - init - 1, 0)
+    return t_start, steps - t_start
+
+
+def img2img_start_plus_one(steps, strength):
+    init = min(int(steps * strength), steps)
+    t_start = min(steps - init + 1, steps)
+    return t_start, steps - t_start
+
+
 def img2img_dict(steps, strength):
     init = min(int(steps * strength), steps)
     return {"t_start": steps - init, "n": init}
@@ -247,6 +260,8 @@ WRONG = [
     ("09.1", img2img_ceil, "not rounded up", "partial"),
     ("09.1", img2img_backwards, "strength is read backwards", "partial"),
     ("09.1", img2img_off_by_one, "must add up to steps", "partial"),
+    ("09.1", img2img_start_minus_one, "t_start is one step early", "partial"),
+    ("09.1", img2img_start_plus_one, "t_start is one step late", "partial"),
     ("09.1", img2img_dict, "return a pair (t_start, number of steps)", "fail"),
     # the right shape earns the shape checks (1/3 of the points), nothing else
     ("09.2", inpaint_inverted, "the mask is inverted", "partial"),
@@ -281,6 +296,22 @@ def test_partial_credit_reflects_how_much_is_right():
     # doubling the calls spoils calls, batch and the totals of guided cases; forgetting N only batched ones
     assert 3 > _grade("09.3", cost_no_batch).points > _grade("09.3", cost_calls_doubled).points > 0
     assert _grade("09.3", cost_total_doubled_again).points > _grade("09.3", cost_calls_doubled).points
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3, 12345])
+def test_img2img_one_step_off_is_told_apart_from_rounding(seed):
+    """A start index one step early is named as such where steps · strength is whole (rounding cannot explain
+    it there); rounding, right on those cases, is never called one step off."""
+
+    def named_off(answer):
+        """The failed messages that call t_start one step early, without a word on rounding."""
+        checks = _grade("09.1", answer, seed).checks
+        return [c.message for c in checks if "t_start is one step early" in c.message and "rounded" not in c.message]
+
+    assert any("50 steps, strength 0.8" in m for m in named_off(img2img_start_minus_one))  # 40 steps exactly
+    for rounding in (img2img_round, img2img_ceil):
+        assert "not rounded" in _grade("09.1", rounding, seed).feedback()
+        assert not named_off(rounding)
 
 
 @pytest.mark.parametrize("seed", [0, 3, 11])

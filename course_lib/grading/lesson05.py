@@ -355,7 +355,7 @@ def _compression_analyser(
 
 
 def _invalid(case: Case) -> bool:
-    """True when the case holds a side that is not a multiple of the factor (the answer must raise)."""
+    """True when the case holds a side that is not a positive multiple of the factor (the answer must raise)."""
     resolutions, factor = case.args[0], case.args[1]
     return any(int(s) <= 0 or int(s) % int(factor) for s in resolutions)
 
@@ -382,6 +382,7 @@ def _compression_cases(seed: int) -> list[Case]:
         ),
         Case(([64, 96], 2, 16), label="f = 2, c = 16: the latent holds more values than the image"),
         Case(([512, bad], bad_f, 4), label=f"side {bad} is not a multiple of f = {bad_f}: raise ValueError"),
+        Case(([256, 0], 8, 4), label="sides 256 and 0, f = 8: raise ValueError"),
     ]
 
 
@@ -496,9 +497,19 @@ def _compression_judge(case: Case, got, expected) -> list[SubCheck]:
     if _invalid(case):
         raised = got.get("raised") if isinstance(got, dict) else None
         ok = raised == "ValueError"
-        side = next(int(s) for s in case.args[0] if int(s) % int(case.args[1]))
+        side = next(int(s) for s in case.args[0] if int(s) <= 0 or int(s) % int(case.args[1]))
         if ok:
             msg = ""
+        elif side <= 0 and raised is None:
+            msg = (
+                f"a side of {side} is a multiple of f = {case.args[1]} but not a positive one, so there is no image: "
+                f"raise ValueError for a side ≤ 0 too (test side <= 0 as well as side % f){where}"
+            )
+        elif side <= 0:
+            msg = (
+                f"a side of {side} must raise ValueError before anything is computed, not {raised}: test "
+                f"side <= 0 as well as side % f (a side of 0 is a multiple of every f){where}"
+            )
         elif raised is None:
             msg = (
                 f"side {side} is not a multiple of f = {case.args[1]}, so there is no whole latent: raise ValueError "
@@ -589,6 +600,24 @@ def _psnr_cases(seed: int) -> list[Case]:
     ]
 
 
+_MEASURED_RANGE = (
+    "the data range is fixed by the images' scale, [−1, 1], so R = 2: do not measure it from the data "
+    "(x.max() − x.min() only comes near 2, and is 0 for a flat image)"
+)
+
+
+def _measured_range_psnrs(case: Case) -> list[torch.Tensor]:
+    """What the PSNR gives with a data range measured from the data instead of R = 2: max − min of x,
+    of y or of both, over the whole batch or per image."""
+    x, y = (a.to(torch.float64) for a in case.args)
+    N = x.shape[0]
+    xf, yf = x.reshape(N, -1), y.reshape(N, -1)
+    mse = (xf - yf).pow(2).mean(1)
+    both = torch.cat([xf, yf], dim=1)
+    ranges = [v.max() - v.min() for v in (xf, yf, both)] + [v.amax(1) - v.amin(1) for v in (xf, yf, both)]
+    return [10 * torch.log10(r**2 / mse) for r in ranges]
+
+
 def _psnr_mistakes(case: Case) -> dict[str, Any]:
     x, y = (a.to(torch.float64) for a in case.args)
     N = x.shape[0]
@@ -596,6 +625,7 @@ def _psnr_mistakes(case: Case) -> dict[str, Any]:
     right = 10 * torch.log10(4.0 / mse)
     pooled = 10 * torch.log10(4.0 / mse.mean())  # one PSNR from the MSE of the whole batch
     per_image = "one PSNR per image, shape (N,)"
+    mae = (x - y).abs().reshape(N, -1).mean(1)
     return {
         "about 6.02 dB too low: images in [−1, 1] have a data range of 2, so the peak power R² is 4, not 1": 10
         * torch.log10(1.0 / mse),
@@ -612,6 +642,9 @@ def _psnr_mistakes(case: Case) -> dict[str, Any]:
         f"{per_image}, not the batch's average PSNR": right.mean() if torch.isfinite(right).all() else None,
         f"{per_image}, not one PSNR from the MSE of all the images": pooled,
         f"{per_image}: the MSE averages within each image only": pooled.repeat(N),
+        "you averaged |x − y|: the MSE is the mean of the squared differences (x − y)²": 10 * torch.log10(4.0 / mae),
+        "with the RMSE (an amplitude) the factor is 20: 20·log10(R/RMSE), or 10·log10(R²/MSE)": 10
+        * torch.log10(2.0 / mse.sqrt()),
     }
 
 
@@ -620,6 +653,10 @@ def _psnr_judge(case: Case, got, expected) -> list[SubCheck]:
     if all(c.passed for c in checks):
         return checks
     diagnosis = diagnose(got, _psnr_mistakes(case), expected=expected, rtol=1e-5, atol=1e-6)
+    for value in [] if diagnosis else _measured_range_psnrs(case):
+        diagnosis = diagnose(got, {_MEASURED_RANGE: value}, expected=expected, rtol=1e-5, atol=1e-6)
+        if diagnosis:
+            break
     arr, exp = as_float_array(got), np.asarray(expected, dtype=np.float64)
     if not diagnosis and arr is not None and arr.shape == exp.shape:
         inf = np.isinf(exp)

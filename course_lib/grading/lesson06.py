@@ -21,9 +21,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
-from course_lib.grading.checks import allclose, diagnose
+from course_lib.grading.checks import allclose, as_float_array, diagnose
 from course_lib.grading.checks import case_generator as _gen
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 
@@ -264,18 +265,37 @@ def _pool_mistakes(case: Case) -> tuple[dict[str, torch.Tensor], dict[str, torch
         u = p / p.norm(dim=1, keepdim=True)
         return u @ u.T
 
+    hidden = (~mask).to(tokens.dtype)[..., None]
+    padded_only = (tokens * hidden).sum(1) / hidden.sum(1)  # NaN for a prompt without padding
+    dots = right @ right.T
+    norms = right.norm(dim=1)
+
     pad = "average only the real tokens (mask True): the padded slots hold junk states"
+    inverted = "the mask is True at the real tokens: average where it is True, not where it is False (~mask)"
     pooled = {
         pad: everything,
         "divide by the number of real tokens, not by L": over_length,
         "pool with the mean of the real tokens, not their sum": summed,
+        "divide each prompt's sum by its own number of real tokens (mask.sum(dim=1)), not by the count of the "
+        "whole batch": summed / m.sum(),
+        "pooled is the masked mean itself, not its unit vector: normalise a copy for the cosine only": right
+        / norms[:, None],
+        inverted: padded_only,
     }
+    both = "divide each dot product by both norms, ‖p_i‖·‖p_j‖"
     sims = {
         pad: cos(everything),
-        "normalise each pooled vector to length 1 before the dot products (cosine, not dot product)": right @ right.T,
+        "normalise each pooled vector to length 1 before the dot products (cosine, not dot product)": dots,
         "normalise the pooled vectors (rows of N×D, dim=1), not the feature columns": (lambda u: u @ u.T)(
             right / right.norm(dim=0, keepdim=True)
         ),
+        "p.norm() without dim= is the norm of the whole N×D matrix: normalise each row, "
+        "p.norm(dim=1, keepdim=True)": dots / right.norm() ** 2,
+        f"{both}, not by ‖p_i‖ alone": dots / norms[:, None],
+        f"{both}, not by ‖p_j‖ alone": dots / norms[None, :],
+        f"{both}: an (N,) tensor of squared norms divides the columns, giving p_i·p_j / ‖p_j‖²; use the outer "
+        "product norms[:, None] * norms[None, :]": dots / (norms * norms),
+        inverted: cos(padded_only),
     }
     return pooled, sims
 
@@ -296,7 +316,7 @@ def _pool_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         msg = ""
         if not ok:
             msg = next(c.message for c in sub if not c.passed and c.message)
-            diag = diagnose(got[key], mistakes)
+            diag = diagnose(got[key], mistakes, equal_nan=True)  # an inverted mask gives rows of NaN
             msg = f"{key}: {msg}" + (f": {diag}" if diag else "")
         checks.append(SubCheck(key, ok, 2, msg))
     return checks
@@ -403,16 +423,52 @@ def _ids_mistakes(case: Case) -> dict[str, torch.Tensor]:
         "with p = 0 nothing is dropped: the rule is drop_u < p, strictly": torch.where(
             d <= p, torch.zeros_like(labels), first[labels] + pick
         ),
+        "drop the condition where drop_u < p, not where drop_u ≥ p: that keeps exactly the conditions to drop": (
+            torch.where(d >= p, torch.zeros_like(labels), first[labels] + pick)
+        ),
         "apply the dropout: where drop_u < p the image reads row 0, the empty prompt": first[labels] + pick,
+        "a dropped condition reads row 0, the empty prompt, not its class's first phrasing: set the whole row "
+        "index to 0, not only the phrasing index": torch.where(d < p, first[labels], first[labels] + pick),
+        "the phrasing index is ⌊u · counts[label]⌋, rounded down (floor), not to the nearest": torch.where(
+            d < p,
+            torch.zeros_like(labels),
+            first[labels] + torch.minimum((u * counts[labels]).round().long(), counts[labels] - 1),
+        ),
+        "scale u by counts[label], not counts[label] − 1: ⌊u · counts[label]⌋ reaches every phrasing, the last "
+        "one included": torch.where(
+            d < p, torch.zeros_like(labels), first[labels] + (u * (counts[labels] - 1)).floor().long()
+        ),
+        "class k's phrasings start after all those of classes 0..k−1 (a cumulative sum of counts), not at "
+        "1 + k·counts[k]: the classes have different counts": torch.where(
+            d < p, torch.zeros_like(labels), 1 + labels * counts[labels] + pick
+        ),
+        "add the phrasing index ⌊u · counts[label]⌋ to the row of the class's first phrasing": torch.where(
+            d < p, torch.zeros_like(labels), first[labels]
+        ),
     }
     return out
+
+
+def _other_null_row(case: Case, got: Any, expected: Any) -> str:
+    """The sentence for dropped conditions that all read one row other than 0 (−1, say), every kept one
+    right; '' when that is not what ``got`` shows."""
+    g, e = as_float_array(got), as_float_array(expected)
+    if g is None or e is None or g.shape != e.shape or g.ndim != 1:
+        return ""
+    dropped = e == 0
+    if not dropped.any() or not np.array_equal(g[~dropped], e[~dropped]):
+        return ""
+    values = np.unique(g[dropped])
+    if len(values) != 1 or values[0] == 0 or not np.isfinite(values[0]):
+        return ""
+    return f"a dropped condition reads row 0, the empty prompt (the null condition), not {values[0]:g}"
 
 
 def _ids_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     sub = compare(got, expected, rtol=0.0, atol=0.0, label=case.label)
     if all(c.passed for c in sub):
         return sub
-    diag = diagnose(got, _ids_mistakes(case))
+    diag = diagnose(got, _ids_mistakes(case)) or _other_null_row(case, got, expected)
     if diag:
         for c in sub:
             if not c.passed and c.message:

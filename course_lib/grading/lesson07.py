@@ -131,7 +131,16 @@ def _combine_mistakes(case: Case) -> dict[str, Any]:
         "i.e. ε_∅ + s·(ε_c − ε_∅)": c + sb * (c - u),
         "the scale multiplies only ε_c: ε_∅ + s·(ε_c − ε_∅) also scales −ε_∅": u + sb * c,
         "ε_∅ + s·(ε_c − ε_∅), not s·ε_c + (1 − s)·… with the roles swapped": sb * u + (1 - sb) * c,
+        "the sign: guidance moves from ε_∅ towards ε_c, + s·(ε_c − ε_∅), not − s·(ε_c − ε_∅)": u - sb * (c - u),
+        "start at the unconditional prediction: ε̃ = ε_∅ + s·(ε_c − ε_∅); s·(ε_c − ε_∅) alone is only the step": sb
+        * (c - u),
+        "use s itself: ε_∅ + s·(ε_c − ε_∅) (s − 1 belongs to the other convention, ε_c + (s − 1)·(ε_c − ε_∅))": u
+        + (sb - 1) * (c - u),
     }
+    if isinstance(s, torch.Tensor) and s.dim() == 1 and len(s) > 1:
+        one = "each image i has its own s_i: reshape the (N,) scale to broadcast, do not collapse it to one number"
+        out[f"{one} (yours used their mean for every image)"] = u + float(s.mean()) * (c - u)
+        out[f"{one} (yours used s_0 for every image)"] = u + float(s[0]) * (c - u)
     if isinstance(s, torch.Tensor) and s.dim() == 1 and c.dim() > 1 and c.shape[-1] == len(s):
         out[
             "a per-image scale of shape (N,) broadcasts against the LAST dimension of an N×C×H×W batch; "
@@ -274,7 +283,21 @@ def _simulator_cases(seed: int) -> list[Case]:
     args = _simulator_inputs(g, 12, 1.0, 0.1, shared=0.3)
     desc = [10.0, 5.0, 3.0, 1.0, 0.0]
     cases.append(Case((*settled(args, desc), desc), label="scales in descending order: the first in the list"))
+    # whole numbers, so every norm is exact: g(2) = (12, 9) has norm 15 = 3·‖(3, 4)‖, a tie that is not over
+    f64 = torch.float64
+    tie = (
+        torch.tensor([1.0, 2.0], dtype=f64),
+        torch.tensor([-6.0, -1.0], dtype=f64),
+        torch.tensor([3.0, 4.0], dtype=f64),
+    )
+    cases.append(
+        Case((*tie, [0.0, 1.0, 2.0, 3.0]), label="‖g(2)‖ = 15 = 3‖ε_c‖ exactly: equal is not over (strictly greater)")
+    )
     return cases
+
+
+#: 07.2's ≥ for >: named only where the answer's norms are right (a wrong norm moves the first scale over too)
+STRICT = "the test is strict, ‖g(s)‖ > 3‖ε_c‖: a scale whose norm equals 3‖ε_c‖ is not over it (> rather than ≥)"
 
 
 def _simulator_mistakes(case: Case) -> dict[str, dict[str, Any]]:
@@ -295,6 +318,9 @@ def _simulator_mistakes(case: Case) -> dict[str, dict[str, Any]]:
 
     cos_msgs = {
         "the cosine divides the dot product by both norms, ‖g(s)‖·‖signal‖": [float(torch.dot(x, signal)) for x in gs],
+        "divide the dot product by the norms themselves, ‖g(s)‖·‖signal‖, not by their squares": [
+            float(torch.dot(x, signal)) / (n * ns) ** 2 for x, n in zip(gs, norms)
+        ],
         "divide by the signal's norm too: cos = ⟨g, signal⟩ / (‖g‖‖signal‖)": [
             float(torch.dot(x, signal)) / n for x, n in zip(gs, norms)
         ],
@@ -309,6 +335,9 @@ def _simulator_mistakes(case: Case) -> dict[str, dict[str, Any]]:
     norm_msgs = {
         "the norm is the square root of the sum of squares, not the sum of squares": [n**2 for n in norms],
         "the Euclidean norm sqrt(Σ g²), not the mean of |g|": [float(x.abs().mean()) for x in gs],
+        "the Euclidean norm sums the squares, sqrt(Σ g²): yours averages them (a root mean square)": [
+            n / len(signal) ** 0.5 for n in norms
+        ],
         "guide from ε_∅ towards ε_c: g(s) = ε_∅ + s·(ε_c − ε_∅)": [
             float(torch.linalg.vector_norm(c + s * (u - c))) for s in scales
         ],
@@ -325,6 +354,10 @@ def _simulator_mistakes(case: Case) -> dict[str, dict[str, Any]]:
         "‖g(s)‖ > 3‖ε_c‖ means three times ε_c's norm, not 3² (compare squared norms with 9‖ε_c‖²)": first(
             norms, 9 * nc
         ),
+        "stop at the first scale that is over (break, or set it only while it is still None): yours is the last "
+        "one over": next((s for s, v in reversed(list(zip(scales, norms))) if v > 3 * nc), None),
+        "return the scale s itself, not its norm ‖g(s)‖": next((v for v in norms if v > 3 * nc), None),
+        STRICT: first(norms, 3 * nc, strict=False),
     }
     return {"cosine": cos_msgs, "norm": norm_msgs, "first_over_3x": first_msgs}
 
@@ -342,6 +375,7 @@ def _simulator_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     ]
     mistakes = _simulator_mistakes(case)
     n = len(case.args[3])
+    norms_right = False
     for key in ("cosine", "norm"):
         exp = np.asarray(expected[key], dtype=np.float64)
         arr = as_float_array(got.get(key))
@@ -356,6 +390,7 @@ def _simulator_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             diag = diagnose(arr, {m: v for m, v in mistakes[key].items()}, **TOL)
             msg = f"{key} differs{where}: " + (diag or _first_wrong(arr, exp))
         checks.append(SubCheck(key, ok, 2, msg))
+        norms_right = norms_right or (key == "norm" and ok)
     exp_first = expected["first_over_3x"]
     got_first = got.get("first_over_3x", "missing")
     if exp_first is None:
@@ -375,6 +410,8 @@ def _simulator_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             msg += ": s = 0.0 is a scale like any other (check `is None`, not the truth of the scale)"
         else:
             for text, value in mistakes["first_over_3x"].items():
+                if text == STRICT and not norms_right:
+                    continue
                 if value is not None and isinstance(got_first, (int, float)) and math.isclose(got_first, value):
                     msg += f": {text}"
                     break
@@ -459,15 +496,20 @@ def _spread_mistakes(case: Case) -> dict[str, dict[str, Any]]:
     features, labels, k = case.args
     f = features.to(torch.float64)
     d = torch.cdist(f, f)
-    with_self, squared, zero_small, pooled = [], [], [], []
+    with_self, squared, zero_small, pooled, twice, half, with_diagonal = [], [], [], [], [], [], []
+    nan = float("nan")
     for c in range(k):
         idx = labels == c
         m = int(idx.sum())
         block = d[idx][:, idx]
-        with_self.append(float(block.mean()) if m >= 1 else float("nan"))
-        squared.append(float((block**2).sum() / (m * (m - 1))) if m >= 2 else float("nan"))
+        with_self.append(float(block.mean()) if m >= 1 else nan)
+        squared.append(float((block**2).sum() / (m * (m - 1))) if m >= 2 else nan)
         zero_small.append(float(block.sum() / (m * (m - 1))) if m >= 2 else 0.0)
-        pooled.append(float(d.sum() / (len(f) * (len(f) - 1))) if m >= 2 else float("nan"))
+        pooled.append(float(d.sum() / (len(f) * (len(f) - 1))) if m >= 2 else nan)
+        # block.sum() counts every pair twice, (i, j) and (j, i)
+        twice.append(float(block.sum() / (m * (m - 1) / 2)) if m >= 2 else nan)
+        half.append(float(block.sum() / 2 / (m * (m - 1))) if m >= 2 else nan)
+        with_diagonal.append(float(block.sum() / 2 / (m * (m + 1) / 2)) if m >= 2 else nan)
 
     def nanmean(v):
         v = [x for x in v if not math.isnan(x)]
@@ -479,6 +521,11 @@ def _spread_mistakes(case: Case) -> dict[str, dict[str, Any]]:
         "use the Euclidean distance ‖f_i − f_j‖, not its square": squared,
         "a class with fewer than 2 samples has no pairs: its spread is NaN, not 0": zero_small,
         "measure the spread within each class (the pairs whose labels are equal), not over all samples": pooled,
+        "the full distance matrix holds every pair twice, (i, j) and (j, i): divide its sum by n(n − 1), "
+        "not by the n(n − 1)/2 distinct pairs": twice,
+        "the pairs i < j number n(n − 1)/2: divide their sum by that, not by n(n − 1)": half,
+        "the diagonal i = j is not a pair: take the pairs i < j only (torch.triu_indices(n, n, offset=1), or "
+        "torch.pdist), not i ≤ j": with_diagonal,
     }
     right = _class_spread(features, labels, k)["per_class"]
     counts = torch.bincount(labels, minlength=k)
@@ -491,6 +538,15 @@ def _spread_mistakes(case: Case) -> dict[str, dict[str, Any]]:
         "average over distinct pairs only: leave out the zero distance of each sample to itself": nanmean(with_self),
     }
     return {"per_class": per_class, "mean": mean}
+
+
+def _own_mean(arr: np.ndarray | None, exp: np.ndarray) -> float | None:
+    """The mean of the answer's own per_class values (NaN skipped) where those are wrong, else None: a mean
+    that follows from wrong per-class values is not a slip of its own."""
+    if arr is None or arr.shape != exp.shape or allclose(arr, exp, **TOL):
+        return None
+    valid = arr[~np.isnan(arr)]
+    return float(valid.mean()) if valid.size and np.isfinite(valid).all() else None
 
 
 def _spread_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
@@ -535,7 +591,16 @@ def _spread_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             msg = f"mean: expected one number{where}"
         else:
             value = float(m.reshape(-1)[0])
-            diag = diagnose(value, mistakes["mean"], **TOL)
+            own = _own_mean(arr, exp)
+            if own is not None and math.isclose(value, own, rel_tol=TOL["rtol"], abs_tol=TOL["atol"]):
+                diag = "it is the mean of your per_class values, so it is off with them"
+            else:
+                diag = diagnose(value, mistakes["mean"], **TOL)
+            if not diag and math.isnan(value) and not math.isnan(exp_mean):
+                diag = (
+                    "skip the NaN classes: torch.nanmean(per_class), or per_class[~per_class.isnan()].mean(); "
+                    "a plain mean over them is NaN"
+                )
             msg = f"mean: expected {exp_mean:.6g}, got {value:.6g}{where}" + (f": {diag}" if diag else "")
     checks.append(SubCheck("mean", ok, 1, msg))
     return checks

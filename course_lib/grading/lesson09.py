@@ -85,6 +85,26 @@ def _img2img_cases(seed: int) -> list[Case]:
     ]
 
 
+_ROUNDED = (
+    "steps · strength is cut to a whole number with int() (truncation, as diffusers does), not rounded (int(7.5) is 7)"
+)
+_ROUNDED_UP = "steps · strength is cut to a whole number with int() (truncation, as diffusers does), not rounded up"
+
+
+def _one_step_off(case: Case, arr: np.ndarray, expected: Any) -> str:
+    """The sentence for a t_start exactly one step off the expected one (n following it, so that the two
+    still add up to steps); '' otherwise."""
+    steps = int(case.args[0])
+    t = int(np.asarray(expected).reshape(-1)[0])
+    got_t = arr[0]
+    if not float(got_t).is_integer() or abs(got_t - t) != 1 or arr[0] + arr[1] != steps:
+        return ""
+    return (
+        f"t_start is one step {'early' if got_t < t else 'late'}, and n one step off with it: t_start = steps − "
+        "init, the number of steps skipped, is already the index of the first step run (no ± 1)"
+    )
+
+
 def _img2img_mistakes(case: Case) -> dict[str, Any]:
     import math
 
@@ -98,11 +118,8 @@ def _img2img_mistakes(case: Case) -> dict[str, Any]:
 
     init = min(int(x), steps)
     return {
-        "steps · strength is cut to a whole number with int() (truncation, as diffusers does), not rounded "
-        "(int(7.5) is 7)": from_init(round(x)),
-        "steps · strength is cut to a whole number with int() (truncation, as diffusers does), not rounded up": (
-            from_init(math.ceil(x))
-        ),
+        _ROUNDED: from_init(round(x)),
+        _ROUNDED_UP: from_init(math.ceil(x)),
         "strength is read backwards (or the pair is swapped): strength 1 starts at index 0 and runs all the "
         "steps, strength 0 starts at index steps and runs none; return (t_start, number of steps)": [
             init,
@@ -119,6 +136,15 @@ def _img2img_judge(case: Case, got, expected) -> list[SubCheck]:
     diagnosis = ""
     if arr is not None and arr.shape == (2,):
         diagnosis = diagnose(arr, _img2img_mistakes(case), expected=expected, rtol=0.0, atol=0.0)
+        off = _one_step_off(case, arr, expected)
+        if diagnosis in (_ROUNDED, _ROUNDED_UP) and off:
+            # rounding up moves t_start one step early: on this case a − 1 on t_start looks the same
+            diagnosis += (
+                "; or, if you did use int(), t_start is one step early: t_start = steps − init, with no − 1 "
+                "(a case where steps · strength is whole tells the two apart)"
+            )
+        elif not diagnosis and off:
+            diagnosis = off
         if not diagnosis and float(arr.sum()) != case.args[0]:
             diagnosis = f"t_start + number of steps must add up to steps = {case.args[0]}"
     elif arr is None or arr.ndim != 1:
