@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from grading_helpers import assert_known_wrong
+from grading_helpers import SEEDS, assert_known_wrong, assert_wrong
 
 from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
 from course_lib.schedules import NoiseSchedule
@@ -222,3 +222,73 @@ def test_answers_that_raise_are_errors_not_crashes():
         result = _grade(exercise_id, broken)
         assert result.status == "error" and result.points == 0
         assert "ValueError: boom" in result.feedback()
+
+
+# ---------------------------------------------------------------------------------------------
+# 01.2: slips inside f(u), and correct answers written other ways
+# ---------------------------------------------------------------------------------------------
+
+
+def _cosine_with_f(f):
+    def cosine_alphas_cumprod(num_steps, s=0.008, max_beta=0.999):
+        u = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+        fu = f(u, s)
+        return torch.cumprod(1 - (1 - fu[1:] / fu[:-1]).clamp(max=max_beta), dim=0)
+
+    return cosine_alphas_cumprod
+
+
+cosine_f_not_squared = _cosine_with_f(lambda u, s: torch.cos((u + s) / (1 + s) * math.pi / 2))
+cosine_f_without_one_plus_s = _cosine_with_f(lambda u, s: torch.cos((u + s) * math.pi / 2) ** 2)
+cosine_f_pi_not_half_pi = _cosine_with_f(lambda u, s: torch.cos((u + s) / (1 + s) * math.pi) ** 2)
+
+
+def cosine_f_without_one_plus_s_loop(num_steps, s=0.008, max_beta=0.999):
+    """The same slip written with a loop and the math module: past u + s = 1 its f is rounding noise."""
+
+    def f(u):
+        return math.cos(math.pi / 2 * (u + s)) ** 2
+
+    abar, out = 1.0, []
+    for t in range(num_steps):
+        abar *= 1 - min(1 - f((t + 1) / num_steps) / f(t / num_steps), max_beta)
+        out.append(abar)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (cosine_f_not_squared, "f(u) is the cosine itself"),
+        (cosine_f_without_one_plus_s, "leaves out the division by 1 + s"),
+        (cosine_f_without_one_plus_s_loop, "leaves out the division by 1 + s"),
+        (cosine_f_pi_not_half_pi, "uses π where π/2 belongs"),
+    ],
+    ids=["not-squared", "no-1+s", "no-1+s-loop", "pi"],
+)
+def test_cosine_slips_inside_f_are_named_on_every_seed(answer, message):
+    assert_wrong("01.2", answer, message, partial="partial")
+
+
+def cosine_half_angle(num_steps, s=0.008, max_beta=0.999):
+    """cos²(x) = (1 + cos 2x) / 2: a π in the formula, and still the right f."""
+    u = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+    f = (1 + torch.cos((u + s) / (1 + s) * math.pi)) / 2
+    return torch.cumprod(1 - torch.minimum(1 - f[1:] / f[:-1], torch.tensor(max_beta, dtype=torch.float64)), dim=0)
+
+
+def cosine_loop_from_normalised_f(num_steps, s=0.008, max_beta=0.999):
+    """abar from f(t/T)/f(0) step by step, in plain Python floats, then one tensor."""
+    f = [math.cos(math.pi / 2 * (t / num_steps + s) / (1 + s)) ** 2 for t in range(num_steps + 1)]
+    out, abar = [], 1.0
+    for t in range(num_steps):
+        abar *= 1 - min(1 - f[t + 1] / f[t], max_beta)
+        out.append(abar)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("answer", [cosine_half_angle, cosine_loop_from_normalised_f])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_cosine_written_other_ways_passes(answer, seed):
+    result = _grade("01.2", answer, seed)
+    assert result.status == "pass", result.feedback()

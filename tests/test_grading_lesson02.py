@@ -7,6 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from grading_helpers import assert_wrong as assert_wrong_on_every_seed
 
 from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
 from course_lib.grading.lesson02 import (
@@ -264,6 +265,81 @@ def test_evaluator_copy_without_slips_passes():
 @pytest.mark.parametrize("seed", [0, 3])
 def test_evaluator_mistakes_are_caught_and_explained(slip, message, seed):
     assert_wrong(grade("02.3", make_evaluator(**slip), seed), message, 4)
+
+
+def make_banded_evaluator(*, score="mse", in_band="[lo, hi)"):
+    """A loop-per-band evaluator (the notebook's route), with the error measure or the band's edges changed."""
+
+    def evaluate(alphas_cumprod, x0, t, noise, random_eps, bands):
+        abar = alphas_cumprod[t].view(-1, 1, 1, 1)
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        last = len(alphas_cumprod) - 1
+        out = {}
+        for name, eps_hat in {"zero": torch.zeros_like(noise), "random": random_eps, "oracle": noise}.items():
+            x0_hat = (x_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()
+            eps_scores, x0_scores = [], []
+            for lo, hi in bands:
+                inside = {
+                    "[lo, hi)": (t >= lo) & (t < hi),
+                    "(lo, hi]": (t > lo) & (t <= hi),
+                    "(lo, hi)": (t > lo) & (t < hi),
+                    "[lo, hi - 1)": (t >= lo) & (t < hi - 1),
+                    "[lo, min(hi, T - 1))": (t >= lo) & (t < min(hi, last)),
+                }[in_band]
+                for scores, err in ((eps_scores, eps_hat - noise), (x0_scores, x0_hat - x0)):
+                    err = err[inside]
+                    scores.append(
+                        {
+                            "mse": err.pow(2).mean(),
+                            "rmse": err.pow(2).mean().sqrt(),
+                            "mae": err.abs().mean(),
+                            "rmse per image": err.pow(2).flatten(1).mean(1).sqrt().mean(),
+                        }[score]
+                    )
+            out[name] = {"eps_mse": torch.stack(eps_scores), "x0_mse": torch.stack(x0_scores)}
+        return out
+
+    return evaluate
+
+
+@pytest.mark.parametrize(
+    "slip, message",
+    [
+        (dict(score="rmse"), "the root of the mean squared error"),
+        (dict(score="rmse per image"), "the root of the mean squared error"),
+        (dict(score="mae"), "the mean absolute error"),
+        (dict(in_band="(lo, hi]"), "your bands hold lo < t ≤ hi"),
+        (dict(in_band="(lo, hi)"), "your bands leave out t == lo"),
+        (dict(in_band="[lo, hi - 1)"), "your bands leave out t == hi − 1"),
+        (dict(in_band="[lo, min(hi, T - 1))"), "the band that ends at T leaves out t = T − 1"),
+    ],
+    ids=["rmse", "rmse-per-image", "mae", "left-open", "open", "hi-minus-1", "no-last-step"],
+)
+def test_evaluator_scores_and_band_edges_are_named_on_every_seed(slip, message):
+    assert_wrong_on_every_seed("02.3", make_banded_evaluator(**slip), message, partial="partial")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_evaluator_written_other_ways_passes(seed):
+    """A loop over the bands, or one matrix product with a band-membership matrix: the same numbers."""
+    assert grade("02.3", make_banded_evaluator(), seed).status == "pass", seed
+
+    def by_membership(alphas_cumprod, x0, t, noise, random_eps, bands):
+        lo = torch.tensor([b[0] for b in bands])[:, None]
+        hi = torch.tensor([b[1] for b in bands])[:, None]
+        member = ((t[None, :] >= lo) & (t[None, :] < hi)).to(x0.dtype)  # B×N
+        abar = alphas_cumprod[t].to(x0.dtype).reshape(-1, 1, 1, 1)
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        out = {}
+        for name, eps_hat in (("zero", 0 * noise), ("random", random_eps), ("oracle", noise)):
+            x0_hat = (x_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()
+            per_image = [(a - b).square().mean(dim=(1, 2, 3)) for a, b in ((eps_hat, noise), (x0_hat, x0))]
+            eps_mse, x0_mse = (member @ e / member.sum(1) for e in per_image)
+            out[name] = {"eps_mse": eps_mse, "x0_mse": x0_mse}
+        return out
+
+    result = grade("02.3", by_membership, seed)
+    assert result.status == "pass", result.feedback()
 
 
 def test_evaluator_partial_credit():

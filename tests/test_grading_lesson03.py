@@ -147,28 +147,42 @@ class _Block(nn.Module):
     """A configurable learner's block, to make the mistakes with."""
 
     skip_always_conv = False
+    skip_never_conv = False
     use_time = True
     silu_on_e = True
     bias_after_conv2 = False
     residual = True
+    groups = None  # None: group_norm(C); "channels": one channel per group; a number: that many groups
+    activation = "silu"  # after each GroupNorm: "silu", "relu" or "none"
+    e_activation = "silu"  # on e before W_e (when silu_on_e)
+
+    def _norm(self, channels):
+        if self.groups is None:
+            return group_norm(channels)
+        return nn.GroupNorm(channels if self.groups == "channels" else self.groups, channels, eps=1e-6)
+
+    @staticmethod
+    def _act(name, x):
+        return {"silu": F.silu, "relu": F.relu, "none": lambda v: v}[name](x)
 
     def __init__(self, in_ch, out_ch, emb_dim):
         super().__init__()
-        self.norm1 = group_norm(in_ch)
+        self.norm1 = self._norm(in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         if self.use_time:
             self.emb = nn.Linear(emb_dim, out_ch)
-        self.norm2 = group_norm(out_ch)
+        self.norm2 = self._norm(out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        conv = self.skip_always_conv or in_ch != out_ch
+        conv = (self.skip_always_conv or in_ch != out_ch) and not self.skip_never_conv
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if conv else nn.Identity()
 
     def forward(self, x, e):
-        h = self.conv1(F.silu(self.norm1(x)))
-        bias = self.emb(F.silu(e) if self.silu_on_e else e)[:, :, None, None] if self.use_time else 0
+        h = self.conv1(self._act(self.activation, self.norm1(x)))
+        e_in = self._act(self.e_activation, e) if self.silu_on_e else e
+        bias = self.emb(e_in)[:, :, None, None] if self.use_time else 0
         if not self.bias_after_conv2:
             h = h + bias
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv2(self._act(self.activation, self.norm2(h)))
         if self.bias_after_conv2:
             h = h + bias
         return self.skip(x) + h if self.residual else h
@@ -194,6 +208,69 @@ def test_resblock_mistakes(flags, words, partial):
     assert result.status == ("partial" if partial else "fail"), result.feedback()
     assert 0 < result.points < 3
     assert words in result.feedback()
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        ({"groups": "channels"}, "norm2 has one channel per group"),
+        ({"groups": "channels"}, "norm1 has 32 groups for 32 channels, group_norm(32) has 8"),
+        ({"groups": 1}, "norm1 has 1 group for"),
+        ({"groups": 8}, "groups for 16 channels, group_norm(16) has 4"),
+        ({"activation": "relu", "e_activation": "relu"}, "ReLU where SiLU belongs"),
+        ({"activation": "relu"}, "ReLU where SiLU belongs"),
+        ({"activation": "none", "silu_on_e": False}, "no SiLU at all"),
+        ({"activation": "none"}, "no activation after the GroupNorms"),
+        ({"silu_on_e": False}, "W_e is applied to e itself"),
+        ({"bias_after_conv2": True}, "the time bias is added after conv2"),
+        ({"residual": False}, "your output leaves out skip(x)"),
+        ({"skip_never_conv": True}, "self.skip is nn.Identity(), but 32 → 64 channels need"),
+    ],
+    ids=[
+        "groups=C-time",
+        "groups=C-values",
+        "groups=1",
+        "groups=8",
+        "relu",
+        "relu-features",
+        "no-activation",
+        "no-activation-features",
+        "no-silu-on-e",
+        "bias-after-conv2",
+        "no-residual",
+        "identity-skip-when-widening",
+    ],
+)
+def test_resblock_slips_are_named_on_every_seed(flags, words):
+    for seed in SEEDS[:3]:
+        result = grade_answer("03.2", _variant(**flags), seed)
+        assert result.status == "partial", result.feedback()
+        assert 0 < result.points < 3
+        assert words in result.feedback(), result.feedback()
+
+
+def test_resblock_written_other_ways_passes():
+    """nn.SiLU modules, x·σ(x) by hand, GroupNorm built from its numbers, the bias unsqueezed, a dropout."""
+
+    class Modules(nn.Module):
+        def __init__(self, in_ch, out_ch, emb_dim):
+            super().__init__()
+            self.norm1 = nn.GroupNorm(group_norm(in_ch).num_groups, in_ch, eps=1e-6)
+            self.conv1 = nn.Conv2d(in_ch, out_ch, kernel_size=(3, 3), padding="same")
+            self.emb = nn.Linear(emb_dim, out_ch)
+            self.norm2 = nn.GroupNorm(group_norm(out_ch).num_groups, out_ch, eps=1e-6)
+            self.conv2 = nn.Conv2d(out_ch, out_ch, kernel_size=(3, 3), padding="same")
+            self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+            self.act, self.drop = nn.SiLU(), nn.Dropout(0.1)
+
+        def forward(self, x, e):
+            t = self.emb(e * torch.sigmoid(e)).unsqueeze(-1).unsqueeze(-1)
+            h = self.conv1(self.act(self.norm1(x))) + t
+            return self.conv2(self.drop(self.act(self.norm2(h)))) + self.skip(x)
+
+    for seed in SEEDS[:3]:
+        result = grade_answer("03.2", Modules, seed)
+        assert result.status == "pass", result.feedback()
 
 
 def test_resblock_with_other_layer_names_is_told_the_names():
@@ -344,6 +421,95 @@ def test_analyser_mistakes(mistake, words):
     assert result.status == "partial", result.feedback()
     assert 0 < result.points < 4
     assert words in result.feedback()
+
+
+def _analyser_with(**slips):
+    """analyse_unet counted from the formulas again (not from the reference), with channel slips switched on."""
+
+    def analyse(channels, blocks, attention, image_size=32, in_channels=1, batch=1):
+        ch, n, S, D = list(channels), len(channels), image_size, 4 * channels[0]
+
+        def conv(k, a, b):
+            return k * k * a * b + b
+
+        def res(a, b):
+            return 2 * a + conv(3, a, b) + (D * b + b) + 2 * b + conv(3, b, b) + (conv(1, a, b) if a != b else 0)
+
+        def attn(c):
+            norm = 0 if slips.get("attention_without_norm") else 2 * c
+            bias = 0 if slips.get("attention_without_biases") else 3 * c + c
+            return norm + 3 * c * c + c * c + bias
+
+        params = {"stem": (ch[0] * D + D) + (D * D + D) + conv(3, in_channels, ch[0]) + 2 * ch[0]}
+        params["stem"] += conv(3, ch[0], in_channels)
+        values = {"stem": (ch[0] + in_channels) * S * S}
+        for i, (c, b, a) in enumerate(zip(ch, blocks, attention)):
+            prev, r = ch[max(i - 1, 0)], S // 2**i
+            first = c if slips.get("encoder_from_c_i") else prev
+            decoder_in = [2 * c] * b
+            if slips.get("no_skip_channels"):
+                decoder_in = [c] * b
+            elif slips.get("skip_for_the_first_only"):
+                decoder_in = [2 * c] + [c] * (b - 1)
+            p = res(first, c) + (b - 1) * res(c, c) + sum(res(w, c) for w in decoder_in) + 2 * b * a * attn(c)
+            p += (conv(3, c, c) if i < n - 1 else 0) + (conv(3, c, prev) if i > 0 else 0)
+            params[f"level {i}"] = p
+            values[f"level {i}"] = 2 * b * (1 + a) * c * r * r
+            values[f"level {i}"] += (c * (r // 2) ** 2 if i < n - 1 else 0) + (prev * (2 * r) ** 2 if i > 0 else 0)
+        params["middle"] = 2 * res(ch[-1], ch[-1]) + attn(ch[-1])
+        values["middle"] = 3 * ch[-1] * (S // 2 ** (n - 1)) ** 2
+        act = {k: 4 * batch * v for k, v in values.items()}
+        return {
+            "parameters": params,
+            "activation_bytes": act,
+            "total_parameters": sum(params.values()),
+            "total_activation_bytes": sum(act.values()),
+        }
+
+    return analyse
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_analyser_counted_another_way_passes(seed):
+    result = grade_answer("03.3", _analyser_with(), seed)
+    assert result.status == "pass", result.feedback()
+
+
+@pytest.mark.parametrize(
+    "slips, words",
+    [
+        ({"no_skip_channels": True}, "the decoder's ResBlocks take 2·C_i channels"),
+        ({"skip_for_the_first_only": True}, "every decoder ResBlock gets a skip"),
+        ({"attention_without_biases": True}, "P_attn(C) counts the biases"),
+        ({"attention_without_norm": True}, "P_attn(C) starts with its GroupNorm's 2C"),
+        ({"encoder_from_c_i": True}, "the encoder's first ResBlock at level i goes C_{i−1} → C_i"),
+        (
+            {"no_skip_channels": True, "attention_without_biases": True},
+            "the decoder's ResBlocks take 2·C_i channels (h and the skip concatenated), yours count C_i; "
+            "P_attn(C) counts the biases",
+        ),
+    ],
+    ids=[
+        "no-skip-channels",
+        "skip-for-the-first-only",
+        "attention-without-biases",
+        "attention-without-norm",
+        "encoder-from-c-i",
+        "both",
+    ],
+)
+def test_analyser_channel_slips_are_named_on_every_seed(slips, words):
+    for seed in SEEDS:
+        result = grade_answer("03.3", _analyser_with(**slips), seed)
+        assert result.status == "partial", result.feedback()
+        assert 0 < result.points < 4
+        assert words in result.feedback(), result.feedback()
+
+
+def test_analyser_wide_upsampler_is_named_on_every_seed():
+    for seed in SEEDS:
+        feedback = grade_answer("03.3", _analyser(wide_upsampler=True), seed).feedback()
+        assert "the upsampler narrows C_i to C_{i−1}: a 3×3 conv C_i → C_{i−1}" in feedback, feedback
 
 
 def test_analyser_that_builds_a_unet_dict_of_wrong_type_fails():

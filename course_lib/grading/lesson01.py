@@ -170,6 +170,64 @@ def _cosine_cases(seed: int) -> list[Case]:
     ]
 
 
+#: Slips inside f(u): (message, the cosine's angle at u for s, the power of the cosine).
+_F_SLIPS = (
+    (
+        "your f(u) is the cosine itself, not its square: f(u) = cos²(π/2 · (u + s)/(1 + s)) (without the square "
+        "each 1 − beta_t is the square root of the right one)",
+        lambda u, s: (u + s) / (1.0 + s) * math.pi / 2.0,
+        1,
+    ),
+    (
+        "your f(u) leaves out the division by 1 + s: f(u) = cos²(π/2 · (u + s)/(1 + s)) reaches 0 exactly at "
+        "u = 1, while cos²(π/2 · (u + s)) reaches it before the last step",
+        lambda u, s: (u + s) * math.pi / 2.0,
+        2,
+    ),
+    (
+        "your f(u) uses π where π/2 belongs: f(u) = cos²(π/2 · (u + s)/(1 + s)) falls from about 1 at u = 0 to 0 "
+        "at u = 1; with π it reaches 0 halfway and rises again",
+        lambda u, s: (u + s) / (1.0 + s) * math.pi,
+        2,
+    ),
+)
+
+
+def _f_slip_abar(T: int, s: float, max_beta: float, angle, power: int) -> tuple[np.ndarray, int]:
+    """abar built the right way from a wrong f, and how many of its first values are sound.
+
+    Where the slip's cosine is 0 at a grid point, f there is rounding noise (1e-17, of either sign), and every
+    abar from that step on depends on how the answer rounded: only the values before it can be compared.
+    """
+    u = np.arange(T + 1, dtype=np.float64) / T
+    c = np.cos(angle(u, s))
+    f = c**power
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        betas = np.minimum(1.0 - f[1:] / f[:-1], max_beta)
+        abar = np.cumprod(1.0 - betas)
+    noise = np.flatnonzero(np.abs(c[1:]) < 1e-6)  # f(u_j) noise spoils abar_j onwards
+    sound = int(noise[0]) + 1 if noise.size else T
+    return abar, sound
+
+
+def _f_slip_diagnosis(case: Case, got: np.ndarray, exp: np.ndarray) -> str:
+    """The message of the slip inside f(u) that gives ``got`` (compared on the values it fixes), or ''."""
+    try:
+        T, s = int(case.args[0]), float(case.kwargs.get("s", 0.008))
+        max_beta = float(case.kwargs.get("max_beta", 0.999))
+        for message, angle, power in _F_SLIPS:
+            abar, n = _f_slip_abar(T, s, max_beta, angle, power)
+            if n < 1 or not np.all(np.isfinite(abar[:n])):
+                continue
+            if np.allclose(abar[:n], exp[:n], rtol=1e-5, atol=1e-12):
+                continue  # the slip changes nothing here (s = 0 without 1 + s, say)
+            if np.allclose(got[:n], abar[:n], rtol=1e-5, atol=1e-12):
+                return message
+    except (TypeError, ValueError, IndexError, ZeroDivisionError, OverflowError):
+        return ""
+    return ""
+
+
 def _cosine_diagnosis(case: Case, got, expected) -> str:
     try:
         got = np.asarray(got, dtype=np.float64)
@@ -180,6 +238,8 @@ def _cosine_diagnosis(case: Case, got, expected) -> str:
         if got.shape == (exp.size + 1,):
             return "you returned T + 1 values: abar_t for t = 0 … T−1 comes from f at u = 1/T … 1"
         return ""
+    if got.ndim == 1 and (slip := _f_slip_diagnosis(case, got, exp)):
+        return slip
     if not np.all(np.isfinite(got)):
         return "some values are not finite: did a beta reach 1 or more? Clip the betas at max_beta"
     T, s = int(case.args[0]), case.kwargs.get("s", 0.008)

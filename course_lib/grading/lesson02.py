@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from course_lib.grading.checks import allclose
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 from course_lib.schedules import NoiseSchedule
 
@@ -249,8 +250,6 @@ def _evaluate_noise_predictors(
     noise: torch.Tensor,
     random_eps: torch.Tensor,
     bands,
-    *,
-    _inclusive: bool = False,
 ) -> dict:
     r"""Errors of three noise predictors that need no training, per band of timesteps.
 
@@ -272,7 +271,7 @@ def _evaluate_noise_predictors(
     predictions = {"zero": torch.zeros_like(noise), "random": random_eps, "oracle": noise}
     masks = []
     for lo, hi in bands:
-        mask = (t >= lo) & ((t <= hi) if _inclusive else (t < hi))
+        mask = (t >= lo) & (t < hi)
         if not mask.any():
             raise ValueError(f"no sample has t in the band [{lo}, {hi})")
         masks.append(mask)
@@ -344,6 +343,96 @@ _PREDICTOR_TIPS = {
 
 _HALF_OPEN = "A band [lo, hi) holds lo ≤ t < hi: an image with t == hi belongs to the next band"
 
+#: Bands with the wrong edges: (message, which t the slip puts in the band [lo, hi) of a schedule of T steps).
+#: The band ending at T comes before hi − 1 everywhere: where a case cannot tell them apart, it names the narrower.
+_BAND_SLIPS = (
+    (_HALF_OPEN, lambda t, lo, hi, T: (t >= lo) & (t <= hi)),
+    (
+        "your bands hold lo < t ≤ hi: a band [lo, hi) holds lo ≤ t < hi, so an image with t == lo belongs to it "
+        "and one with t == hi to the next band",
+        lambda t, lo, hi, T: (t > lo) & (t <= hi),
+    ),
+    (
+        "your bands leave out t == lo: a band [lo, hi) holds lo ≤ t < hi, its lower edge included",
+        lambda t, lo, hi, T: (t > lo) & (t < hi),
+    ),
+    (
+        "the band that ends at T leaves out t = T − 1: a band [lo, hi) holds every t with lo ≤ t < hi, and t "
+        "runs up to T − 1",
+        lambda t, lo, hi, T: (t >= lo) & (t < min(hi, T - 1)),
+    ),
+    (
+        "your bands leave out t == hi − 1: a band [lo, hi) holds lo ≤ t < hi, so hi − 1 is its last step (T − 1 "
+        "in the band that ends at T)",
+        lambda t, lo, hi, T: (t >= lo) & (t < hi - 1),
+    ),
+)
+
+_RMSE = (
+    "your scores look like the root of the mean squared error: eps_mse and x0_mse are the means of (ε̂ − ε)² and "
+    "of (x̂0 − x0)², with no square root"
+)
+
+#: Another error measure: (message, the score of a band from its images' errors ε̂ − ε or x̂0 − x0, K×C×H×W).
+_SCORE_SLIPS = (
+    (_RMSE, lambda err: err.pow(2).mean().sqrt()),
+    (_RMSE, lambda err: err.pow(2).flatten(1).mean(1).sqrt().mean()),  # a root per image, then their mean
+    (
+        "your scores look like the mean absolute error, mean |ε̂ − ε|: eps_mse and x0_mse are mean squared "
+        "errors, the mean of (ε̂ − ε)²",
+        lambda err: err.abs().mean(),
+    ),
+)
+
+
+def _squared_mean(err: torch.Tensor) -> torch.Tensor:
+    return err.pow(2).mean()
+
+
+def _predictor_slip(alphas_cumprod, x0, t, noise, random_eps, bands, in_band=None, score=_squared_mean) -> dict:
+    """What an evaluator with other band edges (``in_band(t, lo, hi, T)``) or another error measure
+    (``score(err)``) returns; an empty band scores NaN, as torch's mean of nothing does."""
+    T = len(alphas_cumprod)
+    abar = _per_sample(alphas_cumprod[t], x0)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    masks = [in_band(t, lo, hi, T) if in_band else (t >= lo) & (t < hi) for lo, hi in bands]
+    out = {}
+    for name, eps_hat in {"zero": torch.zeros_like(noise), "random": random_eps, "oracle": noise}.items():
+        x0_hat = (x_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()
+        out[name] = {
+            "eps_mse": torch.stack([score((eps_hat - noise)[m]) for m in masks]),
+            "x0_mse": torch.stack([score((x0_hat - x0)[m]) for m in masks]),
+        }
+    return out
+
+
+def _same_scores(got, candidate: dict) -> bool:
+    """Whether ``got`` holds the candidate's numbers at every predictor and score (NaN matching NaN)."""
+    if not isinstance(got, dict):
+        return False
+    for name, scores in candidate.items():
+        part = got.get(name)
+        if not isinstance(part, dict):
+            return False
+        for key, value in scores.items():
+            if not allclose(part.get(key), value.numpy(), rtol=1e-4, atol=1e-6, equal_nan=True):
+                return False
+    return True
+
+
+def _predictor_diagnosis(case: Case, got, expected) -> str:
+    """The message of the band-edge or error-measure slip whose numbers ``got`` holds, or ''."""
+    slips = [(why, {"in_band": rule}) for why, rule in _BAND_SLIPS]
+    slips += [(why, {"score": score}) for why, score in _SCORE_SLIPS]
+    try:
+        for why, how in slips:
+            candidate = _predictor_slip(*case.args, **how)
+            if not _same_scores(expected, candidate) and _same_scores(got, candidate):
+                return why
+    except (TypeError, ValueError, RuntimeError, IndexError, AttributeError):
+        return ""
+    return ""
+
 
 def _judge_predictors(case: Case, got, expected) -> list[SubCheck]:
     """compare(), reweighted: the structure (keys, shapes) is worth little, and so are the oracle's
@@ -357,17 +446,11 @@ def _judge_predictors(case: Case, got, expected) -> list[SubCheck]:
             c.weight = 0.5
     if all(c.passed for c in checks):
         return checks
-    inclusive = _evaluate_noise_predictors(*case.args, _inclusive=True)
-    if all(c.passed for c in compare(got, _roundtrip(inclusive), rtol=1e-4, atol=1e-6)):
-        return checks + [_diagnosis(_HALF_OPEN)]
+    named = _predictor_diagnosis(case, got, expected)
+    if named:
+        return checks + [_diagnosis(named)]
     failed = {c.name.split(":")[0].rsplit(".", 1)[-1] for c in checks if not c.passed}
     return checks + [_diagnosis(tip) for key, tip in _PREDICTOR_TIPS.items() if key in failed]
-
-
-def _roundtrip(x):
-    from course_lib.grading.encode import roundtrip
-
-    return roundtrip(x)
 
 
 register(

@@ -11,12 +11,15 @@ The references below are written out from the equations; the tests check them ag
 
 from __future__ import annotations
 
+import itertools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_lib.grading.checks import as_float_array
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 
 LESSON = "03_unet_blocks"
@@ -249,9 +252,20 @@ def _observe_resblock(answer, case: Case) -> dict:
     except (RuntimeError, KeyError) as err:
         load_error = " ".join(str(err).split())[:300]
     block.eval()
-    with torch.no_grad():
-        y = block(x.clone(), e.clone())
-        y2 = block(x.clone(), e2.clone())
+    try:
+        with torch.no_grad():
+            y = block(x.clone(), e.clone())
+            y2 = block(x.clone(), e2.clone())
+    except NotImplementedError:
+        raise
+    except RuntimeError as err:
+        widening = in_ch != out_ch and "must match the size of tensor" in str(err)
+        if widening and isinstance(getattr(block, "skip", None), nn.Identity):
+            raise RuntimeError(
+                f"{err} — self.skip is nn.Identity(), but {in_ch} → {out_ch} channels need "
+                f"nn.Conv2d({in_ch}, {out_ch}, 1) to bring x to the output's width before the sum"
+            ) from err
+        raise
     same_shape = tuple(y.shape) == tuple(y2.shape)
     return {
         "output_shape": list(y.shape),
@@ -260,7 +274,103 @@ def _observe_resblock(answer, case: Case) -> dict:
         "time_changes_output": bool(not same_shape or not torch.allclose(y, y2, rtol=1e-5, atol=1e-6)),
         "load_error": load_error,
         "output": y if not load_error else None,
+        "norm_groups": [_groups_of(getattr(block, name, None)) for name in ("norm1", "norm2")],
     }
+
+
+def _groups_of(norm) -> int | None:
+    """The number of groups of a GroupNorm layer, None for anything else."""
+    return int(norm.num_groups) if isinstance(norm, nn.GroupNorm) else None
+
+
+def _groups_diagnosis(case: Case, got: dict) -> str:
+    """What the block's GroupNorms do differently from group_norm(C), or ''."""
+    in_ch, out_ch = case.args[0], case.args[1]
+    try:
+        groups = got.get("norm_groups")
+        if not isinstance(groups, (list, tuple)) or len(groups) != 2:
+            return ""
+        wrong = []
+        for name, channels, g in zip(("norm1", "norm2"), (in_ch, out_ch), groups):
+            want = _gn(channels).num_groups
+            if isinstance(g, (int, float)) and not isinstance(g, bool) and int(g) != want:
+                g = int(g)
+                wrong.append(
+                    f"{name} has {g} group{'' if g == 1 else 's'} for {channels} channels, "
+                    f"group_norm({channels}) has {want}"
+                )
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        return ""
+    if not wrong:
+        return ""
+    return (
+        "; ".join(wrong) + ": build both with group_norm(C) from course_lib.nn.blocks (gcd(C, 32) groups, halved "
+        "until each holds at least 4 channels)"
+    )
+
+
+def _one_channel_groups(case: Case, got: dict) -> bool:
+    """Whether norm2 normalises every channel on its own (as many groups as channels)."""
+    groups = got.get("norm_groups")
+    return isinstance(groups, (list, tuple)) and len(groups) == 2 and groups[1] == case.args[1]
+
+
+def _resblock_slips(case: Case) -> list[tuple[str, torch.Tensor]]:
+    """The outputs of the usual slips in forward, with the reference's layers and the case's weights."""
+    in_ch, out_ch, emb_dim, x, e, _, weight_seed = case.args
+    block = _TimeResBlock(in_ch, out_ch, emb_dim)
+    block.load_state_dict(_reference_weights(in_ch, out_ch, emb_dim, weight_seed))
+    block.eval()
+    relu, silu, none = F.relu, F.silu, (lambda v: v)
+
+    def forward(act=silu, act_e=silu, bias_after_conv2=False, residual=True):
+        with torch.no_grad():
+            bias = block.emb(act_e(e)).view(e.shape[0], -1, 1, 1)
+            h = block.conv1(act(block.norm1(x)))
+            h = h if bias_after_conv2 else h + bias
+            h = block.conv2(act(block.norm2(h)))
+            h = h + bias if bias_after_conv2 else h
+            return block.skip(x) + h if residual else h
+
+    relu_msg = (
+        "your block uses ReLU where SiLU belongs: SiLU(x) = x·σ(x) (F.silu), after each GroupNorm and on e before W_e"
+    )
+    return [
+        (relu_msg, forward(act=relu, act_e=relu)),
+        (relu_msg, forward(act=relu)),
+        (relu_msg, forward(act_e=relu)),
+        (
+            "your block has no SiLU at all: h = conv1(SiLU(GN(x))) + W_e·SiLU(e), and conv2(SiLU(GN(h)))",
+            forward(act=none, act_e=none),
+        ),
+        (
+            "your block has no activation after the GroupNorms: h = conv1(SiLU(GN(x))), then conv2(SiLU(GN(h)))",
+            forward(act=none),
+        ),
+        ("W_e is applied to e itself: the time bias is W_e·SiLU(e), emb(F.silu(e))", forward(act_e=none)),
+        (
+            "the time bias is added after conv2: add W_e·SiLU(e) to h between conv1 and norm2",
+            forward(bias_after_conv2=True),
+        ),
+        ("your output leaves out skip(x): out = skip(x) + conv2(SiLU(GN(h)))", forward(residual=False)),
+    ]
+
+
+def _resblock_diagnosis(case: Case, got: dict) -> str:
+    """The message of the slip whose output the block gives, or ''."""
+    groups = _groups_diagnosis(case, got)
+    if groups:
+        return groups
+    try:
+        out = as_float_array(got.get("output"))
+        if out is None:
+            return ""
+        for message, value in _resblock_slips(case):
+            if out.shape == tuple(value.shape) and np.allclose(out, value.double().numpy(), rtol=1e-4, atol=1e-4):
+                return message
+    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError):
+        return ""
+    return ""
 
 
 def _resblock_judge(case: Case, got, expected) -> list[SubCheck]:
@@ -302,17 +412,19 @@ def _resblock_judge(case: Case, got, expected) -> list[SubCheck]:
         )
     )
     t_ok = bool(got["time_changes_output"])
-    checks.append(
-        SubCheck(
-            "time",
-            t_ok,
-            1,
-            ""
-            if t_ok
-            else f"the output does not change with the time embedding e: add W_e·SiLU(e) "
-            f"to every pixel of h as a per-channel bias{where}",
+    t_msg = ""
+    if not t_ok and _one_channel_groups(case, got):
+        t_msg = (
+            f"the output does not change with the time embedding e: norm2 has one channel per group ({out_ch} "
+            f"groups for {out_ch} channels), so it subtracts each channel's mean, and the time bias with it; use "
+            f"group_norm({out_ch}){where}"
         )
-    )
+    elif not t_ok:
+        t_msg = (
+            f"the output does not change with the time embedding e: add W_e·SiLU(e) to every pixel of h as a "
+            f"per-channel bias{where}"
+        )
+    checks.append(SubCheck("time", t_ok, 1, t_msg))
     load_ok = not got["load_error"]
     checks.append(
         SubCheck(
@@ -330,9 +442,12 @@ def _resblock_judge(case: Case, got, expected) -> list[SubCheck]:
         v_ok = all(c.passed for c in cmp)
         msg = next((c.message for c in cmp if not c.passed and c.message), "")
         if not v_ok:
-            msg = (
-                f"with the same weights your output differs from the reference: {msg}; check the order "
-                "GN → SiLU → conv, SiLU on e before W_e, the bias after conv1, and the skip added at the end"
+            named = _resblock_diagnosis(case, got)
+            msg = f"with the same weights your output differs from the reference: {msg}" + (
+                f" — {named}"
+                if named
+                else "; check the order GN → SiLU → conv, SiLU on e before W_e, the bias after conv1, and the skip "
+                "added at the end"
             )
         checks.append(SubCheck("values", v_ok, 2, msg))
     else:
@@ -384,6 +499,35 @@ def _analyse_unet(channels, blocks, attention, image_size: int = 32, in_channels
     {"parameters": {part: int}, "activation_bytes": {part: int}, "total_parameters": int,
     "total_activation_bytes": int} with parts "stem", "level 0" … "level n−1", "middle".
     """
+    return _count_unet(channels, blocks, attention, image_size, in_channels, batch)
+
+
+#: Channel slips in analyse_unet, in the order their messages are joined: (key, what the learner counted).
+_UNET_SLIPS = (
+    (
+        "no skip channels",
+        "the decoder's ResBlocks take 2·C_i channels (h and the skip concatenated), yours count C_i",
+    ),
+    (
+        "skip for the first only",
+        "every decoder ResBlock gets a skip, so each takes 2·C_i channels, not only the first",
+    ),
+    (
+        "encoder from C_i",
+        "the encoder's first ResBlock at level i goes C_{i−1} → C_i (a 1×1 skip where they "
+        "differ), yours counts C_i → C_i",
+    ),
+    (
+        "wide upsampler",
+        "the upsampler narrows C_i to C_{i−1}: a 3×3 conv C_i → C_{i−1}, whose output holds C_{i−1}·(2R_i)² values",
+    ),
+    ("attention without biases", "P_attn(C) counts the biases: 2C + (3C² + 3C) + (C² + C)"),
+    ("attention without norm", "P_attn(C) starts with its GroupNorm's 2C"),
+)
+
+
+def _count_unet(channels, blocks, attention, image_size=32, in_channels=1, batch=1, slips=frozenset()) -> dict:
+    """The reference's counts; ``slips`` (keys of _UNET_SLIPS) switch on the mistakes a diagnosis names."""
     ch, nb, at = [int(c) for c in channels], [int(b) for b in blocks], [bool(a) for a in attention]
     n, D, S = len(ch), 4 * ch[0], int(image_size)
 
@@ -397,23 +541,32 @@ def _analyse_unet(channels, blocks, attention, image_size: int = 32, in_channels
         return 2 * a + conv(3, a, b) + lin(D, b) + 2 * b + conv(3, b, b) + (conv(1, a, b) if a != b else 0)
 
     def attn(c):
-        return 2 * c + lin(c, 3 * c) + lin(c, c)
+        if "attention without biases" in slips:
+            return (0 if "attention without norm" in slips else 2 * c) + 3 * c * c + c * c
+        return (0 if "attention without norm" in slips else 2 * c) + lin(c, 3 * c) + lin(c, c)
+
+    def decoder_in(c, b):  # the input width of each of the b decoder ResBlocks
+        if "no skip channels" in slips:
+            return [c] * b
+        if "skip for the first only" in slips:
+            return [2 * c] + [c] * (b - 1)
+        return [2 * c] * b
 
     params = {"stem": lin(ch[0], D) + lin(D, D) + conv(3, in_channels, ch[0]) + 2 * ch[0] + conv(3, ch[0], in_channels)}
     values = {"stem": ch[0] * S * S + in_channels * S * S}
     for i in range(n):
         c, b, a = ch[i], nb[i], at[i]
         prev = ch[i - 1] if i > 0 else c
-        encoder = res(prev, c) + (b - 1) * res(c, c) + b * a * attn(c) + (conv(3, c, c) if i < n - 1 else 0)
+        up = c if "wide upsampler" in slips else prev  # the upsampler's output width
+        first = c if "encoder from C_i" in slips else prev
+        encoder = res(first, c) + (b - 1) * res(c, c) + b * a * attn(c) + (conv(3, c, c) if i < n - 1 else 0)
         # every decoder ResBlock takes h (C_i channels: the upsampler from below already narrowed it,
         # or the middle at the bottom) concatenated with a skip of C_i channels
-        decoder = b * res(2 * c, c) + b * a * attn(c) + (conv(3, c, prev) if i > 0 else 0)
+        decoder = sum(res(w, c) for w in decoder_in(c, b)) + b * a * attn(c) + (conv(3, c, up) if i > 0 else 0)
         params[f"level {i}"] = encoder + decoder
         r = S // 2**i
         values[f"level {i}"] = (
-            2 * b * (1 + a) * c * r * r
-            + (c * (r // 2) ** 2 if i < n - 1 else 0)
-            + (prev * (2 * r) ** 2 if i > 0 else 0)
+            2 * b * (1 + a) * c * r * r + (c * (r // 2) ** 2 if i < n - 1 else 0) + (up * (2 * r) ** 2 if i > 0 else 0)
         )
     r = S // 2 ** (n - 1)
     params["middle"] = 2 * res(ch[-1], ch[-1]) + attn(ch[-1])
@@ -478,10 +631,34 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _unet_slip_variants(case: Case) -> list[tuple[tuple[str, ...], dict]]:
+    """The counts of every combination of up to three channel slips (both skip slips at once excluded),
+    fewest slips first, so that a number is blamed on the smallest set of slips that explains it."""
+    keys = [key for key, _ in _UNET_SLIPS]
+    out = []
+    for size in (1, 2, 3):
+        for combo in itertools.combinations(keys, size):
+            if "no skip channels" in combo and "skip for the first only" in combo:
+                continue
+            out.append((combo, _count_unet(*case.args, **case.kwargs, slips=frozenset(combo))))
+    return out
+
+
+def _unet_slip_diagnosis(variants, path: str, got, expected) -> str:
+    """The slips whose count at ``path`` is ``got`` (and not the expected one), or ''."""
+    messages = dict(_UNET_SLIPS)
+    for combo, counts in variants:
+        value = _lookup(counts, path)
+        if _is_number(value) and value != expected and value == got:
+            return "; ".join(messages[key] for key in combo)
+    return ""
+
+
 def _analyse_judge(case: Case, got, expected) -> list[SubCheck]:
     """compare(), exactly; messages print whole integers and name the usual slips."""
     checks = compare(got, expected, rtol=0.0, atol=0.5, label=case.label)
     batch = case.kwargs.get("batch", 1)
+    variants = None
     for c in checks:
         if c.passed or not c.name.endswith(": value"):
             continue
@@ -490,13 +667,22 @@ def _analyse_judge(case: Case, got, expected) -> list[SubCheck]:
         if not (_is_number(g) and _is_number(e)):
             continue
         c.message = f"{path}: expected {e:,.0f}, got {g:,.0f}, off by {g - e:+,.0f} ({case.label})"
+        why = ""
         if path.startswith("activation_bytes") and e:
             if math.isclose(4 * g, e):
-                c.message += " — that is the number of values: float32 takes 4 bytes each"
+                why = "that is the number of values: float32 takes 4 bytes each"
             elif batch > 1 and math.isclose(batch * g, e):
-                c.message += f" — multiply by the batch ({batch})"
+                why = f"multiply by the batch ({batch})"
             elif batch > 1 and math.isclose(4 * batch * g, e):
-                c.message += f" — count 4 bytes per value and multiply by the batch ({batch})"
+                why = f"count 4 bytes per value and multiply by the batch ({batch})"
+        if not why and math.isfinite(g) and g == int(g):
+            try:
+                variants = variants if variants is not None else _unet_slip_variants(case)
+                why = _unet_slip_diagnosis(variants, path, int(g), e)
+            except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError):
+                why = ""
+        if why:
+            c.message += f" — {why}"
     return checks
 
 
