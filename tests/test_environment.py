@@ -62,3 +62,19 @@ def test_pyproject_ranges_admit_the_lock():
         assert name in pins, f"{name} is a dependency but not in requirements.lock"
         assert req.specifier.contains(pins[name]), f"{name}=={pins[name]} violates {spec}"
     assert sys.version_info >= (3, 10)
+
+
+def _first_command_under(readme: str, heading: str) -> str:
+    """The first line of the first fenced bash block under the README heading ``heading``."""
+    section = readme.split(f"\n{heading}\n", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return block.strip().splitlines()[0]
+
+
+def test_ci_installs_and_tests_exactly_as_the_readme_says():
+    """CI's claim, "install exactly as README.md says, then run README's test command", held to the letter."""
+    readme = (ROOT / "README.md").read_text()
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    for heading in ("## Install", "## Test"):
+        command = _first_command_under(readme, heading)
+        assert command in ci, f"README's {heading[3:]} command is not a line of .ci/run: {command!r}"
