@@ -229,14 +229,15 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--ddpm-steps", type=int, help="train lesson 04's DDPM this many steps (default: the full recipe's 15000)"
     )
-    ap.add_argument(
-        "--ddpm-set",
-        nargs="+",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override fields of lesson 04's TrainConfig, e.g. batch_size=512 lr=6e-4 ema_decay=0.999 "
-        "(a larger batch in fewer steps: the recipe at more images per second)",
-    )
+    for stage, whose in (("ddpm", "lesson 04's DDPM"), ("text", "the text model"), ("latent", "the latent U-Net")):
+        ap.add_argument(
+            f"--{stage}-set",
+            nargs="+",
+            default=[],
+            metavar="FIELD=VALUE",
+            help=f"override fields of the TrainConfig of {whose}, e.g. batch_size=512 lr=6e-4 ema_decay=0.999 (a larger "
+            "batch in fewer steps: the recipe at more images per second)",
+        )
     ap.add_argument("--text-steps", type=int, help="train the text model this many steps (no probe, no time budget)")
     ap.add_argument(
         "--min-snr-gamma",
@@ -323,13 +324,13 @@ def main(argv=None) -> int:
         return train_for_seconds(make, schedule, images, tc, budget, 100, 30_000, **kw)
 
     # ------------------------------------------------------------------ 0. lesson 04's DDPM
-    def with_overrides(tc, pairs: list[str]):
-        """``tc`` with each FIELD=VALUE of ``pairs`` set, the value read as the field's current type."""
+    def with_overrides(tc, stage: str):
+        """``tc`` with each FIELD=VALUE of --STAGE-set applied, the value read as the field's current type."""
         changes = {}
-        for pair in pairs:
+        for pair in getattr(args, f"{stage}_set"):
             field, _, text = pair.partition("=")
             if not text or not hasattr(tc, field):
-                raise SystemExit(f"--ddpm-set takes FIELD=VALUE with a TrainConfig field, got {pair!r}")
+                raise SystemExit(f"--{stage}-set takes FIELD=VALUE with a TrainConfig field, got {pair!r}")
             current = getattr(tc, field)
             if isinstance(current, bool):
                 changes[field] = text.lower() in ("1", "true", "yes")
@@ -346,7 +347,7 @@ def main(argv=None) -> int:
         samples against the real floor (target FD ≤ 2× floor), and DDIM 50 beside it. The samplers stage then
         runs lesson 08's table on this model, the one lesson 08 uses."""
         unet_cfg, schedule, tc = ddpm_recipe(quick=smoke)
-        tc = with_overrides(with_gamma(tc), args.ddpm_set)
+        tc = with_overrides(with_gamma(tc), "ddpm")
         kw = dict(device=device, progress=False)
         kw.update(compile_kw)
         steps = None if smoke else (args.ddpm_steps or tc.steps)
@@ -630,7 +631,7 @@ def main(argv=None) -> int:
 
     def text():
         unet_cfg, schedule, tc = conditional_recipe("text", quick=smoke)
-        tc = with_gamma(tc)
+        tc = with_overrides(with_gamma(tc), "text")
         captions = table.encode(dataset_captions(DATASET))
         kw = dict(labels=data.labels, device=device, progress=False, captions=captions, caption_dataset=DATASET)
         kw.update(compile_kw)
@@ -825,6 +826,7 @@ def main(argv=None) -> int:
 
         vae_model = state["vae"]
         unet_cfg, schedule, tc, defaults = pipeline_recipe(quick=smoke)
+        tc = with_overrides(tc, "latent")
         latents = encode_dataset(vae_model, data.images, device=device)
         captions = table.encode(dataset_captions(DATASET))
         kw = dict(labels=data.labels, device=device, progress=False, captions=captions, caption_dataset=DATASET)
