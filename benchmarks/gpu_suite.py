@@ -235,8 +235,8 @@ def main(argv=None) -> int:
             nargs="+",
             default=[],
             metavar="FIELD=VALUE",
-            help=f"override fields of the TrainConfig of {whose}, e.g. batch_size=512 lr=6e-4 ema_decay=0.999 (a larger "
-            "batch in fewer steps: the recipe at more images per second)",
+            help=f"override fields of the TrainConfig of {whose}, e.g. batch_size=512 lr=6e-4 ema_decay=0.999 "
+            "(a larger batch in fewer steps: the recipe at more images per second)",
         )
     ap.add_argument("--text-steps", type=int, help="train the text model this many steps (no probe, no time budget)")
     ap.add_argument(

@@ -378,6 +378,8 @@ def test_a_list_an_array_or_another_dtype_in_place_of_the_tensor_costs_a_little_
         (lambda out: out.tolist(), "return a torch tensor, got a "),  # a list, or a Python float from a scalar
         (lambda out: out.double() if out.dtype != torch.float64 else out.float(), "tensor, as the exercise asks"),
     )
+    if ex.any_float:  # a measurement: another float dtype is as right (test_any_float_…), the rest still costs
+        variants = variants[:2]
     for convert, words in variants:
         result = grade_answer(ex, lambda *args, c=convert, **kw: c(ex.reference(*args, **kw)), 2)
         failed = {c.name for c in result.checks if not c.passed}
@@ -386,6 +388,28 @@ def test_a_list_an_array_or_another_dtype_in_place_of_the_tensor_costs_a_little_
         assert failed & {"a torch tensor", "dtype"}, result.feedback()
         if words.endswith("array"):
             assert result.feedback().count(words) == 1  # said once, not once per case
+
+
+@pytest.mark.parametrize("exercise_id", [i for i in EXERCISE_IDS if get_exercise(i).any_float])
+def test_any_float_dtype_will_do_for_a_measurement(exercise_id):
+    """A PSNR or a mean distance kept in another floating dtype is as right: full points on every seed."""
+    ex = get_exercise(exercise_id)
+
+    def other_float(out):
+        if isinstance(out, dict):
+            return {k: other_float(v) for k, v in out.items()}
+        if isinstance(out, torch.Tensor) and out.is_floating_point():
+            return out.double() if out.dtype != torch.float64 else out.float()
+        return out
+
+    for seed in (0, 1, 2):
+        result = grade_answer(ex, lambda *args, **kw: other_float(ex.reference(*args, **kw)), seed)
+        assert result.status == "pass", result.feedback()
+
+
+def test_any_float_is_the_exception():
+    """Only measurements accept any float dtype: a tensor fed onwards (x_t, x̂0, ε̃) keeps the reference's."""
+    assert {e.id for e in map(get_exercise, EXERCISE_IDS) if e.any_float} == {"05.4", "07.3"}
 
 
 def _error_of(fn) -> str:
@@ -475,3 +499,16 @@ def test_a_list_of_counts_returned_as_floats_is_told():
 
     result = grade_answer(ex, sides_as_floats, 0)
     assert result.status == "partial" and "return `latent_side` as an int, not a float" in result.feedback()
+
+
+def test_a_diagnosis_names_every_slip_that_gives_the_same_values():
+    """Two slips that coincide on a case are both named, the first first; one that gives the right answer on the
+    case is never named; a slip listed under two messages of the same text is said once."""
+    from course_lib.grading.checks import diagnose
+
+    right, wrong = torch.tensor([1.0, 2.0]), torch.tensor([2.0, 4.0])
+    candidates = {"doubled": wrong, "right here": right, "added itself": wrong.clone(), "other": wrong + 1}
+    both = "doubled (another slip gives the same values here: added itself)"
+    assert diagnose(wrong, candidates, expected=right) == both
+    assert diagnose(wrong, {"doubled": wrong}, expected=right) == "doubled"
+    assert diagnose(right + 5, candidates, expected=right) == ""

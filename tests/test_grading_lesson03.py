@@ -529,3 +529,24 @@ def _notebook():
 
 def test_notebook_title():
     assert _notebook().cells[0].source.startswith("# Exercises 03: U-Net blocks")
+
+
+def test_resblock_whose_weights_do_not_load_is_not_told_it_returned_none():
+    """A 1×1 skip where the channels are equal: the skip, the count and the layer names are said; the output the
+    probe could not observe (None) is not blamed on the learner's forward, which does return a tensor."""
+    from course_lib.nn.blocks import group_norm
+
+    class AlwaysConvSkip(nn.Module):
+        def __init__(self, in_ch, out_ch, emb_dim):
+            super().__init__()
+            self.norm1, self.conv1 = group_norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+            self.emb, self.norm2 = nn.Linear(emb_dim, out_ch), group_norm(out_ch)
+            self.conv2, self.skip = nn.Conv2d(out_ch, out_ch, 3, padding=1), nn.Conv2d(in_ch, out_ch, 1)
+
+        def forward(self, x, e):
+            h = self.conv1(F.silu(self.norm1(x))) + self.emb(F.silu(e))[:, :, None, None]
+            return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
+
+    feedback = grade_answer("03.2", AlwaysConvSkip, 0).feedback()
+    assert "should be nn.Identity()" in feedback and "could not load the reference weights" in feedback
+    assert "NoneType" not in feedback and "return a torch tensor" not in feedback, feedback

@@ -203,6 +203,10 @@ def sim_threshold_on_uncond(signal, eps_uncond, eps_cond, scales):
     return _sim(signal, eps_uncond, eps_cond, scales, limit=3 * eps_uncond.norm().item())
 
 
+def sim_threshold_on_the_difference(signal, eps_uncond, eps_cond, scales):
+    return _sim(signal, eps_uncond, eps_cond, scales, limit=3 * (eps_cond - eps_uncond).norm().item())
+
+
 def sim_minus_one(signal, eps_uncond, eps_cond, scales):
     out = _sim(signal, eps_uncond, eps_cond, scales)
     return {**out, "first_over_3x": -1 if out["first_over_3x"] is None else out["first_over_3x"]}
@@ -464,3 +468,13 @@ def test_lesson_notebook_is_stored_without_outputs():
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_07_2_a_threshold_on_the_difference_is_named_and_coinciding_slips_are_all_said():
+    """3‖ε_c − ε_∅‖ in place of 3‖ε_c‖. A first scale is one of a few numbers, so on some cases other slips land
+    on it too: each case names its first match and then the others, rather than one slip the answer may not have."""
+    assert_wrong("07.2", sim_threshold_on_the_difference, "not of the difference ε_c − ε_∅", partial="partial")
+    for result in grade_all_seeds("07.2", sim_threshold_on_the_difference):
+        for check in result.checks:
+            if not check.passed and "another slip gives the same scale here" in check.message:
+                assert "ε_c − ε_∅" in check.message, check.message

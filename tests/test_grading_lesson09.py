@@ -357,3 +357,10 @@ def test_exercise_cells_do_not_use_the_course_library():
         assert "course_lib.pipeline" not in cell.source and "diffusers" not in cell.source
         if any(t.startswith("exercise:") for t in cell.metadata.get("tags", [])):
             assert "course_lib" not in cell.source
+
+
+@pytest.mark.parametrize("zero_d", [torch.tensor(5), torch.tensor(5).numpy()], ids=["tensor", "numpy"])
+def test_img2img_start_returning_a_0d_array_is_told_not_a_crash(zero_d):
+    """A pair is expected: a 0-d tensor or array holds no items, and listing it must not crash the judge."""
+    result = grade_answer("09.1", lambda steps, strength: zero_d, 0)
+    assert result.status == "fail" and "expected a sequence, got an array of shape ()" in result.feedback()

@@ -64,16 +64,21 @@ def diagnose(
 
     ``candidates``: message → what that mistake outputs on this case (None: it cannot be
     computed here, skipped). With ``expected``, a mistake whose output equals the right answer
-    on this case is skipped too, so that a case never blames a slip it cannot show.
+    on this case is skipped too, so that a case never blames a slip it cannot show. Where other
+    mistakes give the same output on this case, the message says so and names them too: a case
+    cannot tell them apart, and the learner may have made any of them.
     """
+    matches: list[str] = []
     for message, value in candidates.items():
-        if value is None:
+        if value is None or message in matches:
             continue
         if expected is not None and allclose(value, expected, rtol, atol, equal_nan):
             continue
         if allclose(got, value, rtol, atol, equal_nan):
-            return message
-    return ""
+            matches.append(message)
+    if len(matches) > 1:
+        return f"{matches[0]} (another slip gives the same values here: {'; or '.join(matches[1:])})"
+    return matches[0] if matches else ""
 
 
 def with_diagnosis(checks: list[SubCheck], diagnosis: str, name: str | None = "values") -> list[SubCheck]:

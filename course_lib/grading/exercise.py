@@ -175,7 +175,9 @@ class Exercise:
     input_names: what to call the case's arguments where they are not the reference's parameters
     in order (messages such as "your code changed its input `x1` in place", see :func:`probe_case`);
     judges_type: the judge checks the returned type and dtype itself (otherwise, wherever the reference
-    returns a tensor, a list, an array or another dtype costs half a point per case, see :func:`kind_of`).
+    returns a tensor, a list, an array or another dtype costs half a point per case, see :func:`kind_of`);
+    any_float: the result is a measurement (a PSNR, a mean distance), so any floating dtype will do in place of
+    the reference's: its value is judged, not the precision it was kept in (a list or an array still costs).
     """
 
     id: str
@@ -193,6 +195,7 @@ class Exercise:
     time_limit: float = 10.0
     input_names: tuple[str, ...] = ()
     judges_type: bool = False
+    any_float: bool = False
 
     def judge_case(self, case: Case, got: Any, expected: Any) -> list[SubCheck]:
         if self.judge is not None:
@@ -392,7 +395,7 @@ def _compare(got, expected, rtol, atol, path, where) -> list[SubCheck]:
                 checks.append(SubCheck(f"{sub}: values", False, 2, ""))
         return checks
     if ek == "list":
-        if gk not in ("list", "array"):
+        if gk not in ("list", "array") or (gk == "array" and np.ndim(got) == 0):  # a 0-d array holds no items
             return [
                 SubCheck(name_of("type"), False, 1, f"expected a sequence{at}, got {_describe(got)}{where}"),
                 SubCheck(name_of("values"), False, 2, ""),
@@ -460,7 +463,9 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
         if outcome.changed:  # right values bought by writing into the caller's tensors still cost a point
             result.checks.append(_changed_check(outcome.changed, label, case.weight))
             total += case.weight
-        kind_check = None if exercise.judges_type else _kind_check(outcome, ref_kind, case.weight / 2)
+        kind_check = (
+            None if exercise.judges_type else _kind_check(outcome, ref_kind, case.weight / 2, exercise.any_float)
+        )
         if kind_check is not None:  # a cost, not a prize: returning a tensor earns nothing by itself
             result.checks.append(kind_check)
             total += kind_check.weight
@@ -634,16 +639,20 @@ def kind_of(value: Any) -> Any:
 _KIND_WORDS = {"ndarray": "a numpy array", "list": "a list", "tuple": "a tuple", "float": "a Python float"}
 
 
-def _kind_check(outcome: Outcome, ref_kind: Any, weight: float) -> SubCheck | None:
+def _kind_check(outcome: Outcome, ref_kind: Any, weight: float, any_float: bool = False) -> SubCheck | None:
     """Where the reference returns a tensor, the answer must too, of the same dtype (observations reach the
-    judge as numpy arrays, so without this a list or a float32 result would pass). None: nothing to say."""
+    judge as numpy arrays, so without this a list or a float32 result would pass), or of any floating dtype
+    where the reference's is floating and ``any_float``. None: nothing to say."""
     try:
-        return _kind_mismatch(outcome.kind, ref_kind, weight)
+        return _kind_mismatch(outcome.kind, ref_kind, weight, any_float)
     except (TypeError, ValueError, KeyError, AttributeError):  # a kind record of an odd shape: say nothing
         return None
 
 
-def _kind_mismatch(got: Any, ref_kind: Any, weight: float) -> SubCheck | None:
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _kind_mismatch(got: Any, ref_kind: Any, weight: float, any_float: bool = False) -> SubCheck | None:
     if got is None:
         return None
     if isinstance(ref_kind, dict):  # a probe's observations: each part the reference holds as a tensor
@@ -659,6 +668,8 @@ def _kind_mismatch(got: Any, ref_kind: Any, weight: float) -> SubCheck | None:
         if ref not in ("Tensor", "int") or not isinstance(part, (list, tuple)) or len(part) != 2 or part[0] is None:
             continue
         kind, dtype = part
+        if kind == "NoneType" and key and not key.startswith(("item", "__")):
+            continue  # a probe's None: what it could not observe (its own checks say why), not a returned None
         what = "the result" if not key or key.startswith("__") else (key if key.startswith("item") else f"`{key}`")
         if ref == "int" and kind in ("float", "float64", "float32"):
             return SubCheck(
@@ -681,7 +692,7 @@ def _kind_mismatch(got: Any, ref_kind: Any, weight: float) -> SubCheck | None:
                 "torch and return the tensor itself (the code around it calls .shape, .to and tensor "
                 "maths on it)",
             )
-        if dtype != ref_dtype:
+        if dtype != ref_dtype and not (any_float and dtype in _FLOAT_DTYPES and ref_dtype in _FLOAT_DTYPES):
             return SubCheck(
                 "dtype",
                 False,

@@ -680,6 +680,7 @@ register(
         cases=_psnr_cases,
         judge=_psnr_judge,
         points=2,
+        any_float=True,  # a measurement: a PSNR kept in float64 for float32 images is as right
         hint="PSNR compares the squared data range (here 2², for [−1, 1]) with each image's mean squared "
         "error, in decibels of a power ratio.",
     )

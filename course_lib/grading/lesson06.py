@@ -415,10 +415,10 @@ def _ids_mistakes(case: Case) -> dict[str, torch.Tensor]:
         "class k starts after the phrasings of classes 0..k−1 (an exclusive cumulative sum), not after 0..k": (
             torch.where(d < p, torch.zeros_like(labels), 1 + torch.cumsum(counts, 0)[labels] + pick)
         ),
-        "the phrasing index is ⌊u · counts[label]⌋: scale u by that class's own count": torch.where(
+        "the phrasing index is ⌊u · counts[label]⌋, rounded down (floor), not to the nearest": torch.where(
             d < p,
             torch.zeros_like(labels),
-            first[labels] + torch.minimum((u * counts.max()).floor().long(), counts[labels] - 1),
+            first[labels] + torch.minimum((u * counts[labels]).round().long(), counts[labels] - 1),
         ),
         "with p = 0 nothing is dropped: the rule is drop_u < p, strictly": torch.where(
             d <= p, torch.zeros_like(labels), first[labels] + pick
@@ -429,10 +429,10 @@ def _ids_mistakes(case: Case) -> dict[str, torch.Tensor]:
         "apply the dropout: where drop_u < p the image reads row 0, the empty prompt": first[labels] + pick,
         "a dropped condition reads row 0, the empty prompt, not its class's first phrasing: set the whole row "
         "index to 0, not only the phrasing index": torch.where(d < p, first[labels], first[labels] + pick),
-        "the phrasing index is ⌊u · counts[label]⌋, rounded down (floor), not to the nearest": torch.where(
+        "the phrasing index is ⌊u · counts[label]⌋: scale u by that class's own count": torch.where(
             d < p,
             torch.zeros_like(labels),
-            first[labels] + torch.minimum((u * counts[labels]).round().long(), counts[labels] - 1),
+            first[labels] + torch.minimum((u * counts.max()).floor().long(), counts[labels] - 1),
         ),
         "scale u by counts[label], not counts[label] − 1: ⌊u · counts[label]⌋ reaches every phrasing, the last "
         "one included": torch.where(
