@@ -256,6 +256,50 @@ def cosine_f_without_one_plus_s_loop(num_steps, s=0.008, max_beta=0.999):
     return torch.tensor(out, dtype=torch.float64)
 
 
+cosine_f_one_minus_s = _cosine_with_f(lambda u, s: torch.cos((u + s) / (1 - s) * math.pi / 2) ** 2)
+
+
+def cosine_clip_on_abar(num_steps, s=0.008, max_beta=0.999):
+    """abar = f(u)/f(0) directly, and the clip put on abar: abar ≥ 1 − max_beta."""
+    u = torch.arange(1, num_steps + 1, dtype=torch.float64) / num_steps
+    abar = _cos_f(u, s) / _cos_f(torch.tensor(0.0, dtype=torch.float64), s)
+    return abar.clamp(min=1 - max_beta)
+
+
+def cosine_clip_at_one_minus_max_beta(num_steps, s=0.008, max_beta=0.999):
+    u = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+    f = _cos_f(u, s)
+    return torch.cumprod(1 - (1 - f[1:] / f[:-1]).clamp(max=1 - max_beta), dim=0)
+
+
+def cosine_grid_over_t_minus_one(num_steps, s=0.008, max_beta=0.999):
+    """u = t/(T − 1), written as a loop; past u = 1 it keeps the cosine's value (no guard)."""
+
+    def f(u):
+        return math.cos(math.pi / 2 * (u + s) / (1 + s)) ** 2
+
+    d = max(num_steps - 1, 1)
+    abar, out = 1.0, []
+    for t in range(num_steps):
+        abar *= 1 - min(1 - f((t + 1) / d) / f(t / d), max_beta)
+        out.append(abar)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (cosine_f_one_minus_s, "your f(u) divides by 1 − s"),
+        (cosine_clip_on_abar, "your clip acts on abar, not on the betas"),
+        (cosine_clip_at_one_minus_max_beta, "your betas are clipped at 1 − max_beta"),
+        (cosine_grid_over_t_minus_one, "your grid is u = t/(T − 1)"),
+    ],
+    ids=["1-s", "clip-abar", "clip-1-max-beta", "grid-T-1"],
+)
+def test_cosine_clip_and_grid_slips_are_named_on_every_seed(answer, message):
+    assert_wrong("01.2", answer, message)
+
+
 @pytest.mark.parametrize(
     "answer, message",
     [

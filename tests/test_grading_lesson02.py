@@ -256,7 +256,7 @@ def test_evaluator_copy_without_slips_passes():
     "slip, message",
     [
         (dict(inclusive=True), "an image with t == hi belongs to the next band"),
-        (dict(invert=False), "x0_mse needs x_t = sqrt(abar_t)·x0"),
+        (dict(invert=False), "your x0_mse compares x_t itself with x0"),
         (dict(sqrt_in_x0=False), "x̂0 = (x_t − sqrt(1 − abar_t)·ε̂) / sqrt(abar_t)"),
         (dict(random_target=False), "eps_mse is the mean of (ε̂ − noise)²"),
         (dict(per_band=False), "values differ at zero.x0_mse"),
@@ -319,8 +319,47 @@ def test_evaluator_scores_and_band_edges_are_named_on_every_seed(slip, message):
     assert_wrong_on_every_seed("02.3", make_banded_evaluator(**slip), message, partial="partial")
 
 
+def make_jump_evaluator(*, step=lambda t: t, noise_scale=torch.sqrt, solve=None):
+    """An evaluator with another row of the table, another x_t, or another x̂0 (a loop over the bands)."""
+
+    def evaluate(alphas_cumprod, x0, t, noise, random_eps, bands):
+        abar = alphas_cumprod[step(t)].view(-1, 1, 1, 1)
+        x_t = abar.sqrt() * x0 + noise_scale(1 - abar) * noise
+        out = {}
+        for name, eps_hat in {"zero": torch.zeros_like(noise), "random": random_eps, "oracle": noise}.items():
+            if solve is None:
+                x0_hat = (x_t - noise_scale(1 - abar) * eps_hat) / abar.sqrt()
+            else:
+                x0_hat = solve(x_t, abar, eps_hat)
+            eps_mse, x0_mse = [], []
+            for lo, hi in bands:
+                inside = (t >= lo) & (t < hi)
+                eps_mse.append((eps_hat - noise)[inside].pow(2).mean())
+                x0_mse.append((x0_hat - x0)[inside].pow(2).mean())
+            out[name] = {"eps_mse": torch.stack(eps_mse), "x0_mse": torch.stack(x0_mse)}
+        return out
+
+    return evaluate
+
+
+@pytest.mark.parametrize(
+    "slip, message",
+    [
+        (dict(solve=lambda x_t, a, e: (x_t - (1 - a).sqrt() * e) / a), "your x̂0 divides by abar_t"),
+        (dict(step=lambda t: (t - 1).clamp(min=0)), "your x0_mse uses abar_{t−1}"),
+        (dict(step=lambda t: t - 1), "your x0_mse uses abar_{t−1}"),
+        (dict(noise_scale=lambda v: v), "your x_t scales the noise by 1 − abar_t"),
+        (dict(solve=lambda x_t, a, e: x_t), "your x0_mse compares x_t itself with x0"),
+    ],
+    ids=["divide-by-abar", "t-minus-1-clamped", "t-minus-1-wraps", "noise-not-root", "x_t-for-x0_hat"],
+)
+def test_evaluator_jump_slips_are_named_on_every_seed(slip, message):
+    assert_wrong_on_every_seed("02.3", make_jump_evaluator(**slip), message, partial="partial")
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_evaluator_written_other_ways_passes(seed):
+    assert grade("02.3", make_jump_evaluator(), seed).status == "pass", seed
     """A loop over the bands, or one matrix product with a band-membership matrix: the same numbers."""
     assert grade("02.3", make_banded_evaluator(), seed).status == "pass", seed
 

@@ -153,17 +153,20 @@ class _Block(nn.Module):
     bias_after_conv2 = False
     residual = True
     groups = None  # None: group_norm(C); "channels": one channel per group; a number: that many groups
-    activation = "silu"  # after each GroupNorm: "silu", "relu" or "none"
+    activation = "silu"  # after each GroupNorm: "silu", "relu", "gelu", "tanh" or "none"
     e_activation = "silu"  # on e before W_e (when silu_on_e)
+    bias_after_norm2 = False
+    skip_of_normed = False
+    eps = 1e-6
 
     def _norm(self, channels):
         if self.groups is None:
-            return group_norm(channels)
-        return nn.GroupNorm(channels if self.groups == "channels" else self.groups, channels, eps=1e-6)
+            return nn.GroupNorm(group_norm(channels).num_groups, channels, eps=self.eps)
+        return nn.GroupNorm(channels if self.groups == "channels" else self.groups, channels, eps=self.eps)
 
     @staticmethod
     def _act(name, x):
-        return {"silu": F.silu, "relu": F.relu, "none": lambda v: v}[name](x)
+        return {"silu": F.silu, "relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh, "none": lambda v: v}[name](x)
 
     def __init__(self, in_ch, out_ch, emb_dim):
         super().__init__()
@@ -180,12 +183,16 @@ class _Block(nn.Module):
         h = self.conv1(self._act(self.activation, self.norm1(x)))
         e_in = self._act(self.e_activation, e) if self.silu_on_e else e
         bias = self.emb(e_in)[:, :, None, None] if self.use_time else 0
-        if not self.bias_after_conv2:
+        if not (self.bias_after_conv2 or self.bias_after_norm2):
             h = h + bias
-        h = self.conv2(self._act(self.activation, self.norm2(h)))
+        h = self.norm2(h)
+        if self.bias_after_norm2:
+            h = h + bias
+        h = self.conv2(self._act(self.activation, h))
         if self.bias_after_conv2:
             h = h + bias
-        return self.skip(x) + h if self.residual else h
+        skip = self.skip(self.norm1(x) if self.skip_of_normed else x)
+        return skip + h if self.residual else h
 
 
 def _variant(**flags):
@@ -225,6 +232,10 @@ def test_resblock_mistakes(flags, words, partial):
         ({"bias_after_conv2": True}, "the time bias is added after conv2"),
         ({"residual": False}, "your output leaves out skip(x)"),
         ({"skip_never_conv": True}, "self.skip is nn.Identity(), but 32 → 64 channels need"),
+        ({"activation": "gelu", "e_activation": "gelu"}, "GELU where SiLU belongs"),
+        ({"activation": "tanh"}, "tanh where SiLU belongs"),
+        ({"bias_after_norm2": True}, "the time bias is added after norm2"),
+        ({"skip_of_normed": True}, "your skip takes norm1(x)"),
     ],
     ids=[
         "groups=C-time",
@@ -239,6 +250,10 @@ def test_resblock_mistakes(flags, words, partial):
         "bias-after-conv2",
         "no-residual",
         "identity-skip-when-widening",
+        "gelu",
+        "tanh-features",
+        "bias-after-norm2",
+        "skip-of-norm1",
     ],
 )
 def test_resblock_slips_are_named_on_every_seed(flags, words):
@@ -247,6 +262,16 @@ def test_resblock_slips_are_named_on_every_seed(flags, words):
         assert result.status == "partial", result.feedback()
         assert 0 < result.points < 3
         assert words in result.feedback(), result.feedback()
+
+
+def test_resblock_with_torch_default_eps_loses_a_little_and_is_told():
+    """nn.GroupNorm's default eps 1e-5 gives outputs within the value tolerance: only the eps sub-check fails."""
+    for seed in SEEDS[:3]:
+        result = grade_answer("03.2", _variant(eps=1e-5), seed)
+        failed = {c.name for c in result.checks if not c.passed}
+        assert failed == {"GroupNorm eps"}, result.feedback()
+        assert result.status == "partial" and 2.5 < result.points < 3, result.feedback()
+        assert "norm1 has eps = 1e-05" in result.feedback(), result.feedback()
 
 
 def test_resblock_written_other_ways_passes():
@@ -433,7 +458,8 @@ def _analyser_with(**slips):
             return k * k * a * b + b
 
         def res(a, b):
-            return 2 * a + conv(3, a, b) + (D * b + b) + 2 * b + conv(3, b, b) + (conv(1, a, b) if a != b else 0)
+            skip = conv(1, a, b) if a != b and not slips.get("no_1x1_skip") else 0
+            return 2 * a + conv(3, a, b) + (D * b + b) + 2 * b + conv(3, b, b) + skip
 
         def attn(c):
             norm = 0 if slips.get("attention_without_norm") else 2 * c
@@ -455,10 +481,11 @@ def _analyser_with(**slips):
             p += (conv(3, c, c) if i < n - 1 else 0) + (conv(3, c, prev) if i > 0 else 0)
             params[f"level {i}"] = p
             values[f"level {i}"] = 2 * b * (1 + a) * c * r * r
-            values[f"level {i}"] += (c * (r // 2) ** 2 if i < n - 1 else 0) + (prev * (2 * r) ** 2 if i > 0 else 0)
+            down = r if slips.get("downsampler_at_r_i") else r // 2
+            values[f"level {i}"] += (c * down**2 if i < n - 1 else 0) + (prev * (2 * r) ** 2 if i > 0 else 0)
         params["middle"] = 2 * res(ch[-1], ch[-1]) + attn(ch[-1])
         values["middle"] = 3 * ch[-1] * (S // 2 ** (n - 1)) ** 2
-        act = {k: 4 * batch * v for k, v in values.items()}
+        act = {k: slips.get("bytes_per_value", 4) * batch * v for k, v in values.items()}
         return {
             "parameters": params,
             "activation_bytes": act,
@@ -483,6 +510,9 @@ def test_analyser_counted_another_way_passes(seed):
         ({"attention_without_biases": True}, "P_attn(C) counts the biases"),
         ({"attention_without_norm": True}, "P_attn(C) starts with its GroupNorm's 2C"),
         ({"encoder_from_c_i": True}, "the encoder's first ResBlock at level i goes C_{i−1} → C_i"),
+        ({"no_1x1_skip": True}, "has a 1×1 skip conv, conv(1, a, b) = ab + b parameters"),
+        ({"downsampler_at_r_i": True}, "the downsampler halves the side"),
+        ({"bytes_per_value": 2}, "that is 2 bytes per value (bf16 or float16)"),
         (
             {"no_skip_channels": True, "attention_without_biases": True},
             "the decoder's ResBlocks take 2·C_i channels (h and the skip concatenated), yours count C_i; "
@@ -495,6 +525,9 @@ def test_analyser_counted_another_way_passes(seed):
         "attention-without-biases",
         "attention-without-norm",
         "encoder-from-c-i",
+        "no-1x1-skip",
+        "downsampler-at-r-i",
+        "bf16-bytes",
         "both",
     ],
 )

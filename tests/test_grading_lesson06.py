@@ -245,6 +245,24 @@ def pool_squared_norms_broadcast(tokens, mask):
     return p, (p @ p.T) / (norms * norms)
 
 
+def pool_l1_cosine(tokens, mask):
+    p = _masked_mean(tokens, mask)
+    unit = p / p.norm(p=1, dim=1, keepdim=True)
+    return p, unit @ unit.T
+
+
+def pool_masked_max(tokens, mask):
+    p = torch.where(mask[..., None], tokens, torch.finfo(tokens.dtype).min).max(dim=1).values
+    unit = F.normalize(p, dim=1)
+    return p, unit @ unit.T
+
+
+def pool_tokens_normalised_first(tokens, mask):
+    p = _masked_mean(F.normalize(tokens, dim=-1), mask)
+    unit = F.normalize(p, dim=1)
+    return p, unit @ unit.T
+
+
 def pool_float64_loop(tokens, mask):
     """One prompt at a time in float64, cosine by hand: must pass."""
     pooled = torch.stack([tokens[i][mask[i]].double().mean(0) for i in range(len(tokens))])
@@ -281,6 +299,9 @@ def test_06_2_wrong_variants():
         (pool_whole_matrix_norm, "the norm of the whole N×D matrix"),
         (pool_one_norm, "not by ‖p_i‖ alone"),
         (pool_squared_norms_broadcast, "giving p_i·p_j / ‖p_j‖²"),
+        (pool_l1_cosine, "not the L1 norms Σ |p|"),
+        (pool_masked_max, "the masked mean of the real tokens' states, not their maximum"),
+        (pool_tokens_normalised_first, "yours normalises each token to length 1 before pooling"),
     ],
     ids=lambda v: getattr(v, "__name__", "message"),
 )

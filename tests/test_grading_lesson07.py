@@ -123,6 +123,11 @@ def combine_s_minus_one(eps_uncond, eps_cond, scale):
     return eps_uncond + (_bcast(scale, eps_cond) - 1) * (eps_cond - eps_uncond)
 
 
+def combine_scale_squared(eps_uncond, eps_cond, scale):
+    s = _bcast(scale, eps_cond)
+    return eps_uncond + s**2 * (eps_cond - eps_uncond)
+
+
 def test_07_1_wrong_variants():
     assert_wrong("07.1", combine_swapped, "swaps the two predictions", partial="partial")  # right at s = 0.5
     assert_wrong("07.1", combine_one_plus_s, "(1 + s) convention", partial="partial")  # shapes are right
@@ -137,6 +142,7 @@ def test_07_1_wrong_variants():
         (combine_minus, "not − s·(ε_c − ε_∅)"),
         (combine_step_only, "s·(ε_c − ε_∅) alone is only the step"),
         (combine_s_minus_one, "use s itself"),
+        (combine_scale_squared, "multiplies the difference by s once, not by s²"),
     ],
     ids=lambda v: getattr(v, "__name__", "message"),
 )
@@ -408,9 +414,30 @@ def spread_plain_mean(features, labels, num_classes):
     )
 
 
+def spread_manhattan(features, labels, num_classes):
+    return _spread(features, labels, num_classes, lambda f: torch.pdist(f, p=1).mean().item())
+
+
+def spread_rms_over_features(features, labels, num_classes):
+    """The root of the mean squared difference over the features: ‖f_i − f_j‖ / sqrt(F)."""
+    return _spread(features, labels, num_classes, lambda f: (_pairs(f) / f.shape[1] ** 0.5).mean().item())
+
+
+def spread_root_mean_square(features, labels, num_classes):
+    return _spread(features, labels, num_classes, lambda f: (_pairs(f) ** 2).mean().sqrt().item())
+
+
+def spread_to_centroid(features, labels, num_classes):
+    return _spread(features, labels, num_classes, lambda f: (f - f.mean(dim=0)).norm(dim=1).mean().item())
+
+
 @pytest.mark.parametrize(
     "answer, message",
     [
+        (spread_manhattan, "not the L1 distance Σ |f_i − f_j|"),
+        (spread_rms_over_features, "not the root of their mean (that divides it by sqrt(F))"),
+        (spread_root_mean_square, "yours is the root of the mean squared distance"),
+        (spread_to_centroid, "not the mean distance of each sample to the class centroid"),
         (spread_full_matrix_over_pairs, "holds every pair twice"),
         (spread_pairs_over_ordered_count, "divide their sum by that, not by n(n − 1)"),
         (spread_with_the_diagonal, "the diagonal i = j is not a pair"),

@@ -256,6 +256,68 @@ def _cosine_diagnosis(case: Case, got, expected) -> str:
         return "this is the cosine schedule without the clip: clip each beta at max_beta before the product"
     if np.allclose(got, np.concatenate([[1.0], exp[:-1]]), rtol=1e-5, atol=1e-12):
         return "your abar is one step late: abar_0 is already 1 − beta_0, not 1"
+    return _schedule_slip_diagnosis(T, float(s), float(max_beta), got, exp)
+
+
+def _abar_from(f, u: np.ndarray, max_beta: float) -> np.ndarray:
+    """abar from f on the grid u (T + 1 points), each beta clipped at max_beta."""
+    fu = f(u)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.cumprod(1.0 - np.minimum(1.0 - fu[1:] / fu[:-1], max_beta))
+
+
+def _schedule_slip_candidates(T: int, s: float, max_beta: float) -> list[tuple[str, np.ndarray, int]]:
+    """(message, abar of the slip, how many of its first values to compare) for the slips around f."""
+
+    def f(u, denominator=1.0 + s):
+        return np.cos((u + s) / denominator * np.pi / 2.0) ** 2
+
+    u = np.arange(T + 1, dtype=np.float64) / T
+    out = [
+        (
+            "your clip acts on abar, not on the betas: clip each beta_t = 1 − f((t+1)/T) / f(t/T) at max_beta, "
+            "then take the running product of 1 − beta_t",
+            np.maximum(f(u[1:]) / f(0.0), 1.0 - max_beta),
+            T,
+        ),
+        (
+            f"your betas are clipped at 1 − max_beta = {1.0 - max_beta:.6g}: the clip is min(beta_t, max_beta), "
+            f"max_beta = {max_beta:.6g}",
+            _abar_from(f, u, 1.0 - max_beta),
+            T,
+        ),
+        (
+            "your f(u) divides by 1 − s: f(u) = cos²(π/2 · (u + s)/(1 + s)), so that f is about 1 at u = 0 and "
+            "exactly 0 at u = 1",
+            _abar_from(lambda v: f(v, 1.0 - s), u, max_beta),
+            T,
+        ),
+    ]
+    if T >= 2:
+        # u = t/(T − 1) passes 1 before the last step; how an answer treats u > 1 varies, so only the
+        # values that stay on u ≤ 1 (t = 0 … T − 2) are compared
+        out.append(
+            (
+                "your grid is u = t/(T − 1): u = t/T, so that the T steps run from u = 0 to u = 1 "
+                "(f at T + 1 points, t = 0 … T)",
+                _abar_from(f, np.arange(T + 1, dtype=np.float64) / (T - 1), max_beta),
+                T - 1,
+            )
+        )
+    return out
+
+
+def _schedule_slip_diagnosis(T: int, s: float, max_beta: float, got: np.ndarray, exp: np.ndarray) -> str:
+    """The message of the clip, 1 − s or grid slip whose abar ``got`` holds, or ''."""
+    try:
+        for message, abar, n in _schedule_slip_candidates(T, s, max_beta):
+            a, g, e = abar[:n], got[:n], exp[:n]
+            if n < 1 or not np.all(np.isfinite(a)) or np.allclose(a, e, rtol=1e-5, atol=1e-12):
+                continue  # the slip cannot show on this case
+            if np.allclose(g, a, rtol=1e-5, atol=1e-12):
+                return message
+    except (TypeError, ValueError, IndexError, ZeroDivisionError, OverflowError):
+        return ""
     return ""
 
 

@@ -389,16 +389,37 @@ def _squared_mean(err: torch.Tensor) -> torch.Tensor:
     return err.pow(2).mean()
 
 
-def _predictor_slip(alphas_cumprod, x0, t, noise, random_eps, bands, in_band=None, score=_squared_mean) -> dict:
-    """What an evaluator with other band edges (``in_band(t, lo, hi, T)``) or another error measure
-    (``score(err)``) returns; an empty band scores NaN, as torch's mean of nothing does."""
+def _noised(abar, x0, noise):
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+
+def _solved(x_t, abar, eps_hat):
+    return (x_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()
+
+
+def _predictor_slip(
+    alphas_cumprod,
+    x0,
+    t,
+    noise,
+    random_eps,
+    bands,
+    in_band=None,
+    score=_squared_mean,
+    step=None,
+    noised=_noised,
+    solved=_solved,
+) -> dict:
+    """What an evaluator with other band edges (``in_band(t, lo, hi, T)``), another error measure
+    (``score(err)``), another row of the table (``step(t)``), another x_t (``noised(abar, x0, noise)``) or
+    another x̂0 (``solved(x_t, abar, ε̂)``) returns; an empty band scores NaN, as torch's mean of nothing does."""
     T = len(alphas_cumprod)
-    abar = _per_sample(alphas_cumprod[t], x0)
-    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    abar = _per_sample(alphas_cumprod[t if step is None else step(t)], x0)
+    x_t = noised(abar, x0, noise)
     masks = [in_band(t, lo, hi, T) if in_band else (t >= lo) & (t < hi) for lo, hi in bands]
     out = {}
     for name, eps_hat in {"zero": torch.zeros_like(noise), "random": random_eps, "oracle": noise}.items():
-        x0_hat = (x_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()
+        x0_hat = solved(x_t, abar, eps_hat)
         out[name] = {
             "eps_mse": torch.stack([score((eps_hat - noise)[m]) for m in masks]),
             "x0_mse": torch.stack([score((x0_hat - x0)[m]) for m in masks]),
@@ -420,10 +441,45 @@ def _same_scores(got, candidate: dict) -> bool:
     return True
 
 
+_ONE_STEP_BACK = (
+    "your x0_mse uses abar_{t−1}: image i was noised at step t_i, so take alphas_cumprod[t] (t counts from 0) "
+    "both to build x_t and to solve for x̂0"
+)
+_NOISE_NOT_ROOT = (
+    "your x_t scales the noise by 1 − abar_t: its standard deviation is sqrt(1 − abar_t), x_t = sqrt(abar_t)·x0 + "
+    "sqrt(1 − abar_t)·noise, and x̂0 = (x_t − sqrt(1 − abar_t)·ε̂) / sqrt(abar_t)"
+)
+
+#: Slips in x_t or x̂0: (message, keyword arguments of _predictor_slip).
+_JUMP_SLIPS = (
+    (
+        "your x̂0 divides by abar_t: solving x_t = sqrt(abar_t)·x0 + sqrt(1 − abar_t)·ε for x0 divides by its "
+        "square root, x̂0 = (x_t − sqrt(1 − abar_t)·ε̂) / sqrt(abar_t)",
+        {"solved": lambda x_t, abar, e: (x_t - (1 - abar).sqrt() * e) / abar},
+    ),
+    (_ONE_STEP_BACK, {"step": lambda t: (t - 1).clamp(min=0)}),
+    (_ONE_STEP_BACK, {"step": lambda t: t - 1}),  # t = 0 reads the table's last row
+    (
+        _NOISE_NOT_ROOT,
+        {
+            "noised": lambda abar, x0, n: abar.sqrt() * x0 + (1 - abar) * n,
+            "solved": lambda x_t, abar, e: (x_t - (1 - abar) * e) / abar.sqrt(),
+        },
+    ),
+    (_NOISE_NOT_ROOT, {"noised": lambda abar, x0, n: abar.sqrt() * x0 + (1 - abar) * n}),
+    (
+        "your x0_mse compares x_t itself with x0: first solve for x̂0 = (x_t − sqrt(1 − abar_t)·ε̂) / "
+        "sqrt(abar_t), with each predictor's ε̂, then take the mean of (x̂0 − x0)²",
+        {"solved": lambda x_t, abar, e: x_t},
+    ),
+)
+
+
 def _predictor_diagnosis(case: Case, got, expected) -> str:
-    """The message of the band-edge or error-measure slip whose numbers ``got`` holds, or ''."""
+    """The message of the band-edge, error-measure or x_t / x̂0 slip whose numbers ``got`` holds, or ''."""
     slips = [(why, {"in_band": rule}) for why, rule in _BAND_SLIPS]
     slips += [(why, {"score": score}) for why, score in _SCORE_SLIPS]
+    slips += list(_JUMP_SLIPS)
     try:
         for why, how in slips:
             candidate = _predictor_slip(*case.args, **how)

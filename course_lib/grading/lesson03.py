@@ -275,7 +275,38 @@ def _observe_resblock(answer, case: Case) -> dict:
         "load_error": load_error,
         "output": y if not load_error else None,
         "norm_groups": [_groups_of(getattr(block, name, None)) for name in ("norm1", "norm2")],
+        "norm_eps": [_eps_of(getattr(block, name, None)) for name in ("norm1", "norm2")],
     }
+
+
+def _eps_of(norm) -> float | None:
+    """The eps of a GroupNorm layer, None for anything else."""
+    return float(norm.eps) if isinstance(norm, nn.GroupNorm) else None
+
+
+def _eps_check(got: dict, where: str) -> SubCheck:
+    """Both GroupNorms use eps = 1e-6, as group_norm(C) does (torch's default is 1e-5); a layer that is not a
+    GroupNorm, or a probe that did not record eps, passes here (other checks speak for it)."""
+    wrong = []
+    try:
+        for name, eps in zip(("norm1", "norm2"), got.get("norm_eps") or ()):
+            if (
+                isinstance(eps, (int, float))
+                and not isinstance(eps, bool)
+                and not math.isclose(eps, 1e-6, rel_tol=1e-3)
+            ):
+                wrong.append(f"{name} has eps = {eps:g}")
+    except (TypeError, ValueError, AttributeError):
+        wrong = []
+    if not wrong:
+        return SubCheck("GroupNorm eps", True, 0.25)
+    return SubCheck(
+        "GroupNorm eps",
+        False,
+        0.25,
+        "; ".join(wrong) + f": the spec's GroupNorms use eps = 1e-6 (group_norm(C) does; nn.GroupNorm's default is "
+        f"1e-5){where}",
+    )
 
 
 def _groups_of(norm) -> int | None:
@@ -322,23 +353,36 @@ def _resblock_slips(case: Case) -> list[tuple[str, torch.Tensor]]:
     block.load_state_dict(_reference_weights(in_ch, out_ch, emb_dim, weight_seed))
     block.eval()
     relu, silu, none = F.relu, F.silu, (lambda v: v)
+    gelu, gelu_tanh, tanh = F.gelu, (lambda v: F.gelu(v, approximate="tanh")), torch.tanh
 
-    def forward(act=silu, act_e=silu, bias_after_conv2=False, residual=True):
+    def forward(act=silu, act_e=silu, bias_after_conv2=False, residual=True, bias_after_norm2=False, skip_normed=False):
         with torch.no_grad():
             bias = block.emb(act_e(e)).view(e.shape[0], -1, 1, 1)
             h = block.conv1(act(block.norm1(x)))
-            h = h if bias_after_conv2 else h + bias
-            h = block.conv2(act(block.norm2(h)))
+            h = h if bias_after_conv2 or bias_after_norm2 else h + bias
+            h = block.norm2(h) + bias if bias_after_norm2 else block.norm2(h)
+            h = block.conv2(act(h))
             h = h + bias if bias_after_conv2 else h
-            return block.skip(x) + h if residual else h
+            skip = block.skip(block.norm1(x) if skip_normed else x)
+            return skip + h if residual else h
 
     relu_msg = (
         "your block uses ReLU where SiLU belongs: SiLU(x) = x·σ(x) (F.silu), after each GroupNorm and on e before W_e"
     )
+    gelu_msg = "your block uses GELU where SiLU belongs: SiLU(x) = x·σ(x) (F.silu), after each GroupNorm and on e"
+    tanh_msg = "your block uses tanh where SiLU belongs: SiLU(x) = x·σ(x) (F.silu), after each GroupNorm and on e"
     return [
         (relu_msg, forward(act=relu, act_e=relu)),
         (relu_msg, forward(act=relu)),
         (relu_msg, forward(act_e=relu)),
+        (gelu_msg, forward(act=gelu, act_e=gelu)),
+        (gelu_msg, forward(act=gelu)),
+        (gelu_msg, forward(act_e=gelu)),
+        (gelu_msg, forward(act=gelu_tanh, act_e=gelu_tanh)),
+        (gelu_msg, forward(act=gelu_tanh)),
+        (tanh_msg, forward(act=tanh, act_e=tanh)),
+        (tanh_msg, forward(act=tanh)),
+        (tanh_msg, forward(act_e=tanh)),
         (
             "your block has no SiLU at all: h = conv1(SiLU(GN(x))) + W_e·SiLU(e), and conv2(SiLU(GN(h)))",
             forward(act=none, act_e=none),
@@ -353,6 +397,15 @@ def _resblock_slips(case: Case) -> list[tuple[str, torch.Tensor]]:
             forward(bias_after_conv2=True),
         ),
         ("your output leaves out skip(x): out = skip(x) + conv2(SiLU(GN(h)))", forward(residual=False)),
+        (
+            "the time bias is added after norm2: add W_e·SiLU(e) to h = conv1(SiLU(GN(x))) first, then normalise "
+            "it, conv2(SiLU(norm2(h)))",
+            forward(bias_after_norm2=True),
+        ),
+        (
+            "your skip takes norm1(x): the skip carries x itself, out = skip(x) + conv2(SiLU(GN(h)))",
+            forward(skip_normed=True),
+        ),
     ]
 
 
@@ -452,6 +505,7 @@ def _resblock_judge(case: Case, got, expected) -> list[SubCheck]:
         checks.append(SubCheck("values", v_ok, 2, msg))
     else:
         checks.append(SubCheck("values", False, 2, ""))
+    checks.append(_eps_check(got, where))
     return checks
 
 
@@ -523,6 +577,14 @@ _UNET_SLIPS = (
     ),
     ("attention without biases", "P_attn(C) counts the biases: 2C + (3C² + 3C) + (C² + C)"),
     ("attention without norm", "P_attn(C) starts with its GroupNorm's 2C"),
+    (
+        "no 1×1 skip",
+        "a ResBlock whose widths differ (a ≠ b) has a 1×1 skip conv, conv(1, a, b) = ab + b parameters, in P_res(a, b)",
+    ),
+    (
+        "downsampler at R_i",
+        "the downsampler halves the side: its output holds C_i·(R_i/2)² values, not C_i·R_i²",
+    ),
 )
 
 
@@ -538,7 +600,8 @@ def _count_unet(channels, blocks, attention, image_size=32, in_channels=1, batch
         return a * b + b
 
     def res(a, b):
-        return 2 * a + conv(3, a, b) + lin(D, b) + 2 * b + conv(3, b, b) + (conv(1, a, b) if a != b else 0)
+        skip = conv(1, a, b) if a != b and "no 1×1 skip" not in slips else 0
+        return 2 * a + conv(3, a, b) + lin(D, b) + 2 * b + conv(3, b, b) + skip
 
     def attn(c):
         if "attention without biases" in slips:
@@ -565,8 +628,9 @@ def _count_unet(channels, blocks, attention, image_size=32, in_channels=1, batch
         decoder = sum(res(w, c) for w in decoder_in(c, b)) + b * a * attn(c) + (conv(3, c, up) if i > 0 else 0)
         params[f"level {i}"] = encoder + decoder
         r = S // 2**i
+        down = r if "downsampler at R_i" in slips else r // 2  # the downsampler's output side
         values[f"level {i}"] = (
-            2 * b * (1 + a) * c * r * r + (c * (r // 2) ** 2 if i < n - 1 else 0) + (up * (2 * r) ** 2 if i > 0 else 0)
+            2 * b * (1 + a) * c * r * r + (c * down**2 if i < n - 1 else 0) + (up * (2 * r) ** 2 if i > 0 else 0)
         )
     r = S // 2 ** (n - 1)
     params["middle"] = 2 * res(ch[-1], ch[-1]) + attn(ch[-1])
@@ -668,9 +732,11 @@ def _analyse_judge(case: Case, got, expected) -> list[SubCheck]:
             continue
         c.message = f"{path}: expected {e:,.0f}, got {g:,.0f}, off by {g - e:+,.0f} ({case.label})"
         why = ""
-        if path.startswith("activation_bytes") and e:
+        if path.startswith(("activation_bytes", "total_activation_bytes")) and e:
             if math.isclose(4 * g, e):
                 why = "that is the number of values: float32 takes 4 bytes each"
+            elif math.isclose(2 * g, e):
+                why = "that is 2 bytes per value (bf16 or float16): the activations are float32, 4 bytes each"
             elif batch > 1 and math.isclose(batch * g, e):
                 why = f"multiply by the batch ({batch})"
             elif batch > 1 and math.isclose(4 * batch * g, e):

@@ -253,6 +253,13 @@ def _pool_probe(answer: Any, case: Case) -> dict:
     return {"pair": True, "pooled": result[0], "similarity": result[1]}
 
 
+_MAX_POOL = "pool with the masked mean of the real tokens' states, not their maximum"
+_UNITS_FIRST = (
+    "average the token states as they are: yours normalises each token to length 1 before pooling; only the "
+    "pooled vectors are normalised, for the cosine"
+)
+
+
 def _pool_mistakes(case: Case) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     tokens, mask = case.args
     m = mask.to(tokens.dtype)[..., None]
@@ -269,6 +276,11 @@ def _pool_mistakes(case: Case) -> tuple[dict[str, torch.Tensor], dict[str, torch
     padded_only = (tokens * hidden).sum(1) / hidden.sum(1)  # NaN for a prompt without padding
     dots = right @ right.T
     norms = right.norm(dim=1)
+    # masked max pooling: the padded slots can never win
+    maxed = tokens.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
+    # each token state made a unit vector first, then the masked mean
+    units_first = (tokens / tokens.norm(dim=2, keepdim=True) * m).sum(1) / m.sum(1)
+    l1 = right / right.abs().sum(dim=1, keepdim=True)
 
     pad = "average only the real tokens (mask True): the padded slots hold junk states"
     inverted = "the mask is True at the real tokens: average where it is True, not where it is False (~mask)"
@@ -281,6 +293,8 @@ def _pool_mistakes(case: Case) -> tuple[dict[str, torch.Tensor], dict[str, torch
         "pooled is the masked mean itself, not its unit vector: normalise a copy for the cosine only": right
         / norms[:, None],
         inverted: padded_only,
+        _MAX_POOL: maxed,
+        _UNITS_FIRST: units_first,
     }
     both = "divide each dot product by both norms, ‖p_i‖·‖p_j‖"
     sims = {
@@ -296,6 +310,10 @@ def _pool_mistakes(case: Case) -> tuple[dict[str, torch.Tensor], dict[str, torch
         f"{both}: an (N,) tensor of squared norms divides the columns, giving p_i·p_j / ‖p_j‖²; use the outer "
         "product norms[:, None] * norms[None, :]": dots / (norms * norms),
         inverted: cos(padded_only),
+        "the cosine divides by the Euclidean norms ‖p_i‖₂ = sqrt(Σ p²), not the L1 norms Σ |p| "
+        "(p.norm(dim=1), whose default is p=2)": l1 @ l1.T,
+        _MAX_POOL: cos(maxed),
+        _UNITS_FIRST: cos(units_first),
     }
     return pooled, sims
 

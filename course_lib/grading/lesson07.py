@@ -136,6 +136,8 @@ def _combine_mistakes(case: Case) -> dict[str, Any]:
         * (c - u),
         "use s itself: ε_∅ + s·(ε_c − ε_∅) (s − 1 belongs to the other convention, ε_c + (s − 1)·(ε_c − ε_∅))": u
         + (sb - 1) * (c - u),
+        "your scale enters squared: ε_∅ + s·(ε_c − ε_∅) multiplies the difference by s once, not by s²": u
+        + sb * sb * (c - u),
     }
     if isinstance(s, torch.Tensor) and s.dim() == 1 and len(s) > 1:
         one = "each image i has its own s_i: reshape the (N,) scale to broadcast, do not collapse it to one number"
@@ -508,6 +510,8 @@ def _spread_mistakes(case: Case) -> dict[str, dict[str, Any]]:
     f = features.to(torch.float64)
     d = torch.cdist(f, f)
     with_self, squared, zero_small, pooled, twice, half, with_diagonal = [], [], [], [], [], [], []
+    manhattan, rms_features, rms_pairs, centroid = [], [], [], []
+    d1 = torch.cdist(f, f, p=1)
     nan = float("nan")
     for c in range(k):
         idx = labels == c
@@ -521,6 +525,12 @@ def _spread_mistakes(case: Case) -> dict[str, dict[str, Any]]:
         twice.append(float(block.sum() / (m * (m - 1) / 2)) if m >= 2 else nan)
         half.append(float(block.sum() / 2 / (m * (m - 1))) if m >= 2 else nan)
         with_diagonal.append(float(block.sum() / 2 / (m * (m + 1) / 2)) if m >= 2 else nan)
+        pairs = m * (m - 1)
+        manhattan.append(float(d1[idx][:, idx].sum() / pairs) if m >= 2 else nan)
+        rms_features.append(float(block.sum() / pairs / math.sqrt(f.shape[1])) if m >= 2 else nan)
+        rms_pairs.append(float(((block**2).sum() / pairs).sqrt()) if m >= 2 else nan)
+        members = f[idx]
+        centroid.append(float((members - members.mean(0)).norm(dim=1).mean()) if m >= 2 else nan)
 
     def nanmean(v):
         v = [x for x in v if not math.isnan(x)]
@@ -537,6 +547,13 @@ def _spread_mistakes(case: Case) -> dict[str, dict[str, Any]]:
         "the pairs i < j number n(n − 1)/2: divide their sum by that, not by n(n − 1)": half,
         "the diagonal i = j is not a pair: take the pairs i < j only (torch.triu_indices(n, n, offset=1), or "
         "torch.pdist), not i ≤ j": with_diagonal,
+        "use the Euclidean distance ‖f_i − f_j‖₂ = sqrt(Σ (f_i − f_j)²), not the L1 distance Σ |f_i − f_j| "
+        "(torch.cdist's default p=2)": manhattan,
+        "use the Euclidean distance ‖f_i − f_j‖₂ = sqrt(Σ (f_i − f_j)²) over the features, not the root of their "
+        "mean (that divides it by sqrt(F))": rms_features,
+        "average the distances ‖f_i − f_j‖ themselves: yours is the root of the mean squared distance": rms_pairs,
+        "the spread is the mean distance between two samples of the class, over the pairs i < j, not the mean "
+        "distance of each sample to the class centroid": centroid,
     }
     right = _class_spread(features, labels, k)["per_class"]
     counts = torch.bincount(labels, minlength=k)
