@@ -553,3 +553,16 @@ def test_04_4_more_slips_are_named(slip, message):
         return torch.clamp(raw, 1, -1) if slip == "clamp(x, 1, -1)" else raw.clamp(-1, 1)
 
     assert_wrong("04.4", answer, message)
+
+
+def test_04_1_model_called_at_t_plus_1_is_not_blamed_on_the_abar_index():
+    """x_t is right, only the model's t is off: on the oracle cases the losses are ~1e-5, where an absolute
+    tolerance of 1e-6 made the loss match both abar-index slips, which this answer does not have."""
+
+    def loss_model_at_t_plus_1(model, x0, t, noise, abar):
+        a = abar[t].to(x0.dtype).view(-1, 1, 1, 1)
+        return F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t + 1), noise)
+
+    for result in grade_all_seeds("04.1", loss_model_at_t_plus_1):
+        assert result.status != "pass"
+        assert "index abar" not in result.feedback(), result.feedback()

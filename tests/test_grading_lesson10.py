@@ -780,3 +780,38 @@ def test_notebook_title_and_runtime():
     assert first.startswith("# Exercises 10: ControlNet, DiT and flow matching")
     assert all(f"**{i}**" in first for i in IDS)
     assert math.isfinite(float(first.split("**Runtime:** about ")[1].split(" s")[0]))
+
+
+def test_euler_at_the_step_end_is_named_first_even_with_one_step():
+    """With one step, evaluating at the step's end and walking upwards both call velocity at t = 0: the end of
+    the step, the likelier slip, comes first."""
+    result = grade_answer("10.4", euler_end_of_step, 0)
+    for check in result.checks:
+        if not check.passed and "walks up" in check.message:
+            assert check.message.index("not where it ends") < check.message.index("walks up"), check.message
+
+
+class ControlledThreeByThree(_Controlled):
+    """Zero convolutions built 3×3 (padding 1): zero_out's own 9·C·C + C values get the first gradient."""
+
+    def __init__(self, block, channels, hint_channels):
+        super().__init__(block, channels, hint_channels)
+        self.zero_in = nn.Conv2d(hint_channels, channels, 3, padding=1)
+        self.zero_out = nn.Conv2d(channels, channels, 3, padding=1)
+        _zero(self.zero_in), _zero(self.zero_out)
+
+
+class ControlledHintIntoTheBlock(_Controlled):
+    """zero_in(hint) also enters the frozen block: zero_in gets a gradient past zero_out."""
+
+    def forward(self, x, hint):
+        h = x + self.zero_in(hint)
+        return self.block(h) + self.zero_out(self.copy(h))
+
+
+def test_controlnet_gradient_messages_name_what_the_answer_did():
+    three = grade_answer("10.5", ControlledThreeByThree, 0).feedback()
+    assert "a zero convolution is 1×1" in three and "they are 1×1 convolutions" in three, three
+    assert "through the frozen block's input" not in three, three
+    into_block = grade_answer("10.5", ControlledHintIntoTheBlock, 0).feedback()
+    assert "the extra came another way" in into_block, into_block

@@ -605,11 +605,12 @@ def _time_mistakes(case: Case) -> dict[str, list[float]]:
     s = 1.0 if shift is None else shift
     ts = _grid(steps, s)
     out = {
+        "velocity is called once per step, at the start of each step (t_0 … t_{steps−1}), never at t = 0": ts,
+        # before "walks up": with one step both give [0], and a step's end is the likelier slip
+        "Euler evaluates the velocity where a step starts, t_i, not where it ends, t_{i+1}": ts[1:],
         "the sampler starts at t = 1 (pure noise) and walks down to t = 0; yours walks up": [
             _shift(i / steps, s) for i in range(steps)
         ],
-        "velocity is called once per step, at the start of each step (t_0 … t_{steps−1}), never at t = 0": ts,
-        "Euler evaluates the velocity where a step starts, t_i, not where it ends, t_{i+1}": ts[1:],
         "there are steps + 1 times from 1 to 0 (steps intervals of 1/steps before the shift), as "
         "torch.linspace(1, 0, steps + 1) gives": _grid(steps, s, steps - 1)[:-1] if steps > 1 else [],
     }
@@ -961,6 +962,8 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             )
         elif n == P + (hc * C) + (C * C):
             msg += " — the zero convolutions need their biases (zeroed like the weights)"
+        elif n in (P + 9 * hc * C + C + zout_p, P + zin_p + 9 * C * C + C, P + 9 * hc * C + C + 9 * C * C + C):
+            msg += " — a zero convolution here is 3×3: they are 1×1 convolutions, nn.Conv2d(c_in, c_out, 1)"
     checks.append(SubCheck("trainable parameters", n_ok, 1, msg))
     # 4. the first step: the gradient reaches zero_out's weight and bias, and nothing behind them
     gn, gb, exp_n = got.get("grad_nonzero"), got.get("grad_block"), expected["grad_nonzero"]
@@ -974,11 +977,17 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             )
         elif gb:
             msg = f"the frozen block received a gradient: block.requires_grad_(False){where}"
+        elif gn == 9 * C * C + C:
+            msg = (
+                f"at the first step zero_out's {gn} values got their gradient, 9·C·C + C: zero_out is a 3×3 "
+                f"convolution; a zero convolution is 1×1, nn.Conv2d(C, C, 1), C·C + C = {exp_n} values{where}"
+            )
         elif gn > exp_n:
             msg = (
-                f"at the first step {gn} trainable values got a gradient; only zero_out's C·C + C = {exp_n} may: "
-                "with zero_out's weight at 0 nothing flows back through it (∂y/∂input = W = 0) to the copy or "
-                f"zero_in{where}"
+                f"at the first step {gn} trainable values got a gradient; only zero_out's C·C + C = {exp_n} may. "
+                "With its weight at 0 no gradient passes back through zero_out (∂y/∂input = W = 0), so the extra "
+                "came another way: zero_in(hint) and the copy must reach the output only through zero_out (not, "
+                f"say, through the frozen block's input){where}"
             )
         else:
             msg = (
