@@ -566,3 +566,62 @@ def test_04_1_model_called_at_t_plus_1_is_not_blamed_on_the_abar_index():
     for result in grade_all_seeds("04.1", loss_model_at_t_plus_1):
         assert result.status != "pass"
         assert "index abar" not in result.feedback(), result.feedback()
+
+
+# --------------------------------------------------------------------------- slips a second review found
+
+
+def loss_per_image_mean_summed(model, x0, t, noise, abar):
+    """The mean over each image's pixels, then summed over the batch: N times the loss."""
+    return ((model(_x_t(x0, t, noise, abar), t) - noise) ** 2).flatten(1).mean(1).sum()
+
+
+def ema_decay_capped(ema_params, params, decay):
+    decay = min(decay, 0.9)  # a warm-up habit: the cap belongs to a schedule, not to this update
+    with torch.no_grad():
+        for e, p in zip(ema_params, params):
+            e.mul_(decay).add_(p, alpha=1 - decay)
+
+
+def x0_from_clamped_x_t(abar, x_t, eps, t):
+    a = _v(abar[t], x_t)
+    return (x_t.clamp(-1, 1) - (1 - a).sqrt() * eps) / a.sqrt()
+
+
+def x0_from_clamped_x_t_and_clamped(abar, x_t, eps, t):
+    return x0_from_clamped_x_t(abar, x_t, eps, t).clamp(-1, 1)
+
+
+def test_04_1_per_image_means_summed_over_the_batch_are_named():
+    assert_wrong("04.1", loss_per_image_mean_summed, "you summed the per-image means", partial="partial")
+
+
+def test_04_2_a_capped_decay_is_named():
+    assert_wrong("04.2", ema_decay_capped, "min(decay, 0.9)", partial="partial")
+
+
+@pytest.mark.parametrize("answer", [x0_from_clamped_x_t, x0_from_clamped_x_t_and_clamped])
+def test_04_4_clamping_x_t_instead_of_x0_is_named(answer):
+    assert_wrong("04.4", answer, "clamp x̂_0, not x_t", partial="partial")
+
+
+def test_04_new_diagnoses_stay_silent_on_right_answers():
+    def loss_in_a_loop(model, x0, t, noise, abar):  # x_t image by image, the squared error summed by image
+        a = [abar[int(k)].to(x0.dtype) for k in t]
+        x_t = torch.stack([a[n].sqrt() * x0[n] + (1 - a[n]).sqrt() * noise[n] for n in range(len(t))])
+        err = (model(x_t, t) - noise) ** 2
+        return sum(err[n].sum() for n in range(len(t))) / x0.numel()
+
+    def ema_lerp(ema_params, params, decay):
+        with torch.no_grad():
+            for e, p in zip(ema_params, params):
+                e.lerp_(p, 1 - decay)
+
+    def x0_float64_where(abar, x_t, eps, t):
+        a = _v(abar[t], x_t)
+        raw = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+        return torch.where(raw > 1, 1.0, torch.where(raw < -1, -1.0, raw)).to(x_t.dtype)
+
+    for ex_id, answer in (("04.1", loss_in_a_loop), ("04.2", ema_lerp), ("04.4", x0_float64_where)):
+        for result in grade_all_seeds(ex_id, answer):
+            assert result.status == "pass", result.feedback()

@@ -493,3 +493,89 @@ def curve_slip(abar, x0, known, noise, counts, kappa, slip):
 )
 def test_08_3_more_slips_are_named(slip, message):
     assert_wrong("08.3", lambda *args: curve_slip(*args, slip), message, partial="partial")
+
+
+# --------------------------------------------------------------------------- slips a second review found
+
+
+def _ddim_slip2(a_t, a_prev, x_t, eps, eta, z, slip):
+    r = (1 - a_t) / (1 - a_prev) if slip == "ratio swapped" else (1 - a_prev) / (1 - a_t)
+    second = 1 - a_t / a_prev if slip == "no root on σ's second factor" else math.sqrt(1 - a_t / a_prev)
+    s = eta * math.sqrt(r) * second
+    x0 = (x_t - math.sqrt(1 - a_t) * eps) / (a_t if slip == "x̂0 over abar_t" else math.sqrt(a_t))
+    direction = math.sqrt(max(1 - a_prev - s * s, 0.0)) * (z if slip == "z as the direction" else eps)
+    return math.sqrt(a_prev) * x0 + direction + s * z
+
+
+@pytest.mark.parametrize(
+    "slip, message",
+    [
+        ("no root on σ's second factor", "take the square root of 1 − abar_t/abar_{t'} too"),
+        ("ratio swapped", "(1 − abar_{t'})/(1 − abar_t): your ratio is upside down"),
+        ("z as the direction", "the direction term points along ε̂"),
+        ("x̂0 over abar_t", "divide by sqrt(abar_t), not abar_t"),
+    ],
+)
+def test_08_1_slips_a_second_review_found_are_named(slip, message):
+    def answer(*args):
+        if slip == "ratio swapped" and args[1] == 1.0:  # the learner's own formula divides by 1 − abar_{t'} = 0
+            return L._ddim_update(*args)
+        return _ddim_slip2(*args, slip)
+
+    assert_wrong("08.1", answer, message, partial="partial")
+
+
+def curve_leading_from_x_T(*args):
+    """Leading timesteps, but the run starts at x_{T−1} as the spec says."""
+    return _curve(*args, ts_fn=lambda T, n: [(n - 1 - i) * (T // n) for i in range(n)])
+
+
+def curve_mse(*args):
+    out = _curve(*args)
+    return {"errors": out["errors"] ** 2, "knee": _right_knee((out["errors"] ** 2).tolist(), args[4])}
+
+
+def curve_from_pure_noise(abar, x0, known, noise, counts, kappa):
+    T = len(abar)
+    errors = []
+    for n in counts:
+        ts = [T - 1 - i * (T // n) for i in range(n)]
+        x = noise.clone()
+        for i, t in enumerate(ts):
+            a_t = float(abar[t])
+            a_next = float(abar[ts[i + 1]]) if i + 1 < n else 1.0
+            eps = (1 + kappa) * (x - math.sqrt(a_t) * known) / math.sqrt(1 - a_t)
+            x = math.sqrt(a_next) * (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t) + math.sqrt(1 - a_next) * eps
+        errors.append(float((x - x0).pow(2).mean().sqrt()))
+    return {"errors": torch.tensor(errors, dtype=torch.float64), "knee": _right_knee(errors, counts)}
+
+
+def curve_trailing_one_late(*args):
+    """t_i = T − i·T/N, the first one (T, out of range) clamped to T − 1."""
+    return _curve(*args, ts_fn=lambda T, n: [min(T - i * (T // n), T - 1) for i in range(n)])
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (curve_leading_from_x_T, "use trailing timesteps"),
+        (curve_mse, "take the square root of the mean squared error"),
+        (curve_from_pure_noise, "not from z alone"),
+        (curve_trailing_one_late, "not T − i·T/N"),
+    ],
+)
+def test_08_3_slips_a_second_review_found_are_named(answer, message):
+    assert_wrong("08.3", answer, message, partial="partial")
+
+
+def test_08_new_diagnoses_stay_silent_on_right_answers():
+    def ddim_expanded(a_t, a_prev, x_t, eps, eta, z):
+        s2 = eta * eta * (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
+        cx = math.sqrt(a_prev / a_t)
+        ce = math.sqrt(max(1 - a_prev - s2, 0.0)) - math.sqrt(a_prev * (1 - a_t) / a_t)
+        return cx * x_t + ce * eps + math.sqrt(s2) * z
+
+    for result in grade_all_seeds("08.1", ddim_expanded):
+        assert result.status == "pass", result.feedback()
+    for result in grade_all_seeds("08.3", lambda *args: _curve(*args)):
+        assert result.status == "pass", result.feedback()

@@ -815,3 +815,46 @@ def test_controlnet_gradient_messages_name_what_the_answer_did():
     assert "through the frozen block's input" not in three, three
     into_block = grade_answer("10.5", ControlledHintIntoTheBlock, 0).feedback()
     assert "the extra came another way" in into_block, into_block
+
+
+# --------------------------------------------------------------------------- slips a second review found
+
+
+def patchify_height_and_width_swapped(x, p):
+    """The image transposed before cutting: the grid runs column by column and so do the pixels of a patch."""
+    _check_p(x, p)
+    return _patchify((0, 2, 4, 3, 5, 1), "right")(x.transpose(2, 3), p)
+
+
+def pair_in_the_wrong_order(x0, eps, t):
+    t = _nchw(t, x0)
+    return eps - x0, (1 - t) * x0 + t * eps
+
+
+def euler_default_shift_3(velocity, x1, steps, shift=3.0):
+    x = x1
+    ts = _times(steps, shift)
+    for t, t_next in zip(ts[:-1], ts[1:]):
+        x = x + (t_next - t) * velocity(x, t)
+    return x
+
+
+class ControlledCopyWithoutX(_Controlled):
+    """The copy sees only the hint: copy(zero_in(hint)), x left out of its input."""
+
+    def forward(self, x, hint):
+        return self.block(x) + self.zero_out(self.copy(self.zero_in(hint)))
+
+
+WRONG_2 = [
+    ("10.1", patchify_height_and_width_swapped, "you swapped H and W", "partial"),
+    ("10.3", pair_in_the_wrong_order, "return the pair as (x_t, v)", "partial"),
+    ("10.4", euler_default_shift_3, "shift's default is 1", "partial"),
+    ("10.5", ControlledCopyWithoutX, "the copy's input is x + zero_in(hint)", "partial"),
+]
+
+
+@pytest.mark.parametrize("exercise_id,answer,message,status", WRONG_2, ids=[f"{w[0]}-{w[1].__name__}" for w in WRONG_2])
+@pytest.mark.parametrize("seed", [0, 1, 3, 12345])
+def test_slips_a_second_review_found_are_named(exercise_id, answer, message, status, seed):
+    assert_known_wrong(exercise_id, answer, message, status, seed)

@@ -173,6 +173,11 @@ def _loss_mistakes(case: Case) -> dict[str, Any]:
         out["x_t needs square roots: sqrt(abar_t)·x0 + sqrt(1 − abar_t)·ε"] = loss_of(abar * x0 + (1 - abar) * noise)
         out["the target is the noise ε, not the clean image x0"] = loss_of(right, target=x0)
         out["average the squared error (mean), don't sum it"] = loss_of(right, reduce="sum")
+        if x0.shape[0] > 1:  # the mean of each image, then summed over the batch: N times the mean
+            out[
+                "you summed the per-image means over the batch: the loss is the mean over every element, "
+                "batch included (N times smaller)"
+            ] = x0.shape[0] * loss_of(right)
         out["the loss is the mean *squared* error, ‖ε − ε̂‖², not the absolute error"] = float(
             (model(right, t) - noise).abs().mean()
         )
@@ -362,6 +367,10 @@ def _ema_mistakes(case: Case) -> dict[str, list[torch.Tensor]]:
     out["apply the decay once: θ_ema ← d·θ_ema + (1 − d)·θ (a mul_(d) before it decays twice)"] = [
         d * d * e + (1 - d) * p.detach() for e, p in zip(ema, params)
     ]
+    if d > 0.9:  # min(decay, 0.9): a warm-up's cap, here with the decay above it
+        out["use the decay as given: min(decay, 0.9) caps it as a warm-up would, and this update has no warm-up"] = [
+            0.9 * e + 0.1 * p.detach() for e, p in zip(ema, params)
+        ]
     if len(ema) > 1:
         out["update every pair of tensors: a return inside the loop stops after the first"] = [
             d * ema[0] + (1 - d) * params[0].detach()
@@ -744,6 +753,13 @@ def _x0_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
                 .clamp(-1, 1)
                 .numpy(),
                 "subtract the noise: x_t − sqrt(1 − abar_t)·ε̂": ((x_t + (1 - a).sqrt() * eps) / a.sqrt())
+                .clamp(-1, 1)
+                .numpy(),
+                "clamp x̂_0, not x_t: x̂_0 = clamp((x_t − sqrt(1 − abar_t)·ε̂) / sqrt(abar_t), −1, 1), with x_t "
+                "as it is": ((x_t.clamp(-1, 1) - (1 - a).sqrt() * eps) / a.sqrt()).numpy(),
+                "clamp x̂_0, not x_t: x_t goes into the formula as it is, and only x̂_0 is clamped": (
+                    (x_t.clamp(-1, 1) - (1 - a).sqrt() * eps) / a.sqrt()
+                )
                 .clamp(-1, 1)
                 .numpy(),
                 "clamp both ends: x̂_0 above 1 must come down to 1 too": raw.clamp(min=-1).numpy(),

@@ -105,6 +105,14 @@ def _ddim_mistakes(case: Case) -> dict[str, torch.Tensor]:
         out["σ has both factors: η·sqrt((1 − abar_{t'})/(1 − abar_t))·sqrt(1 − abar_t/abar_{t'})"] = step(
             s=eta * math.sqrt(1 - a_t / a_prev)
         )
+        r = (1 - a_prev) / (1 - a_t)
+        out[
+            "σ = η·sqrt((1 − abar_{t'})/(1 − abar_t))·sqrt(1 − abar_t/abar_{t'}): take the square root of "
+            "1 − abar_t/abar_{t'} too"
+        ] = step(s=eta * math.sqrt(r) * (1 - a_t / a_prev))
+        out["σ has the ratio (1 − abar_{t'})/(1 − abar_t): your ratio is upside down"] = step(
+            s=eta * math.sqrt(1 / r) * math.sqrt(1 - a_t / a_prev)
+        )
         if eta != 1.0:
             out["σ grows with η, not η²: σ = η·sqrt((1 − abar_{t'})/(1 − abar_t))·sqrt(1 − abar_t/abar_{t'})"] = step(
                 s=eta * sigma
@@ -115,6 +123,13 @@ def _ddim_mistakes(case: Case) -> dict[str, torch.Tensor]:
     out["x_{t'} starts from sqrt(abar_{t'})·x̂_0: take the square root of abar_{t'}"] = step(
         x0_hat=x0 * math.sqrt(a_prev)
     )
+    out["x̂_0 = (x_t − sqrt(1 − abar_t)·ε̂)/sqrt(abar_t): divide by sqrt(abar_t), not abar_t"] = step(
+        x0_hat=(x_t - math.sqrt(1 - a_t) * eps) / a_t
+    )
+    if a_prev < 1:  # the direction term with z: sqrt(1 − abar_{t'} − σ²)·z + σ·z
+        out["the direction term points along ε̂, sqrt(1 − abar_{t'} − σ²)·ε̂; z enters only as σ·z"] = (
+            math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * z + sigma * z
+        )
     out["this exercise does not clamp x̂_0 (clip_sample off): keep it as it is"] = step(x0_hat=x0.clamp(-1, 1))
     out["x̂_0 = (x_t − sqrt(1 − abar_t)·ε̂)/sqrt(abar_t): mind both square roots"] = step(
         x0_hat=(x_t - (1 - a_t) * eps) / a_t
@@ -430,14 +445,14 @@ def _curve_mistakes(case: Case) -> dict[str, np.ndarray]:
     T = len(abar)
     out = {}
 
-    def run(ts_fn, start_at_first=False, final=True, perfect=False, last=1.0, k=kappa, carry=False):
+    def run(ts_fn, start_at_first=False, final=True, perfect=False, last=1.0, k=kappa, carry=False, from_z=False):
         errs = []
         x = None
         for n in counts:
             ts = ts_fn(n)
             a0 = float(abar[ts[0] if start_at_first else T - 1])
             if x is None or not carry:
-                x = math.sqrt(a0) * x0 + math.sqrt(1 - a0) * noise
+                x = noise.clone() if from_z else math.sqrt(a0) * x0 + math.sqrt(1 - a0) * noise
             for i, t in enumerate(ts):
                 a_t = float(abar[t])
                 if i + 1 < len(ts):
@@ -455,6 +470,9 @@ def _curve_mistakes(case: Case) -> dict[str, np.ndarray]:
     out["use trailing timesteps t_i = T − 1 − i·T/N (from the pure-noise end), not leading i·T/N"] = run(
         lambda n: [(n - 1 - i) * (T // n) for i in range(n)], start_at_first=True
     )
+    out[
+        "use trailing timesteps t_i = T − 1 − i·T/N, not leading i·T/N: the first step must be at T − 1, where x starts"
+    ] = run(lambda n: [(n - 1 - i) * (T // n) for i in range(n)])
     out["take the last step all the way to the clean image (abar = 1), then measure the error"] = run(
         lambda n: [T - 1 - i * (T // n) for i in range(n)], final=False
     )
@@ -472,9 +490,15 @@ def _curve_mistakes(case: Case) -> dict[str, np.ndarray]:
     out["trailing timesteps are T − 1 − i·T/N (every N divides T), not a rounded linspace from T − 1 to 0"] = run(
         lambda n: [int(v) for v in np.round(np.linspace(T - 1, 0, n))]
     )
-    out["the error is the root of the MEAN squared difference (RMS), not of the sum"] = _ddim_error_curve(
-        abar, x0, known, noise, counts, kappa
-    )["errors"].numpy() * math.sqrt(len(x0))
+    right = _ddim_error_curve(abar, x0, known, noise, counts, kappa)["errors"].numpy()
+    out["the error is the root of the MEAN squared difference (RMS), not of the sum"] = right * math.sqrt(len(x0))
+    out["the error is the RMS, sqrt(mean((x̂ − x_0)²)): take the square root of the mean squared error"] = right**2
+    out["start from the noised x_0, x_{T−1} = sqrt(abar_{T−1})·x0 + sqrt(1 − abar_{T−1})·z, not from z alone"] = run(
+        trailing, from_z=True
+    )
+    out["trailing timesteps are t_i = T − 1 − i·T/N, not T − i·T/N: yours are one step late"] = run(
+        lambda n: [min(T - i * (T // n), T - 1) for i in range(n)]
+    )
     return out
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.grading.checks import as_float_array, diagnose, with_diagnosis
+from course_lib.grading.checks import allclose, as_float_array, diagnose, with_diagnosis
 from course_lib.grading.checks import case_generator as _gen
 from course_lib.grading.checks import randint_in as _randint
 from course_lib.grading.checks import uniform_in as _uniform
@@ -187,6 +187,13 @@ def _patch_mistakes(x: torch.Tensor, p: int) -> dict[str, torch.Tensor]:
         "column j); yours run column by column": tokens(0, 4, 2, 3, 5, 1),
         "inside a patch the pixels go row by row, (a, b) with a the row in the patch; yours go column by "
         "column": tokens(0, 2, 4, 5, 3, 1),
+        "you swapped H and W (as if the image were transposed): the tokens run over the grid row by row, "
+        "i·(W/p) + j, and each patch's pixels row by row, (a, b) with a the row": tokens(0, 4, 2, 5, 3, 1),
+        "you swapped H and W: split H, the third axis, into (H/p, p) and W, the fourth, into (W/p, p)": x.reshape(
+            N, C, w, p, h, p
+        )
+        .permute(0, 2, 4, 3, 5, 1)
+        .reshape(N, h * w, p * p * C),
         "a plain reshape of N×C×H×W does not cut patches: split H into (H/p, p) and W into (W/p, p), "
         "permute, then flatten": x.reshape(N, h * w, p * p * C),
         "reshaping the N×H×W×C image straight to N×L×(p·p·C) takes p·p pixels along a row, not a p×p patch: "
@@ -448,6 +455,14 @@ def _pair_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             SubCheck("v: values", False, 3, ""),
         ]
     checks = []
+    try:  # (v, x_t): each tensor right, in the other's place
+        swapped = (
+            not allclose(expected[0], expected[1], rtol=1e-4, atol=1e-5)
+            and allclose(got[0], expected[1], rtol=1e-4, atol=1e-5)
+            and allclose(got[1], expected[0], rtol=1e-4, atol=1e-5)
+        )
+    except Exception:  # noqa: BLE001 - whatever came back, the checks below report it
+        swapped = False
     for i, name in enumerate(("x_t", "v")):
         part = compare(got[i], expected[i], rtol=1e-4, atol=1e-5, label=case.label)
         for c in part:
@@ -458,7 +473,9 @@ def _pair_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             diagnosis = _not_finite(got[i])
             if diagnosis and name == "v":
                 diagnosis += " (a division by t = 0?): compute ε − x0 directly, not (x_t − x0)/t"
-            if not diagnosis and _shape_of(got[i]) == tuple(np.shape(expected[i])):
+            if not diagnosis and swapped:
+                diagnosis = "return the pair as (x_t, v), in that order: yours came back as (v, x_t)"
+            elif not diagnosis and _shape_of(got[i]) == tuple(np.shape(expected[i])):
                 diagnosis = diagnose(got[i], _pair_mistakes(case, name), expected=expected[i], rtol=1e-4, atol=1e-5)
             elif not diagnosis:
                 diagnosis = f"{name} has the shape of x0, {tuple(case.args[0].shape)}"
@@ -614,6 +631,8 @@ def _time_mistakes(case: Case) -> dict[str, list[float]]:
         "there are steps + 1 times from 1 to 0 (steps intervals of 1/steps before the shift), as "
         "torch.linspace(1, 0, steps + 1) gives": _grid(steps, s, steps - 1)[:-1] if steps > 1 else [],
     }
+    if shift is None:  # called without shift: the answer's own default decides
+        out["the shift's default is 1 (no shift), shift: float = 1.0; yours is SD3's 3"] = _grid(steps, 3.0)[:-1]
     if s != 1.0:
         out = {
             "apply SD3's shift to every time, t ← s·t / (1 + (s − 1)·t)": _grid(steps, 1.0)[:-1],
@@ -903,6 +922,9 @@ def _opened_mistakes(case: Case) -> dict[str, torch.Tensor | None]:
                 block(x) + copy_block(x + zin(hint))
             ),
         }
+        out["the copy's input is x + zero_in(hint): it needs x too, copy(x + zero_in(hint)), not the hint alone"] = (
+            block(x) + zout(copy_block(zin(hint)))
+        )
         if hc == C:
             out["the hint goes through zero_in before it is added to x: copy(x + zero_in(hint))"] = block(x) + zout(
                 copy_block(x + hint)
