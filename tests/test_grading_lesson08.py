@@ -579,3 +579,39 @@ def test_08_new_diagnoses_stay_silent_on_right_answers():
         assert result.status == "pass", result.feedback()
     for result in grade_all_seeds("08.3", lambda *args: _curve(*args)):
         assert result.status == "pass", result.feedback()
+
+
+def test_08_3_a_knee_threshold_other_than_0_9_is_not_told_it_reported_the_doubled_n():
+    """Right errors, a knee picked with 0.95: where the cases tell it apart, the feedback says a threshold gave it
+    (and never says only "not the doubled one", which describes another slip)."""
+    ref = get_exercise("08.3").reference
+
+    def curve_with_threshold_095(alphas_cumprod, x0, known, noise, step_counts, kappa):
+        out = ref(alphas_cumprod, x0, known, noise, step_counts, kappa)
+        errors, counts = [float(e) for e in out["errors"]], list(step_counts)
+        knee = next((counts[i] for i in range(len(counts) - 1) if errors[i + 1] > 0.95 * errors[i]), counts[-1])
+        return {**out, "knee": knee}
+
+    told = 0
+    for result in grade_all_seeds("08.3", curve_with_threshold_095, seeds=[0, 1, 7, 12345]):
+        for check in result.checks:
+            if check.name == "knee" and not check.passed:
+                assert "threshold" in check.message, check.message
+                told += 1
+    assert told, "no seed's cases told 0.95 from 0.9"
+
+
+def test_08_1_eta_times_z_in_the_noise_term_is_named():
+    """σ computed right (under the root too), but η·z added: named where η ≠ σ, first where it coincides with σ
+    missing a factor (from t = 999, where abar_t ≈ 0 makes σ ≈ η·sqrt(1 − abar_{t'}))."""
+    ref = get_exercise("08.1").reference
+
+    def ddim_with_eta_z(abar_t, abar_prev, x_t, eps, eta, z):
+        sigma = eta * ((1 - abar_prev) / (1 - abar_t)) ** 0.5 * (1 - abar_t / abar_prev) ** 0.5
+        return (
+            ref(abar_t, abar_prev, x_t, eps, eta, torch.zeros_like(z)) + eta * z
+            if sigma > 0
+            else ref(abar_t, abar_prev, x_t, eps, eta, z)
+        )
+
+    assert_wrong("08.1", ddim_with_eta_z, "not η·z: η only scales σ", partial="partial")

@@ -102,6 +102,8 @@ def _ddim_mistakes(case: Case) -> dict[str, torch.Tensor]:
         )
         out["the direction term is sqrt(1 − abar_{t'} − σ²)·ε̂: subtract σ² under the root"] = step(dir_var=1 - a_prev)
         out["add σ·z: with eta > 0 the step is stochastic"] = step(noise=torch.zeros_like(z))
+        if eta != sigma:  # η·z in the noise term, σ right under the root
+            out["the noise term is σ·z with the whole σ, not η·z: η only scales σ"] = step(noise=(eta / sigma) * z)
         out["σ has both factors: η·sqrt((1 − abar_{t'})/(1 − abar_t))·sqrt(1 − abar_t/abar_{t'})"] = step(
             s=eta * math.sqrt(1 - a_t / a_prev)
         )
@@ -502,6 +504,9 @@ def _curve_mistakes(case: Case) -> dict[str, np.ndarray]:
     return out
 
 
+_THRESHOLD_RULE = "a doubling gains less than 10% when error_2N > 0.9·error_N, with 0.9 exactly"
+
+
 def _knee_of(errors: np.ndarray, counts: list[int], threshold: float = 0.9) -> int:
     for i in range(len(counts) - 1):
         if errors[i + 1] > threshold * errors[i]:
@@ -551,6 +556,10 @@ def _curve_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         except (TypeError, ValueError):
             own = None
         ref = own if own is not None and own.shape == exp_err.shape and np.isfinite(own).all() else exp_err
+
+        def other_threshold(k) -> bool:  # a knee that a threshold near 0.9, but not 0.9, gives on these errors
+            return any(_knee_of(ref, counts, t) == k for t in (0.8, 0.85, 0.95, 0.99))
+
         if knee_val is None:
             msg += (
                 ": return the knee as one int, a step count from step_counts (never None: the last N is the fallback)"
@@ -561,6 +570,8 @@ def _curve_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             msg += ": your knee follows from your own errors, so the rule is right; fix the errors and it will follow"
         elif knee_val == _knee_of(ref, counts[1:] + [counts[-1]]):
             msg += ": the knee is the N whose doubling gains little, not the doubled one"
+            if other_threshold(knee_val):  # on these errors another threshold gives the same N
+                msg += f" (or a threshold other than 0.9 gave it: {_THRESHOLD_RULE})"
         elif knee_val == counts[0] and _knee_of(ref, counts) == counts[-1]:
             msg += (
                 ": when no doubling gains less than 10% (error_2N > 0.9·error_N never holds), the knee is the last N "
@@ -568,6 +579,8 @@ def _curve_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             )
         elif knee_val == _knee_of(ref, counts, threshold=0.1):
             msg += ": 'gains less than 10%' means error_2N > 0.9·error_N"
+        elif other_threshold(knee_val):
+            msg += f": your knee is what another threshold gives on these errors: {_THRESHOLD_RULE}"
     checks.append(SubCheck("knee", knee_ok, 2, msg))
     return checks
 
