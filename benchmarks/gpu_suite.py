@@ -693,7 +693,7 @@ def main(argv=None) -> int:
         meets = [r for r in sweep if r["accuracy"] >= r["accuracy_real"] and r["fd"] <= 1.5 * unguided_fd]
         best = min(meets, key=lambda r: r["fd"]) if meets else max(sweep, key=lambda r: (r["accuracy"], -r["fd"]))
         suite.results["target_met_at"] = [r["s"] for r in meets]
-        met_at = ", ".join(format(r["s"], "g") for r in meets) or "none"
+        met_at = ", ".join(format(r["s"], "g") for r in meets)
         unguided = next(r for r in sweep if r["s"] == 1.0)
         suite.md += [
             "",
@@ -712,8 +712,9 @@ def main(argv=None) -> int:
             )
         suite.md.append(
             f"\nReal test images: accuracy {sweep[0]['accuracy_real']:.1%} (evaluator test accuracy "
-            f"{judge.test_accuracy:.1%}). Target (accuracy ≥ real, FD ≤ 1.5× unguided) met at s = "
-            f"{met_at}. Best s = {best['s']:g}: accuracy {best['accuracy']:.1%}, "
+            f"{judge.test_accuracy:.1%}). Target (accuracy ≥ real, FD ≤ 1.5× unguided): "
+            + (f"met at s = {met_at}" if meets else "**NOT met** at any s")
+            + f". Best s = {best['s']:g}: accuracy {best['accuracy']:.1%}, "
             f"FD {best['fd']:.2f} = {best['fd'] / unguided['fd']:.2f}× the unguided (s = 1) FD. "
             f"Held-out prompts at s = 3: accuracy **{held_out['accuracy']:.1%}** over {held_out['samples']} samples "
             f"(per seed: {', '.join(f'{a:.1%}' for a in per_seed)}), FD {rep.fd:.2f} (first seed). Per prompt: "

@@ -78,3 +78,18 @@ def test_ci_installs_and_tests_exactly_as_the_readme_says():
     for heading in ("## Install", "## Test"):
         command = _first_command_under(readme, heading)
         assert command in ci, f"README's {heading[3:]} command is not a line of .ci/run: {command!r}"
+
+
+def test_gpu_loan_scripts_parse_and_list_every_job():
+    """benchmarks/gpu_kit.sh and gpu_loan.sh run on machines CI never sees: at least they parse, and each job
+    the loan script's header promises is one its ``case`` runs (and no other)."""
+    import subprocess
+
+    for name in ("gpu_kit.sh", "gpu_loan.sh"):
+        done = subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / name)], capture_output=True, text=True)
+        assert done.returncode == 0, f"{name} does not parse: {done.stderr}"
+    text = (ROOT / "benchmarks" / "gpu_loan.sh").read_text()
+    promised = set(re.findall(r"^#   (\w+)  ", text, flags=re.M))
+    run = set(re.findall(r"^    (\w+)\) ", text, flags=re.M))
+    assert promised and promised == run, f"header lists {sorted(promised)}, the case runs {sorted(run)}"
+    assert "/.gpu/" in (ROOT / ".gitignore").read_text().split(), ".gpu/ (wheels, data) must stay out of git"

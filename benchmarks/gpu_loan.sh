@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The GPU figures the open issues still wait for, as jobs for one short loan of a GPU machine.
+#
+# On the CPU machine, once per checkout: `bash benchmarks/gpu_kit.sh` (builds .gpu/). Then one device call,
+# carrying ".gpu", runs from the repository root:
+#
+#   bash benchmarks/gpu_loan.sh ddpm gputests        # jobs in the order given; results under $OUT
+#
+# Jobs, most important first, with their time on an H100 (a loan gives about 11 minutes of run time):
+#   ddpm      lesson 04's full recipe (15k steps of 128, CUDA graphs), judged with the posterior variance and
+#             with σ² = β_t, then lesson 08's whole sampler table on it (issues "Foundation" and "Lesson 08");
+#             about 8.5 min
+#   gputests  python -m pytest -m gpu tests/test_gpu.py (issue "Speed on a GPU"); about 2 min
+#   text      the full text recipe (15k steps, CUDA graphs), the guidance sweep and held-out prompts from four
+#             seeds (issue "Lessons 06–07"); about 6 min
+#   latent    lesson 09's full recipe: VAE 10k steps, latent U-Net 20k steps, then its figures (issue
+#             "Lesson 09"); about 9 min
+#   big       the DDPM at batch 512 for 5000 steps (lr 6e-4, EMA 0.999, warm-up 200): the same images seen in a
+#             third of the time, if the quality holds (issue "Speed on a GPU", the whole course under 20
+#             minutes); about 5 min
+#   smoke     every stage of gpu_suite.py on tiny budgets (a check of the code paths, seconds)
+# Each job's --budget is a wall-clock limit in seconds (gpu_suite.py stops starting stages past it); set
+# BUDGET to change it. Everything a job prints goes to $OUT/log.txt too.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_loan_out}
+mkdir -p "$OUT"
+[ -d .gpu/whl ] || { echo "no .gpu/ here: build it with benchmarks/gpu_kit.sh and carry it" >&2; exit 2; }
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl \
+  || exit 2
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 COURSE_DATASET=fashion_mnist
+export COURSE_DATA_DIR=$PWD/.gpu/data COURSE_CACHE_DIR=$PWD/.gpu/cache
+python3 - <<'PY' 2>&1 | tee -a "$OUT/log.txt" || exit 2
+import platform, torch, diffusers, nbclient, course_lib  # noqa: F401  (the kit is complete)
+from course_lib.metrics import load_evaluator
+name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+print(f"{name}, torch {torch.__version__}, Python {platform.python_version()}, diffusers {diffusers.__version__}")
+print(f"evaluator from the kit: test accuracy {load_evaluator('fashion_mnist', 'cpu', progress=False).test_accuracy:.1%}")
+PY
+
+suite() { python3 benchmarks/gpu_suite.py --prompts .gpu/prompts.safetensors "$@"; }
+for job in "$@"; do
+  echo "== $job ($(date -u +%H:%M:%S))" | tee -a "$OUT/log.txt"
+  case $job in
+    ddpm) suite --out "$OUT/ddpm" --budget "${BUDGET:-560}" --stages ddpm samplers --compile reduce-overhead ;;
+    gputests) python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py ;;
+    text) suite --out "$OUT/text" --budget "${BUDGET:-420}" --stages text --text-steps 15000 \
+      --compile reduce-overhead ;;
+    latent) suite --out "$OUT/latent" --budget "${BUDGET:-560}" --stages vae latent --vae-steps 10000 \
+      --latent-steps 20000 --compile reduce-overhead ;;
+    big) suite --out "$OUT/big" --budget "${BUDGET:-330}" --stages ddpm --ddpm-steps 5000 --compile reduce-overhead \
+      --ddpm-set batch_size=512 lr=6e-4 ema_decay=0.999 warmup_steps=200 ;;
+    smoke) suite --out "$OUT/smoke" --budget 120 --smoke --stages ddpm text samplers ;;
+    *) echo "unknown job $job (ddpm, gputests, text, latent, big, smoke)" ;;
+  esac 2>&1 | tee -a "$OUT/log.txt"
+done
