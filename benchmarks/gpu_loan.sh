@@ -18,6 +18,11 @@
 #   big       the DDPM at batch 512 for 5000 steps (lr 6e-4, EMA 0.999, warm-up 200): the same images seen in a
 #             third of the time, if the quality holds (issue "Speed on a GPU", the whole course under 20
 #             minutes); about 5 min
+#   layout    lesson 04's recipe on a 4-level U-Net, channels (32, 96, 256, 320), one ResBlock per level, attention
+#             at 8×8 and 4×4: 15.3M parameters (diffusers' model: 15.7M) at 3.96 training GFLOP per image against
+#             7.19 for today's layout and 12.87 for diffusers'. FD as lesson 04 judges it, then the race against
+#             diffusers, eager and with CUDA graphs on both sides (issue "Speed on a GPU": the 2× target is
+#             FLOP-bound at 1.69× today; and issue "Foundation" if its FD holds); about 6 min
 #   smoke     every stage of gpu_suite.py on tiny budgets (a check of the code paths, seconds)
 # Each job's --budget is a wall-clock limit in seconds (gpu_suite.py stops starting stages past it); set
 # BUDGET to change it. Everything a job prints goes to $OUT/log.txt too.
@@ -50,7 +55,9 @@ for job in "$@"; do
       --latent-steps 20000 --compile reduce-overhead ;;
     big) suite --out "$OUT/big" --budget "${BUDGET:-330}" --stages ddpm --ddpm-steps 5000 --compile reduce-overhead \
       --ddpm-set batch_size=512 lr=6e-4 ema_decay=0.999 warmup_steps=200 ;;
+    layout) suite --out "$OUT/layout" --budget "${BUDGET:-420}" --stages ddpm speed graphs --compile reduce-overhead \
+      --unet channels=32,96,256,320 blocks=1,1,1,1 attention=0,0,1,1 ;;
     smoke) suite --out "$OUT/smoke" --budget 120 --smoke --stages ddpm text samplers ;;
-    *) echo "unknown job $job (ddpm, gputests, text, latent, big, smoke)" ;;
+    *) echo "unknown job $job (ddpm, gputests, text, latent, big, layout, smoke)" ;;
   esac 2>&1 | tee -a "$OUT/log.txt"
 done

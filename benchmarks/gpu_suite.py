@@ -238,6 +238,14 @@ def main(argv=None) -> int:
             help=f"override fields of the TrainConfig of {whose}, e.g. batch_size=512 lr=6e-4 ema_decay=0.999 "
             "(a larger batch in fewer steps: the recipe at more images per second)",
         )
+    ap.add_argument(
+        "--unet",
+        nargs="+",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="another layout for the course U-Net of the ddpm and speed stages, e.g. channels=32,96,256,320 "
+        "blocks=1,1,1,1 attention=0,0,1,1 (a tuple field takes comma-separated values)",
+    )
     ap.add_argument("--text-steps", type=int, help="train the text model this many steps (no probe, no time budget)")
     ap.add_argument(
         "--min-snr-gamma",
@@ -338,6 +346,12 @@ def main(argv=None) -> int:
                 changes[field] = type(current)(text) if current is not None else float(text)
         return replace(tc, **changes)
 
+    def with_layout(cfg):
+        """``cfg`` with each FIELD=VALUE of --unet applied (see unet_speed.with_layout)."""
+        from unet_speed import with_layout as apply
+
+        return apply(cfg, args.unet)
+
     def with_gamma(tc):
         """The recipe's TrainConfig, with --min-snr-gamma's weighting when it is given."""
         return tc if args.min_snr_gamma is None else replace(tc, min_snr_gamma=args.min_snr_gamma)
@@ -347,6 +361,7 @@ def main(argv=None) -> int:
         samples against the real floor (target FD ≤ 2× floor), and DDIM 50 beside it. The samplers stage then
         runs lesson 08's table on this model, the one lesson 08 uses."""
         unet_cfg, schedule, tc = ddpm_recipe(quick=smoke)
+        unet_cfg = with_layout(unet_cfg)
         tc = with_overrides(with_gamma(tc), "ddpm")
         kw = dict(device=device, progress=False)
         kw.update(compile_kw)
@@ -389,7 +404,8 @@ def main(argv=None) -> int:
             "",
             f"### Lesson 04's DDPM ({train_row['params'] / 1e6:.1f}M), trained {res.seconds:.0f} s "
             f"({tc.steps} steps of {tc.batch_size}, {res.steady_images_per_second:.0f} images/s, "
-            f"compile={kw.get('compile', False)}), {n_eval} unconditional samples",
+            f"compile={kw.get('compile', False)}), {n_eval} unconditional samples; U-Net channels "
+            f"{unet_cfg.channels}, blocks {unet_cfg.blocks}, attention {unet_cfg.attention}",
             "",
             "| sampler | steps | FD | FD floor | FD / floor | recognised (p > 0.9) | real recognised | s to sample |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -457,7 +473,7 @@ def main(argv=None) -> int:
 
         batch = 128
         models = {
-            "course": UNet(COURSE if not smoke else ddpm_recipe(True)[0]).to(device),
+            "course": UNet(with_layout(COURSE if not smoke else ddpm_recipe(True)[0])).to(device),
             "diffusers": diffusers_unet().to(device),
         }
         forwards = {"course": lambda m, x, t: m(x, t), "diffusers": lambda m, x, t: m(x, t).sample}
@@ -502,7 +518,11 @@ def main(argv=None) -> int:
                 f"| {name} | {r['params'] / 1e6:.2f}M | {r['s_per_step'] * 1e3:.2f} | {r['images_per_s']:.0f} "
                 f"| {r['train_flops_per_image'] / 1e9:.2f} |"
             )
-        suite.md.append(f"\nSpeed-up: **{rows['speedup']:.2f}×**")
+        layout = models["course"].config
+        suite.md.append(
+            f"\nSpeed-up: **{rows['speedup']:.2f}×** (course U-Net channels {layout.channels}, blocks "
+            f"{layout.blocks}, attention {layout.attention})"
+        )
         if "graphs" in args.stages:
             try:
                 # the same race with both models compiled with CUDA graphs: the same policy on both sides

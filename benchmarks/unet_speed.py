@@ -22,6 +22,7 @@ import argparse
 import platform
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 
@@ -64,15 +65,35 @@ def step_fn(model, forward, device, batch):
     return step
 
 
+def with_layout(cfg: UNetConfig, pairs: list[str]) -> UNetConfig:
+    """``cfg`` with each FIELD=VALUE applied: a tuple field takes comma-separated values (booleans as 0/1),
+    e.g. ``channels=32,96,256,320 blocks=1,1,1,1 attention=0,0,1,1``."""
+    changes = {}
+    for pair in pairs:
+        field, _, text = pair.partition("=")
+        if not text or not hasattr(cfg, field):
+            raise SystemExit(f"--unet takes FIELD=VALUE with a UNetConfig field, got {pair!r}")
+        current = getattr(cfg, field)
+        if isinstance(current, tuple):
+            kind = bool if current and isinstance(current[0], bool) else int
+            changes[field] = tuple(kind(int(v)) for v in text.split(","))
+        else:
+            changes[field] = type(current)(text)
+    return replace(cfg, **changes)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--unet", nargs="+", default=[], metavar="FIELD=VALUE", help="another layout for the course "
+                    "U-Net, e.g. channels=32,96,256,320 blocks=1,1,1,1 attention=0,0,1,1")
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    ours, theirs = UNet(COURSE).to(device), diffusers_unet().to(device)
+    layout = with_layout(COURSE, args.unet)
+    ours, theirs = UNet(layout).to(device), diffusers_unet().to(device)
     n_ours, n_theirs = count(ours), count(theirs)
     assert abs(n_ours / n_theirs - 1) <= 0.10, f"parameter counts differ by more than 10%: {n_ours} vs {n_theirs}"
     steps = {
@@ -93,7 +114,8 @@ def main() -> None:
     else:
         where = f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print(f"device: {device} ({where}); torch {torch.__version__}; batch {args.batch}; "
-          f"{args.rounds} interleaved rounds")
+          f"{args.rounds} interleaved rounds; course U-Net channels {layout.channels}, blocks {layout.blocks}, "
+          f"attention {layout.attention}")
     print("| model | parameters | median s/step | images/s |")
     print("| --- | --- | --- | --- |")
     for name, n in (("course UNet", n_ours), ("diffusers UNet2DModel", n_theirs)):
