@@ -18,6 +18,11 @@
 #   cache/   the course evaluator, trained here once (the GPU runs then judge with the same classifier
 #            as every CPU figure).
 #   prompts.safetensors   every prompt gpu_suite.py uses, encoded here (text.PromptTable).
+#
+# and .gpu-enc/encoder/, the text encoder with its weights in float16 (45 MB), for running lessons 06, 07 and 09
+# there (gpu_loan.sh's "lessons" job). It does not fit into the same call as .gpu/: a device call carries 64 MiB.
+# A first call carries ".gpu"; a second one, made while that machine is still warm, carries ".gpu-enc", and
+# finds .gpu/ still there (ignored paths stay on a warm machine between calls).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KIT=.gpu
@@ -68,6 +73,27 @@ print(f'evaluator: test accuracy {e.test_accuracy:.1%}')"
 rm -f "$KIT"/cache/evaluator/*.lock
 COURSE_CACHE_DIR="$KIT/cache" "$PY" benchmarks/gpu_suite.py --write-prompts "$KIT/prompts.safetensors"
 
+# 5. the text encoder for the lessons, halved (gpu_loan.sh makes float32 of it again there)
+ENC=.gpu-enc/encoder
+mkdir -p "$ENC"
+"$PY" - "$ENC" <<'PY'
+import shutil, sys
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from course_lib.text import bundled_path
+
+src, dst = bundled_path(), Path(sys.argv[1])
+for f in src.rglob("*"):
+    if f.is_file() and f.name != "model.safetensors" and not f.name.startswith("."):
+        (dst / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dst / f.relative_to(src))
+weights = load_file(src / "model.safetensors")
+save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, dst / "model.fp16.safetensors")
+PY
+grep -qx '/.gpu-enc/' .gitignore 2>/dev/null || echo "note: add /.gpu-enc/ to .gitignore before committing" >&2
+echo "encoder: $(du -sh .gpu-enc | cut -f1) in .gpu-enc (carry it in a call of its own)"
 echo "kit: $(du -sh "$KIT" | cut -f1) in $KIT (a device call carries at most 64 MiB with the tree)"
 ls "$KIT/whl" | sed 's/-py.*//; s/-cp.*//' | tr '\n' ' '
 echo

@@ -23,6 +23,10 @@
 #             7.19 for today's layout and 12.87 for diffusers'. FD as lesson 04 judges it, then the race against
 #             diffusers, eager and with CUDA graphs on both sides (issue "Speed on a GPU": the 2× target is
 #             FLOP-bound at 1.69× today; and issue "Foundation" if its FD holds); about 6 min
+#   lessons   lessons ${LESSONS:-05 06 07} in full mode, each in a fresh kernel (benchmarks/lesson_runtimes.py, the
+#             cache kept between lessons and jobs), their printed output to $OUT/lessons.txt (every notebook must
+#             run in full mode on a GPU; the course map's full-mode column). Needs .gpu-enc (gpu_kit.sh) for the
+#             text encoder, carried in a second call on the warm machine; 05 06 07 take about 9 min
 #   smoke     every stage of gpu_suite.py on tiny budgets (a check of the code paths, seconds)
 # Each job's --budget is a wall-clock limit in seconds (gpu_suite.py stops starting stages past it); set
 # BUDGET to change it. Everything a job prints goes to $OUT/log.txt too.
@@ -57,7 +61,19 @@ for job in "$@"; do
       --ddpm-set batch_size=512 lr=6e-4 ema_decay=0.999 warmup_steps=200 ;;
     layout) suite --out "$OUT/layout" --budget "${BUDGET:-420}" --stages ddpm speed graphs --compile reduce-overhead \
       --unet channels=32,96,256,320 blocks=1,1,1,1 attention=0,0,1,1 ;;
+    lessons)
+      if [ ! -e /tmp/course-encoder/model.safetensors ]; then
+        [ -e .gpu-enc/encoder/model.fp16.safetensors ] || { echo "lessons: carry .gpu-enc (gpu_kit.sh)"; continue; }
+        cp -r .gpu-enc/encoder /tmp/course-encoder && python3 -c "
+from safetensors.torch import load_file, save_file
+w = load_file('/tmp/course-encoder/model.fp16.safetensors')
+save_file({k: v.float() if v.is_floating_point() else v for k, v in w.items()}, '/tmp/course-encoder/model.safetensors')"
+        rm /tmp/course-encoder/model.fp16.safetensors
+      fi
+      # shellcheck disable=SC2086  # LESSONS is a list
+      COURSE_TEXT_ENCODER=/tmp/course-encoder python3 benchmarks/lesson_runtimes.py --keep-cache \
+        --outputs "$OUT/lessons.txt" ${LESSONS:-05 06 07} ;;
     smoke) suite --out "$OUT/smoke" --budget 120 --smoke --stages ddpm text samplers ;;
-    *) echo "unknown job $job (ddpm, gputests, text, latent, big, layout, smoke)" ;;
+    *) echo "unknown job $job (ddpm, gputests, text, latent, big, layout, lessons, smoke)" ;;
   esac 2>&1 | tee -a "$OUT/log.txt"
 done
