@@ -93,6 +93,7 @@ _SETTING_VARS = {
     "device": "COURSE_DEVICE",
     "text_encoder": "COURSE_TEXT_ENCODER",
     "compile": "COURSE_COMPILE",
+    "autocast": "COURSE_AUTOCAST",
 }
 
 
@@ -110,7 +111,7 @@ def _error_text(e: BaseException) -> str:
 def _system_report() -> dict[str, Any]:
     import torch
 
-    from .device import bf16_supported, pick_device
+    from .device import autocast_dtype, pick_device
 
     report: dict[str, Any] = {
         "python": {"version": platform.python_version(), "executable": sys.executable},
@@ -126,8 +127,8 @@ def _system_report() -> dict[str, Any]:
     try:
         device = pick_device()
         report["device"] = {"name": str(device), "error": None}
-        report["bf16"] = bf16_supported(device)
-    except Exception as e:  # a bad COURSE_DEVICE: report it, do not crash
+        report["bf16"] = autocast_dtype(device) is torch.bfloat16
+    except Exception as e:  # a bad COURSE_DEVICE or COURSE_AUTOCAST: report it, do not crash
         report["device"] = {"name": None, "error": _error_text(e)}
         report["bf16"] = False
 
@@ -313,6 +314,7 @@ def doctor_report() -> dict[str, Any]:
             "device": settings.device,
             "text_encoder": settings.text_encoder,
             "compile": settings.compile,
+            "autocast": settings.autocast,
             "error": None,
         }
     except ValueError as e:  # e.g. COURSE_QUICK=maybe
@@ -359,7 +361,7 @@ def format_doctor(r: dict[str, Any]) -> str:
     else:
         built = f"torch built with CUDA {cuda['version']}" if cuda["version"] else "CPU-only torch build"
         row("cuda", f"not available ({built})" + (f"; {cuda['error']}" if cuda["error"] else ""))
-    row("bf16", _yes_no(r["bf16"]) + " (bf16 autocast on the device above)")
+    row("bf16", _yes_no(r["bf16"]) + " (bf16 autocast on the device above, COURSE_AUTOCAST)")
     row("mps", "available" if r["mps"]["available"] else "not available")
 
     add("")

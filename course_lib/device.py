@@ -1,7 +1,8 @@
 """Where tensors live and how to make runs repeatable.
 
 ``pick_device()`` prefers CUDA, then Apple's MPS, then the CPU, unless ``COURSE_DEVICE``
-names one. On CUDA the course trains and samples under bf16 autocast; elsewhere in fp32.
+names one. On CUDA the course trains and samples under bf16 autocast; elsewhere in fp32
+(``COURSE_AUTOCAST`` changes that: ``bf16`` also on a CPU, ``off`` nowhere).
 """
 
 from __future__ import annotations
@@ -86,12 +87,24 @@ def bf16_supported(device: torch.device | str) -> bool:
 
 
 def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
-    """bf16 on a CUDA GPU that supports it; None (plain fp32) elsewhere."""
-    return torch.bfloat16 if bf16_supported(device) else None
+    """The dtype the course autocasts to on ``device``, or None for plain fp32 (``COURSE_AUTOCAST``).
+
+    "auto" (the default): bf16 on a CUDA GPU that supports it, fp32 elsewhere. "bf16": also on a
+    CPU, which is faster only where the CPU computes in bf16 natively (AVX512-BF16 or AMX; elsewhere it
+    is emulated and slower) and shows on a CPU how the lessons fare at a GPU's precision. "off":
+    fp32 everywhere (at the course's small batches a GPU can be launch-bound, and then fp32 is as fast).
+    """
+    mode = get_settings().autocast
+    dev = torch.device(device)
+    if mode == "off":
+        return None
+    if bf16_supported(dev) or (mode == "bf16" and dev.type == "cpu"):
+        return torch.bfloat16
+    return None
 
 
 def autocast(device: torch.device | str):
-    """Context manager: bf16 autocast on CUDA, a no-op elsewhere."""
+    """Context manager: autocast to :func:`autocast_dtype` (bf16 on CUDA by default), else a no-op."""
     dev = torch.device(device)
     dtype = autocast_dtype(dev)
     if dtype is None:

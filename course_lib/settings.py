@@ -10,6 +10,8 @@
 | ``COURSE_TEXT_ENCODER`` | Hugging Face model id or folder of the text encoder | unset (bundled all-MiniLM-L6-v2) |
 | ``COURSE_COMPILE``      | compiling long trainings on CUDA: ``auto``, ``off``,| ``auto``: CUDA graphs for runs   |
 |                         | ``default`` or ``reduce-overhead``                  | of 2000+ steps on a GPU          |
+| ``COURSE_AUTOCAST``     | mixed precision: ``auto`` (bf16 on a CUDA GPU),     | ``auto``                         |
+|                         | ``bf16`` (also on a CPU), ``off`` (fp32 everywhere) |                                  |
 
 Quick mode changes budgets, never the code path: a quick run executes the same cells.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 
 DATASETS = ("fashion_mnist", "mnist", "digits")
 COMPILE_MODES = ("auto", "off", "default", "reduce-overhead")
+AUTOCAST_MODES = ("auto", "bf16", "off")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
@@ -35,6 +38,7 @@ class Settings:
     device: str | None
     text_encoder: str | None = None
     compile: str = "auto"
+    autocast: str = "auto"
 
 
 def _flag(name: str, value: str) -> bool:
@@ -59,6 +63,9 @@ def get_settings() -> Settings:
     compile_mode = env.get("COURSE_COMPILE", "auto").strip().lower() or "auto"
     if compile_mode not in COMPILE_MODES:
         raise ValueError(f"COURSE_COMPILE must be one of {', '.join(COMPILE_MODES)}; got {compile_mode!r}")
+    autocast = env.get("COURSE_AUTOCAST", "auto").strip().lower() or "auto"
+    if autocast not in AUTOCAST_MODES:
+        raise ValueError(f"COURSE_AUTOCAST must be one of {', '.join(AUTOCAST_MODES)}; got {autocast!r}")
     return Settings(
         quick=_flag("COURSE_QUICK", env.get("COURSE_QUICK", "0")),
         dataset=dataset,
@@ -67,6 +74,7 @@ def get_settings() -> Settings:
         device=device,
         text_encoder=text_encoder,
         compile=compile_mode,
+        autocast=autocast,
     )
 
 

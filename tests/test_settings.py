@@ -9,10 +9,11 @@ from course_lib.settings import budget, get_settings
 
 def test_defaults(monkeypatch):
     for var in ("COURSE_QUICK", "COURSE_DATASET", "COURSE_DATA_DIR", "COURSE_CACHE_DIR", "COURSE_DEVICE",
-                "COURSE_COMPILE"):
+                "COURSE_COMPILE", "COURSE_AUTOCAST"):
         monkeypatch.delenv(var, raising=False)
     s = get_settings()
     assert (s.quick, s.dataset, s.data_dir, s.device, s.compile) == (False, "fashion_mnist", None, None, "auto")
+    assert s.autocast == "auto"
     assert s.cache_dir.name == "diffusion-course"
 
 
@@ -73,3 +74,28 @@ def test_seed_everything_repeats_numbers():
 
 def test_autocast_is_bf16_only_on_cuda():
     assert autocast_dtype("cpu") is None
+
+
+def test_course_autocast_sets_the_precision_policy(monkeypatch):
+    """auto: bf16 on CUDA only; bf16: on a CPU too (not on MPS); off: fp32 everywhere, CUDA included."""
+    import course_lib.device as device_module
+
+    monkeypatch.setenv("COURSE_AUTOCAST", "bf16")
+    assert autocast_dtype("cpu") is torch.bfloat16
+    assert autocast_dtype("mps") is None
+    x = torch.randn(4, 8)
+    with device_module.autocast("cpu"):
+        assert (x @ x.T).dtype is torch.bfloat16  # the context really autocasts
+    monkeypatch.setenv("COURSE_AUTOCAST", "off")
+    monkeypatch.setattr(device_module, "bf16_supported", lambda device: True)  # a GPU that has bf16
+    assert autocast_dtype("cuda") is None
+    with device_module.autocast("cpu"):
+        assert (x @ x.T).dtype is torch.float32
+    monkeypatch.setenv("COURSE_AUTOCAST", "auto")
+    assert autocast_dtype("cuda") is torch.bfloat16
+    monkeypatch.setattr(device_module, "bf16_supported", lambda device: False)
+    assert autocast_dtype("cpu") is None
+    monkeypatch.setenv("COURSE_AUTOCAST", "fp16")
+    with pytest.raises(ValueError, match="COURSE_AUTOCAST must be one of auto, bf16, off; got 'fp16'"):
+        autocast_dtype("cpu")
+
