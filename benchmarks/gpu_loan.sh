@@ -23,11 +23,21 @@
 #             7.19 for today's layout and 12.87 for diffusers'. FD as lesson 04 judges it, then the race against
 #             diffusers, eager and with CUDA graphs on both sides (issue "Speed on a GPU": the 2× target is
 #             FLOP-bound at 1.69× today; and issue "Foundation" if its FD holds); about 6 min
-#   lessons   lessons ${LESSONS:-05 06 07} in full mode, each in a fresh kernel (benchmarks/lesson_runtimes.py, the
-#             cache kept between lessons and jobs), their printed output to $OUT/lessons.txt (every notebook must
-#             run in full mode on a GPU; the course map's full-mode column). Needs .gpu-enc (gpu_kit.sh) for the
-#             text encoder, carried in a second call on the warm machine; 05 06 07 take about 9 min
+#   quick     every lesson (or $LESSONS) in quick mode on the GPU, each in a fresh kernel, their printed output to
+#             $OUT/quick.txt: lessons 05-10 have never run on a GPU, and this finds device mix-ups (a CUDA tensor
+#             handed to numpy, CPU and CUDA tensors in one operation) in minutes, before a full-mode run spends a
+#             loan on them. Needs .gpu-enc (below); about 3 min
+#   lessons   lessons ${LESSONS:-05} in full mode, each in a fresh kernel (benchmarks/lesson_runtimes.py, the cache
+#             kept between lessons and jobs), their printed output to $OUT/lessons.txt (every notebook must run in
+#             full mode on a GPU; the course map's full-mode column). Estimated from the trainings' measured times:
+#             05 about 6 min, 06 with 07 about 5 min, 08 about 2 min (6 without lesson 04's DDPM cached), 09 about 6
+#             min (9 without 05's VAE), 10 about 6 min; run each group in a call of its own.
+#             quick and lessons need the text encoder from .gpu-enc (gpu_kit.sh), carried in a second call on the
+#             warm machine (ignored paths stay there between calls; the machine goes back after 30 s idle)
 #   smoke     every stage of gpu_suite.py on tiny budgets (a check of the code paths, seconds)
+# A 15-minute loan, as two calls back to back (the second within the 30 s the machine stays warm):
+#   call 1, carry [".gpu"]:      bash benchmarks/gpu_loan.sh ddpm                  (about 9 min with the start)
+#   call 2, carry [".gpu-enc"]:  bash benchmarks/gpu_loan.sh quick gputests        (about 5 min)
 # Each job's --budget is a wall-clock limit in seconds (gpu_suite.py stops starting stages past it); set
 # BUDGET to change it. Everything a job prints goes to $OUT/log.txt too.
 set -uo pipefail
@@ -61,7 +71,7 @@ for job in "$@"; do
       --ddpm-set batch_size=512 lr=6e-4 ema_decay=0.999 warmup_steps=200 ;;
     layout) suite --out "$OUT/layout" --budget "${BUDGET:-420}" --stages ddpm speed graphs --compile reduce-overhead \
       --unet channels=32,96,256,320 blocks=1,1,1,1 attention=0,0,1,1 ;;
-    lessons)
+    lessons|quick)
       if [ ! -e /tmp/course-encoder/model.safetensors ]; then
         [ -e .gpu-enc/encoder/model.fp16.safetensors ] || { echo "lessons: carry .gpu-enc (gpu_kit.sh)"; continue; }
         cp -r .gpu-enc/encoder /tmp/course-encoder && python3 -c "
@@ -71,9 +81,14 @@ save_file({k: v.float() if v.is_floating_point() else v for k, v in w.items()}, 
         rm /tmp/course-encoder/model.fp16.safetensors
       fi
       # shellcheck disable=SC2086  # LESSONS is a list
-      COURSE_TEXT_ENCODER=/tmp/course-encoder python3 benchmarks/lesson_runtimes.py --keep-cache \
-        --outputs "$OUT/lessons.txt" ${LESSONS:-05 06 07} ;;
+      if [ "$job" = quick ]; then
+        COURSE_TEXT_ENCODER=/tmp/course-encoder COURSE_QUICK=1 python3 benchmarks/lesson_runtimes.py --quick \
+          --keep-cache --outputs "$OUT/quick.txt" ${LESSONS:-}
+      else
+        COURSE_TEXT_ENCODER=/tmp/course-encoder python3 benchmarks/lesson_runtimes.py --keep-cache \
+          --outputs "$OUT/lessons.txt" ${LESSONS:-05}
+      fi ;;
     smoke) suite --out "$OUT/smoke" --budget 120 --smoke --stages ddpm text samplers ;;
-    *) echo "unknown job $job (ddpm, gputests, text, latent, big, layout, lessons, smoke)" ;;
+    *) echo "unknown job $job (ddpm, gputests, text, latent, big, layout, quick, lessons, smoke)" ;;
   esac 2>&1 | tee -a "$OUT/log.txt"
 done
