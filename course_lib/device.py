@@ -36,12 +36,20 @@ def pick_device(preferred: str | None = None) -> torch.device:
             raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
         if dev.type == "mps" and not _mps_available():
             raise ValueError(f"device {name!r} asked for, but MPS is not available here")
-        return dev
+        return _indexed(dev)
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return _indexed(torch.device("cuda"))
     if _mps_available():
-        return torch.device("mps")
+        return _indexed(torch.device("mps"))
     return torch.device("cpu")
+
+
+def _indexed(dev: torch.device) -> torch.device:
+    """"cuda" as "cuda:0" (the current GPU), "mps" as "mps:0": what a tensor on it reports as its device, so
+    that ``tensor.device == pick_device()`` holds and per-device caches keyed by the name see one device."""
+    if dev.index is not None or dev.type not in ("cuda", "mps"):
+        return dev
+    return torch.device(dev.type, torch.cuda.current_device() if dev.type == "cuda" else 0)
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -430,8 +430,12 @@ def _encoder_name(encoder) -> str | None:
 
 
 def _noised(schedule: NoiseSchedule, z0: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
-    """q(z_t | z_0) with given noise at one int step t for the whole batch."""
-    return q_sample(schedule, z0, torch.full((len(z0),), t, dtype=torch.long, device=z0.device), noise)
+    """q(z_t | z_0) with given noise at one int step t for the whole batch (t checked here, on the host, so that
+    the sampling loop that calls this every step never waits for the GPU)."""
+    if not 0 <= t < schedule.num_steps:
+        raise ValueError(f"t must lie in 0..{schedule.num_steps - 1}, got {t}")
+    t_batch = torch.full((len(z0),), t, dtype=torch.long, device=z0.device)
+    return q_sample(schedule, z0, t_batch, noise, check_t=False)
 
 
 def _count(prompt, num_images) -> int:

@@ -108,8 +108,12 @@ class NoiseSchedule:
         config = dict(config)
         return cls.from_name(config.pop("name"), **config)
 
-    def check_timesteps(self, t: torch.Tensor, n: int | None = None) -> torch.Tensor:
-        """t as an int64 tensor of shape (N,), every value in 0 … T−1, else a ValueError."""
+    def check_timesteps(self, t: torch.Tensor, n: int | None = None, values: bool = True) -> torch.Tensor:
+        """t as an int64 tensor of shape (N,), every value in 0 … T−1, else a ValueError.
+
+        ``values=False`` skips the range check, for timesteps the caller drew in range itself: on a GPU
+        that check reads t back to the host, which makes the host wait for every queued kernel.
+        """
         t = torch.as_tensor(t)
         if t.dtype.is_floating_point or t.dtype == torch.bool:
             raise ValueError(f"timesteps must be integers, got dtype {t.dtype}")
@@ -119,7 +123,7 @@ class NoiseSchedule:
             raise ValueError(f"timesteps must have shape (N,), got {tuple(t.shape)}")
         if n is not None and t.numel() not in (1, n):
             raise ValueError(f"timesteps must have shape ({n},) to match the batch, got {tuple(t.shape)}")
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_steps):
+        if values and t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_steps):
             raise ValueError(
                 f"timesteps must lie in 0..{self.num_steps - 1}, got values {int(t.min())}..{int(t.max())}"
             )
@@ -127,8 +131,21 @@ class NoiseSchedule:
 
     def gather(self, table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """table[t] shaped (N,1,1,1) on like's device and dtype, ready to scale a batch."""
-        vals = table.to(like.device)[t.to(like.device)]
+        vals = self._on(table, like.device)[t.to(like.device)]
         return vals.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+    def _on(self, table: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """``table`` on ``device``, copied once per device and kept: a copy from the host's pageable memory
+        makes a GPU finish its queued work first, which a training step would pay every time. A copy is
+        made again if the table was replaced or changed in place (its version counter moved)."""
+        if table.device == device:
+            return table
+        kept = self.__dict__.setdefault("_device_copies", {})
+        key = (id(table), str(device))
+        hit = kept.get(key)
+        if hit is None or hit[0] is not table or hit[1] != table._version:
+            hit = kept[key] = (table, table._version, table.to(device))
+        return hit[2]
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.params.items())
@@ -150,10 +167,10 @@ def check_images(x: torch.Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
 
-def _check_forward_inputs(schedule, x, t, noise, name):
+def _check_forward_inputs(schedule, x, t, noise, name, check_t=True):
     """Validated (t, noise) for a forward-process step from ``x``; noise drawn if None."""
     check_images(x, name)
-    t = schedule.check_timesteps(t, len(x))
+    t = schedule.check_timesteps(t, len(x), values=check_t)
     if noise is None:
         return t, torch.randn_like(x)
     if noise.shape != x.shape:
@@ -161,13 +178,16 @@ def _check_forward_inputs(schedule, x, t, noise, name):
     return t, noise
 
 
-def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None):
+def q_sample(
+    schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None, check_t: bool = True
+):
     r"""Sample x_t ~ q(x_t | x_0) in one jump:  x_t = sqrt(abar_t) x_0 + sqrt(1 − abar_t) ε.
 
     x0: N×C×H×W; t: int64 (N,) in 0 … T−1; noise: ε ~ N(0, I) of x0's shape (drawn if None).
-    Returns x_t, N×C×H×W.
+    ``check_t=False`` skips checking that t lies in 0 … T−1, for a caller that drew t in range (training:
+    on a GPU the check would make every step wait for the last). Returns x_t, N×C×H×W.
     """
-    t, noise = _check_forward_inputs(schedule, x0, t, noise, "x0")
+    t, noise = _check_forward_inputs(schedule, x0, t, noise, "x0", check_t)
     abar = schedule.gather(schedule.alphas_cumprod, t, x0)
     return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 

@@ -161,7 +161,7 @@ def diffusion_loss(
         x0, t, noise = x0[rows], t[rows], noise[rows]
         labels = labels[rows] if labels is not None else None
         context = context[rows] if context is not None else None
-    x_t = q_sample(schedule, x0, t, noise)
+    x_t = q_sample(schedule, x0, t, noise, check_t=False)  # t was drawn in range just above: no sync on a GPU
     if memory_format is not None:
         x_t = x_t.contiguous(memory_format=memory_format)
     with autocast(x0.device) if amp else contextlib.nullcontext():

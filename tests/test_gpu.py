@@ -1,5 +1,5 @@
 """GPU tests: the CUDA fast path (bf16 autocast, channels_last, fused AdamW, torch.compile)
-and a sampling loop that never waits for the device.
+and a training step and sampling loops that never wait for the device.
 
 Marked ``gpu`` and skipped with a reason where no CUDA device exists (CI has none); run them
 on a GPU machine with ``python -m pytest -m gpu tests/test_gpu.py``. Speed is measured by
@@ -34,6 +34,12 @@ def _images(n=256, seed=0):
     for i, (r, c) in enumerate(torch.randint(0, 24, (n, 2), generator=g).tolist()):
         x[i, :, r : r + 8, c : c + 8] = 1.0
     return x
+
+
+def test_pick_device_is_the_device_tensors_report():
+    from course_lib.device import pick_device
+
+    assert torch.zeros(1, device=pick_device()).device == pick_device()
 
 
 def test_bf16_is_the_cuda_precision_policy():
@@ -92,6 +98,37 @@ def test_sampling_loop_never_waits_for_the_gpu(sampler):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert x.shape == (8, 1, 32, 32) and x.device.type == "cuda"
+
+
+@pytest.mark.parametrize("gamma", [None, 5.0])
+def test_training_step_never_waits_for_the_gpu(gamma):
+    """diffusion_loss, backward, gradient clipping and fused AdamW: no device→host synchronisation, so the host
+    queues the next step while the GPU runs this one (q_sample's range check and a host→device copy of the
+    schedule's table each used to make every step wait)."""
+    from course_lib.train import diffusion_loss
+
+    model = UNet(SMALL).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    schedule = NoiseSchedule.cosine(100)
+    x0 = _images(32).cuda()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+
+    def step():
+        loss = diffusion_loss(model, schedule, x0, generator=gen, min_snr_gamma=gamma)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss.detach()
+
+    step()  # warm-up: the schedule's tables reach the GPU once, here
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = [step() for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(torch.stack(losses)).all()
 
 
 def test_guided_text_sampling_never_waits_for_the_gpu():

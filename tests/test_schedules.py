@@ -123,3 +123,32 @@ def test_bad_input_says_what_was_expected():
         NoiseSchedule.linear(num_steps=0)
     with pytest.raises(ValueError, match="between 0 and 1"):
         NoiseSchedule(torch.tensor([0.1, 1.5]))
+
+
+def test_q_sample_check_t_false_skips_only_the_range_check():
+    """Training passes check_t=False (it drew t in range itself): same x_t, and shapes are still checked."""
+    s = NoiseSchedule.cosine(50)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(6, 1, 4, 4, generator=g), torch.randn(6, 1, 4, 4, generator=g)
+    t = torch.randint(0, 50, (6,), generator=g)
+    assert torch.equal(q_sample(s, x0, t, noise, check_t=False), q_sample(s, x0, t, noise))
+    with pytest.raises(ValueError, match="0..49"):
+        q_sample(s, x0, torch.full((6,), 50), noise)
+    with pytest.raises(ValueError, match=r"shape \(6,\)"):
+        q_sample(s, x0, t[:4], noise, check_t=False)
+
+
+def test_gather_keeps_one_copy_of_a_table_per_device_and_renews_a_changed_one():
+    """A GPU batch gathers from a copy made once (a host→device copy per step would make the GPU drain its
+    queue every step). The meta device stands in for a GPU here."""
+    s = NoiseSchedule.cosine(20)
+    meta = torch.device("meta")
+    first = s._on(s.alphas_cumprod, meta)
+    assert first.device == meta and first.shape == s.alphas_cumprod.shape
+    assert s._on(s.alphas_cumprod, meta) is first  # kept
+    assert s._on(s.snr, meta) is not first  # one copy per table
+    s.alphas_cumprod.mul_(1.0)  # changed in place: its version counter moves
+    assert s._on(s.alphas_cumprod, meta) is not first
+    assert s._on(s.alphas_cumprod, torch.device("cpu")) is s.alphas_cumprod  # no copy on its own device
+    like = torch.zeros(3, 1, 2, 2, device=meta)
+    assert s.gather(s.alphas_cumprod, torch.tensor([0, 5, 19]), like).shape == (3, 1, 1, 1)

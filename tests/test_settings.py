@@ -99,3 +99,14 @@ def test_course_autocast_sets_the_precision_policy(monkeypatch):
     with pytest.raises(ValueError, match="COURSE_AUTOCAST must be one of auto, bf16, off; got 'fp16'"):
         autocast_dtype("cpu")
 
+
+
+def test_pick_device_names_the_gpu_by_index(monkeypatch):
+    """A tensor on the GPU reports cuda:0, not cuda: pick_device says the same, so that device comparisons hold and
+    caches keyed by the device's name (text encoders) do not load a model twice."""
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert pick_device() == torch.device("cuda", 0) and str(pick_device()) == "cuda:0"
+    assert pick_device("cuda") == torch.device("cuda", 0)
+    assert pick_device("cuda:1") == torch.device("cuda", 1)

@@ -298,3 +298,26 @@ def test_min_snr_is_checked_and_used_by_the_quick_conditional_recipe():
     plain = train_diffusion(UNet(TINY), NoiseSchedule.cosine(), _blobs(64), TrainConfig(steps=3, batch_size=16),
                             device="cpu", progress=False)
     assert weighted.losses[0] < plain.losses[0]
+
+
+@pytest.mark.parametrize("gamma", [None, 5.0])
+def test_a_training_loss_never_reads_a_tensor_back_to_the_host(monkeypatch, gamma):
+    """On a GPU, reading a value back (int(t.max()), .item(), if tensor:) makes the host wait for every queued
+    kernel, each training step. Here on the CPU, every way of reading one is made to raise while the loss and its
+    gradient are computed (tests/test_gpu.py checks the same with CUDA's own sync detector)."""
+    from course_lib.train import diffusion_loss
+
+    model = UNet(TINY)
+    schedule = NoiseSchedule.cosine(50)
+    x0, gen = _blobs(8), torch.Generator().manual_seed(0)
+    diffusion_loss(model, schedule, x0, generator=gen, min_snr_gamma=gamma)  # warm-up, unchecked
+
+    def refuse(self, *args):
+        raise AssertionError("a tensor was read back to the host inside a training step")
+
+    for name in ("__int__", "__index__", "__float__", "__bool__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    loss = diffusion_loss(model, schedule, x0, generator=gen, min_snr_gamma=gamma)
+    loss.backward()
+    monkeypatch.undo()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters() if p.requires_grad)

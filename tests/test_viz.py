@@ -320,3 +320,13 @@ def test_noising_slider_bad_input(x0, kwargs, match):
     kwargs.setdefault("schedules", [_fake_schedule("linear")])
     with pytest.raises(ValueError, match=match):
         viz.noising_slider(x0, **kwargs)
+
+
+def test_plot_loss_takes_a_list_of_scalar_tensors_and_bf16():
+    """``losses.append(loss.detach())`` gives a list of 0-d tensors (on a GPU numpy cannot read them one by one),
+    and a bf16 history has no numpy dtype: both plot as their values."""
+    values = [torch.tensor(1.0), torch.tensor(0.5, dtype=torch.bfloat16), 0.25]
+    fig = viz.plot_loss(values, smooth=0)
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), [1.0, 0.5, 0.25])
+    fig = viz.plot_loss(torch.tensor([1.0, 0.5], dtype=torch.bfloat16), smooth=0)
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), [1.0, 0.5])

@@ -65,7 +65,7 @@ class ControlNet(nn.Module):
             got = tuple(hint.shape) if isinstance(hint, torch.Tensor) else type(hint).__name__
             raise ValueError(f"hint must be N×{self.hint_channels}×H×W like x {tuple(x.shape)}, got {got}")
         t, labels, context, mask = self.copy.check_inputs(x, t, labels, context, context_mask)
-        h, skips, _ = self.copy.encode(x, t, labels, context, mask, hint=self.hint(hint.to(x.dtype)))
+        h, skips, _ = self.copy.encode(x, t, labels, context, mask, hint=self.hint(hint.to(x.device, x.dtype)))
         return [z(s) for z, s in zip(self.zero_skips, skips)], self.zero_mid(h)
 
 
