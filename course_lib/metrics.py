@@ -411,11 +411,14 @@ def _forward(net: EvaluatorNet, images: torch.Tensor, batch_size: int) -> tuple[
     was_training = net.training
     net.eval()
     feats, probs = [], []
-    for i in range(0, images.shape[0], batch_size):
-        x = images[i : i + batch_size].to(dev).contiguous(memory_format=fmt)
-        f = net.features(x)
-        feats.append(f.double().cpu())
-        probs.append(F.softmax(net.head(f).double(), dim=1).cpu())
+    # float32 whatever the caller does: images from a bf16 sampler, or a surrounding autocast, would otherwise make
+    # the judge's features depend on the precision of the code that asked
+    with torch.autocast(dev.type, enabled=False):
+        for i in range(0, images.shape[0], batch_size):
+            x = images[i : i + batch_size].to(dev, torch.float32).contiguous(memory_format=fmt)
+            f = net.features(x)
+            feats.append(f.double().cpu())
+            probs.append(F.softmax(net.head(f).double(), dim=1).cpu())
     net.train(was_training)
     return torch.cat(feats), torch.cat(probs)
 

@@ -513,3 +513,16 @@ def test_report_fd_ratio():
     assert r.fd_ratio == 2.0
     assert math.isinf(EvalReport(n=10, fd=1.0, fd_floor=0.0, recognised=0, recognised_real=0).fd_ratio)
     assert "asked class" not in r.table()
+
+
+def test_the_judge_runs_in_float32_whatever_the_caller_does(evaluator, toy_data):
+    """Samples from a bf16 pipeline, or a call inside the caller's autocast, get the same features as float32
+    images: the judge's numbers must not depend on the precision of the code that asks."""
+    xt, _ = toy_data["test"]
+    x = xt[:64]
+    plain = evaluator.features(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = evaluator.features(x)
+    assert inside.dtype == torch.float64 and torch.equal(inside, plain)
+    from_bf16 = evaluator.features(x.to(torch.bfloat16))
+    assert torch.equal(from_bf16, evaluator.features(x.to(torch.bfloat16).float()))
