@@ -27,11 +27,11 @@
 #             $OUT/quick.txt: lessons 05-10 have never run on a GPU, and this finds device mix-ups (a CUDA tensor
 #             handed to numpy, CPU and CUDA tensors in one operation) in minutes, before a full-mode run spends a
 #             loan on them. Needs .gpu-enc (below); about 3 min
-#   lessons   lessons ${LESSONS:-05} in full mode, each in a fresh kernel (benchmarks/lesson_runtimes.py, the cache
-#             kept between lessons and jobs), their printed output to $OUT/lessons.txt (every notebook must run in
-#             full mode on a GPU; the course map's full-mode column). Estimated from the trainings' measured times:
-#             05 about 6 min, 06 with 07 about 5 min, 08 about 2 min (6 without lesson 04's DDPM cached), 09 about 6
-#             min (9 without 05's VAE), 10 about 6 min; run each group in a call of its own.
+#   lessons   lessons ${LESSONS:-05} in full mode, each in a fresh kernel (benchmarks/lesson_runtimes.py; the cache
+#             in /tmp is kept between lessons, jobs and calls), their printed output to $OUT/lessons.txt (every
+#             notebook must run in full mode on a GPU; the course map's full-mode column). Estimated from the
+#             trainings' measured times: 05 about 6 min, 06 with 07 about 5 min, 08 about 2 min (6 without lesson
+#             04's DDPM cached), 09 about 6 min (9 without 05's VAE), 10 about 6 min; each group in a call of its own.
 #             quick and lessons need the text encoder from .gpu-enc (gpu_kit.sh), carried in a second call on the
 #             warm machine (ignored paths stay there between calls; the machine goes back after 30 s idle)
 #   smoke     every stage of gpu_suite.py on tiny budgets (a check of the code paths, seconds)
@@ -45,10 +45,16 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_loan_out}
 mkdir -p "$OUT"
 [ -d .gpu/whl ] || { echo "no .gpu/ here: build it with benchmarks/gpu_kit.sh and carry it" >&2; exit 2; }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl \
-  || exit 2
+# GPU_LOAN_NO_INSTALL=1: the packages are there already (a dry run of the jobs on the CPU machine)
+if [ -z "${GPU_LOAN_NO_INSTALL:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .gpu/whl/*.whl || exit 2
+fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 COURSE_DATASET=fashion_mnist
-export COURSE_DATA_DIR=$PWD/.gpu/data COURSE_CACHE_DIR=$PWD/.gpu/cache
+# the cache starts as the kit's (the evaluator) and stays in /tmp: models trained by one job or call serve the next
+# while the machine is warm, and a dry run here leaves the kit as it was
+[ -d /tmp/course-cache ] || cp -r .gpu/cache /tmp/course-cache || exit 2
+export COURSE_DATA_DIR=$PWD/.gpu/data COURSE_CACHE_DIR=/tmp/course-cache
 python3 - <<'PY' 2>&1 | tee -a "$OUT/log.txt" || exit 2
 import platform, torch, diffusers, nbclient, course_lib  # noqa: F401  (the kit is complete)
 from course_lib.metrics import load_evaluator

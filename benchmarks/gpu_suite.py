@@ -720,7 +720,7 @@ def main(argv=None) -> int:
             f"### Text-conditioned pixel U-Net ({suite.results['text_training']['params'] / 1e6:.1f}M), "
             f"trained {res.seconds:.0f} s ({steps} steps of {tc.batch_size}, {res.steady_images_per_second:.0f} "
             f"images/s, compile={kw.get('compile', False)}); guidance sweep, "
-            f"DDIM 50 steps, {n_eval} samples (100 per class)",
+            f"DDIM 50 steps, {n_eval} samples ({n_eval // 10} per class)",
             "",
             "| s | accuracy | FD | FD floor | recognised (p > 0.9) | s to sample |",
             "| --- | --- | --- | --- | --- | --- |",
