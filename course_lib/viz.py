@@ -289,8 +289,8 @@ def plot_loss(
             values = values.detach().to("cpu", torch.float64).numpy()
         elif isinstance(values, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in values):
             # e.g. losses.append(loss.detach()) on a GPU: numpy cannot read CUDA tensors one by one
-            values = [v.detach().to("cpu", torch.float64) if isinstance(v, torch.Tensor) else v for v in values]
-            values = [v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v for v in values]
+            values = [v.detach().to("cpu", torch.float64).item() if isinstance(v, torch.Tensor) and v.numel() == 1
+                      else v for v in values]
         try:
             arr = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError) as e:
