@@ -63,6 +63,30 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def randn(shape, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
+    """N(0, I) draws of ``shape`` on ``device``, made on ``generator``'s own device and moved there.
+
+    torch lets a generator fill tensors on its own device only (a CPU generator with
+    ``device="cuda"`` raises). Drawing where the generator lives lets a learner seed one CPU
+    generator and get the same noise on a laptop and on a GPU, as diffusers' ``randn_tensor``
+    does. With a generator on ``device`` (or none) the move is a no-op.
+    """
+    where = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=where, dtype=dtype).to(device)
+
+
+def rand(shape, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
+    """Uniform draws in [0, 1) of ``shape`` on ``device``, made on ``generator``'s device (see ``randn``)."""
+    where = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=where, dtype=dtype).to(device)
+
+
+def randint(high: int, shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Integers in 0..high−1 of ``shape`` (int64) on ``device``, made on ``generator``'s device (see ``randn``)."""
+    where = generator.device if generator is not None else device
+    return torch.randint(0, high, shape, generator=generator, device=where).to(device)
+
+
 def restores_global_rng(fn):
     """Decorator: ``fn`` may seed the global generators (Python, NumPy, torch on the CPU and every
     CUDA device) for a repeatable run; their states are put back when it returns or raises.

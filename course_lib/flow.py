@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .device import autocast
+from .device import autocast, rand, randn
 
 #: The U-Net's time input is t · TIME_SCALE, so t ∈ [0, 1] spans the range its embedding was built for.
 TIME_SCALE = 1000.0
@@ -63,8 +63,8 @@ def sample_times(n: int, generator: torch.Generator | None = None, device=None, 
     if kind not in T_SAMPLINGS:
         raise ValueError(f"unknown t sampling {kind!r}; expected one of {', '.join(map(repr, T_SAMPLINGS))}")
     if kind == "uniform":
-        return torch.rand(n, generator=generator, device=device)
-    return torch.sigmoid(mean + std * torch.randn(n, generator=generator, device=device))
+        return rand(n, generator, device)
+    return torch.sigmoid(mean + std * randn(n, generator, device))
 
 
 def flow_matching_loss(model: nn.Module, x0: torch.Tensor, labels: torch.Tensor | None = None,
@@ -77,7 +77,7 @@ def flow_matching_loss(model: nn.Module, x0: torch.Tensor, labels: torch.Tensor 
     """
     n = len(x0)
     t = sample_times(n, generator, x0.device, t_sampling)
-    eps = torch.randn(x0.shape, device=x0.device, generator=generator)
+    eps = randn(x0.shape, generator, x0.device)
     x_t = flow_interpolate(x0, eps, t)
     with autocast(x0.device) if amp else contextlib.nullcontext():
         if context is not None:

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .device import autocast
+from .device import autocast, randn
 from .schedules import NoiseSchedule, check_images
 
 SAMPLERS = ("ddpm", "ddim", "dpm++2m")
@@ -218,7 +218,7 @@ def _check_steps(steps, T: int) -> int:
 
 # --------------------------------------------------------------------------- helpers
 def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return randn(x.shape, generator, x.device, x.dtype)  # a CPU generator serves GPU tensors too
 
 
 def _as_step(schedule: NoiseSchedule, t, n: int, name: str, final_ok: bool = False) -> Step:

@@ -50,6 +50,8 @@ from .device import (
     autocast,
     compile_model,
     pick_device,
+    randint,
+    randn,
     restores_global_rng,
     seed_everything,
     training_compile,
@@ -155,8 +157,8 @@ def diffusion_loss(
     everywhere); ``memory_format``: the layout x_t is handed to the model in.
     """
     n = len(x0)
-    t = torch.randint(0, schedule.num_steps, (n,), device=x0.device, generator=generator)
-    noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+    t = randint(schedule.num_steps, (n,), generator, x0.device)  # drawn on the generator's device, moved
+    noise = randn(x0.shape, generator, x0.device)
     if rows is not None:
         x0, t, noise = x0[rows], t[rows], noise[rows]
         labels = labels[rows] if labels is not None else None

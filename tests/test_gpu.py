@@ -165,6 +165,18 @@ def test_eta0_sampling_is_reproducible_on_cuda():
     assert torch.equal(a, b)
 
 
+def test_a_cpu_generator_gives_the_same_noise_on_cuda():
+    """A learner's seeded CPU generator works with GPU tensors, and draws what it draws on the CPU."""
+    from course_lib.samplers import ddpm_step
+
+    schedule = NoiseSchedule.linear(100)
+    x, eps = torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8)
+    on_cpu = ddpm_step(schedule, x, eps, 50, generator=torch.Generator().manual_seed(7))
+    on_gpu = ddpm_step(schedule, x.cuda(), eps.cuda(), 50, generator=torch.Generator().manual_seed(7))
+    assert on_gpu.is_cuda
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu)
+
+
 def test_compile_failure_falls_back_to_eager(monkeypatch):
     def broken_compile(model, **kw):
         def fails(*a, **k):

@@ -110,3 +110,50 @@ def test_pick_device_names_the_gpu_by_index(monkeypatch):
     assert pick_device() == torch.device("cuda", 0) and str(pick_device()) == "cuda:0"
     assert pick_device("cuda") == torch.device("cuda", 0)
     assert pick_device("cuda:1") == torch.device("cuda", 1)
+
+
+def _strict_draws(monkeypatch):
+    """torch's draws under CUDA's rule on every device: a generator fills tensors on its own device only.
+
+    On a CPU-only machine the rule never bites (meta tensors take a CPU generator), so it is
+    emulated: each draw given a generator must be asked for on that generator's device."""
+    for name in ("randn", "rand", "randint"):
+        real = getattr(torch, name)
+
+        def strict(*args, real=real, name=name, **kwargs):
+            gen, dev = kwargs.get("generator"), kwargs.get("device")
+            if gen is not None and torch.device(dev if dev is not None else "cpu").type != gen.device.type:
+                raise RuntimeError(f"torch.{name}: a {gen.device.type} generator asked to draw on {dev}")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(torch, name, strict)
+
+
+def test_a_cpu_generator_serves_tensors_on_any_device(monkeypatch):
+    """Every library function that takes a learner's generator draws on the generator's device and moves the
+    draws: one seeded CPU generator gives the same noise on a laptop and on a GPU (meta stands in for the GPU)."""
+    from course_lib.flow import flow_matching_loss, sample_times
+    from course_lib.nn.unet import UNet, UNetConfig
+    from course_lib.nn.vae import reparameterize
+    from course_lib.samplers import ddim_step, ddpm_step
+    from course_lib.schedules import NoiseSchedule
+    from course_lib.train import diffusion_loss
+
+    _strict_draws(monkeypatch)
+    with pytest.raises(RuntimeError, match="generator asked to draw"):  # the emulated rule holds
+        torch.randn(2, generator=torch.Generator(), device="meta")
+    meta, gen = torch.device("meta"), torch.Generator().manual_seed(0)
+    schedule = NoiseSchedule.linear(num_steps=50)
+    x, eps = torch.zeros(2, 1, 8, 8, device=meta), torch.zeros(2, 1, 8, 8, device=meta)
+    assert ddpm_step(schedule, x, eps, 10, generator=gen).device == meta
+    assert ddim_step(schedule, x, eps, 10, 5, eta=1.0, generator=gen).device == meta
+    assert reparameterize(x, x, generator=gen).device == meta
+    assert sample_times(3, gen, meta).device == meta
+    assert sample_times(3, gen, meta, kind="uniform").device == meta
+    model = UNet(UNetConfig(image_size=8, channels=(8, 16), blocks=(1, 1), attention=(False, False),
+                            head_dim=8, groups=4)).to(meta)
+    assert diffusion_loss(model, schedule, x, generator=gen).device == meta
+    assert flow_matching_loss(model, x, generator=gen).device == meta
+    # and on one device nothing changed: the same draws as torch's own
+    cpu_noise = reparameterize(torch.zeros(4), torch.zeros(4), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(cpu_noise, torch.randn(4, generator=torch.Generator().manual_seed(3)))

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import randn
 from .blocks import Downsample, ResBlock, Upsample, group_norm
 
 #: Bump when the module layout changes: cached VAE checkpoints are keyed by it.
@@ -63,12 +64,12 @@ def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Ge
     r"""A sample z ~ N(μ, σ²) written as z = μ + e^{½ logvar} · ε with ε ~ N(0, I).
 
     The randomness is in ε alone, so ∂z/∂μ = 1 and ∂z/∂logvar = ½ σ ε: gradients flow.
-    mean, logvar: any shape (equal) → z of that shape. ``generator`` (on mean's device)
-    makes the sample reproducible.
+    mean, logvar: any shape (equal) → z of that shape. ``generator`` (on any
+    device: its draws are moved to mean's) makes the sample reproducible.
     """
     if mean.shape != logvar.shape:
         raise ValueError(f"mean and logvar must have the same shape, got {tuple(mean.shape)} and {tuple(logvar.shape)}")
-    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    eps = randn(mean.shape, generator, mean.device, mean.dtype)
     return mean + torch.exp(0.5 * logvar) * eps
 
 
