@@ -50,6 +50,9 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
               gpu_args=("--lesson", "01_noise_schedules", "--n", "30", "--jobs", "2")),
     Benchmark("lessons", "lesson_runtimes.py", "every lesson's runtime: quick mode on a CPU, full mode on a GPU",
               cpu_args=("--quick",), gpu_args=()),
+    Benchmark("seeds", "seed_robustness.py",
+              "each lesson's checks with every seed shifted (quick mode): do they hang on one random draw?",
+              cpu_args=("--shifts", "1,2,3"), gpu_args=("--shifts", "1")),
     Benchmark("gpu-suite", "gpu_suite.py",
               "the GPU figures in one timed pass: lesson 04's DDPM, speed ablation and MFU, VAE, guidance sweep, "
               "sampler table, latent pipeline, lesson 10's models",
