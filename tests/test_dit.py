@@ -25,6 +25,13 @@ def test_patchify_is_undone_by_unpatchify_and_cuts_real_patches():
     torch.testing.assert_close(tokens[0, 1], x[0, :, 0:4, 4:8].permute(1, 2, 0).reshape(-1))
 
 
+def test_patchify_says_what_it_expected():
+    with pytest.raises(ValueError, match="must be a positive int that divides H and W = 8×12, got 5"):
+        patchify(torch.randn(2, 3, 8, 12), 5)
+    with pytest.raises(ValueError, match=r"takes images N×C×H×W, got \(3, 8, 12\)"):
+        patchify(torch.randn(3, 8, 12), 4)
+
+
 def test_an_untrained_dit_predicts_zero_and_every_block_starts_as_the_identity():
     torch.manual_seed(0)
     model = DiT(SMALL)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from course_lib.nn.blocks import ResBlock, SelfAttention, timestep_embedding
+from course_lib.nn.blocks import Downsample, ResBlock, SelfAttention, Upsample, timestep_embedding
 from course_lib.nn.unet import UNet, UNetConfig
 
 
@@ -134,6 +134,34 @@ def test_bad_input_says_what_was_expected():
         UNetConfig(channels=(8, 16), blocks=(1, 1, 1), attention=(False, True))
     with pytest.raises(ValueError, match="divisible"):
         UNetConfig(channels=(8, 16, 32, 64), blocks=1, attention=(False,) * 4, image_size=20)
+
+
+def test_blocks_say_what_they_expected_instead_of_failing_inside_torch():
+    """Lesson 03's blocks wired wrongly: each names itself and the shape it takes (before, some raised a GroupNorm
+    or conv error from inside torch, and ResBlock and Upsample silently took a 3-dim x)."""
+    res, attn = ResBlock(8, 16, emb_dim=32, groups=4), SelfAttention(16, head_dim=8, groups=4)
+    x, emb = torch.randn(2, 8, 8, 8), torch.randn(2, 32)
+    assert res(x, emb).shape == (2, 16, 8, 8)
+    cases = [
+        (lambda: res(torch.randn(2, 4, 8, 8), emb), r"ResBlock takes x as a float N×8×H×W tensor, got a 4-dim"),
+        (lambda: res(torch.randn(8, 8, 8), emb), r"ResBlock takes x as a float N×8×H×W tensor, got a 3-dim"),
+        (lambda: res(x.long(), emb), r"ResBlock takes x as a float N×8×H×W tensor, got a 4-dim torch.int64"),
+        (lambda: res(x, torch.randn(2, 31)), r"emb of shape N×32 with N = 2 \(x's batch\), got a 2-dim"),
+        (lambda: res(x, torch.randn(3, 32)), r"emb of shape N×32 with N = 2"),
+        (lambda: res(x), r"emb of shape N×32 with N = 2 \(x's batch\), got None"),
+        (lambda: ResBlock(8, 8, groups=4)(x, emb), "built with emb_dim=None"),
+        (lambda: attn(torch.randn(2, 16, 8)), r"SelfAttention takes x as a float N×16×H×W tensor, got a 3-dim"),
+        (lambda: attn(torch.randn(2, 8, 4, 4)), r"SelfAttention takes x as a float N×16×H×W"),
+        (lambda: Downsample(16)(torch.randn(2, 8, 8, 8)), r"Downsample takes x as a float N×16×H×W"),
+        (lambda: Upsample(16, 8)(torch.randn(16, 8, 8)), r"Upsample takes x as a float N×16×H×W tensor, got a 3-dim"),
+        (lambda: Upsample(16, 8)([1, 2]), r"Upsample takes x as a float N×16×H×W tensor, got a list"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    m = UNet(UNetConfig(channels=(8, 16), blocks=(1, 1), attention=(False, True), head_dim=8, groups=4))
+    with pytest.raises(ValueError, match="x must be a float tensor"):
+        m(torch.zeros(2, 1, 32, 32, dtype=torch.long), torch.tensor([1, 2]))
 
 
 def test_config_round_trip():

@@ -55,6 +55,18 @@ def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
     return nn.GroupNorm(g, channels, eps=1e-6)
 
 
+def check_feature_map(x, channels: int, block: str) -> None:
+    """A ValueError that names the expected shape unless x is a float N×channels×H×W tensor.
+
+    Only shapes and dtypes are read (never values), so the check costs nothing on a GPU, and a
+    learner who wires a block wrongly reads which block wanted what, not a GroupNorm or conv
+    error from deep inside torch.
+    """
+    if (not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != channels
+            or not x.is_floating_point()):
+        raise ValueError(f"{block} takes x as a float N×{channels}×H×W tensor, got {_describe(x)}")
+
+
 class ResBlock(nn.Module):
     r"""h = conv(SiLU(GN(x))) + W_t·SiLU(emb);  out = skip(x) + conv(dropout(SiLU(GN(h)))).
 
@@ -69,6 +81,7 @@ class ResBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int | None = None, dropout: float = 0.0,
                  groups: int = 32):
         super().__init__()
+        self.in_ch = in_ch
         self.norm1 = group_norm(in_ch, groups)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, out_ch) if emb_dim is not None else None
@@ -78,10 +91,14 @@ class ResBlock(nn.Module):
         self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        check_feature_map(x, self.in_ch, "this ResBlock")
+        if self.emb is not None and (not isinstance(emb, torch.Tensor) or emb.dim() != 2
+                                     or emb.shape != (x.shape[0], self.emb.in_features)):
+            got = "None" if emb is None else _describe(emb)
+            raise ValueError(f"this ResBlock takes a time embedding emb of shape N×{self.emb.in_features} "
+                             f"with N = {x.shape[0]} (x's batch), got {got}")
         h = self.conv1(F.silu(self.norm1(x)))
         if self.emb is not None:
-            if emb is None:
-                raise ValueError(f"this ResBlock takes a time embedding emb (N×{self.emb.in_features}), got None")
             h = h + self.emb(F.silu(emb))[:, :, None, None]
         elif emb is not None:
             raise ValueError("this ResBlock was built with emb_dim=None, so it takes no emb")
@@ -100,12 +117,14 @@ class SelfAttention(nn.Module):
         super().__init__()
         if channels % head_dim and head_dim < channels:
             raise ValueError(f"channels ({channels}) must be a multiple of head_dim ({head_dim})")
+        self.channels = channels
         self.heads = max(1, channels // head_dim)
         self.norm = group_norm(channels, groups)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.out = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, self.channels, "this SelfAttention")
         n, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # N×HW×C
         q, k, v = self.qkv(tokens).view(n, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
@@ -297,6 +316,7 @@ class Downsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, self.conv.in_channels, "this Downsample")
         return self.conv(x)
 
 
@@ -312,4 +332,5 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, out_channels or channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, self.conv.in_channels, "this Upsample")
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

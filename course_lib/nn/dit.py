@@ -71,7 +71,12 @@ class DiTConfig:
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     """N×C×H×W → N×L×(p·p·C): row-major patches, each flattened as (row, col, channel)."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"patchify takes images N×C×H×W, got {got}")
     n, c, h, w = x.shape
+    if isinstance(p, bool) or not isinstance(p, int) or p < 1 or h % p or w % p:
+        raise ValueError(f"the patch side p must be a positive int that divides H and W = {h}×{w}, got {p!r}")
     x = x.reshape(n, c, h // p, p, w // p, p)
     return x.permute(0, 2, 4, 3, 5, 1).reshape(n, (h // p) * (w // p), p * p * c)
 

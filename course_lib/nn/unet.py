@@ -188,6 +188,8 @@ class UNet(nn.Module):
             raise ValueError(f"x must be N×{cfg.in_channels}×H×W, got {got}")
         if x.shape[1] != cfg.in_channels:
             raise ValueError(f"x must have {cfg.in_channels} channel(s), got {x.shape[1]}")
+        if not x.is_floating_point():
+            raise ValueError(f"x must be a float tensor (images or latents), got {x.dtype}")
         if x.shape[2] % 2 ** (len(cfg.channels) - 1) or x.shape[3] % 2 ** (len(cfg.channels) - 1):
             raise ValueError(
                 f"H and W must be divisible by {2 ** (len(cfg.channels) - 1)}, got {tuple(x.shape[2:])}"
