@@ -10,12 +10,14 @@ and animations become HTML+JavaScript (``to_jshtml``), so no ffmpeg is needed.
     plot_loss(history["loss"], smooth=0.98)
     trajectory_html(frames)                  # a denoising trajectory as an animation
     noising_slider(x0, [NoiseSchedule.linear(), NoiseSchedule.cosine()])
+    guidance_slider(lambda s: sample(model, schedule, 10, prompt=prompts, guidance_scale=s, seed=0))
 """
 
 from __future__ import annotations
 
 import io
 import math
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -541,4 +543,84 @@ def noising_slider(x0, schedules, seed: int = 0, t: int | None = None):
     box.image = image
     box.state = state
     box.refresh = update
+    return box
+
+
+def _grid_png(images, nrow: int | None, caption: str) -> bytes:
+    """One grid of images as PNG bytes, titled ``caption`` (a pyplot-free Figure: nothing is displayed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    grid = to_unit(make_grid(images, nrow=nrow))
+    fig = Figure(figsize=(min(2 + grid.shape[1] / 40, 12), 0.6 + grid.shape[0] / 40), dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(caption, fontsize=10)
+    ax.set_axis_off()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def guidance_slider(generate, s: float = 3.0, s_max: float = 10.0, step: float = 0.5, images=None,
+                    nrow: int | None = None):
+    r"""A widget for the guidance scale of classifier-free guidance (lesson 07):
+
+        ε̃ = ε_∅ + s · (ε_c − ε_∅)
+
+    Moving the slider calls ``generate(s)`` and shows the images it returns as one grid. Seed the
+    sampling inside ``generate``, so that the slider changes s and nothing else.
+
+    Args:
+        generate: a callable s → images N×C×H×W in [-1, 1] (for example a ``sample(...)`` call with
+            ``guidance_scale=s`` and a fixed seed).
+        s: the scale shown first; ``images``, if given, are what ``generate(s)`` would return (say a
+            sweep's row, to save one sampling run), else ``generate(s)`` is called once here.
+        s_max, step: the slider runs over 0, step, …, s_max.
+        nrow: images per row of the grid (default: about square).
+    Returns:
+        An ``ipywidgets.VBox`` (the slider, the grid as a PNG image, a caption), built without a
+        display so that it works in scripts and tests. Extra attributes: ``.slider``, ``.image``,
+        ``.caption`` and ``.state``, a dict with the current ``s``, its ``images`` and the
+        ``seconds`` ``generate`` took (None for images given).
+    """
+    import ipywidgets as widgets
+
+    if not callable(generate):
+        raise ValueError(f"generate must be a callable s → images, got {type(generate).__name__}")
+    for name, value in (("s_max", s_max), ("step", step)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s <= s_max:
+        raise ValueError(f"s must be a number in [0, s_max = {s_max:g}], got {s!r}")
+    slider = widgets.FloatSlider(value=float(s), min=0.0, max=float(s_max), step=float(step), description="s",
+                                 continuous_update=False)  # sampling takes seconds: redraw on release only
+    image = widgets.Image(format="png")
+    caption = widgets.HTML()
+    box = widgets.VBox([slider, image, caption])
+    state: dict = {}
+
+    def show(s_now: float, shown, seconds):
+        _to_numpy_images(shown, "generate(s)")  # validates shape, channels and finiteness
+        state.update(s=s_now, images=shown, seconds=seconds)
+        image.value = _grid_png(shown, nrow, f"s = {s_now:g}")
+        took = "" if seconds is None else f" ({seconds:.1f} s to sample)"
+        caption.value = f"guidance scale s = {s_now:g}{took}"
+
+    def redraw(change):
+        s_now = float(change["new"])
+        start = time.perf_counter()
+        shown = generate(s_now)
+        show(s_now, shown, time.perf_counter() - start)
+
+    if images is None:
+        start = time.perf_counter()
+        images = generate(float(s))
+        show(float(s), images, time.perf_counter() - start)
+    else:
+        show(float(s), images, None)
+    slider.observe(redraw, names="value")
+    box.slider, box.image, box.caption, box.state = slider, image, caption, state
     return box

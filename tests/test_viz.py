@@ -330,3 +330,46 @@ def test_plot_loss_takes_a_list_of_scalar_tensors_and_bf16():
     np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), [1.0, 0.5, 0.25])
     fig = viz.plot_loss(torch.tensor([1.0, 0.5], dtype=torch.bfloat16), smooth=0)
     np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), [1.0, 0.5])
+
+
+# ---------------------------------------------------------------------------------------------
+# the guidance widget
+# ---------------------------------------------------------------------------------------------
+
+
+def test_guidance_slider_shows_what_generate_returns_for_each_scale():
+    import ipywidgets
+
+    calls = []
+
+    def generate(s):  # a stand-in sampler: images whose brightness is the scale, so each grid differs
+        calls.append(s)
+        return torch.full((4, 1, 8, 8), s / 10 * 2 - 1)
+
+    w = viz.guidance_slider(generate, s=3.0)
+    assert isinstance(w, ipywidgets.VBox) and calls == [3.0]
+    assert w.state["s"] == 3.0 and torch.equal(w.state["images"], generate(3.0))
+    png3 = w.image.value
+    assert png3[:4] == b"\x89PNG" and "s = 3" in w.caption.value
+    calls.clear()
+    w.slider.value = 7.5
+    assert calls == [7.5] and w.state["s"] == 7.5 and w.state["seconds"] >= 0
+    assert torch.equal(w.state["images"], generate(7.5)) and w.image.value != png3
+    assert "s = 7.5" in w.caption.value
+
+    given = torch.zeros(2, 1, 8, 8)  # first images handed in (a sweep's row): generate is not called for them
+    calls.clear()
+    w = viz.guidance_slider(generate, s=1.0, images=given)
+    assert calls == [] and w.state["images"] is given and w.state["seconds"] is None
+
+
+def test_guidance_slider_bad_input_says_what_was_expected():
+    images = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="generate must be a callable"):
+        viz.guidance_slider(images)
+    with pytest.raises(ValueError, match=r"s must be a number in \[0, s_max = 10\], got 12"):
+        viz.guidance_slider(lambda s: images, s=12)
+    with pytest.raises(ValueError, match="step must be a positive number"):
+        viz.guidance_slider(lambda s: images, step=0)
+    with pytest.raises(ValueError, match="generate"):  # what generate returned is checked like any images
+        viz.guidance_slider(lambda s: torch.zeros(8, 8, 8, 8))
