@@ -30,7 +30,7 @@
 #   lessons   lessons ${LESSONS:-05} in full mode, each in a fresh kernel (benchmarks/lesson_runtimes.py; the cache
 #             in /tmp is kept between lessons, jobs and calls), their printed output to $OUT/lessons.txt (every
 #             notebook must run in full mode on a GPU; the course map's full-mode column). Estimated from the
-#             trainings' measured times: 05 about 6 min, 06 with 07 about 5 min, 08 about 2 min (6 without lesson
+#             trainings' measured times: 05 about 6 min, 06 with 07 about 5 min, 08 about 2.5 min (6.5 without lesson
 #             04's DDPM cached), 09 about 6 min (9 without 05's VAE), 10 about 6 min; each group in a call of its own.
 #             quick and lessons need the text encoder from .gpu-enc (gpu_kit.sh), carried in a second call on the
 #             warm machine (ignored paths stay there between calls; the machine goes back after 30 s idle)
