@@ -1027,8 +1027,8 @@ def main(argv=None) -> int:
             ControlNet,
             edge_overlap,
             sobel_edges,
-            train_controlnet,
         )
+        from course_lib.train import train_controlnet
 
         t0 = time.perf_counter()
         base = base.float()

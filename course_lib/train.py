@@ -21,7 +21,8 @@ on its share of the global batch; ``python -m course_lib.train_ddp`` is a ready 
 
 Lesson 05's VAE trains with the same loop pieces: :func:`vae_loss` (reconstruction +
 β·KL), :func:`train_vae`, :func:`cached_vae` (which also measures the latent scaling
-factor) and :func:`vae_recipe`; its checkpoints use the same folder format.
+factor) and :func:`vae_recipe`; its checkpoints use the same folder format. Lesson 10's
+:func:`train_controlnet` trains a ControlNet beside a frozen U-Net with the same ε-loss.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from .device import (
 from .distributed import is_main_process, rank_and_world
 from .flow import flow_matching_loss
 from .guidance import drop_condition
+from .nn.controlnet import ControlledUNet
 from .nn.unet import ARCHITECTURE, UNet, UNetConfig
 from .nn.vae import VAE, VAE_ARCHITECTURE, VAEConfig, VAEOutput, kl_divergence, latent_scaling_factor
 from .schedules import NoiseSchedule, q_sample
@@ -764,3 +766,40 @@ def vae_recipe(quick: bool | None = None, factor: int = 4) -> tuple[VAEConfig, V
     if quick:
         return vae, VAETrainConfig(steps=250, batch_size=32, lr=3e-3, beta=1e-3, warmup_steps=20)
     return vae, VAETrainConfig(steps=10_000, batch_size=128, lr=1e-3, beta=1e-3, warmup_steps=200)
+
+
+def train_controlnet(controlled: ControlledUNet, schedule, images: torch.Tensor, hints: torch.Tensor,
+                     steps: int = 1000, batch_size: int = 64, lr: float = 1e-4, labels: torch.Tensor | None = None,
+                     device=None, seed: int = 0, progress: bool = True) -> list[float]:
+    """Train the ControlNet of ``controlled`` (the U-Net stays frozen) on (image, hint) pairs with the
+    ε-loss of ``train.diffusion_loss``: AdamW with a short warm-up, gradient clipping at 1, data held
+    on the device. Returns the loss of every step."""
+    if images.shape[0] != hints.shape[0] or hints.shape[2:] != images.shape[2:]:
+        raise ValueError(f"hints must be N×c×H×W matching images {tuple(images.shape)}, got {tuple(hints.shape)}")
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    controlled.to(device)
+    controlled.controlnet.train()
+    params = [p for p in controlled.controlnet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    data, cond = images.to(device, torch.float32), hints.to(device, torch.float32)
+    y = labels.to(device).long() if labels is not None else None
+    losses = []
+    it = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="training ControlNet", leave=False)
+    for step in it:
+        idx = torch.randint(0, len(data), (batch_size,), device=device, generator=gen)
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 20)
+        loss = diffusion_loss(controlled.with_hint(cond[idx]), schedule, data[idx],
+                              None if y is None else y[idx], gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.detach())
+    controlled.controlnet.eval()
+    return torch.stack(losses).float().cpu().tolist()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib.nn.controlnet import ControlledUNet, ControlNet, edge_overlap, sobel_edges, train_controlnet
+from course_lib.nn.controlnet import ControlledUNet, ControlNet, edge_overlap, sobel_edges
 from course_lib.nn.unet import UNet, UNetConfig
 from course_lib.samplers import sample
 from course_lib.schedules import NoiseSchedule
-from course_lib.train import TrainConfig, train_diffusion
+from course_lib.train import TrainConfig, train_controlnet, train_diffusion
 
 CFG = UNetConfig(image_size=16, channels=(8, 16), blocks=(1, 1), attention=(False, True), head_dim=8, groups=4,
                  num_classes=3)

@@ -13,7 +13,7 @@ model that already works, and the gradient reaches the copy through the Z's, whi
 after the first step. Only the copy, H and the Z's train.
 
 ``sobel_edges`` makes the condition from images, and ``edge_overlap`` measures how well samples
-follow it.
+follow it. Training is in ``train.train_controlnet`` (models never reach back up to the training code).
 """
 
 from __future__ import annotations
@@ -133,43 +133,3 @@ def edge_overlap(edges_a: torch.Tensor, edges_b: torch.Tensor) -> torch.Tensor:
     a, b = (edges_a > 0).flatten(1).float(), (edges_b > 0).flatten(1).float()
     inter, total = (a * b).sum(1), a.sum(1) + b.sum(1)
     return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
-
-
-def train_controlnet(controlled: ControlledUNet, schedule, images: torch.Tensor, hints: torch.Tensor,
-                     steps: int = 1000, batch_size: int = 64, lr: float = 1e-4, labels: torch.Tensor | None = None,
-                     device=None, seed: int = 0, progress: bool = True) -> list[float]:
-    """Train the ControlNet of ``controlled`` (the U-Net stays frozen) on (image, hint) pairs with the
-    ε-loss of ``train.diffusion_loss``: AdamW with a short warm-up, gradient clipping at 1, data held
-    on the device. Returns the loss of every step."""
-    from ..device import pick_device
-    from ..train import diffusion_loss
-
-    if images.shape[0] != hints.shape[0] or hints.shape[2:] != images.shape[2:]:
-        raise ValueError(f"hints must be N×c×H×W matching images {tuple(images.shape)}, got {tuple(hints.shape)}")
-    device = pick_device(device) if not isinstance(device, torch.device) else device
-    controlled.to(device)
-    controlled.controlnet.train()
-    params = [p for p in controlled.controlnet.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    data, cond = images.to(device, torch.float32), hints.to(device, torch.float32)
-    y = labels.to(device).long() if labels is not None else None
-    losses = []
-    it = range(steps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, desc="training ControlNet", leave=False)
-    for step in it:
-        idx = torch.randint(0, len(data), (batch_size,), device=device, generator=gen)
-        for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / 20)
-        loss = diffusion_loss(controlled.with_hint(cond[idx]), schedule, data[idx],
-                              None if y is None else y[idx], gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        losses.append(loss.detach())
-    controlled.controlnet.eval()
-    return torch.stack(losses).float().cpu().tolist()
