@@ -63,6 +63,13 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def table_dtype(device) -> torch.dtype:
+    """The dtype a schedule's tables take on ``device``: float64 (their own), except on Apple's MPS, which
+    has no float64 (a float64 tensor cannot even be moved there): float32, still finer than the bf16 or
+    float32 images the tables scale."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
 def randn(shape, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
     """N(0, I) draws of ``shape`` on ``device``, made on ``generator``'s own device and moved there.
 

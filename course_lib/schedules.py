@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from .device import table_dtype
+
 SCHEDULE_NAMES = ("linear", "cosine", "scaled_linear")
 
 
@@ -144,7 +146,7 @@ class NoiseSchedule:
         key = (id(table), str(device))
         hit = kept.get(key)
         if hit is None or hit[0] is not table or hit[1] != table._version:
-            hit = kept[key] = (table, table._version, table.to(device))
+            hit = kept[key] = (table, table._version, table.to(device, table_dtype(device)))  # MPS: float32
         return hit[2]
 
     def __repr__(self) -> str:

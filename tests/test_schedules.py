@@ -152,3 +152,23 @@ def test_gather_keeps_one_copy_of_a_table_per_device_and_renews_a_changed_one():
     assert s._on(s.alphas_cumprod, torch.device("cpu")) is s.alphas_cumprod  # no copy on its own device
     like = torch.zeros(3, 1, 2, 2, device=meta)
     assert s.gather(s.alphas_cumprod, torch.tensor([0, 5, 19]), like).shape == (3, 1, 1, 1)
+
+
+def test_tables_go_to_apples_mps_as_float32(monkeypatch):
+    """MPS has no float64: moving a float64 table there raises, so training on a Mac's default device failed at
+    its first q_sample. Copies follow ``device.table_dtype``: float64 on CPU and CUDA, float32 on MPS. Without an
+    MPS device here, meta stands in for it (the policy is patched to treat meta as MPS)."""
+    from course_lib import device as device_module
+    from course_lib import schedules
+
+    assert device_module.table_dtype("mps") is torch.float32
+    assert device_module.table_dtype(torch.device("mps", 0)) is torch.float32
+    assert device_module.table_dtype("cpu") is torch.float64 and device_module.table_dtype("cuda:0") is torch.float64
+    s = NoiseSchedule.linear(20)
+    assert s._on(s.alphas_cumprod, torch.device("meta")).dtype is torch.float64  # float64 wherever it exists
+    monkeypatch.setattr(schedules, "table_dtype", lambda d: torch.float32 if torch.device(d).type == "meta" else
+                        torch.float64)
+    s = NoiseSchedule.linear(20)
+    assert s._on(s.betas, torch.device("meta")).dtype is torch.float32
+    x = torch.zeros(2, 1, 4, 4, device="meta")
+    assert q_sample(s, x, torch.tensor([3, 7]), torch.zeros_like(x), check_t=False).dtype is torch.float32
