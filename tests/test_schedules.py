@@ -172,3 +172,23 @@ def test_tables_go_to_apples_mps_as_float32(monkeypatch):
     assert s._on(s.betas, torch.device("meta")).dtype is torch.float32
     x = torch.zeros(2, 1, 4, 4, device="meta")
     assert q_sample(s, x, torch.tensor([3, 7]), torch.zeros_like(x), check_t=False).dtype is torch.float32
+
+    # and a whole training loss, with MPS's refusal emulated: no float64 tensor may land on "meta"
+    from course_lib.nn.unet import UNet, UNetConfig
+    from course_lib.train import diffusion_loss
+
+    real_to = torch.Tensor.to
+
+    def refusing_to(self, *args, **kwargs):
+        out = real_to(self, *args, **kwargs)
+        if out.device.type == "meta" and out.dtype == torch.float64:
+            raise TypeError("Cannot convert a MPS Tensor to float64 dtype (emulated)")
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "to", refusing_to)
+    model = UNet(UNetConfig(image_size=8, channels=(8, 16), blocks=(1, 1), attention=(False, True), head_dim=8,
+                            groups=4)).to("meta")
+    x = torch.zeros(4, 1, 8, 8, device="meta")
+    for gamma in (None, 5.0):  # Min-SNR gathers the SNR table too
+        loss = diffusion_loss(model, NoiseSchedule.cosine(50), x, generator=torch.Generator(), min_snr_gamma=gamma)
+        assert loss.device.type == "meta" and loss.shape == ()
