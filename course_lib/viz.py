@@ -435,17 +435,18 @@ def trajectory_html(frames, **kwargs):
 # ---------------------------------------------------------------------------------------------
 
 
-def _render_png(x0: np.ndarray, xt: np.ndarray, caption: str) -> bytes:
-    """x0 and x_t grids side by side as PNG bytes (a pyplot-free Figure: nothing is displayed)."""
+def _panels_png(panels, figsize, nrow: int | None = None) -> bytes:
+    """Image grids side by side as PNG bytes, one titled panel per (images, title) in ``panels``
+    (a pyplot-free Figure: nothing is displayed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 3.2), dpi=80)
+    fig = Figure(figsize=figsize, dpi=80)
     FigureCanvasAgg(fig)
-    for ax, arr, name in zip(fig.subplots(1, 2), (x0, xt), ("$x_0$", caption)):
-        grid = to_unit(make_grid(arr))
+    for ax, (arr, title) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels):
+        grid = to_unit(make_grid(arr, nrow=nrow))
         ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(name, fontsize=10)
+        ax.set_title(title, fontsize=10)
         ax.set_axis_off()
     fig.tight_layout()
     buf = io.BytesIO()
@@ -532,7 +533,7 @@ def noising_slider(x0, schedules, seed: int = 0, t: int | None = None):
             f"SNR = {snr:.4g} ({snr_db:+.1f} dB) &nbsp; "
             f"x<sub>t</sub> = {math.sqrt(abar):.3f}·x<sub>0</sub> + {math.sqrt(1 - abar):.3f}·ε"
         )
-        image.value = _render_png(x0.float().numpy(), x_t.float().numpy(), f"$x_{{{k}}}$")
+        image.value = _panels_png([(x0.float().numpy(), "$x_0$"), (x_t.float().numpy(), f"$x_{{{k}}}$")], (6, 3.2))
 
     dropdown.observe(update, names="value")
     slider.observe(update, names="value")
@@ -544,24 +545,6 @@ def noising_slider(x0, schedules, seed: int = 0, t: int | None = None):
     box.state = state
     box.refresh = update
     return box
-
-
-def _grid_png(images, nrow: int | None, caption: str) -> bytes:
-    """One grid of images as PNG bytes, titled ``caption`` (a pyplot-free Figure: nothing is displayed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    grid = to_unit(make_grid(images, nrow=nrow))
-    fig = Figure(figsize=(min(2 + grid.shape[1] / 40, 12), 0.6 + grid.shape[0] / 40), dpi=80)
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    ax.set_title(caption, fontsize=10)
-    ax.set_axis_off()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
 
 
 def guidance_slider(generate, s: float = 3.0, s_max: float = 10.0, step: float = 0.5, images=None,
@@ -605,7 +588,11 @@ def guidance_slider(generate, s: float = 3.0, s_max: float = 10.0, step: float =
     def show(s_now: float, shown, seconds):
         _to_numpy_images(shown, "generate(s)")  # validates shape, channels and finiteness
         state.update(s=s_now, images=shown, seconds=seconds)
-        image.value = _grid_png(shown, nrow, f"s = {s_now:g}")
+        n, height, width = shown.shape[0], shown.shape[-2], shown.shape[-1]
+        cols = nrow or math.ceil(math.sqrt(n))
+        rows = math.ceil(n / cols)
+        size = (min(2 + cols * (width + 2) / 40, 12), 0.6 + rows * (height + 2) / 40)  # 2 screen pixels per image pixel at 80 dpi
+        image.value = _panels_png([(shown, f"s = {s_now:g}")], size, nrow)
         took = "" if seconds is None else f" ({seconds:.1f} s to sample)"
         caption.value = f"guidance scale s = {s_now:g}{took}"
 
