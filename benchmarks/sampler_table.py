@@ -48,7 +48,7 @@ FULL_ROWS = (
     + [("DPM++ 2M", "course", "dpm++2m", s, 0.0, "leading") for s in (10, 20)]
     + [("DPM++ 2M", "diffusers", "dpm++2m", s, 0.0, "leading") for s in (10, 20)]
     # DDPM with Ho et al.'s other variance, σ² = β_t: the DDIM paper's best FID at 1000 steps, its worst at few
-    + [(LARGE, "course", "ddpm", s, 0.0, "leading", {"variance": "large"}) for s in (20, 50, None)]
+    + [(LARGE, "course", "ddpm", s, 0.0, "leading", {"variance": "large"}) for s in (10, 20, 50, None)]
     + [(LARGE, "diffusers", "ddpm", None, 0.0, "leading", {"variance_type": "fixed_large"})]
 )
 QUICK_ROWS = [
