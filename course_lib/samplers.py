@@ -22,7 +22,7 @@ one with few steps. With ``clip_x0=True`` x̂_0 is clamped to [-1, 1] before it 
 (``clip_sample=True``, as in Ho et al.'s own sampler).
 Clamping matters most at the first steps of a cosine schedule: there abar_t/abar_{t−1} = 1 − β_t
 can be 0.001, so an error in ε̂ reaches x_{t−1} amplified by sqrt(abar_{t−1}/abar_t) ≈ 30, and an
-imperfect model's samples run off to values in the hundreds instead of staying in [-1, 1].
+imperfect model's samples run off to values in the hundreds or thousands instead of staying in [-1, 1].
 
 **DDIM** (Song et al. 2021, eq. 12) keeps the same marginals q(x_t | x_0) but a non-Markovian
 reverse process, so it may jump from t to any t' < t:
