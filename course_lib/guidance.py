@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import torch
 
+from .device import rand
 from .text import TextEmbedding
 
 
@@ -93,9 +94,7 @@ def drop_condition(labels_or_mask, p: float, generator: torch.Generator | None =
         device = labels_or_mask.device
     else:
         device = generator.device if generator is not None else torch.device("cpu")
-    draw_on = generator.device if generator is not None else device
-    u = torch.rand(n, generator=generator, device=draw_on)
-    return (u < p).to(device)
+    return rand(n, generator, device) < p  # drawn on the generator's device, moved to the labels' device
 
 
 def _matching_null(cond, uncond, n: int):

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .device import autocast, randn, table_dtype
+from .device import autocast, randn
 from .schedules import NoiseSchedule, check_images
 
 SAMPLERS = ("ddpm", "ddim", "dpm++2m")
@@ -251,10 +251,9 @@ def _abar(schedule: NoiseSchedule, t: Step, like: torch.Tensor):
     """abar_t: a Python float for an int t (1.0 for t < 0), else an (N,1,1,1) tensor like ``like``."""
     if isinstance(t, int):
         return 1.0 if t < 0 else float(schedule.alphas_cumprod[t])
-    dtype = table_dtype(like.device)  # float64, or float32 on MPS, which has no float64
-    table = schedule.alphas_cumprod.to(dtype).to(like.device)
+    table = schedule._on(schedule.alphas_cumprod, like.device)  # kept per device; float32 on MPS (no float64)
     t = t.to(like.device)
-    vals = torch.where(t >= 0, table[t.clamp(min=0)], torch.ones((), dtype=dtype, device=like.device))
+    vals = torch.where(t >= 0, table[t.clamp(min=0)], torch.ones((), dtype=table.dtype, device=like.device))
     return vals.view(-1, *([1] * (like.dim() - 1)))
 
 

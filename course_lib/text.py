@@ -48,7 +48,7 @@ import torch
 
 from .data import CAPTIONS
 from .data import _check_name as _check_dataset
-from .device import pick_device
+from .device import pick_device, rand
 from .settings import get_settings
 
 #: The name the bundled encoder goes by (and the hub ids that mean the same weights).
@@ -498,8 +498,7 @@ def caption_ids(labels: torch.Tensor, name: str | None = None, generator: torch.
     if check and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(phrasings)):
         raise ValueError(f"labels must lie in 0..{len(phrasings) - 1}")
     first, counts = _phrasing_rows(name, labels.device)
-    gen_device = generator.device if generator is not None else labels.device
-    u = torch.rand(len(labels), generator=generator, device=gen_device).to(labels.device)
+    u = rand(len(labels), generator, labels.device)  # drawn on the generator's device, moved to the labels' device
     labels = labels.long()
     pick = (u * counts[labels]).long().clamp_max(counts[labels] - 1)
     return first[labels] + pick

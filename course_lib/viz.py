@@ -591,7 +591,8 @@ def guidance_slider(generate, s: float = 3.0, s_max: float = 10.0, step: float =
         n, height, width = shown.shape[0], shown.shape[-2], shown.shape[-1]
         cols = nrow or math.ceil(math.sqrt(n))
         rows = math.ceil(n / cols)
-        size = (min(2 + cols * (width + 2) / 40, 12), 0.6 + rows * (height + 2) / 40)  # 2 screen pixels per image pixel at 80 dpi
+        # 2 screen pixels per image pixel at 80 dpi
+        size = (min(2 + cols * (width + 2) / 40, 12), 0.6 + rows * (height + 2) / 40)
         image.value = _panels_png([(shown, f"s = {s_now:g}")], size, nrow)
         took = "" if seconds is None else f" ({seconds:.1f} s to sample)"
         caption.value = f"guidance scale s = {s_now:g}{took}"
