@@ -66,6 +66,7 @@ class UsageError(Exception):
 PACKAGES = (
     "numpy",
     "diffusers",
+    "transformers",
     "safetensors",
     "matplotlib",
     "ipywidgets",
@@ -94,6 +95,7 @@ _SETTING_VARS = {
     "text_encoder": "COURSE_TEXT_ENCODER",
     "compile": "COURSE_COMPILE",
     "autocast": "COURSE_AUTOCAST",
+    "full_on_cpu": "COURSE_FULL_ON_CPU",
 }
 
 
@@ -315,6 +317,7 @@ def doctor_report() -> dict[str, Any]:
             "text_encoder": settings.text_encoder,
             "compile": settings.compile,
             "autocast": settings.autocast,
+            "full_on_cpu": settings.full_on_cpu,
             "error": None,
         }
     except ValueError as e:  # e.g. COURSE_QUICK=maybe
@@ -361,7 +364,12 @@ def format_doctor(r: dict[str, Any]) -> str:
     else:
         built = f"torch built with CUDA {cuda['version']}" if cuda["version"] else "CPU-only torch build"
         row("cuda", f"not available ({built})" + (f"; {cuda['error']}" if cuda["error"] else ""))
-    row("bf16", _yes_no(r["bf16"]) + " (bf16 autocast on the device above, COURSE_AUTOCAST)")
+    if r["bf16"]:
+        row("bf16", "yes: the lessons train and sample in bf16 (16-bit floats) under autocast (COURSE_AUTOCAST)")
+    else:
+        on_cpu = (dev["name"] or "").startswith("cpu")
+        why = "as expected on a CPU" if on_cpu else "COURSE_AUTOCAST=off, or no bf16 on this device"
+        row("bf16", f"no: the lessons run in fp32 here, {why} (bf16 autocast needs a CUDA GPU from Ampere on)")
     row("mps", "available" if r["mps"]["available"] else "not available")
 
     add("")
@@ -382,6 +390,8 @@ def format_doctor(r: dict[str, Any]) -> str:
         if not s["quick"] and not r["cuda"]["available"]:
             add("  note: full mode without a GPU: the lessons' full-mode trainings take hours to days on a CPU;")
             add("        on a laptop start Jupyter with COURSE_QUICK=1 (quick mode, same cells, minutes)")
+            if not s["full_on_cpu"]:
+                add("        (a full-mode training stops before it starts here, unless COURSE_FULL_ON_CPU=1)")
 
     add("")
     add("Datasets (looked up offline by file name: nothing downloaded, nothing checksum-checked)")

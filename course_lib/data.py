@@ -464,11 +464,12 @@ def _unavailable_message(name: str, fname: str, data_dir: Path | None, cache_fol
         f"Put the files ({files}) in either",
         f"  - $COURSE_DATA_DIR/{name}/  (COURSE_DATA_DIR is {data_dir_note}), or",
         f"  - the cache folder {cache_folder}/",
-        "Fashion-MNIST is also provided by Debian/Ubuntu: apt-get install dataset-fashion-mnist",
-        f"(files in {DEBIAN_FASHION_MNIST_DIR}).",
-        "The 'digits' dataset (scikit-learn) works offline: set COURSE_DATASET=digits "
-        "or call load_images('digits').",
     ]
+    if name == "fashion_mnist":  # only Fashion-MNIST has a Debian package
+        lines += ["Fashion-MNIST is also provided by Debian/Ubuntu: apt-get install dataset-fashion-mnist",
+                  f"(files in {DEBIAN_FASHION_MNIST_DIR})."]
+    lines.append("The 'digits' dataset (scikit-learn) works offline: set COURSE_DATASET=digits "
+                 "or call load_images('digits').")
     return "\n".join(lines)
 
 

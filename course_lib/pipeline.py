@@ -565,7 +565,7 @@ def train_latent_text_model(
     """
     from .data import load_images
     from .text import BUNDLED, caption_embeddings, dataset_captions
-    from .train import config_hash, train_diffusion
+    from .train import check_cpu_budget, config_hash, train_diffusion
 
     if not isinstance(vae, VAE):
         raise ValueError(f"vae must be a course_lib VAE, got {type(vae).__name__}")
@@ -585,6 +585,7 @@ def train_latent_text_model(
         return pipe
 
     device = pick_device(device) if not isinstance(device, torch.device) else device
+    check_cpu_budget(device, train_config.steps, train_config.batch_size, f"the latent U-Net sd-{dataset}-{key}")
     data = load_images(dataset, "train")
     images, labels = data.images, torch.as_tensor(data.labels)
     if max_images is not None:

@@ -12,6 +12,8 @@
 |                         | ``default`` or ``reduce-overhead``                  | of 2000+ steps on a GPU          |
 | ``COURSE_AUTOCAST``     | mixed precision: ``auto`` (bf16 on a CUDA GPU),     | ``auto``                         |
 |                         | ``bf16`` (also on a CPU), ``off`` (fp32 everywhere) |                                  |
+| ``COURSE_FULL_ON_CPU``  | ``1`` lets a full-mode training start on a CPU      | ``0``: it stops with an error    |
+|                         | (hours to days)                                     | saying what to do                |
 
 Quick mode changes budgets, never the code path: a quick run executes the same cells.
 """
@@ -39,6 +41,7 @@ class Settings:
     text_encoder: str | None = None
     compile: str = "auto"
     autocast: str = "auto"
+    full_on_cpu: bool = False
 
 
 def _flag(name: str, value: str) -> bool:
@@ -75,6 +78,7 @@ def get_settings() -> Settings:
         text_encoder=text_encoder,
         compile=compile_mode,
         autocast=autocast,
+        full_on_cpu=_flag("COURSE_FULL_ON_CPU", env.get("COURSE_FULL_ON_CPU", "0")),
     )
 
 

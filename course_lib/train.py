@@ -432,6 +432,32 @@ def load_checkpoint(folder: str | Path, device: torch.device | str | None = None
     return model.to(pick_device(device) if device is None else device).eval(), info.get("meta", {})
 
 
+#: Steps × batch above which a training on a CPU in full mode stops before it starts (unless COURSE_FULL_ON_CPU=1).
+#: Quick mode's trainings see 1k–10k images; full mode's see 1–2.6M, which on a 2-core CPU takes a day or more
+#: (the full DDPM: 15 000 steps of 128 at 9–12 s a step there, benchmarks/RESULTS.md).
+CPU_FULL_MODE_IMAGES = 200_000
+
+
+def check_cpu_budget(device: torch.device | str, steps: int, batch_size: int, what: str) -> None:
+    """Stop a full-mode training of ``steps`` × ``batch_size`` images on a CPU before it starts.
+
+    A learner who opened the lessons without ``COURSE_QUICK=1`` on a laptop would otherwise
+    wait a day for lesson 00's first cell that trains. Quick mode, a GPU, a small budget or
+    ``COURSE_FULL_ON_CPU=1`` pass through.
+    """
+    settings = get_settings()
+    if torch.device(device).type != "cpu" or settings.quick or settings.full_on_cpu:
+        return
+    if steps * batch_size <= CPU_FULL_MODE_IMAGES:
+        return
+    raise RuntimeError(
+        f"full mode on a CPU: {what} would train {steps:,} steps of {batch_size} images, "
+        f"which takes many hours to days on a CPU. Quick mode is meant for a CPU: restart Jupyter with "
+        f"COURSE_QUICK=1 (or set os.environ['COURSE_QUICK'] = '1' and rerun the lesson from its first cell). "
+        f"On a GPU, check `course doctor`. To train in full mode on this CPU anyway, set COURSE_FULL_ON_CPU=1."
+    )
+
+
 def config_hash(*parts) -> str:
     """A short stable hash of JSON-able settings (dataclasses allowed)."""
     norm = [asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts]
@@ -479,8 +505,9 @@ def cached_train(
         return TrainResult(model=model, raw_model=model, losses=meta.get("losses", []),
                            seconds=meta.get("seconds", 0.0),
                            images_per_second=meta.get("images_per_second", 0.0), from_cache=True)
-    data = load_images(dataset, "train")
     device = pick_device(device) if not isinstance(device, torch.device) else device
+    check_cpu_budget(device, train_config.steps, train_config.batch_size, f"the U-Net ddpm-{dataset}-{key}")
+    data = load_images(dataset, "train")
     result = train_diffusion(
         UNet(unet_config), schedule, data.images, train_config,
         labels=data.labels if (class_conditional or text_model) else None, device=device, progress=progress,
@@ -733,6 +760,8 @@ def cached_vae(
                               recon_mse=meta.get("recon_mse", []), kl_per_value=meta.get("kl_per_value", []),
                               seconds=meta.get("seconds", 0.0), images_per_second=meta.get("images_per_second", 0.0),
                               from_cache=True, scaling_factor=model.scaling_factor)
+    check_cpu_budget(pick_device(device) if not isinstance(device, torch.device) else device,
+                     train_config.steps, train_config.batch_size, f"the VAE vae-{dataset}-{key}")
     images = load_images(dataset, "train").images
     result = train_vae(VAE(vae_config), images, train_config, device=device, progress=progress)
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:scaling_images]

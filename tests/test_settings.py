@@ -9,11 +9,11 @@ from course_lib.settings import budget, get_settings
 
 def test_defaults(monkeypatch):
     for var in ("COURSE_QUICK", "COURSE_DATASET", "COURSE_DATA_DIR", "COURSE_CACHE_DIR", "COURSE_DEVICE",
-                "COURSE_COMPILE", "COURSE_AUTOCAST"):
+                "COURSE_COMPILE", "COURSE_AUTOCAST", "COURSE_FULL_ON_CPU"):
         monkeypatch.delenv(var, raising=False)
     s = get_settings()
     assert (s.quick, s.dataset, s.data_dir, s.device, s.compile) == (False, "fashion_mnist", None, None, "auto")
-    assert s.autocast == "auto"
+    assert s.autocast == "auto" and s.full_on_cpu is False
     assert s.cache_dir.name == "diffusion-course"
 
 
@@ -44,6 +44,10 @@ def test_bad_settings_say_what_was_expected(monkeypatch):
     with pytest.raises(ValueError, match="COURSE_COMPILE must be one of auto, off, default, reduce-overhead"):
         get_settings()
     monkeypatch.delenv("COURSE_COMPILE")
+    monkeypatch.setenv("COURSE_FULL_ON_CPU", "sure")
+    with pytest.raises(ValueError, match="COURSE_FULL_ON_CPU must be 0 or 1"):
+        get_settings()
+    monkeypatch.delenv("COURSE_FULL_ON_CPU")
     with pytest.raises(ValueError, match="device"):
         pick_device("tpu")
     if not torch.cuda.is_available():

@@ -97,6 +97,44 @@ def test_cached_train_reuses_the_model(tmp_path, monkeypatch):
     assert len(list((tmp_path / "models").iterdir())) == 2
 
 
+def test_full_mode_on_a_cpu_stops_before_a_day_long_training(tmp_path, monkeypatch):
+    """Lesson 00 on a laptop without COURSE_QUICK=1 must not start 15 000 steps of 128 on the CPU: a clear error
+    first, saying what to do; quick mode, a GPU, a small budget or COURSE_FULL_ON_CPU=1 pass."""
+    from course_lib.nn.vae import VAE, VAEConfig
+    from course_lib.pipeline import train_latent_text_model
+    from course_lib.train import CPU_FULL_MODE_IMAGES, VAETrainConfig, cached_vae, check_cpu_budget, ddpm_recipe
+
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("COURSE_QUICK", "0")
+    monkeypatch.delenv("COURSE_FULL_ON_CPU", raising=False)
+    unet_config, schedule, full = ddpm_recipe(quick=False)
+    assert full.steps * full.batch_size > CPU_FULL_MODE_IMAGES  # the recipe it is meant to stop
+    quick = ddpm_recipe(quick=True)[2]
+    assert quick.steps * quick.batch_size <= CPU_FULL_MODE_IMAGES  # and quick mode's is far below it
+    with pytest.raises(RuntimeError, match=r"(?s)15,000 steps of 128.*COURSE_QUICK=1.*COURSE_FULL_ON_CPU=1"):
+        cached_train(unet_config, schedule, full, dataset="digits", device="cpu", progress=False)
+    tiny_vae = VAEConfig(channels=(8, 16), blocks=1, latent_channels=4, groups=4)
+    with pytest.raises(RuntimeError, match="the VAE"):
+        cached_vae(tiny_vae, VAETrainConfig(steps=10_000, batch_size=128), dataset="digits", device="cpu",
+                   progress=False)
+    latent = UNetConfig(channels=(8, 16), blocks=(1, 1), attention=(False, True), head_dim=8, groups=4,
+                        in_channels=4, image_size=8, context_dim=384)
+    with pytest.raises(RuntimeError, match="the latent U-Net"):
+        train_latent_text_model(VAE(tiny_vae), latent, schedule, TrainConfig(steps=20_000, batch_size=128),
+                                dataset="digits", device="cpu", progress=False)
+    assert not (tmp_path / "models").exists()  # nothing was trained or written
+    # what passes: one image over the limit is the first to stop
+    check_cpu_budget("cpu", CPU_FULL_MODE_IMAGES, 1, "x")
+    with pytest.raises(RuntimeError):
+        check_cpu_budget("cpu", CPU_FULL_MODE_IMAGES + 1, 1, "x")
+    check_cpu_budget("cuda", 15_000, 128, "x")  # a GPU
+    monkeypatch.setenv("COURSE_FULL_ON_CPU", "1")
+    check_cpu_budget("cpu", 15_000, 128, "x")
+    monkeypatch.setenv("COURSE_FULL_ON_CPU", "0")
+    monkeypatch.setenv("COURSE_QUICK", "1")
+    check_cpu_budget("cpu", 15_000, 128, "x")
+
+
 def test_cached_train_asks_training_compile_for_its_device_and_steps(tmp_path, monkeypatch):
     """The lessons' trainings compile as COURSE_COMPILE says for their device and length (CUDA graphs on a GPU)."""
     from course_lib import train as train_module
