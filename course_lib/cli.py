@@ -760,8 +760,11 @@ def _submissions(items: Sequence[Path]) -> list[Path]:
     for item in items:
         if item.is_dir():
             files = [p for p in sorted(item.rglob("*")) if p.is_file() and ".ipynb_checkpoints" not in p.parts]
+            # a zip made on a Mac carries __MACOSX/…/._name copies of its files' metadata: not submissions
+            junk = [p for p in files if "__MACOSX" in p.relative_to(item).parts or p.name.startswith("._")]
+            files = [p for p in files if p not in junk]
             found = [p for p in files if ".ipynb" in p.name.lower()]
-            skipped = [p for p in files if ".ipynb" not in p.name.lower()]
+            skipped = [p for p in files if ".ipynb" not in p.name.lower()] + junk
             if not found:
                 print(f"note: no .ipynb files in {item}", file=sys.stderr)
             if skipped:
@@ -832,10 +835,24 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         print(f"note: {args.out} holds {len(kept)} graded submission(s) from an earlier run; they stay in the "
               "gradebook", file=sys.stderr)
         seeds = {r.get("seed") for r in kept}
-        if opts.seed is None and len(seeds) == 1 and isinstance(next(iter(seeds)), int):
-            # a late submission is checked on the class's inputs unless --seed says otherwise
-            opts.seed = seeds.pop()
-            print(f"note: using the earlier run's seed {opts.seed} (give --seed to choose another)", file=sys.stderr)
+        by_lesson: dict[str, set] = {}
+        for r in kept:
+            by_lesson.setdefault(r.get("lesson"), set()).add(r.get("seed"))
+        lesson_seeds = {
+            lesson: next(iter(s)) for lesson, s in by_lesson.items()
+            if isinstance(lesson, str) and len(s) == 1 and isinstance(next(iter(s)), int)
+        }
+        if opts.seed is None and lesson_seeds:
+            # a late submission is checked on its class's inputs (its lesson's earlier seed) unless --seed says
+            opts.lesson_seeds = lesson_seeds
+            if len(set(lesson_seeds.values())) == 1:
+                opts.seed = next(iter(lesson_seeds.values()))
+                print(f"note: using the earlier run's seed {opts.seed} (give --seed to choose another)",
+                      file=sys.stderr)
+            else:
+                shown = ", ".join(f"{lesson} {seed}" for lesson, seed in sorted(lesson_seeds.items()))
+                print(f"note: each lesson is checked with the seed of its earlier rows ({shown}; give --seed to "
+                      "choose another)", file=sys.stderr)
         elif opts.seed is not None and opts.seed not in seeds:
             print(f"note: the earlier rows were checked with seed(s) {', '.join(map(str, sorted(seeds, key=str)))}, "
                   f"this run uses {opts.seed}", file=sys.stderr)
@@ -845,8 +862,10 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         print(f"course grade: error: {e}", file=sys.stderr)
         return 1
     n_fail = sum(r["status"] == "grader_error" for r in rows)
+    seeds_used = sorted({r["seed"] for r in rows if isinstance(r.get("seed"), int)}) or [opts.seed]
     print(
-        f"graded {len(rows)} submissions in {time.perf_counter() - start:.1f} s (seed {opts.seed}); "
+        f"graded {len(rows)} submissions in {time.perf_counter() - start:.1f} s "
+        f"(seed {', '.join(map(str, seeds_used))}); "
         f"gradebook: {args.out / 'gradebook.csv'}"
     )
     print(class_summary(rows))

@@ -317,7 +317,8 @@ def test_a_class_in_student_folders_a_crashing_cell_and_a_late_submission(tmp_pa
     assert cli.main(["grade", str(subs), "--out", str(out), "--seed", "5", "--jobs", "2"]) == 0
     captured = capsys.readouterr()
     assert "skipped 1 file(s)" in captured.err and "roster.csv" in captured.err
-    assert f"to look at (the grader could not judge all of it): bob__{lesson} ({first} error)" in captured.out
+    look = "to look at (the grader could not judge all of it, or something is odd)"
+    assert f"{look}: bob__{lesson} ({first} error)" in captured.out
 
     def table():
         with open(out / "gradebook.csv") as f:
@@ -347,3 +348,204 @@ def test_a_class_in_student_folders_a_crashing_cell_and_a_late_submission(tmp_pa
     # a different seed on purpose is said out loud
     assert cli.main(["grade", str(late / f"{lesson}.ipynb"), "--out", str(out), "--seed", "6"]) == 0
     assert "checked with seed(s) 5, this run uses 6" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# What a fresh-eyes teacher found: global state, lost tags, a stub pasted again, tampering, the answer key
+# ---------------------------------------------------------------------------------------------
+
+
+def _cell_of(nb, ex_id: str):
+    return next(c for c in nb.cells if f"exercise:{ex_id}" in c.get("metadata", {}).get("tags", []))
+
+
+def _untagged(nb):
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        cell.metadata["tags"] = [t for t in tags if not t.startswith("exercise:")]
+    return nb
+
+
+@pytest.fixture(scope="module")
+def odd_class(tmp_path_factory):
+    """Lesson 02 (its 02.1 inputs depend on torch's default dtype), one submission per odd habit, graded at once."""
+    lesson = "02_forward_noising"
+    text = (SOLUTIONS / f"{lesson}.ipynb").read_text()
+    stub = nbformat.reads((EXERCISES / f"{lesson}.ipynb").read_text(), as_version=4)
+    folder = tmp_path_factory.mktemp("odd")
+
+    def write(name, change):
+        nb = nbformat.reads(text, as_version=4)
+        nb.metadata = stub.metadata  # as handed out: the released notebook's metadata names the lesson
+        change(nb)
+        nbformat.write(nb, folder / f"{name}.ipynb")
+
+    def prepend(ex_id, code):
+        def change(nb):
+            cell = _cell_of(nb, ex_id)
+            cell.source = code + "\n" + cell.source
+        return change
+
+    def append(ex_id, code):
+        def change(nb):
+            cell = _cell_of(nb, ex_id)
+            cell.source = cell.source + "\n" + code
+        return change
+
+    write("float64", prepend("02.1", "import torch\ntorch.set_default_dtype(torch.float64)"))
+    write("chdir", prepend("02.1", "import os\nos.makedirs('my_data', exist_ok=True)\nos.chdir('my_data')"))
+    write("patched_randn", prepend(
+        "02.1", "import torch\n_randn = torch.randn\ntorch.randn = lambda *a, **k: _randn(*a, **k) + 1.0"))
+    # NotImplementedError on one call of several: the other cases keep their points
+    write("one_case_unwritten", append("02.2", (
+        "_done = forward_by_steps\n_calls = []\n"
+        "def forward_by_steps(*args, **kwargs):\n"
+        "    _calls.append(1)\n"
+        "    if len(_calls) == 1:\n"
+        "        raise NotImplementedError('this case is not handled yet')\n"
+        "    return _done(*args, **kwargs)\n")))
+
+    def stub_below(nb):  # the released stub pasted again below the answer
+        i = nb.cells.index(_cell_of(nb, "02.1"))
+        nb.cells.insert(i + 1, nbformat.from_dict(dict(_cell_of(stub, "02.1"), id="stubagain")))
+    write("stub_below", stub_below)
+    write("no_tags", _untagged)
+
+    def markdown(nb):
+        cell = _cell_of(nb, "02.1")
+        cell.cell_type = "markdown"
+        cell.pop("outputs", None)
+        cell.pop("execution_count", None)
+    write("markdown", markdown)
+    # a later exercise cell rewrites whatever recorded results it can find beside its folder
+    write("tamper", prepend("02.3", (
+        "import pathlib\n"
+        "for _p in pathlib.Path('..').rglob('*.json'):\n"
+        "    _p.write_text('{}')\n")))
+    write("answer_key", append("02.1", (
+        "from course_lib.grading import get_exercise\nq_sample_closed_form = get_exercise('02.1').reference")))
+    out = tmp_path_factory.mktemp("odd_grades")
+    options = GradeOptions(jobs=2, timeout=120, cell_timeout=20, seed=77)
+    rows = grade_many(sorted(folder.glob("*.ipynb")), out, options)
+    return {r["submission"]: r for r in rows}, out
+
+
+def _by_id(row):
+    return {e["id"]: e for e in row["exercises"]}
+
+
+def test_a_learners_global_state_does_not_change_the_questions(odd_class):
+    rows, _ = odd_class
+    for name in ("float64", "chdir"):  # right answers: full marks, nothing to flag
+        row = rows[name]
+        assert row["total"] == row["max_total"], (name, _statuses(row), [e["detail"] for e in row["exercises"]])
+        assert not any(e.get("flag") for e in row["exercises"]), name
+    # a patched torch.randn changes the inputs themselves: the grade may be off, and the teacher is told
+    flag = _by_id(rows["patched_randn"])["02.1"].get("flag", "")
+    assert "inputs" in flag and "differed from the grader's" in flag, _by_id(rows["patched_randn"])["02.1"]
+
+
+def test_one_unwritten_case_costs_that_case_not_the_exercise(odd_class):
+    rows, _ = odd_class
+    e = _by_id(rows["one_case_unwritten"])["02.2"]
+    assert e["status"] == "partial" and 0 < e["points"] < e["max_points"], e
+    assert any("NotImplementedError" in c["message"] for c in e["checks"] if not c["passed"])
+
+
+def test_the_answer_is_found_past_a_pasted_stub_a_lost_tag_or_a_markdown_cell(odd_class):
+    rows, out = odd_class
+    for name in ("stub_below", "no_tags", "markdown"):
+        row = rows[name]
+        assert row["total"] == row["max_total"], (name, _statuses(row))
+    assert "changed from the stub" in _by_id(rows["stub_below"])["02.1"]["detail"]
+    assert "is a markdown cell; it was graded as code" in _by_id(rows["markdown"])["02.1"]["detail"]
+    untagged = _by_id(rows["no_tags"])
+    assert all("no cell is tagged" in e["detail"] and "untagged" in e.get("flag", "") for e in untagged.values())
+    # flagged answers are listed for the teacher, and the learner's feedback says why
+    from course_lib.grading.grade import class_summary
+
+    summary = class_summary(list(rows.values()))
+    assert "no_tags (02.1: answer found in an untagged cell" in summary
+    assert "for your teacher:" in (out / "no_tags.md").read_text()
+
+
+def test_later_code_cannot_change_recorded_results_and_the_answer_key_is_flagged(odd_class):
+    rows, _ = odd_class
+    assert rows["tamper"]["total"] == rows["tamper"]["max_total"], _statuses(rows["tamper"])
+    key = _by_id(rows["answer_key"])["02.1"]
+    assert key["status"] == "pass" and "course_lib.grading" in key.get("flag", ""), key
+
+
+def test_a_removed_gradebook_folder_is_written_again_and_no_row_is_lost(tmp_path, monkeypatch):
+    """A submission's code runs as the teacher's user and may delete --out mid-run: the rows are in memory."""
+    from course_lib.grading import grade as grade_module
+
+    lesson = LESSONS[0]
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for name in ("a", "b", "c"):
+        (subs / f"{name}.ipynb").write_text((EXERCISES / f"{lesson}.ipynb").read_text())
+    out = tmp_path / "grades"
+    real = grade_module.grade_submission
+    calls = []
+
+    def deleting(path, options, name=None, worker=None):
+        calls.append(name)
+        if len(calls) == 2:
+            import shutil
+
+            shutil.rmtree(out)  # what a hostile submission's code could do
+        return real(path, options, name, worker)
+
+    monkeypatch.setattr(grade_module, "grade_submission", deleting)
+    rows = grade_many(sorted(subs.glob("*.ipynb")), out, GradeOptions(jobs=1, timeout=60, seed=3))
+    assert len(rows) == 3
+    with open(out / "gradebook.csv") as f:
+        assert {r["submission"] for r in csv.DictReader(f)} == {"a", "b", "c"}
+    assert all((out / f"{n}.json").exists() and (out / f"{n}.md").exists() for n in "abc")
+
+
+def test_names_keep_letters_of_any_script_and_mac_zip_junk_is_skipped(tmp_path, capsys):
+    from course_lib.grading.grade import _names
+
+    assert _names([tmp_path / "zoë" / "01_x.ipynb", tmp_path / "zoé" / "01_x.ipynb"]) == ["zoë__01_x", "zoé__01_x"]
+    subs = tmp_path / "subs"
+    (subs / "__MACOSX" / "alice").mkdir(parents=True)
+    (subs / "alice").mkdir()
+    (subs / "alice" / "01_noise_schedules.ipynb").write_text("{}")
+    (subs / "__MACOSX" / "alice" / "._01_noise_schedules.ipynb").write_bytes(b"\x00\x05\x16\x07")
+    (subs / "alice" / "._01_noise_schedules.ipynb").write_bytes(b"\x00\x05\x16\x07")
+    assert cli._submissions([subs]) == [subs / "alice" / "01_noise_schedules.ipynb"]
+    assert "skipped 2 file(s)" in capsys.readouterr().err
+
+
+def test_several_files_of_one_student_and_lesson_are_pointed_out():
+    from course_lib.grading.grade import class_summary
+
+    def row(path, lesson="02_forward_noising"):
+        return {"submission": path, "file": f"/class/{path}", "lesson": lesson, "status": "graded", "total": 1.0,
+                "max_total": 9.0, "exercises": []}
+
+    rows = [row("oscar/02.ipynb"), row("oscar/02 (1).ipynb"), row("alice/02.ipynb"), row("alice/01.ipynb", "01_x")]
+    assert "oscar (02_forward_noising: 2 files)" in class_summary(rows)
+    assert "alice" not in class_summary(rows).split("several files")[1]
+    flat = [row("a.ipynb"), row("b.ipynb")]  # one folder for the class: no student has two files
+    assert "several files" not in class_summary(flat)
+
+
+def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):
+    """Lessons graded with different seeds into one folder: a late file of lesson 01 is checked with 01's seed."""
+    first, second = LESSONS[0], LESSONS[1]
+    out = tmp_path / "grades"
+    for lesson, seed in ((first, "5"), (second, "6")):
+        sub = tmp_path / "class" / f"amy_{lesson}.ipynb"
+        sub.parent.mkdir(exist_ok=True)
+        sub.write_text((EXERCISES / f"{lesson}.ipynb").read_text())
+        assert cli.main(["grade", str(sub), "--out", str(out), "--seed", seed]) == 0
+    late = tmp_path / "late" / f"ben_{first}.ipynb"
+    late.parent.mkdir()
+    late.write_text((EXERCISES / f"{first}.ipynb").read_text())
+    capsys.readouterr()
+    assert cli.main(["grade", str(late), "--out", str(out)]) == 0
+    assert f"{first} 5, {second} 6" in capsys.readouterr().err
+    assert json.loads((out / f"ben_{first}.json").read_text())["seed"] == 5

@@ -10,13 +10,17 @@ expected values.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["capture", "CallTimeout"]
+__all__ = ["capture", "CallTimeout", "WORKDIR_VARIABLE"]
+
+#: The kernel's starting folder, set by the grader: a relative ``out`` is resolved against it.
+WORKDIR_VARIABLE = "COURSE_GRADING_WORKDIR"
 
 
 class CallTimeout(BaseException):
@@ -51,34 +55,48 @@ def capture(exercise_id: str, namespace: dict, seed: int, out: str, time_limit: 
     or ``{"case": i, "timeout": true}``; a single ``{"undefined": name}`` when the answer is
     missing. After a timeout the remaining cases are recorded as timed out without running.
     """
-    from course_lib.grading.encode import encode, save_observations
-    from course_lib.grading.exercise import get_exercise, probe_case
+    import torch
 
+    from course_lib.grading.encode import encode, save_observations
+    from course_lib.grading.exercise import get_exercise, inputs_digest, probe_case
+
+    # where the grader asked, whatever folder the learner's code moved the kernel to (os.chdir)
+    path = Path(out)
+    if not path.is_absolute() and os.environ.get(WORKDIR_VARIABLE):
+        path = Path(os.environ[WORKDIR_VARIABLE]) / path
     ex = get_exercise(exercise_id)
     limit = float(time_limit if time_limit is not None else ex.time_limit)
     records: list[dict[str, Any]] = []
     answer = namespace.get(ex.name)
-    if answer is None:
-        records.append({"undefined": ex.name})
-    else:
-        cases = list(ex.cases(seed))
-        timed_out = False
-        for i, case in enumerate(cases):
-            if timed_out:
-                records.append({"case": i, "timeout": True})
-                continue
-            start = time.perf_counter()
-            try:
-                value, changed, kind = _run_limited(lambda case=case: probe_case(ex, answer, case), limit)
-                encode(value)  # fail here, as the learner's error, if the value cannot be recorded
-                record = {"case": i, "value": value, "kind": kind}
-                records.append(record | ({"changed": changed} if changed else {}))
-            except CallTimeout:
-                timed_out = True
-                records.append({"case": i, "timeout": True})
-            except Exception as e:  # the learner's code failing is a result, not a crash
-                records.append({"case": i, "error": f"{type(e).__name__}: {e}"[:2000]})
-            records[-1]["seconds"] = round(time.perf_counter() - start, 4)
-    path = Path(out)
+    # the cases are made, and the answer called, under torch's defaults, as the grader's reference is: a learner's
+    # torch.set_default_dtype(torch.float64) elsewhere in the notebook must not change the questions
+    learner_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        if answer is None:
+            records.append({"undefined": ex.name})
+        else:
+            cases = list(ex.cases(seed))
+            timed_out = False
+            for i, case in enumerate(cases):
+                if timed_out:
+                    records.append({"case": i, "timeout": True})
+                    continue
+                digest = inputs_digest(case)  # before the call: an answer may change its inputs in place
+                start = time.perf_counter()
+                try:
+                    value, changed, kind = _run_limited(lambda case=case: probe_case(ex, answer, case), limit)
+                    encode(value)  # fail here, as the learner's error, if the value cannot be recorded
+                    record = {"case": i, "value": value, "kind": kind}
+                    records.append(record | ({"changed": changed} if changed else {}))
+                except CallTimeout:
+                    timed_out = True
+                    records.append({"case": i, "timeout": True})
+                except Exception as e:  # the learner's code failing is a result, not a crash
+                    records.append({"case": i, "error": f"{type(e).__name__}: {e}"[:2000]})
+                records[-1]["seconds"] = round(time.perf_counter() - start, 4)
+                records[-1]["inputs"] = digest
+    finally:
+        torch.set_default_dtype(learner_dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_observations(path, records)

@@ -61,6 +61,7 @@ __all__ = [
     "grade_answer",
     "check",
     "probe_case",
+    "inputs_digest",
 ]
 
 #: Status of one exercise in one submission, from best to worst.
@@ -122,6 +123,7 @@ class ExerciseResult:
     checks: list[SubCheck] = field(default_factory=list)
     hint: str = ""
     detail: str = ""
+    flag: str = ""  # something a teacher should look at, whatever the score (grade.class_summary lists it)
 
     @property
     def symbol(self) -> str:
@@ -137,7 +139,7 @@ class ExerciseResult:
             "hint": self.hint,
             "detail": self.detail,
             "checks": [c.to_dict() for c in self.checks],
-        }
+        } | ({"flag": self.flag} if self.flag else {})
 
     def feedback(self) -> str:
         """Human-readable lines: the verdict, then each failed sub-check's message."""
@@ -431,9 +433,8 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
     if len(outcomes) != len(cases):
         result.status, result.detail = "error", f"expected {len(cases)} results, the run recorded {len(outcomes)}"
         return result
-    if any(o.not_implemented for o in outcomes):
-        first = next(o for o in outcomes if o.not_implemented)
-        result.status, result.detail = "not_implemented", first.error
+    if outcomes and all(o.not_implemented for o in outcomes):  # the stub; one case left unwritten is an error
+        result.status, result.detail = "not_implemented", outcomes[0].error
         return result
     total = passed = 0.0
     n_errors = n_timeouts = 0
@@ -441,6 +442,8 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
     for case, outcome, exp, ref_kind in zip(cases, outcomes, expected, ref_kinds):
         label = f" ({case.label})" if case.label else ""
         if outcome.timed_out or outcome.error is not None:
+            # after a call runs past the limit, the capture stops calling: the later cases were never run
+            not_run = outcome.timed_out and n_timeouts > 0
             n_timeouts += outcome.timed_out
             n_errors += not outcome.timed_out
             what = f"ran past {exercise.time_limit:g} s" if outcome.timed_out else f"raised {outcome.error}"
@@ -451,6 +454,8 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
             kind = "timeout" if outcome.timed_out else str(outcome.error).split(":", 1)[0]
             if hint and (kind, hint) in told:  # the same error again: one short line for all the other cases
                 message = f"your code raised the same {kind} on other cases too"
+            if not_run:
+                message = "the other cases were not run: grading stops calling your code after one call runs too long"
             told.add((kind, hint))
             result.checks.append(SubCheck(f"runs{label}", False, weight, message))
             total += weight
@@ -532,6 +537,43 @@ ERROR_HINTS = (
 def error_hint(error: str | None) -> str:
     """What to do about an error a learner's code raised (``"Type: message"``), or '' when it is not a common one."""
     return next((hint for piece, hint in ERROR_HINTS if error and piece in error), "")
+
+
+def inputs_digest(case: Case) -> str:
+    """A fingerprint of a case's inputs: tensors and arrays by dtype, shape and bytes, numbers and strings by
+    value, other objects by type. The learner's kernel and the grader build the cases from the same seed, so
+    their digests agree unless code in the submission changed how inputs are made (``torch.set_default_dtype``,
+    a patched ``torch.randn`` …); then the grade compares answers to other questions, and the teacher is told."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+
+    def feed(x: Any, depth: int = 0) -> None:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu()
+            x = x.float() if x.dtype == torch.bfloat16 else x  # numpy has no bfloat16
+            x = x.numpy()
+        if isinstance(x, np.ndarray):
+            h.update(f"{x.dtype}{x.shape}".encode())
+            h.update(np.ascontiguousarray(x).tobytes())
+        elif x is None or isinstance(x, (bool, int, float, str, np.generic)):
+            h.update(repr(x).encode())
+        elif depth < 4 and isinstance(x, (list, tuple)):
+            h.update(f"[{len(x)}".encode())
+            for v in x:
+                feed(v, depth + 1)
+        elif depth < 4 and isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(str(k).encode())
+                feed(x[k], depth + 1)
+        else:
+            h.update(type(x).__qualname__.encode())
+
+    feed(list(case.args))
+    feed(dict(case.kwargs))
+    return h.hexdigest()[:16]
 
 
 def _input_names(exercise: Exercise, case: Case) -> list[str]:

@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 import traceback
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,9 @@ from typing import Any
 import nbformat
 
 from course_lib.grading.build import check_id, exercise_id, repo_folder
+from course_lib.grading.capture import WORKDIR_VARIABLE
 from course_lib.grading.encode import load_observations
-from course_lib.grading.exercise import ExerciseResult, Outcome, exercises_for, judge_outcomes
+from course_lib.grading.exercise import ExerciseResult, Outcome, exercises_for, inputs_digest, judge_outcomes
 
 __all__ = ["GradeOptions", "grade_submission", "grade_many", "format_table", "write_gradebook"]
 
@@ -65,6 +67,8 @@ class GradeOptions:
     lesson: str | None = None
     keep_work: bool = False
     extra_env: dict = field(default_factory=dict)
+    #: a seed per lesson, which wins over ``seed`` (a late submission gets the seed its lesson was graded with)
+    lesson_seeds: dict = field(default_factory=dict)
 
     def resolved_seed(self) -> int:
         if self.seed is None:
@@ -103,29 +107,76 @@ def _lesson_of(nb, path: Path, templates: dict[str, Path], default: str | None) 
     return by_number[numbers.pop()] if len(numbers) == 1 else None
 
 
+def _text(source) -> str:
+    return source if isinstance(source, str) else "".join(source) if isinstance(source, list) else ""
+
+
+def _defines(source: str, name: str) -> bool:
+    """Whether a cell's code defines ``name`` at its top level (def, class or assignment)."""
+    return re.search(rf"^(?:def|class)\s+{re.escape(name)}\b|^{re.escape(name)}\s*(?::[^=]*)?=(?!=)", source,
+                     re.MULTILINE) is not None
+
+
+#: Code that reaches for the answer key: the grader's references live in course_lib.grading.
+_ANSWER_KEY = re.compile(r"course_lib\.grading|\bget_exercise\b|\ball_exercises\b|\bexercises_for\b")
+
+
+def _learner_cell(ex_id: str, stub: str, submission, template_sources: set[str]) -> tuple[Any, str, bool]:
+    """The submission's cell that answers exercise ``ex_id``: (cell or None, a note for the learner, whether it was
+    found without its tag). Preference: the last tagged code cell changed from the stub (a stub pasted again
+    below an answer must not win), then the last tagged cell of another type (turned into Markdown by mistake:
+    graded as code), then, with the tags lost, the last untagged code cell that defines the exercise's name."""
+    from course_lib.grading.exercise import get_exercise
+
+    tagged = [c for c in submission.cells if exercise_id(c) == ex_id]
+    code = [c for c in tagged if c.get("cell_type") == "code"]
+    if code:
+        answered = [c for c in code if _text(c.get("source")).strip() != stub.strip()]
+        note = ""
+        if len(code) > 1:
+            which = "the last one changed from the stub" if answered else "the last one"
+            note = f"{len(code)} cells are tagged exercise:{ex_id}; {which} was graded"
+        return (answered or code)[-1], note, False
+    if tagged:
+        kind = tagged[-1].get("cell_type", "another kind of")
+        return tagged[-1], (f"the cell tagged exercise:{ex_id} is a {kind} cell; it was graded as code: change "
+                            "it back to a code cell"), False
+    name = get_exercise(ex_id).name
+    defining = [
+        c for c in submission.cells
+        if c.get("cell_type") == "code" and exercise_id(c) is None and check_id(c) is None
+        and _text(c.get("source")).strip() not in template_sources and _defines(_text(c.get("source")), name)
+    ]
+    if defining:
+        return defining[-1], (f"no cell is tagged exercise:{ex_id}; the cell that defines {name} was graded "
+                              "instead. Keep the exercise cells' tags (in Jupyter: the cell's property "
+                              "inspector, Tags) so that each answer is found"), True
+    return None, "", False
+
+
 def rebuild(template, submission, seed: int, token: str, call_timeout: float | None = None) -> tuple[Any, dict]:
     """The notebook to run, and the plan: which cell is which exercise and capture."""
     nb = nbformat.v4.new_notebook(metadata=template.metadata)
-    learner: dict[str, list] = {}
-    for cell in submission.cells:
-        ex_id = exercise_id(cell)
-        if ex_id is not None and cell.get("cell_type") == "code":
-            learner.setdefault(ex_id, []).append(cell)
-    plan: dict[str, Any] = {"exercise_cells": {}, "captures": {}, "missing": [], "notes": {}}
+    template_sources = {_text(c.source).strip() for c in template.cells if exercise_id(c) is None}
+    plan: dict[str, Any] = {"exercise_cells": {}, "captures": {}, "missing": [], "notes": {}, "flags": {}}
     for cell in template.cells:
         ex_id, ck_id = exercise_id(cell), check_id(cell)
         index = len(nb.cells)
         if ex_id is not None:
-            mine = learner.get(ex_id, [])
-            if not mine:
+            mine, note, untagged = _learner_cell(ex_id, _text(cell.source), submission, template_sources)
+            if mine is None:
                 plan["missing"].append(ex_id)
-                source = cell.source
+                source = _text(cell.source)
             else:
-                source = mine[-1].source
-                if len(mine) > 1:
-                    plan["notes"][ex_id] = f"{len(mine)} cells are tagged exercise:{ex_id}; the last one was graded"
-            if not isinstance(source, str):
-                source = "".join(source) if isinstance(source, list) else ""
+                source = _text(mine.get("source"))
+                if note:
+                    plan["notes"][ex_id] = note
+                if untagged:
+                    plan["flags"][ex_id] = f"answer found in an untagged cell ({note.split(';')[0]})"
+                if _ANSWER_KEY.search(source):
+                    plan["flags"][ex_id] = (
+                        "the exercise cell uses course_lib.grading, where the grader's reference answers live"
+                    )
             nb.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": [f"exercise:{ex_id}"]}))
             plan["exercise_cells"][ex_id] = index
         elif ck_id is not None:
@@ -249,7 +300,7 @@ def _run(nb, plan: dict, options: GradeOptions, work: Path, worker: Worker) -> t
         "cell_timeout": options.cell_timeout,
         "captures": {str(c["index"]): c["stem"] for c in plan["captures"].values()},
         "learner_cells": sorted(plan["exercise_cells"].values()),
-        "env": _kernel_env(options),
+        "env": _kernel_env(options) | {WORKDIR_VARIABLE: str(kernel_dir)},
     }
     (work / "job.json").write_text(json.dumps(job))
     # the worker enforces the limit cell by cell and kills a kernel that ignores interrupts;
@@ -322,6 +373,13 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
             outcomes = _outcomes(records)
             judged = judge_outcomes(ex, seed, outcomes)
             res.__dict__.update(judged.__dict__)
+            differ = _inputs_differ(ex, seed, records)
+            if differ:
+                res.flag = (
+                    f"the check's inputs in this notebook's kernel differed from the grader's on {differ}: code in "
+                    "the notebook changed how torch makes them (a patched torch function, a changed default?), so "
+                    "the answer was judged on other inputs than the reference"
+                )
             if cell_error and res.status != "not_implemented":
                 res.detail = (res.detail + "; " if res.detail else "") + f"the exercise cell raised {cell_error}"
         elif cell_log.get("status") == "timeout" or cap_log.get("status") == "timeout":
@@ -353,7 +411,22 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
             res.status, res.detail = "error", run_note or "no result was recorded for this exercise"
         if ex.id in plan["notes"]:
             res.detail = (res.detail + "; " if res.detail else "") + plan["notes"][ex.id]
+        if ex.id in plan.get("flags", {}):
+            res.flag = "; ".join(f for f in (plan["flags"][ex.id], res.flag) if f)
     return results
+
+
+def _inputs_differ(ex, seed: int, records: list[dict]) -> str:
+    """'' when every recorded case was built from the same inputs as the grader's, else which cases were not."""
+    cases = list(ex.cases(seed))
+    bad = [
+        r["case"] for r in records
+        if isinstance(r.get("case"), int) and 0 <= r["case"] < len(cases) and "inputs" in r
+        and r["inputs"] != inputs_digest(cases[r["case"]])
+    ]
+    if not bad:
+        return ""
+    return f"{len(bad)} of {len(cases)} cases" if len(bad) > 1 else f"case {bad[0] + 1} of {len(cases)}"
 
 
 def _outcomes(records: list[dict]) -> list[Outcome]:
@@ -410,6 +483,8 @@ def grade_submission(
         )
     lesson = _lesson_of(submission, path, templates, options.lesson)
     row["lesson"] = lesson
+    if lesson in options.lesson_seeds:
+        seed = row["seed"] = int(options.lesson_seeds[lesson])
     if lesson is None or lesson not in templates:
         row["notes"].append(
             "could not tell which lesson this is (pass --lesson NN)"
@@ -505,7 +580,8 @@ def _names(paths: list[Path], taken: set[str] | None = None) -> list[str]:
         stem = rel.name[:at] if at > 0 else rel.stem
         folders = list(rel.parts[:-1]) or ([r.parent.name] if _LESSON_STEM.match(stem) and r.parent.name else [])
         raw = "__".join([*folders, stem])
-        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", raw).strip("._") or "submission"
+        # letters of any script stay (zoë and zoé are two students); only what a file name cannot hold goes
+        base = re.sub(r"[^\w.-]+", "_", unicodedata.normalize("NFC", raw)).strip("._") or "submission"
         name, k = base, 2
         while name in used or name == "gradebook":
             name, k = f"{base}-{k}", k + 1
@@ -574,11 +650,13 @@ def feedback_markdown(row: dict) -> str:
             hint = e["hint"] if e["status"] != "pass" else ""
             lines.append(f"| {e['id']} {e['title']} | {e['status']} | {e['points']:g}/{e['max_points']:g} | {hint} |")
         for e in row["exercises"]:
-            if e["status"] == "pass":
+            if e["status"] == "pass" and not e.get("flag"):
                 continue
             lines += ["", f"## {e['id']}: {e['title']} ({e['status']})"]
             if e["detail"]:
                 lines.append(f"- {e['detail']}")
+            if e.get("flag"):
+                lines.append(f"- for your teacher: {e['flag']}")
             seen = set()
             for c in e["checks"]:
                 if not c["passed"] and c["message"] and c["message"] not in seen and len(seen) < 8:
@@ -589,10 +667,25 @@ def feedback_markdown(row: dict) -> str:
 
 def _write_row(row: dict, out: Path) -> None:
     name = row["submission"]
+    out.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(row, indent=2) + "\n"), (".md", feedback_markdown(row))):
         tmp = out / f".{name}{suffix}.tmp"
         tmp.write_text(text)
         tmp.replace(out / f"{name}{suffix}")
+
+
+def _save(rows: list[dict], all_rows: list[dict], out: Path) -> str:
+    """Write ``rows``' files and the gradebook of ``all_rows``; '' or what went wrong. The rows stay in memory,
+    so a folder emptied or removed meanwhile (by a submission's code, which runs as the same user) is written
+    again whole at the next call, and one failed write costs no submission."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for row in rows:
+            _write_row(row, out)
+        write_gradebook(all_rows, out)
+        return ""
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
 
 
 def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=None) -> list[dict]:
@@ -639,13 +732,16 @@ def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=Non
         with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
             for row in pool.map(one, zip(paths, names)):
                 rows.append(row)
-                _write_row(row, out)
-                write_gradebook(kept + rows, out)
+                _save([row], kept + rows, out)
                 if progress is not None:
                     progress(row, len(rows), len(paths))
     finally:
         for w in workers:
             w.close()
+    # every file of this run and of the kept rows once more, in case the folder was changed meanwhile
+    problem = _save(kept + rows, kept + rows, out)
+    if problem:
+        raise OSError(f"could not write the gradebook in {out}: {problem}")
     return rows
 
 
@@ -673,11 +769,32 @@ def class_summary(rows: list[dict]) -> str:
             f"graded; exercises: {by_status or 'none'}"
         )
     attention = [
-        r for r in rows if r["status"] != "graded" or any(e["status"] in _NEEDS_A_LOOK for e in r["exercises"])
+        r for r in rows
+        if r["status"] != "graded" or any(e["status"] in _NEEDS_A_LOOK or e.get("flag") for e in r["exercises"])
     ]
     if attention:
-        lines.append("to look at (the grader could not judge all of it): " + ", ".join(_why(r) for r in attention))
+        lines.append("to look at (the grader could not judge all of it, or something is odd): "
+                     + ", ".join(_why(r) for r in attention))
+    twice = _several_files(rows)
+    if twice:
+        lines.append("several files for one student and lesson (each graded; which one counts is yours to say): "
+                     + ", ".join(twice))
     return "\n".join(lines)
+
+
+def _several_files(rows: list[dict]) -> list[str]:
+    """``folder (lesson: n files)`` where one student's folder holds several submissions of one lesson. Only for
+    submissions in per-student folders: in a flat folder every file shares its folder."""
+    parents = [Path(r.get("file", "")).parent for r in rows]
+    if len(rows) < 2:
+        return []
+    common = Path(os.path.commonpath([str(p) for p in parents])) if all(p.is_absolute() for p in parents) else None
+    groups: dict[tuple[str, str], int] = {}
+    for r, parent in zip(rows, parents):
+        if r.get("lesson") and parent != common:
+            key = (str(parent.relative_to(common)) if common else str(parent), r["lesson"])
+            groups[key] = groups.get(key, 0) + 1
+    return [f"{folder} ({lesson}: {n} files)" for (folder, lesson), n in sorted(groups.items()) if n > 1]
 
 
 def _why(row: dict) -> str:
@@ -686,6 +803,7 @@ def _why(row: dict) -> str:
     if row["status"] != "graded":
         return f"{row['submission']} ({row['status']})"
     odd = [f"{e['id']} {e['status']}" for e in row["exercises"] if e["status"] in _NEEDS_A_LOOK]
+    odd += [f"{e['id']}: {e['flag']}" for e in row["exercises"] if e.get("flag")]
     return f"{row['submission']} ({', '.join(odd)})"
 
 
@@ -703,9 +821,10 @@ def format_table(row: dict) -> str:
     lines.append(f"{'total':<{w}}  {'':<15}  {row['total']:g}/{row['max_total']:g}".rstrip())
     details = []
     for e in exs:
-        if e["status"] == "pass":
+        if e["status"] == "pass" and not e.get("flag"):
             continue
-        msgs = ([e["detail"]] if e["detail"] else []) + [c["message"] for c in e["checks"] if not c["passed"]]
+        msgs = [f"for your teacher: {e['flag']}"] if e.get("flag") else []
+        msgs += ([e["detail"]] if e["detail"] else []) + [c["message"] for c in e["checks"] if not c["passed"]]
         msgs = [m for m in dict.fromkeys(msgs) if m][:6]
         details += [f"  {e['id']}: {m}" for m in msgs]
     if details:

@@ -12,8 +12,10 @@ such as the setup cell importing torch, are trusted and only bound by the job's 
 machine does not cut an import in half). On a timeout the kernel is interrupted and the next cell
 runs, so an infinite loop in one exercise does not cost the others their grade. A watchdog
 kills the kernel outright if it ignores interrupts past the job's wall-clock limit. After a
-capture cell the worker moves the capture files out of the kernel's working folder, so that
-later learner code cannot touch them.
+capture cell the worker takes the capture files out of the kernel's working folder into its own
+memory, and writes them to the job's vault only once the kernel has been shut down, so that later
+learner code cannot read or change them. (This keeps an honest mistake from spoiling a grade; it is
+no sandbox: the learner's code runs as the grader's user, see README's "Exercises and grading".)
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -88,6 +89,7 @@ def run_job(job: dict) -> None:
             log.write(json.dumps(record) + "\n")
             log.flush()
 
+        kept: dict[str, bytes] = {}  # capture files, held here until the kernel is gone
         write({"event": "start"})
         threading.Thread(target=watchdog, daemon=True).start()
         try:
@@ -124,10 +126,15 @@ def run_job(job: dict) -> None:
                     if i in captures:
                         for suffix in (".json", ".npz"):
                             src = workdir / ".grading" / f"{captures[i]}{suffix}"
-                            if src.exists():
-                                shutil.move(str(src), vault / src.name)
+                            if src.is_file():
+                                kept[src.name] = src.read_bytes()
+                                src.unlink()
         finally:
             finished.set()
+            # the kernel is gone now (setup_kernel shut it down): nothing of the learner's runs any more
+            vault.mkdir(parents=True, exist_ok=True)
+            for name, data in kept.items():
+                (vault / name).write_bytes(data)
         write({"event": "end"})
 
 
