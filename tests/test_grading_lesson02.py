@@ -175,8 +175,8 @@ def test_by_steps_another_correct_route_passes(seed):
     [
         (steps_skip_first, "starting from x0 with step t = 0"),
         (steps_no_sqrt, "Step t keeps sqrt(1 − beta_t) of the previous x"),
-        (steps_unnormalised, "divided by sqrt(1 − abar_k)"),
-        (steps_naive_eps_bar, "eps_bar is the noise for which"),
+        (steps_unnormalised, "the division by sqrt(1 − abar_k)"),
+        (steps_naive_eps_bar, "eps_bar is the unit-variance noise for which"),
         (steps_as_tuple, "expected a dict"),
     ],
 )
@@ -189,7 +189,7 @@ def test_by_steps_partial_credit_for_the_chain_alone():
     no_sqrt = grade("02.2", steps_no_sqrt)
     assert unnormalised.status == "partial", unnormalised.feedback()
     assert not any(c.name.startswith("x_t") and not c.passed for c in unnormalised.checks)
-    assert unnormalised.feedback().count("divided by sqrt(1 − abar_k)") == 1  # the diagnosis, once
+    assert unnormalised.feedback().count("the division by sqrt(1 − abar_k)") == 1  # the diagnosis, once
     assert no_sqrt.points < unnormalised.points < 3
 
 
@@ -448,3 +448,55 @@ def _notebook():
 def test_notebook_states_what_it_runs_on():
     nb = _notebook()
     assert "2-core CPU" in nb.cells[0].source
+
+
+def q_sample_minus(alphas_cumprod, x0, t, noise):
+    a = alphas_cumprod[t].to(x0.dtype).view(-1, 1, 1, 1)
+    return a.sqrt() * x0 - (1 - a).sqrt() * noise
+
+
+def q_sample_first_t(alphas_cumprod, x0, t, noise):
+    a = alphas_cumprod[t[0]].to(x0.dtype)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+@pytest.mark.parametrize("answer, message", [(q_sample_minus, "the noise is added, not subtracted"),
+                                             (q_sample_first_t, "for the whole batch")])
+def test_q_sample_sign_and_one_t_for_all_are_named(answer, message):
+    assert_wrong(grade("02.1", answer, seed=0), message, 2)
+
+
+def _steps_with_abar(which):
+    def answer(betas, x0, noises):
+        x = x0
+        for t in range(len(noises)):
+            x = (1 - betas[t]).sqrt() * x + betas[t].sqrt() * noises[t]
+        k = len(noises) - 1
+        if which == "betas":
+            a = torch.cumprod(betas, 0)[k]
+        else:
+            a = torch.prod(1 - betas[:k])
+        return {"x_t": x, "eps_bar": (x - a.sqrt() * x0) / (1 - a).sqrt()}
+    return answer
+
+
+@pytest.mark.parametrize("which, message", [("betas", "the product of (1 − beta_s), not of beta_s"),
+                                            ("early", "your abar stops one step early")])
+def test_by_steps_a_wrong_abar_is_named(which, message):
+    assert_wrong(grade("02.2", _steps_with_abar(which), seed=2), message, 3)
+
+
+def test_evaluator_lists_deep_in_the_result_cost_the_tensor_check():
+    """kind_of reads dicts inside the returned dict: a list where the exercise asks for a tensor costs a little."""
+    ex = get_exercise("02.3")
+
+    def listed(*args, **kwargs):
+        def to_lists(v):
+            if isinstance(v, dict):
+                return {k: to_lists(x) for k, x in v.items()}
+            return v.tolist() if isinstance(v, torch.Tensor) else v
+        return to_lists(ex.reference(*args, **kwargs))
+
+    result = grade("02.3", listed)
+    assert result.status == "partial" and "return a torch tensor, got a list" in result.feedback(), result.feedback()
+    assert all(c.passed for c in result.checks if c.name != "a torch tensor")

@@ -625,3 +625,48 @@ def test_04_new_diagnoses_stay_silent_on_right_answers():
     for ex_id, answer in (("04.1", loss_in_a_loop), ("04.2", ema_lerp), ("04.4", x0_float64_where)):
         for result in grade_all_seeds(ex_id, answer):
             assert result.status == "pass", result.feedback()
+
+
+def _loss_answer(mode):
+    def epsilon_loss(model, x0, t, noise, alphas_cumprod):
+        a = _v(alphas_cumprod[t], x0)
+        n = torch.randn_like(x0) if mode == "fresh" else noise
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * n
+        if mode == "chunks":  # the model run on pieces of the batch, as gradient accumulation does
+            eps = torch.cat([model(x_t[i : i + 2], t[i : i + 2]) for i in range(0, len(t), 2)])
+        elif mode == "each":
+            eps = torch.cat([model(x_t[i : i + 1], t[i : i + 1]) for i in range(len(t))])
+        else:
+            eps = model(x_t, t)
+        return ((eps - n) ** 2).mean()
+    return epsilon_loss
+
+
+@pytest.mark.parametrize("mode", ["chunks", "each"])
+def test_04_1_the_model_may_be_called_on_parts_of_the_batch(mode):
+    assert all(r.status == "pass" for r in grade_all_seeds("04.1", _loss_answer(mode)))
+
+
+def test_04_1_fresh_noise_is_named():
+    assert_wrong("04.1", _loss_answer("fresh"), "not a fresh torch.randn_like")
+
+
+def test_04_4_float32_images_keep_their_dtype():
+    def uncast(alphas_cumprod, x_t, eps, t):
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)  # float64: x̂_0 of float32 images comes back float64
+        return ((x_t - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+
+    for result in grade_all_seeds("04.4", uncast):
+        failed = {c.name for c in result.checks if not c.passed}
+        assert failed == {"dtype"} and result.status == "partial", result.feedback()
+    assert any(c.args[1].dtype == torch.float32 for c in L._x0_cases(0))
+
+
+def test_04_3_abar_prev_read_at_t_is_named():
+    def same_t(alphas_cumprod, betas, x_t, eps, t, noise):
+        ab, b = _v(alphas_cumprod[t], x_t), _v(betas[t], x_t)
+        x0 = (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+        mean = ab.sqrt() * b / (1 - ab) * x0 + (1 - b).sqrt() * x_t  # abar_{t−1} taken as abar_t
+        return mean + _v((t > 0).to(x_t.dtype), x_t) * b.sqrt() * noise
+
+    assert_wrong("04.3", same_t, "not alphas_cumprod[t]")

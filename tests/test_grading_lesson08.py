@@ -351,7 +351,7 @@ def curve_in_float32(*args):
 
 def curve_as_a_list(*args):
     out = L._ddim_error_curve(*args)
-    return {"errors": out["errors"].tolist(), "knee": out["knee"]}  # Python floats are float64
+    return {"errors": out["errors"].tolist(), "knee": out["knee"]}  # right values, but not the tensor asked for
 
 
 def test_08_3_errors_in_float32_lose_the_dtype_check_only():
@@ -359,7 +359,10 @@ def test_08_3_errors_in_float32_lose_the_dtype_check_only():
         failed = {c.name for c in result.checks if not c.passed}
         assert failed == {"errors: dtype"}, result.feedback()
         assert result.status == "partial" and "got float32" in result.feedback()
-    assert all(r.status == "pass" for r in grade_all_seeds("08.3", curve_as_a_list))
+    for result in grade_all_seeds("08.3", curve_as_a_list):  # a list where a float64 tensor is asked for
+        failed = {c.name for c in result.checks if not c.passed}
+        assert failed == {"errors: a torch tensor"} and result.status == "partial", result.feedback()
+        assert "got a list" in result.feedback()
 
 
 def test_08_3_wrong_return_type_fails_with_a_message():
@@ -615,3 +618,36 @@ def test_08_1_eta_times_z_in_the_noise_term_is_named():
         )
 
     assert_wrong("08.1", ddim_with_eta_z, "not η·z: η only scales σ", partial="partial")
+
+
+def curve_knee_as_float(*args):
+    out = L._ddim_error_curve(*args)
+    return {"errors": out["errors"], "knee": float(out["knee"])}
+
+
+def test_08_3_a_knee_returned_as_a_float_costs_a_little():
+    for result in grade_all_seeds("08.3", curve_knee_as_float):
+        failed = {c.name for c in result.checks if not c.passed}
+        assert failed == {"knee: an int"} and result.status == "partial", result.feedback()
+        assert "return knee as an int" in result.feedback()
+
+
+def _spacing(mode):
+    """spaced_timesteps with one spacing's formula slipped (the rest right)."""
+    def answer(T, steps, spacing):
+        if spacing == "leading":
+            t = np.arange(steps) * (T // steps)
+        elif spacing == "trailing":
+            raw = T - np.arange(steps) * (T / steps)
+            t = (np.floor(raw) if mode == "floor" else np.round(raw)) - 1
+        else:
+            t = np.round(np.linspace(0, T if mode == "to_T" else T - 1, steps))
+        return torch.from_numpy(np.sort(t.astype(np.int64))[::-1].copy())
+    return answer
+
+
+@pytest.mark.parametrize("mode", ["floor", "to_T"])
+def test_08_2_a_slipped_formula_shows_on_several_inputs_of_its_spacing(mode):
+    for result in grade_all_seeds("08.2", _spacing(mode)):
+        wrong = [c for c in result.checks if c.name == "values" and not c.passed]
+        assert len(wrong) >= 3 and result.points <= 2.7, result.feedback()

@@ -667,11 +667,19 @@ def _one_kind(value: Any) -> tuple[str, str | None]:
     return type(value).__name__, None
 
 
-def kind_of(value: Any) -> Any:
+def kind_of(value: Any, depth: int = 0) -> Any:
     """What kind of object an answer returned: ("Tensor", its dtype) or (its type's name, None); for a
-    probe's dict of observations or a short tuple (a pair, a triple), {key: that pair} for each part."""
+    probe's dict of observations or a short tuple (a pair, a triple), {key: that pair} for each part, a dict
+    inside a dict by "outer.inner" keys (so that a list deep in a returned dict is seen too)."""
     if isinstance(value, dict):
-        return {str(k): _one_kind(v) for k, v in value.items()}
+        kinds = {}
+        for k, v in value.items():
+            if isinstance(v, dict) and v and depth < 2:
+                inner = kind_of(v, depth + 1)
+                kinds |= {f"{k}.{key}": kind for key, kind in inner.items()}
+            else:
+                kinds[str(k)] = _one_kind(v)
+        return kinds
     if isinstance(value, (list, tuple)) and 0 < len(value) <= 8:
         if not any(isinstance(v, (dict, list, tuple)) for v in value):
             return {"__type__": _one_kind(value)} | {f"item {i}": _one_kind(v) for i, v in enumerate(value)}

@@ -109,6 +109,12 @@ def _q_sample_mistakes(abar_table, x0, t, noise):
             (1 - a).sqrt() * x0 + a.sqrt() * noise,
         ),
     ]
+    out.append(("the noise is added, not subtracted: x_t = sqrt(abar_t)·x0 + sqrt(1 − abar_t)·ε",
+                a.sqrt() * x0 - (1 - a).sqrt() * noise))
+    if len(t) > 1 and bool((t != t[0]).any()):  # one image's abar for the whole batch
+        one = abar_table[t[0]].double()
+        out.append((f"every image needs its own abar_t: you used abar at t[0] = {int(t[0])} for the whole batch "
+                    "(alphas_cumprod[t] picks one per image)", one.sqrt() * x0 + (1 - one).sqrt() * noise))
     T = len(abar_table)
     for shift, word in ((-1, "t − 1"), (1, "t + 1")):
         s = t - 1 if shift < 0 else (t + 1).clamp(max=T - 1)  # alphas_cumprod[-1] wraps, as a slip would
@@ -211,15 +217,42 @@ def _cases_by_steps(seed: int) -> list[Case]:
 _BY_STEPS_TIPS = {
     "x_t": "Step t keeps sqrt(1 − beta_t) of the previous x and adds sqrt(beta_t)·noises[t], starting "
     "from x0 with step t = 0 and ending with step k = len(noises) − 1",
-    "eps_bar": "eps_bar is the noise for which sqrt(abar_k)·x0 + sqrt(1 − abar_k)·eps_bar equals x_t: it has unit "
-    "variance, so the accumulated noise must be divided by sqrt(1 − abar_k)",
+    "eps_bar": "eps_bar is the unit-variance noise for which sqrt(abar_k)·x0 + sqrt(1 − abar_k)·eps_bar equals x_t, "
+    "with abar_k = (1 − beta_0)(1 − beta_1)…(1 − beta_k): check abar_k (every step up to k itself, of 1 − beta) and "
+    "the division by sqrt(1 − abar_k)",
 }
+
+
+def _by_steps_diagnosis(case: Case, got) -> str:
+    """Which usual slip gives the learner's eps_bar on this case ('' if none)."""
+    betas, x0, noises = case.args
+    if not isinstance(got, dict) or "eps_bar" not in got or "x_t" not in got:
+        return ""
+    k = len(noises) - 1
+    x_t = torch.as_tensor(np.asarray(got["x_t"], dtype=np.float64))  # theirs: the slip is in eps_bar alone
+    b, x0d = betas.double(), x0.double()
+    abar = torch.cumprod(1 - b, 0)
+    candidates = [("abar_k is the product of (1 − beta_s), not of beta_s", torch.cumprod(b, 0)[k])]
+    if k > 0:
+        candidates.append(("your abar stops one step early: abar_k = (1 − beta_0)…(1 − beta_k) includes step k "
+                           "itself, and prod(1 − betas[:k]) stops at step k − 1 (use betas[:k + 1])", abar[k - 1]))
+    if k + 1 < len(b):
+        candidates.append(("your abar goes one step too far: abar_k = (1 − beta_0)…(1 − beta_k) stops at step k, "
+                           "without the factor (1 − beta_{k+1})", abar[k + 1]))
+    for why, a in candidates:
+        if float(1 - a) < 1e-12 or x_t.shape != x0d.shape:
+            continue
+        if _matches(got["eps_bar"], (x_t - a.sqrt() * x0d) / (1 - a).sqrt()):
+            return f"It looks like {why}"
+    return ""
 
 
 def _judge_by_steps(case: Case, got, expected) -> list[SubCheck]:
     checks = compare(got, expected, rtol=1e-4, atol=1e-6, label=case.label)
     failed = {c.name.split(":")[0] for c in checks if not c.passed}
-    return checks + [_diagnosis(tip) for key, tip in _BY_STEPS_TIPS.items() if key in failed]
+    named = _by_steps_diagnosis(case, got) if "eps_bar" in failed else ""
+    tips = [tip for key, tip in _BY_STEPS_TIPS.items() if key in failed and not (key == "eps_bar" and named)]
+    return checks + [_diagnosis(m) for m in ([named] if named else []) + tips]
 
 
 register(

@@ -218,13 +218,15 @@ def _spacing_cases(seed: int) -> list[Case]:
         Case((1000, 50, "leading"), label="T = 1000, 50 steps, leading"),
         Case((1000, 10, "trailing"), label="T = 1000, 10 steps, trailing"),
     ]
-    while len(cases) < 5:  # random T and steps, one per spacing, away from exact halves
-        spacing = SPACINGS[len(cases) - 2]
+    # random T and steps, three per spacing, away from exact halves and from strides that divide T: a wrong
+    # formula (floor for round, T // steps for T/steps, T for T − 1) shows on a few inputs of each spacing, not one
+    while len(cases) < 11:
+        spacing = SPACINGS[(len(cases) - 2) % 3]
         T = int(torch.randint(50, 1001, (1,), generator=g))
         steps = int(torch.randint(3, 40, (1,), generator=g))
         if T % steps == 0 or _has_half(T, steps, spacing):
             continue
-        cases.append(Case((T, steps, spacing), label=f"T = {T}, {steps} steps, {spacing}"))
+        cases.append(Case((T, steps, spacing), label=f"T = {T}, {steps} steps, {spacing}", weight=2.0))
     cases += [
         Case((250, 1, "trailing"), label="one step, trailing: it must start from T−1"),
         Case((250, 1, "linspace"), label="one step, linspace"),
@@ -435,9 +437,15 @@ def _curve_probe(answer: Any, case: Case) -> Any:
     if isinstance(out, dict):
         errors = out.get("errors")
         dtype = str(errors.dtype).removeprefix("torch.") if isinstance(errors, (torch.Tensor, np.ndarray)) else None
+        knee = out.get("knee")
+        whole = isinstance(knee, (int, np.integer)) and not isinstance(knee, bool) or (
+            isinstance(knee, torch.Tensor) and knee.numel() == 1 and not knee.is_floating_point()
+        )
         return {k: out[k] for k in ("errors", "knee") if k in out} | {
             "__keys__": sorted(map(str, out)),
             "__dtype__": dtype,
+            "__errors_type__": "Tensor" if isinstance(errors, torch.Tensor) else type(errors).__name__,
+            "__knee_int__": bool(whole),
         }
     return out
 
@@ -526,13 +534,22 @@ def _curve_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     checks = compare(got["errors"], expected["errors"], rtol=1e-4, atol=1e-9, label=case.label)
     for c in checks:
         c.name = f"errors: {c.name}"
-    dtype = got.get("__dtype__")  # None: a list of Python floats, which are float64 too
-    dtype_ok = dtype is None or dtype in ("float64", "double")
-    dtype_msg = (
-        f"errors must be float64, as the inputs are, got {dtype}{where}: torch.tensor(a list of floats) and "
-        "torch.zeros(n) make float32 unless given dtype=torch.float64, and float32 keeps half the digits"
-    )
-    checks.append(SubCheck("errors: dtype", dtype_ok, 0.5, "" if dtype_ok else dtype_msg))
+    dtype = got.get("__dtype__")
+    kind = got.get("__errors_type__", "Tensor")
+    if kind != "Tensor":  # a list or an array where the exercise asks for a float64 tensor
+        words = {"list": "a list", "ndarray": "a numpy array", "tuple": "a tuple"}.get(kind, kind)
+        checks.append(SubCheck("errors: a torch tensor", False, 0.5, f"return errors as a float64 torch tensor, "
+                               f"got {words}: torch.tensor(errors, dtype=torch.float64)"))
+    else:
+        dtype_ok = dtype in ("float64", "double")
+        dtype_msg = (
+            f"errors must be float64, as the inputs are, got {dtype}{where}: torch.tensor(a list of floats) and "
+            "torch.zeros(n) make float32 unless given dtype=torch.float64, and float32 keeps half the digits"
+        )
+        checks.append(SubCheck("errors: dtype", dtype_ok, 0.5, "" if dtype_ok else dtype_msg))
+    if got.get("__knee_int__") is False:
+        checks.append(SubCheck("knee: an int", False, 0.5, "return knee as an int, a step count: int(…) once you "
+                               "have picked it from step_counts, not a float"))
     values = next((c for c in checks if c.name == "errors: values"), None)
     if values is not None and not values.passed and values.message:
         diag = diagnose(got["errors"], _curve_mistakes(case), rtol=1e-4, atol=1e-9)
