@@ -336,3 +336,27 @@ def cosine_loop_from_normalised_f(num_steps, s=0.008, max_beta=0.999):
 def test_cosine_written_other_ways_passes(answer, seed):
     result = _grade("01.2", answer, seed)
     assert result.status == "pass", result.feedback()
+
+
+def _cosine_with(mode):
+    import math
+
+    def answer(num_steps, s=0.008, max_beta=0.999):
+        t = torch.arange(num_steps + 1, dtype=torch.float64) + (1 if mode == "late grid" else 0)
+        f = torch.cos((t / num_steps + s) / (1 + s) * math.pi / 2) ** 2
+        beta = 1 - f[1:] / f[:-1]
+        beta = beta.clamp(min=max_beta) if mode == "clamp min" else beta.clamp(max=max_beta)
+        return beta if mode == "betas" else torch.cumprod(1 - beta, 0)
+    return answer
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("clamp min", "not clamp(beta, min=max_beta)"),
+    ("late grid", "your grid starts one step late"),
+    ("betas", "you returned the betas"),
+])
+def test_01_2_clip_direction_late_grid_and_returned_betas_are_named(mode, message):
+    from course_lib.grading.exercise import grade_answer as _grade
+
+    result = _grade("01.2", _cosine_with(mode), 0)
+    assert result.status != "pass" and message in result.feedback(), result.feedback()

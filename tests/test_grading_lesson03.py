@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib.grading import lesson03 as L
-from course_lib.grading.exercise import exercises_for, grade_answer
+from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
 from course_lib.nn.blocks import Downsample, ResBlock, SelfAttention, Upsample, group_norm, timestep_embedding
 from course_lib.nn.unet import UNet, UNetConfig
 
@@ -91,8 +91,8 @@ def test_embedding_without_odd_dim_check_loses_a_little():
 def test_embedding_float32_angles_pass():
     # the learner computing in float32, exactly as the library does, must not be penalised
     def f32(t, dim):
-        if dim % 2:
-            raise ValueError("odd")
+        if dim < 2 or dim % 2:
+            raise ValueError("dim must be even and at least 2")
         half = dim // 2
         omega = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32) / half)
         a = t.float()[:, None] * omega
@@ -275,7 +275,7 @@ def test_resblock_with_torch_default_eps_loses_a_little_and_is_told():
 
 
 def test_resblock_written_other_ways_passes():
-    """nn.SiLU modules, x·σ(x) by hand, GroupNorm built from its numbers, the bias unsqueezed, a dropout."""
+    """nn.SiLU modules, x·σ(x) by hand, GroupNorm built from its numbers, the bias unsqueezed, a dropout of p = 0."""
 
     class Modules(nn.Module):
         def __init__(self, in_ch, out_ch, emb_dim):
@@ -286,7 +286,7 @@ def test_resblock_written_other_ways_passes():
             self.norm2 = nn.GroupNorm(group_norm(out_ch).num_groups, out_ch, eps=1e-6)
             self.conv2 = nn.Conv2d(out_ch, out_ch, kernel_size=(3, 3), padding="same")
             self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
-            self.act, self.drop = nn.SiLU(), nn.Dropout(0.1)
+            self.act, self.drop = nn.SiLU(), nn.Dropout(0.0)  # p = 0: no dropout, as asked
 
         def forward(self, x, e):
             t = self.emb(e * torch.sigmoid(e)).unsqueeze(-1).unsqueeze(-1)
@@ -583,3 +583,35 @@ def test_resblock_whose_weights_do_not_load_is_not_told_it_returned_none():
     feedback = grade_answer("03.2", AlwaysConvSkip, 0).feedback()
     assert "should be nn.Identity()" in feedback and "could not load the reference weights" in feedback
     assert "NoneType" not in feedback and "return a torch tensor" not in feedback, feedback
+
+
+def test_resblock_with_dropout_or_writing_into_its_inputs_loses_a_little():
+    """The text says "No dropout" (eval() would hide it), and forward must leave x and e as they were."""
+    ref = get_exercise("03.2").reference
+
+    class WithDropout(ref):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.drop = nn.Dropout(0.1)
+
+    class SiluInPlace(ref):
+        def forward(self, x, e):
+            h = self.conv1(F.silu(self.norm1(x))) + self.emb(F.silu(e, inplace=True))[:, :, None, None]
+            return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
+
+    for answer, message in ((WithDropout, "has no dropout"), (SiluInPlace, "changed its input `e` in place")):
+        for seed in SEEDS:
+            result = grade_answer("03.2", answer, seed)
+            assert result.status == "partial" and message in result.feedback(), result.feedback()
+
+
+def test_embedding_must_refuse_a_width_below_two():
+    ref = get_exercise("03.1").reference
+
+    def odd_only(t, dim):
+        if dim % 2:
+            raise ValueError("odd")
+        return ref(t, dim) if dim >= 2 else torch.zeros(len(t), 0)
+
+    result = grade_answer("03.1", odd_only, 0)
+    assert result.status == "partial" and "dim = 0 is below 2" in result.feedback(), result.feedback()

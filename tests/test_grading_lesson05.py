@@ -387,3 +387,12 @@ def test_exercise_cells_do_not_use_the_course_vae(notebook):
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert "vae" not in cell.source.lower()
+
+
+def test_05_2_sqrt_of_logvar_is_named():
+    """NaN where logvar < 0 (even with ε = 0) used to be blamed on drawing new noise."""
+    from course_lib.grading.exercise import grade_answer as _grade
+
+    result = _grade("05.2", lambda mean, logvar, eps: mean + torch.sqrt(logvar) * eps, 0)
+    assert result.status == "partial" and "sqrt(logvar) is NaN" in result.feedback(), result.feedback()
+    assert "draw no new noise" not in result.feedback()

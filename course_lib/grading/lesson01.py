@@ -251,6 +251,10 @@ def _cosine_diagnosis(case: Case, got, expected) -> str:
     rel = np.abs(got - exp) / np.maximum(np.abs(exp), 1e-300)
     if (rel > 1e-5).any() and np.all(rel < 2e-3):
         return "close, but not to float64 precision: compute in torch.float64 (float32 loses digits near the end)"
+    abar_ref = _cosine_alphas_cumprod(T, s, max_beta).numpy()
+    betas = 1.0 - abar_ref / np.concatenate([[1.0], abar_ref[:-1]])
+    if np.allclose(got, betas, rtol=1e-5, atol=1e-12):
+        return "you returned the betas: return abar_t, the running product of (1 − beta_s) for s = 0 … t"
     unclipped = _cosine_alphas_cumprod(T, s, max_beta=math.inf).numpy()
     if np.allclose(got, unclipped, rtol=1e-5, atol=1e-12):
         return "this is the cosine schedule without the clip: clip each beta at max_beta before the product"
@@ -273,7 +277,21 @@ def _schedule_slip_candidates(T: int, s: float, max_beta: float) -> list[tuple[s
         return np.cos((u + s) / denominator * np.pi / 2.0) ** 2
 
     u = np.arange(T + 1, dtype=np.float64) / T
+    fu = f(u)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        raised = np.cumprod(1.0 - np.maximum(1.0 - fu[1:] / fu[:-1], max_beta))  # clamp(min=…) for clamp(max=…)
     out = [
+        (
+            "your clip raises every beta to at least max_beta: the clip is min(beta_t, max_beta), "
+            "torch.clamp(beta, max=max_beta), not clamp(beta, min=max_beta)",
+            raised,
+            T,
+        ),
+        (
+            "your grid starts one step late, at u = 1/T: f is evaluated at u = t/T for t = 0 … T, starting at 0",
+            _abar_from(f, (np.arange(T + 1, dtype=np.float64) + 1) / T, max_beta),
+            T - 1,
+        ),
         (
             "your clip acts on abar, not on the betas: clip each beta_t = 1 − f((t+1)/T) / f(t/T) at max_beta, "
             "then take the running product of 1 − beta_t",

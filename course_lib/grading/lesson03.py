@@ -58,13 +58,14 @@ def _embedding_cases(seed: int) -> list[Case]:
         Case((torch.randint(0, T, (1,), generator=g), 2), label="a batch of 1, dim = 2 (one frequency, ω = 1)"),
         Case((torch.randint(0, T, (4,), generator=g), 2 * dim_b), label=f"dim = {2 * dim_b} (an odd number of pairs)"),
         Case((torch.tensor([3, 50]), 7), label="odd dim = 7 must raise ValueError", weight=0.5),
+        Case((torch.tensor([3, 50]), 0), label="dim = 0 (below 2) must raise ValueError", weight=0.5),
     ]
 
 
 def _embedding_probe(answer, case: Case):
     """The embedding; for an odd dim, the name of the exception raised (or 'no error')."""
     t, dim = case.args
-    if dim % 2 == 0:
+    if dim >= 2 and dim % 2 == 0:
         return answer(t, dim)
     try:
         answer(t.clone(), dim)
@@ -119,11 +120,12 @@ def _embedding_judge(case: Case, got, expected) -> list[SubCheck]:
             ""
             if ok
             else (
-                f"dim = {dim} is odd: raise a ValueError (an embedding has as many sines as cosines); "
-                f"your function gave {got}{' (it returned a result)' if got == 'no error' else ''}"
+                (f"dim = {dim} is odd: raise a ValueError (an embedding has as many sines as cosines); " if dim % 2
+                 else f"dim = {dim} is below 2: raise a ValueError (an embedding needs a cosine and a sine at least); ")
+                + f"your function gave {got}{' (it returned a result)' if got == 'no error' else ''}"
             )
         )
-        return [SubCheck("raises ValueError for odd dim", ok, 2, msg)]
+        return [SubCheck("raises ValueError for odd dim" if dim % 2 else "raises ValueError for dim < 2", ok, 2, msg)]
     checks = compare(got, expected, rtol=_EMB.rtol, atol=_EMB.atol, label=case.label)
     values = next((c for c in checks if c.name == "values"), None)
     if values is not None and not values.passed and any(c.name == "shape" and c.passed for c in checks):
@@ -251,11 +253,15 @@ def _observe_resblock(answer, case: Case) -> dict:
         load_error = ""
     except (RuntimeError, KeyError) as err:
         load_error = " ".join(str(err).split())[:300]
+    # dropout is switched off by eval() below, so look for it: the exercise's block has none
+    dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in block.modules())
     block.eval()
     try:
         with torch.no_grad():
-            y = block(x.clone(), e.clone())
             y2 = block(x.clone(), e2.clone())
+            # the case's own x and e last: an answer that writes into them (x += …, F.silu(e, inplace=True)) is
+            # seen by probe_case, which compares them before and after, and its output is still judged
+            y = block(x, e)
     except NotImplementedError:
         raise
     except RuntimeError as err:
@@ -276,6 +282,7 @@ def _observe_resblock(answer, case: Case) -> dict:
         "output": y if not load_error else None,
         "norm_groups": [_groups_of(getattr(block, name, None)) for name in ("norm1", "norm2")],
         "norm_eps": [_eps_of(getattr(block, name, None)) for name in ("norm1", "norm2")],
+        "dropout": bool(dropout),
     }
 
 
@@ -443,6 +450,9 @@ def _resblock_judge(case: Case, got, expected) -> list[SubCheck]:
             else f"output shape should be {tuple(expected['output_shape'])}, got {tuple(got['output_shape'])}{where}",
         )
     )
+    if got.get("dropout"):  # weight 0.5: the block computes the right thing in eval mode, but not as asked
+        checks.append(SubCheck("no dropout", False, 0.5, "the exercise's block has no dropout (the lesson's ResBlock "
+                               "does): leave out nn.Dropout, so the block is the same in training and in eval mode"))
     skip_ok = got["skip"] == expected["skip"]
     want = "nn.Identity()" if in_ch == out_ch else "a 1×1 nn.Conv2d"
     checks.append(
@@ -520,6 +530,8 @@ _RES = register(
         points=3,
         probe=_resblock_probe,
         judge=_resblock_judge,
+        # the block's forward(x, e) is what may write into its inputs: name them so
+        input_names=("in_ch", "out_ch", "emb_dim", "x", "e", "e2", "weight_seed"),
         hint="conv1(SiLU(GN(x))) plus emb(SiLU(e)) reshaped to N×C×1×1, then conv2(SiLU(GN(h))), plus skip(x)",
     )
 )

@@ -229,6 +229,9 @@ def _reparam_mistakes(case: Case) -> dict[str, Any]:
         + torch.exp(-0.5 * logvar) * eps,
         "you forgot to add the mean: z = μ + σ·ε": std * eps,
         "you multiplied by the mean: z = μ + σ·ε is a shift by μ, not a scaling": mean * std * eps,
+        # NaN wherever logvar < 0, even with ε = 0 (NaN·0 is NaN): matched with equal_nan below
+        "logvar is log σ², so σ = exp(½·logvar); sqrt(logvar) is NaN wherever logvar < 0": mean
+        + torch.sqrt(logvar) * eps,
     }
 
 
@@ -262,7 +265,8 @@ def _reparam_judge(case: Case, got, expected) -> list[SubCheck]:
     zv = as_float_array(z)
     values_ok = all(c.passed for c in checks)
     if not values_ok and zv is not None and zv.shape == tuple(case.args[0].shape):
-        diagnosis = diagnose(zv, _reparam_mistakes(case), expected=expected["z"], rtol=1e-5, atol=1e-8)
+        diagnosis = diagnose(zv, _reparam_mistakes(case), expected=expected["z"], rtol=1e-5, atol=1e-8,
+                             equal_nan=True)
         if not diagnosis and np.allclose(case.args[2].numpy(), 0):
             diagnosis = "with ε = 0 the sample must be exactly the mean: use the eps you are given, draw no new noise"
         elif not diagnosis and _fresh_noise(case, zv):
