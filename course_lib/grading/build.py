@@ -78,7 +78,7 @@ def stub_source(source: str, message: str) -> str:
     return out.rstrip("\n")
 
 
-def _defines(source: str, name: str) -> bool:
+def defines(source: str, name: str) -> bool:
     try:
         tree = ast.parse(source)
     except SyntaxError as e:
@@ -111,13 +111,13 @@ def build_exercise_notebook(solution: nbformat.NotebookNode, lesson: str) -> nbf
                 raise BuildError(f"{where}: {e.args[0]}") from None
             if ex.lesson != lesson:
                 raise BuildError(f"{where}: exercise {ex_id} belongs to lesson {ex.lesson}, not {lesson}")
-            if not _defines(cell.source, ex.name):
+            if not defines(cell.source, ex.name):
                 raise BuildError(f"{where}: the cell of exercise {ex_id} must define {ex.name}")
             try:
                 cell.source = stub_source(cell.source, f"Exercise {ex.id}: {ex.title}")
             except BuildError as e:
                 raise BuildError(f"{where}: {e}") from None
-            _defines(cell.source, ex.name)  # the stubbed cell must still parse
+            defines(cell.source, ex.name)  # the stubbed cell must still parse
             tags = [t for t in _tags(cell) if t != "raises-exception"] + ["raises-exception"]
             cell.metadata["tags"] = tags
         if ck_id is not None:

@@ -43,7 +43,7 @@ from typing import Any
 
 import nbformat
 
-from course_lib.grading.build import check_id, exercise_id, repo_folder
+from course_lib.grading.build import BuildError, check_id, defines, exercise_id, repo_folder
 from course_lib.grading.capture import WORKDIR_VARIABLE
 from course_lib.grading.encode import load_observations
 from course_lib.grading.exercise import ExerciseResult, Outcome, exercises_for, inputs_digest, judge_outcomes
@@ -112,9 +112,11 @@ def _text(source) -> str:
 
 
 def _defines(source: str, name: str) -> bool:
-    """Whether a cell's code defines ``name`` at its top level (def, class or assignment)."""
-    return re.search(rf"^(?:def|class)\s+{re.escape(name)}\b|^{re.escape(name)}\s*(?::[^=]*)?=(?!=)", source,
-                     re.MULTILINE) is not None
+    """Whether a cell's code defines ``name`` at its top level (build's check; a cell that does not parse does not)."""
+    try:
+        return defines(source, name)
+    except BuildError:
+        return False
 
 
 #: Code that reaches for the answer key: the grader's references live in course_lib.grading.
@@ -171,12 +173,11 @@ def rebuild(template, submission, seed: int, token: str, call_timeout: float | N
                 source = _text(mine.get("source"))
                 if note:
                     plan["notes"][ex_id] = note
-                if untagged:
-                    plan["flags"][ex_id] = f"answer found in an untagged cell ({note.split(';')[0]})"
+                flags = [f"answer found in an untagged cell ({note.split(';')[0]})"] if untagged else []
                 if _ANSWER_KEY.search(source):
-                    plan["flags"][ex_id] = (
-                        "the exercise cell uses course_lib.grading, where the grader's reference answers live"
-                    )
+                    flags.append("the exercise cell uses course_lib.grading, where the grader's reference answers live")
+                if flags:
+                    plan["flags"][ex_id] = "; ".join(flags)
             nb.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": [f"exercise:{ex_id}"]}))
             plan["exercise_cells"][ex_id] = index
         elif ck_id is not None:
