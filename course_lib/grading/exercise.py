@@ -686,7 +686,7 @@ def kind_of(value: Any, depth: int = 0) -> Any:
     return _one_kind(value)
 
 
-_KIND_WORDS = {"ndarray": "a numpy array", "list": "a list", "tuple": "a tuple", "float": "a Python float"}
+KIND_WORDS = {"ndarray": "a numpy array", "list": "a list", "tuple": "a tuple", "float": "a Python float"}
 
 
 def _kind_check(outcome: Outcome, ref_kind: Any, weight: float, any_float: bool = False) -> SubCheck | None:
@@ -732,7 +732,7 @@ def _kind_mismatch(got: Any, ref_kind: Any, weight: float, any_float: bool = Fal
         if ref == "int":
             continue
         if kind != "Tensor":
-            words = "a list" if dtype == "list" else _KIND_WORDS.get(kind, kind)
+            words = "a list" if dtype == "list" else KIND_WORDS.get(kind, kind)
             # one message for every case (no label), so the feedback says it once
             return SubCheck(
                 "a torch tensor",

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from course_lib.grading.checks import FRESH_NOISE, case_generator, diagnose, fresh_noise
-from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
+from course_lib.grading.exercise import KIND_WORDS, Case, Exercise, SubCheck, compare, register
 from course_lib.schedules import NoiseSchedule
 
 LESSON = "08_ddim_and_fast_samplers"
@@ -537,7 +537,7 @@ def _curve_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     dtype = got.get("__dtype__")
     kind = got.get("__errors_type__", "Tensor")
     if kind != "Tensor":  # a list or an array where the exercise asks for a float64 tensor
-        words = {"list": "a list", "ndarray": "a numpy array", "tuple": "a tuple"}.get(kind, kind)
+        words = KIND_WORDS.get(kind, kind)
         checks.append(SubCheck("errors: a torch tensor", False, 0.5, f"return errors as a float64 torch tensor, "
                                f"got {words}: torch.tensor(errors, dtype=torch.float64)"))
     else:
