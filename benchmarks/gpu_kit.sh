@@ -14,7 +14,8 @@
 #   whl/     wheels for CPython 3.12 at requirements.lock's versions: diffusers and huggingface_hub, and
 #            the notebook stack (nbclient, ipykernel, ipywidgets) for benchmarks/lesson_runtimes.py;
 #            minus what the GPU image already holds (numpy, torch, pillow, ...), which stays the image's.
-#   data/    Fashion-MNIST's four IDX files (from Debian's dataset-fashion-mnist, or COURSE_DATA_DIR).
+#   data/fashion_mnist/   Fashion-MNIST's four IDX files (from Debian's dataset-fashion-mnist, or
+#            $COURSE_DATA_DIR/fashion_mnist), where the loader looks for them under COURSE_DATA_DIR.
 #   cache/   the course evaluator, trained here once (the GPU runs then judge with the same classifier
 #            as every CPU figure).
 #   prompts.safetensors   every prompt gpu_suite.py uses, encoded here (text.PromptTable).
@@ -27,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KIT=.gpu
 PY=${PYTHON:-python}
-mkdir -p "$KIT/whl" "$KIT/data" "$KIT/cache"
+mkdir -p "$KIT/whl" "$KIT/data/fashion_mnist" "$KIT/cache"
 grep -qx '/.gpu/' .gitignore 2>/dev/null || echo "note: add /.gpu/ to .gitignore before committing" >&2
 
 # 1. wheels, resolved for CPython 3.12 on manylinux x86-64 and held to the lock's versions
@@ -57,14 +58,20 @@ shopt -u nocaseglob
 
 # 2. the dataset
 src=""
-for d in "${COURSE_DATA_DIR:-}" /usr/share/datasets/fashion-mnist; do
+for d in "${COURSE_DATA_DIR:+$COURSE_DATA_DIR/fashion_mnist}" /usr/share/datasets/fashion-mnist; do
   if [ -n "$d" ] && [ -e "$d/train-images-idx3-ubyte.gz" ]; then src=$d; break; fi
 done
 if [ -z "$src" ]; then
   echo "Fashion-MNIST not found: apt-get install dataset-fashion-mnist (README: Datasets)" >&2
   exit 1
 fi
-cp "$src"/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz "$KIT/data/"
+rm -f "$KIT"/data/*.gz  # an older kit kept them one folder up, where the loader never looked
+cp "$src"/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz "$KIT/data/fashion_mnist/"
+# the GPU machine has no Debian package: prove the kit's copy loads with that folder out of reach
+COURSE_DATA_DIR="$KIT/data" COURSE_CACHE_DIR="$(mktemp -d)" "$PY" -c "
+import course_lib.data as d
+d.DEBIAN_FASHION_MNIST_DIR = d.Path('/nonexistent')
+d.load_images('fashion_mnist', 'train'); d.load_images('fashion_mnist', 'test'); print('dataset: the kit\'s copy loads')" || exit 1
 
 # 3. the evaluator (cached under .gpu/cache) and 4. the prompt table
 COURSE_DATA_DIR="$KIT/data" COURSE_CACHE_DIR="$KIT/cache" COURSE_DATASET=fashion_mnist \

@@ -405,7 +405,8 @@ def main(argv=None) -> int:
             f"### Lesson 04's DDPM ({train_row['params'] / 1e6:.1f}M), trained {res.seconds:.0f} s "
             f"({tc.steps} steps of {tc.batch_size}, {res.steady_images_per_second:.0f} images/s, "
             f"compile={kw.get('compile', False)}), {n_eval} unconditional samples; U-Net channels "
-            f"{unet_cfg.channels}, blocks {unet_cfg.blocks}, attention {unet_cfg.attention}",
+            f"{unet_cfg.channels}, blocks {unet_cfg.blocks}, attention {unet_cfg.attention}, dropout "
+            f"{unet_cfg.dropout}, Min-SNR γ {tc.min_snr_gamma}",
             "",
             "| sampler | steps | FD | FD floor | FD / floor | recognised (p > 0.9) | real recognised | s to sample |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",

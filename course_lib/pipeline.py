@@ -51,7 +51,15 @@ from safetensors.torch import load_file, save_file
 from .device import pick_device, training_compile
 from .nn.unet import ARCHITECTURE, UNet, UNetConfig
 from .nn.vae import VAE, VAE_ARCHITECTURE, VAEConfig
-from .samplers import SPACINGS, _check_eta, _check_sampler, _conditioned_eps_fn, sample_loop, sampler_timesteps
+from .samplers import (
+    DEFAULT_SPACING,
+    SPACINGS,
+    _check_eta,
+    _check_sampler,
+    _conditioned_eps_fn,
+    sample_loop,
+    sampler_timesteps,
+)
 from .schedules import NoiseSchedule, q_sample
 from .settings import get_settings
 
@@ -60,7 +68,8 @@ PIPELINE_FORMAT = "sd-v1"
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
-DEFAULTS = {"steps": 25, "guidance_scale": 3.0, "sampler": "ddim", "eta": 0.0, "spacing": "leading"}
+#: spacing None: the sampler's own (samplers.DEFAULT_SPACING; "leading" for DDIM, "linspace" for DPM-Solver++)
+DEFAULTS = {"steps": 25, "guidance_scale": 3.0, "sampler": "ddim", "eta": 0.0, "spacing": None}
 
 
 class LatentDiffusionPipeline:
@@ -361,7 +370,8 @@ class LatentDiffusionPipeline:
             (tmp / "scheduler").mkdir()
             _write_json(tmp / "scheduler" / "scheduler_config.json",
                         {"_class_name": "DDIMScheduler", **to_diffusers_config(self.schedule),
-                         "timestep_spacing": self.defaults["spacing"], "course_schedule": self.schedule.config()})
+                         "timestep_spacing": self.defaults["spacing"] or DEFAULT_SPACING["ddim"],
+                         "course_schedule": self.schedule.config()})
             encoder_name = self.text_encoder_name or get_settings().text_encoder or BUNDLED
             _write_json(tmp / "model_index.json", {
                 "_class_name": "LatentDiffusionPipeline",
@@ -470,8 +480,9 @@ def _check_defaults(d: dict, schedule: NoiseSchedule) -> dict:
     eta = _check_eta(d["eta"])
     if eta > 0 and d["sampler"] != "ddim":
         raise ValueError(f"eta applies to sampler='ddim' only, got eta={eta} with sampler={d['sampler']!r}")
-    if d["spacing"] not in SPACINGS:
-        raise ValueError(f"unknown spacing {d['spacing']!r}; expected one of {', '.join(map(repr, SPACINGS))}")
+    if d["spacing"] is not None and d["spacing"] not in SPACINGS:
+        raise ValueError(f"unknown spacing {d['spacing']!r}; expected one of {', '.join(map(repr, SPACINGS))} "
+                         "or None (the sampler's own)")
     return {"steps": steps, "guidance_scale": float(w), "sampler": d["sampler"], "eta": eta, "spacing": d["spacing"]}
 
 

@@ -62,9 +62,14 @@ SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 #: DDPM's two fixed variances: "small" the posterior β̃_t, "large" β_t (Ho et al. 2020, section 3.2)
 VARIANCES = ("small", "large")
 SPACINGS = ("leading", "trailing", "linspace")
+#: The spacing each sampler takes when none is given: its diffusers scheduler's default (DDPMScheduler and
+#: DDIMScheduler "leading"; DPMSolverMultistepScheduler "linspace", which starts at t = T − 1). On lesson 04's
+#: DDPM, DPM-Solver++ 20 on its "leading" grid (first step at t = 940) gave FD 23.7 against 8.29 on a grid
+#: that starts at t = 999 (benchmarks/RESULTS.md, sixth GPU loan).
+DEFAULT_SPACING = {"ddpm": "leading", "ddim": "leading", "dpm++2m": "linspace"}
 #: A floor on λ_t = log(α_t/σ_t) (σ/α ≤ e^5.1 ≈ 164) to pass as ``lambda_min``: the value the DPM-Solver
 #: authors gave diffusers' ``lambda_min_clipped`` for the cosine schedule (DeepFloyd IF). Not a default:
-#: on lesson 04's DDPM it raised DPM-Solver++'s FD 1.7–2.2× (benchmarks/RESULTS.md). Other schedules
+#: on two trainings of lesson 04's DDPM it raised DPM-Solver++'s FD 1.1–2.2× (benchmarks/RESULTS.md). Other schedules
 #: of the course never reach it at T = 1000 (linear: λ_999 = −5.06).
 DPM_LAMBDA_MIN = -5.1
 
@@ -158,14 +163,17 @@ def dpm_timesteps(
 
 
 def sampler_timesteps(
-    schedule: NoiseSchedule, steps: int | None, spacing: str, sampler: str, lambda_min: float | None = None
+    schedule: NoiseSchedule, steps: int | None, spacing: str | None, sampler: str, lambda_min: float | None = None
 ) -> list[int]:
     """The timesteps ``sampler`` visits: :func:`timesteps` for DDPM and DDIM, :func:`dpm_timesteps` for
-    DPM-Solver++ (each as its diffusers scheduler), with an optional λ clip. ``steps`` None means all T
+    DPM-Solver++ (each as its diffusers scheduler), with an optional λ clip. ``spacing`` None: the
+    sampler's own default, :data:`DEFAULT_SPACING` (as its diffusers scheduler's). ``steps`` None means all T
     (DPM-Solver++ with "leading" or "linspace": T − 1, all its grid holds); ``lambda_min`` None or −inf
     means no clip (every sampler's default, as in diffusers), a number such as :data:`DPM_LAMBDA_MIN`
     leaves out the top timesteps with λ_t below it."""
     _check_sampler(sampler)
+    if spacing is None:
+        spacing = DEFAULT_SPACING[sampler]
     if lambda_min is None:
         lambda_min = -math.inf
     clip = None if lambda_min == -math.inf else lambda_min
@@ -707,7 +715,7 @@ def sample(
     sampler: str = "ddpm",
     steps: int | None = None,
     eta: float = 0.0,
-    spacing: str = "leading",
+    spacing: str | None = None,
     lambda_min: float | None = None,
     variance: str = "small",
     x_T: torch.Tensor | None = None,
@@ -730,7 +738,9 @@ def sample(
     model: ε_θ(x, t[, labels]); n images of ``shape`` (C, H, W), default the model's
     (in_channels, image_size, image_size). sampler: "ddpm" (ancestral; the default; ``variance``
     "small" = β̃_t or "large" = β_t), "ddim" (with ``eta``, 0 = deterministic) or "dpm++2m"; steps: how many model calls,
-    1 … T (None = all T), visited as ``timesteps(schedule, steps, spacing, lambda_min)``
+    1 … T (None = all T), visited as ``sampler_timesteps(schedule, steps, spacing, sampler, lambda_min)``; spacing
+    "leading", "trailing" or "linspace", None = the sampler's diffusers default (:data:`DEFAULT_SPACING`: "leading"
+    for DDPM and DDIM, "linspace" for DPM-Solver++)
     (lambda_min None: no clip; :data:`DPM_LAMBDA_MIN` is the DPM-Solver authors' floor, see
     :func:`sampler_timesteps`); x_T: start from
     this noise (e.g. from :func:`ddim_invert`) instead of drawing it. clip_x0 (default on):

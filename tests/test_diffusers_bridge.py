@@ -7,7 +7,7 @@ import torch
 
 from course_lib.diffusers_bridge import SCHEDULER_NAMES, make_scheduler, sample_with_diffusers, to_diffusers_config
 from course_lib.nn.unet import UNet, UNetConfig
-from course_lib.samplers import DPM_LAMBDA_MIN, sample, timesteps
+from course_lib.samplers import DPM_LAMBDA_MIN, sample, sampler_timesteps, timesteps
 from course_lib.schedules import NoiseSchedule
 
 diffusers = pytest.importorskip("diffusers")
@@ -111,6 +111,18 @@ def test_diffusers_ddpm_and_dpm_sampling_equal_the_course_samplers(tiny):
     leading = sample(tiny, s, 2, sampler="dpm++2m", **kw)
     assert (leading - sample_with_diffusers(tiny, s, "dpm++2m", 2, 6, seed=5, spacing="leading")).abs().max() < 1e-4
     assert (leading - ours).abs().max() > 1e-3
+
+
+def test_each_sampler_defaults_to_its_diffusers_schedulers_spacing(tiny):
+    """No spacing on either side: sample() and the diffusers scheduler visit the same grid. For DPM-Solver++
+    that is "linspace", which starts at t = T − 1 (its "leading" grid starts a stride lower)."""
+    s = NoiseSchedule.cosine()
+    for sampler in ("ddpm", "ddim", "dpm++2m"):
+        ours = sample(tiny, s, 2, seed=5, sampler=sampler, steps=6, clip_x0=False, progress=False)
+        assert (ours - sample_with_diffusers(tiny, s, sampler, 2, 6, seed=5)).abs().max() < 1e-4, sampler
+    assert sampler_timesteps(s, 20, None, "dpm++2m")[0] == 999
+    assert sampler_timesteps(s, 20, None, "ddim") == sampler_timesteps(s, 20, "leading", "ddim")
+    assert sampler_timesteps(s, 20, "leading", "dpm++2m")[0] == 940
 
 
 def test_euler_runs_and_is_reproducible(tiny):

@@ -123,6 +123,21 @@ def test_negative_prompt_is_the_unconditional_branch(pipe, encoder):
     assert (got - pipe(prompt, seed=seed)).abs().max() > 1e-4
 
 
+def test_each_sampler_takes_its_own_spacing_unless_the_pipeline_names_one(pipe):
+    """defaults["spacing"] None: DDIM on "leading", DPM-Solver++ on "linspace" (samplers.DEFAULT_SPACING)."""
+    fixed = LatentDiffusionPipeline(pipe.vae, pipe.unet, pipe.schedule, pipe.text_encoder,
+                                    {**pipe.defaults, "spacing": "linspace"})
+    leading = LatentDiffusionPipeline(pipe.vae, pipe.unet, pipe.schedule, pipe.text_encoder,
+                                      {**pipe.defaults, "spacing": "leading"})
+    assert pipe.defaults["spacing"] is None
+    dpm = pipe("a bag", seed=2, sampler="dpm++2m")
+    assert torch.equal(dpm, fixed("a bag", seed=2, sampler="dpm++2m"))
+    assert (dpm - leading("a bag", seed=2, sampler="dpm++2m")).abs().max() > 1e-4
+    assert torch.equal(pipe("a bag", seed=2), leading("a bag", seed=2))
+    with pytest.raises(ValueError, match="spacing"):
+        LatentDiffusionPipeline(pipe.vae, pipe.unet, pipe.schedule, pipe.text_encoder, {"spacing": "middle"})
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda p, x: p.img2img(x, "a", strength=1.5), "strength"),
     (lambda p, x: p.img2img(x, "a", strength=-0.1), "strength"),
