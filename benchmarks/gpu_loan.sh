@@ -7,6 +7,10 @@
 #   bash benchmarks/gpu_loan.sh ddpm gputests        # jobs in the order given; results under $OUT
 #
 # Jobs, most important first, with their time on an H100 (a loan gives about 11 minutes of run time):
+#   fdcheck   lesson 04's full recipe trained once more, then DDPM with all 1000 steps (both variances) judged on
+#             5 sets of 1000 samples, the mean FD beside the 25-draw floor: the verdict on issue "Foundation"'s
+#             "FD ≤ 2× the floor" that one set of 1000 (±0.9 in FD) cannot give (RESULTS.md, "The FD floor, drawn
+#             25 times"); about 9 min
 #   ddpm      lesson 04's full recipe (15k steps of 128, CUDA graphs), judged with the posterior variance and
 #             with σ² = β_t, then lesson 08's whole sampler table on it (issues "Foundation" and "Lesson 08");
 #             about 8.5 min
@@ -40,8 +44,8 @@
 #             warm machine (ignored paths stay there between calls; the machine goes back after 30 s idle)
 #   smoke     every stage of gpu_suite.py on tiny budgets (a check of the code paths, seconds)
 # A 15-minute loan, as two calls back to back (the second within the 30 s the machine stays warm):
-#   call 1, carry [".gpu"]:      bash benchmarks/gpu_loan.sh ddpm                  (about 9 min with the start)
-#   call 2, carry [".gpu-enc"]:  bash benchmarks/gpu_loan.sh quick gputests        (about 5 min)
+#   call 1, carry [".gpu"]:      bash benchmarks/gpu_loan.sh fdcheck               (about 10 min with the start)
+#   call 2, no carry:            bash benchmarks/gpu_loan.sh gputests              (about 2.5 min)
 # Each job's --budget is a wall-clock limit in seconds (gpu_suite.py stops starting stages past it); set
 # BUDGET to change it. Everything a job prints goes to $OUT/log.txt too.
 set -uo pipefail
@@ -73,7 +77,9 @@ suite() { python3 benchmarks/gpu_suite.py --prompts .gpu/prompts.safetensors "$@
 for job in "$@"; do
   echo "== $job ($(date -u +%H:%M:%S))" | tee -a "$OUT/log.txt"
   case $job in
-    ddpm) suite --out "$OUT/ddpm" --budget "${BUDGET:-560}" --stages ddpm samplers --compile reduce-overhead ;;
+    ddpm) suite --out "$OUT/ddpm" --budget "${BUDGET:-560}" --stages ddpm samplers --compile reduce-overhead \
+      --fd-sets "${FD_SETS:-1}" ;;
+    fdcheck) suite --out "$OUT/fdcheck" --budget 60 --stages ddpm --compile reduce-overhead --fd-sets 5 ;;
     fdtry) suite --out "$OUT/dropout" --budget 60 --stages ddpm --compile reduce-overhead --unet dropout=0.1
       suite --out "$OUT/minsnr" --budget 60 --stages ddpm --compile reduce-overhead --min-snr-gamma 5 ;;
     gputests) python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py ;;
@@ -103,6 +109,6 @@ save_file({k: v.float() if v.is_floating_point() else v for k, v in w.items()}, 
           --outputs "$OUT/lessons.txt" ${LESSONS:-05}
       fi ;;
     smoke) suite --out "$OUT/smoke" --budget 120 --smoke --stages ddpm text samplers ;;
-    *) echo "unknown job $job (ddpm, fdtry, gputests, text, latent, big, layout, quick, lessons, smoke)" ;;
+    *) echo "unknown job $job (fdcheck, ddpm, fdtry, gputests, text, latent, big, layout, quick, lessons, smoke)" ;;
   esac 2>&1 | tee -a "$OUT/log.txt"
 done

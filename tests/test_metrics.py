@@ -452,6 +452,38 @@ def test_evaluate_floor_uses_same_n(evaluator, toy_data):
     assert huge.n == 1800 and huge.n_real == 1200
 
 
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # the tiny net's dead features
+def test_fd_over_several_sets_is_the_mean_of_their_fds_beside_the_floor_at_their_size(evaluator, toy_data):
+    x, _ = toy_data["test"]
+    rep = evaluator.evaluate(x[:300], fd_n=100)
+    # independent of evaluate: scipy's FD of each set's features against the whole test split's
+    ref_feats = evaluator.features(x).numpy()
+    sets = [_scipy_fd(evaluator.features(x[i : i + 100]).numpy(), ref_feats) for i in (0, 100, 200)]
+    assert rep.fd == pytest.approx(np.mean(sets), rel=1e-4)
+    assert rep.fd_n == 100 and rep.fd_sets == 3 and rep.n == 300 and rep.n_real == 100
+    assert rep.fd_floor == evaluator.fd_floor(100)
+    assert "mean over 3 sets of 100" in rep.table()
+    # the default is one set of all the samples, as before
+    one = evaluator.evaluate(x[:300])
+    assert one.fd_sets == 1 and one.fd_n == 300 and one.fd_floor == evaluator.fd_floor(300)
+    assert one.fd != pytest.approx(rep.fd, rel=1e-3)  # FD's small-sample bias: 100 per set reads higher
+    for bad in (7, 1, 0, 300.0, True):
+        with pytest.raises(ValueError, match="fd_n"):
+            evaluator.evaluate(x[:300], fd_n=bad)
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # the tiny net's dead features
+def test_the_floor_is_the_mean_over_floor_draws_of_real_training_images(evaluator, toy_data):
+    n, seed = 50, 4
+    images, _ = toy_data["train"]
+    gen = torch.Generator().manual_seed(seed)
+    ref_feats = evaluator.features(toy_data["test"][0]).numpy()
+    draws = [_scipy_fd(evaluator.features(images[torch.randperm(images.shape[0], generator=gen)[:n]]).numpy(),
+                       ref_feats) for _ in range(metrics.FLOOR_DRAWS)]
+    assert metrics.FLOOR_DRAWS >= 20  # one draw scatters widely (see FLOOR_DRAWS)
+    assert evaluator.fd_floor(n, seed) == pytest.approx(np.mean(draws), rel=1e-4)
+
+
 def test_overshoot_is_clipped_not_rejected(evaluator, toy_data):
     x, _ = toy_data["test"]
     a = evaluator.features(x[:10])
