@@ -179,6 +179,19 @@ def test_04_1_item_earns_partial_credit_for_the_right_value():
         assert "carries gradients" in result.feedback()
 
 
+def loss_keepdim(model, x0, t, noise, alphas_cumprod):
+    abar = alphas_cumprod[t].to(x0.dtype).view(-1, 1, 1, 1)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    return ((model(x_t, t) - noise) ** 2).mean().reshape(1)  # the mistake: one axis too many
+
+
+def test_04_1_a_loss_of_shape_1_keeps_the_value_points_but_not_the_scalar_point():
+    for result in grade_all_seeds("04.1", loss_keepdim):
+        assert result.status == "partial"
+        assert result.points == pytest.approx(3 * 4 / 5)  # value, dtype and gradients right; not 0-dim
+        assert "0-dim tensor" in result.feedback() and "(1,)" in result.feedback()
+
+
 def test_04_1_zero_model_case_passes_a_wrong_x_t():
     """The zero predictor ignores x_t, so a learner with a wrong x_t still gets that case."""
     result = grade_answer("04.1", loss_without_square_roots, 0)

@@ -229,34 +229,33 @@ def _loss_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         arr = None if loss is None or isinstance(loss, (dict, str)) else np.asarray(loss, dtype=np.float64)
     except (TypeError, ValueError):
         arr = None
-    scalar = arr is not None and arr.size == 1
-    checks = [
-        SubCheck(
-            "scalar",
-            scalar,
-            1,
-            ""
-            if scalar
-            else (
-                f"return one number, the mean over every element of the batch; got "
-                f"{'shape ' + str(tuple(arr.shape)) if arr is not None else type(loss).__name__}{where}"
-            ),
-        )
-    ]
+    # one number: its value is judged below; the "scalar" point also asks for no axes (0-dim), since a loss of
+    # shape (1,) fails f"{loss:.3f}" and torch.stack of the per-batch losses gives an N×1 history
+    one = arr is not None and arr.size == 1
+    scalar = one and arr.ndim == 0
+    if scalar:
+        scalar_msg = ""
+    elif one:
+        scalar_msg = (f"return a 0-dim tensor (what .mean() over everything gives), not shape {tuple(arr.shape)}: "
+                      f"drop the keepdim or the reshape{where}")
+    else:
+        scalar_msg = (f"return one number, the mean over every element of the batch; got "
+                      f"{'shape ' + str(tuple(arr.shape)) if arr is not None else type(loss).__name__}{where}")
+    checks = [SubCheck("scalar", scalar, 1, scalar_msg)]
     exp = float(np.asarray(expected["loss"], dtype=np.float64))
     shown = 0.0 if abs(exp) < 1e-9 else exp  # the oracle's loss is 0 up to rounding
-    ok = scalar and allclose(arr.reshape(()), exp)
+    ok = one and allclose(arr.reshape(()), exp)
     msg = ""
     if not ok:
-        value = float(arr.reshape(-1)[0]) if scalar else None
+        value = float(arr.reshape(-1)[0]) if one else None
         # tight and relative: the oracle's losses are ~1e-5, and t ± 1 moves the affine model's loss by ~1e-4
         # relative, so looser tolerances matched the abar-index slips for answers without them
-        diag = diagnose(value, _loss_mistakes(case), rtol=1e-5, atol=1e-12) if scalar else ""
+        diag = diagnose(value, _loss_mistakes(case), rtol=1e-5, atol=1e-12) if one else ""
         again = got.get("again")
-        if scalar and isinstance(again, (int, float)) and not allclose(again, value, rtol=1e-9, atol=1e-12):
+        if one and isinstance(again, (int, float)) and not allclose(again, value, rtol=1e-9, atol=1e-12):
             diag = ("your loss changes from one call to the next on the same inputs: make x_t with the noise ε "
                     "the check passes, not a fresh torch.randn_like")
-        msg = f"expected a loss of {shown:.6g}, got {value:.6g}{where}" if scalar else ""
+        msg = f"expected a loss of {shown:.6g}, got {value:.6g}{where}" if one else ""
         if diag:
             msg += f": {diag}"
         elif scalar and "oracle" in case.label:
