@@ -393,7 +393,6 @@ def main(argv=None) -> int:
             sync(device)
             secs = (time.perf_counter() - t1) / args.fd_sets
             rep = judge.evaluate(images, fd_n=n_eval)
-            set_fds = [judge.fd_to_reference(part) for part in judge.features(images).split(n_eval)]
             rows.append(
                 {
                     "sampler": label,
@@ -405,11 +404,11 @@ def main(argv=None) -> int:
                     "recognised_real": rep.recognised_real,
                     "class_share": list(rep.class_share),
                     "seconds": secs,
-                    "fd_sets": set_fds,
+                    "fd_sets": list(rep.fd_each),
                 }
             )
             suite.log(f"  {label} {n_steps or schedule.num_steps}: FD {rep.fd:.2f} (floor {rep.fd_floor:.2f}; "
-                      f"sets: {', '.join(f'{x:.2f}' for x in set_fds)})")
+                      f"sets: {', '.join(f'{x:.2f}' for x in rep.fd_each)})")
         suite.results["ddpm_quality"] = rows
         suite.md += [
             "",

@@ -449,7 +449,7 @@ class EvalReport:
         class_share: share of samples predicted as each class (a collapsed generator shows up here).
         n_real: real training images behind ``fd_floor`` (= fd_n unless the split is smaller).
         fd_n, fd_sets: the samples per FD and how many disjoint sets ``fd`` averages (fd_n = n, 1 set,
-            unless ``evaluate`` was given ``fd_n``).
+            unless ``evaluate`` was given ``fd_n``); fd_each: the FD of each set, in order.
         n_reference: real test images in the FD reference.
         dataset, confidence, evaluator_accuracy: the evaluator used.
     """
@@ -469,6 +469,7 @@ class EvalReport:
     evaluator_accuracy: float | None = None
     fd_n: int = 0
     fd_sets: int = 1
+    fd_each: tuple[float, ...] = ()
 
     @property
     def fd_ratio(self) -> float:
@@ -651,7 +652,8 @@ class Evaluator:
 
         feats, probs = _forward(self.net, samples, batch_size)
         ref = self._reference_stats()
-        fd = float(np.mean([self.fd_to_reference(part) for part in feats.split(fd_n)]))
+        fd_each = tuple(self.fd_to_reference(part) for part in feats.split(fd_n))
+        fd = float(np.mean(fd_each))
         fd_floor = self.fd_floor(fd_n, seed)
         n_test = ref["probs"].shape[0]
         idx = torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[: min(n, n_test)]
@@ -678,6 +680,7 @@ class Evaluator:
             evaluator_accuracy=self.test_accuracy,
             fd_n=fd_n,
             fd_sets=n // fd_n,
+            fd_each=fd_each,
         )
 
 

@@ -460,6 +460,7 @@ def test_fd_over_several_sets_is_the_mean_of_their_fds_beside_the_floor_at_their
     ref_feats = evaluator.features(x).numpy()
     sets = [_scipy_fd(evaluator.features(x[i : i + 100]).numpy(), ref_feats) for i in (0, 100, 200)]
     assert rep.fd == pytest.approx(np.mean(sets), rel=1e-4)
+    assert rep.fd_each == pytest.approx(sets, rel=1e-4)
     assert rep.fd_n == 100 and rep.fd_sets == 3 and rep.n == 300 and rep.n_real == 100
     assert rep.fd_floor == evaluator.fd_floor(100)
     assert "mean over 3 sets of 100" in rep.table()
