@@ -486,7 +486,7 @@ def test_whole_numbers_returned_as_floats_cost_a_little_and_are_told():
     assert result.status == "partial" and "return `values_per_call` as an int, not a float" in result.feedback()
     start = get_exercise("09.1")
     result = grade_answer(start, lambda steps, strength: tuple(float(v) for v in start.reference(steps, strength)), 0)
-    assert result.status == "partial" and "as an int, not a float" in result.feedback()
+    assert result.status == "partial" and "as ints, not floats" in result.feedback()
 
 
 def test_a_list_of_counts_returned_as_floats_is_told():
@@ -498,7 +498,30 @@ def test_a_list_of_counts_returned_as_floats_is_told():
         return out
 
     result = grade_answer(ex, sides_as_floats, 0)
-    assert result.status == "partial" and "return `latent_side` as an int, not a float" in result.feedback()
+    assert result.status == "partial" and "return `latent_side` as ints, not floats" in result.feedback()
+
+
+def test_counts_as_float_tensors_mixed_lists_or_strings_are_told_too():
+    """09.3: each of these passed with full points before; an int64 tensor still does."""
+    ex = get_exercise("09.3")
+
+    def variant(change):
+        def answer(*args, **kwargs):
+            return change(dict(ex.reference(*args, **kwargs)))
+
+        return answer
+
+    wrong = [
+        ("not a float32 tensor", lambda o: o | {"unet_calls": torch.tensor(float(o["unet_calls"]))}),
+        ("not a list of mixed types", lambda o: o | {"latent_shape": [o["latent_shape"][0], o["latent_shape"][1] / 1,
+                                                                     o["latent_shape"][2]]}),
+        ("not a list of mixed types", lambda o: o | {"latent_shape": [str(v) for v in o["latent_shape"]]}),
+    ]
+    for words, change in wrong:
+        result = grade_answer(ex, variant(change), 0)
+        assert result.status == "partial" and words in result.feedback(), (words, result.feedback())
+    fine = grade_answer(ex, variant(lambda o: o | {"unet_calls": torch.tensor(o["unet_calls"])}), 0)
+    assert fine.status == "pass", fine.feedback()
 
 
 def test_a_diagnosis_names_every_slip_that_gives_the_same_values():
@@ -512,3 +535,15 @@ def test_a_diagnosis_names_every_slip_that_gives_the_same_values():
     assert diagnose(wrong, candidates, expected=right) == both
     assert diagnose(wrong, {"doubled": wrong}, expected=right) == "doubled"
     assert diagnose(right + 5, candidates, expected=right) == ""
+
+
+def test_a_value_that_differs_beyond_6_figures_is_shown_with_more():
+    """"expected -0.0143839, got -0.0143839" told a learner nothing: such pairs get 10 figures and a hint."""
+    from course_lib.grading.exercise import compare
+
+    exp = np.array([0.1, -0.014383912345])
+    got = exp.astype(np.float32).astype(np.float64)  # a float32 rounding: equal to 6 figures, not to 1e-9
+    msg = next(c.message for c in compare(got, exp, rtol=1e-9, atol=0.0) if not c.passed)
+    assert "got 0.1000000015" in msg and "equal to 6 figures" in msg, msg
+    plain = next(c.message for c in compare(exp + 1e-3, exp) if not c.passed)
+    assert "equal to 6 figures" not in plain and "expected 0.1, got 0.101" in plain, plain

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -549,3 +551,49 @@ def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):
     assert cli.main(["grade", str(late), "--out", str(out)]) == 0
     assert f"{first} 5, {second} 6" in capsys.readouterr().err
     assert json.loads((out / f"ben_{first}.json").read_text())["seed"] == 5
+
+
+SWALLOWS_EVERYTHING = '''
+import os, sys, time
+from course_lib.grading.capture import capture
+
+def cfg_combine(eps_uncond, eps_cond, scale):
+    while True:  # a retry loop with a bare except: it swallows the time limit's CallTimeout too
+        try:
+            time.sleep(0.05)
+        except BaseException:
+            continue
+
+capture("07.1", {"cfg_combine": cfg_combine}, 0, sys.argv[1], time_limit=0.5)
+print("returned")
+'''
+
+
+def test_a_call_that_swallows_the_time_limit_ends_the_grading_kernel(tmp_path):
+    """In a grader's kernel the capture ends the process ESCALATE_AFTER seconds after its CallTimeout was
+    swallowed, so the worker sees a dead kernel (its exercise marked, the rest run again) instead of a kernel
+    that holds the whole submission until the watchdog."""
+    import subprocess
+
+    from course_lib.grading.capture import ESCALATE_AFTER, WORKDIR_VARIABLE
+
+    script = tmp_path / "swallow.py"
+    script.write_text(SWALLOWS_EVERYTHING)
+    env = {**os.environ, WORKDIR_VARIABLE: str(tmp_path)}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "out.json")], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 70 and "returned" not in proc.stdout, proc.stderr[-500:]
+    assert time.monotonic() - start < 0.5 + ESCALATE_AFTER + 20
+
+
+def test_outside_a_grading_kernel_the_time_limit_never_ends_the_process(monkeypatch):
+    """A learner's own check() in Jupyter: CallTimeout only, no second alarm that would end their kernel."""
+    import signal
+
+    from course_lib.grading import capture as C
+
+    monkeypatch.delenv(C.WORKDIR_VARIABLE, raising=False)
+    with pytest.raises(C.CallTimeout):
+        C._on_alarm(signal.SIGALRM, None)
+    assert signal.getitimer(signal.ITIMER_REAL)[0] == 0

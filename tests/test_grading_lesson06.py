@@ -462,3 +462,18 @@ def _attention_slip(x_tokens, context, mask, w_q, w_k, w_v, slip):
 )
 def test_06_1_mask_polarity_and_the_scaling_width_are_named(slip, message):
     assert_wrong("06.1", lambda *args: _attention_slip(*args, slip), message)
+
+
+def xattn_softmax_over_positions_with_minus_inf(x_tokens, context, mask, w_q, w_k, w_v):
+    """The mask right, the softmax over the image positions: a padded token's column is all −inf → NaN."""
+    q, k, v = x_tokens @ w_q, context @ w_k, context @ w_v
+    scores = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).masked_fill(~mask[:, None, :], float("-inf"))
+    weights = scores.softmax(dim=1)
+    return weights @ v, weights
+
+
+def test_06_1_a_nan_output_is_named_as_such_not_blamed_on_the_padding():
+    result = grade_answer("06.1", xattn_softmax_over_positions_with_minus_inf, 0)
+    assert result.status in ("fail", "partial")
+    assert "holds NaN" in result.feedback()
+    assert "padded tokens must not matter" not in result.feedback()

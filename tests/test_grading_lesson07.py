@@ -505,3 +505,94 @@ def test_07_2_a_threshold_on_the_difference_is_named_and_coinciding_slips_are_al
         for check in result.checks:
             if not check.passed and "another slip gives the same scale here" in check.message:
                 assert "ε_c − ε_∅" in check.message, check.message
+
+
+# --------------------------------------------------------------------------- cases that share tensors
+
+
+def cfg_in_place(eps_uncond, eps_cond, scale):
+    """Right values, bought by writing into (and returning) the caller's ε_∅."""
+    s = torch.as_tensor(scale, dtype=eps_uncond.dtype)
+    s = s.reshape(-1, *[1] * (eps_uncond.dim() - 1)) if s.dim() else s
+    return eps_uncond.add_(s * (eps_cond - eps_uncond))
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_an_in_place_answer_costs_its_penalty_only_in_the_capture_and_in_check(tmp_path, seed):
+    """07.1's cases share their ε tensors. Each case now gets its own copy, and the capture records each
+    result when it comes back: before, the next call rewrote the recorded s = 0 result (blamed as swapped
+    predictions) and changed the next case's inputs (flagged to the teacher as a patched torch)."""
+    from course_lib.grading import grade
+    from course_lib.grading.capture import capture
+    from course_lib.grading.encode import load_observations
+    from course_lib.grading.exercise import get_exercise, judge_outcomes
+
+    out = tmp_path / "07.1.json"
+    capture("07.1", {"cfg_combine": cfg_in_place}, seed, str(out))
+    records = load_observations(out)
+    ex = get_exercise("07.1")
+    in_kernel = judge_outcomes(ex, seed, grade._outcomes(records))
+    in_check = grade_answer("07.1", cfg_in_place, seed)
+    for result in (in_kernel, in_check):
+        wrong = [c for c in result.checks if not c.passed]
+        assert wrong and all(c.name.startswith("inputs unchanged") for c in wrong), [c.message for c in wrong]
+        assert "swaps" not in result.feedback()
+    assert in_kernel.points == pytest.approx(in_check.points)
+    assert not grade._inputs_differ(ex, seed, records)  # no false "patched torch" flag
+
+
+def sim_first_from_a_float32_tensor(signal, eps_uncond, eps_cond, scales):
+    """Right: the scales kept in a float32 tensor, the first one handed back as that tensor's 0-d entry."""
+    out = _sim(signal, eps_uncond, eps_cond, scales)
+    if out["first_over_3x"] is not None:
+        out["first_over_3x"] = torch.tensor(scales, dtype=torch.float32)[list(scales).index(out["first_over_3x"])]
+    return out
+
+
+def sim_not_first_skips_zero(signal, eps_uncond, eps_cond, scales):
+    """`if not first and n > limit: first = s`: a first scale of 0.0 is overwritten by the next one over."""
+
+    def first(sc, ns, lim):
+        found = None
+        for s, n in zip(sc, ns):
+            if not found and n > lim:
+                found = s
+        return found
+
+    return _sim(signal, eps_uncond, eps_cond, scales, first=first)
+
+
+def test_07_2_a_scale_read_back_from_a_float32_tensor_is_the_same_scale():
+    for result in grade_all_seeds("07.2", sim_first_from_a_float32_tensor):
+        assert result.status == "pass", result.feedback()
+
+
+def test_07_2_a_zero_scale_skipped_by_a_truth_test_is_named():
+    named = []
+    for seed in range(20):
+        r = grade_answer("07.2", sim_not_first_skips_zero, seed)
+        named += [c.message for c in r.checks if not c.passed and "if not first" in c.message]
+    assert named, "some case must have 0.0 as its first scale over 3×"
+
+
+def cfg_exits_on_tensor_scales(eps_uncond, eps_cond, scale):
+    """Right for a number, sys.exit() for a tensor of scales: exit() costs those cases, not the exercise."""
+    import sys
+
+    if isinstance(scale, torch.Tensor):
+        sys.exit("one scale per batch, please")
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def test_07_1_an_answer_that_calls_exit_loses_only_those_cases(tmp_path):
+    from course_lib.grading.capture import capture
+    from course_lib.grading.encode import load_observations
+
+    result = grade_answer("07.1", cfg_exits_on_tensor_scales, 0)
+    assert result.status == "partial" and 0 < result.points < result.max_points, result.feedback()
+    assert "SystemExit" in result.feedback()
+    out = tmp_path / "07.1.json"
+    capture("07.1", {"cfg_combine": cfg_exits_on_tensor_scales}, 0, str(out))
+    records = load_observations(out)
+    errors = [r for r in records if "error" in r]
+    assert errors and len(errors) < len(records) and all("SystemExit" in r["error"] for r in errors)

@@ -38,6 +38,7 @@ float64 / int64 numpy arrays on the grader's side); anything else arrives as a d
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -309,6 +310,15 @@ def _fmt(v: float) -> str:
     return f"{int(v)}" if v.is_integer() and abs(v) < 1e15 else f"{v:.6g}"
 
 
+def _expected_got(exp: float, got: float) -> str:
+    """"expected A, got B", with more figures where 6 would show the same number twice."""
+    a, b = _fmt(exp), _fmt(got)
+    if a != b:
+        return f"expected {a}, got {b}"
+    return (f"expected {float(exp):.10g}, got {float(got):.10g} (equal to 6 figures: a step through float32 "
+            "somewhere, such as torch.tensor(...) of Python floats, rounds more than the check allows)")
+
+
 def compare(got: Any, expected: Any, *, rtol: float = 1e-4, atol: float = 1e-6, label: str = "") -> list[SubCheck]:
     """Sub-checks that ``got`` matches ``expected`` (both decoded observations).
 
@@ -358,8 +368,7 @@ def _compare(got, expected, rtol, atol, path, where) -> list[SubCheck]:
             i = tuple(int(v) for v in bad[0]) if exp.ndim else ()
             pos = f" at index {i if len(i) != 1 else i[0]}" if exp.ndim else ""
             msg = (
-                f"values differ{at}{where}: {len(bad)} of {exp.size} wrong; "
-                f"expected {_fmt(exp[i])}{pos}, got {_fmt(g[i])}"
+                f"values differ{at}{where}: {len(bad)} of {exp.size} wrong{pos}; {_expected_got(exp[i], g[i])}"
             )
         return checks + [SubCheck(name_of("values"), ok, 2, msg)]
     if ek == "number":
@@ -371,7 +380,7 @@ def _compare(got, expected, rtol, atol, path, where) -> list[SubCheck]:
         elif not ok:
             g = float(np.asarray(got).reshape(-1)[0]) if gk == "array" else got
             ok = math.isclose(g, expected, rel_tol=rtol, abs_tol=atol)
-            msg = "" if ok else f"expected {_fmt(expected)}{at}, got {_fmt(g)}{where}"
+            msg = "" if ok else f"{_expected_got(expected, g)}{at}{where}"
         else:
             msg = ""
         return [SubCheck(name_of("value"), ok, 2, msg)]
@@ -641,6 +650,17 @@ def _same_values(now: Any, before: Any) -> bool:
     return bool(np.array_equal(now, before, equal_nan=now.dtype.kind in "fc"))
 
 
+def isolated(case: Case) -> Case:
+    """A deep copy of ``case`` (the case itself where it cannot be copied). Cases of one exercise may share
+    tensors; an answer that writes into its inputs, or returns one of them and writes into it on the next call,
+    must not change another case's question or an answer already recorded. Within the copy, objects shared
+    between its arguments stay shared (deepcopy's memo)."""
+    try:
+        return copy.deepcopy(case)
+    except Exception:  # a generator, a lock, an object that refuses: keep the original
+        return case
+
+
 def probe_case(exercise: Exercise, answer: Any, case: Case) -> tuple[Any, list[str], Any]:
     """``exercise.probe(answer, case)``, the names of the case's inputs the call changed in place, and
     what kind of object came back (:func:`kind_of`).
@@ -660,7 +680,12 @@ def _one_kind(value: Any) -> tuple[str, str | None]:
 
     if isinstance(value, torch.Tensor):
         return "Tensor", str(value.dtype).removeprefix("torch.")
-    if isinstance(value, (list, tuple)) and value and all(type(v) is int for v in value):
+    def whole(v: Any) -> bool:  # an int, or a one-element integer tensor (it prints and indexes as one)
+        if isinstance(v, torch.Tensor):
+            return v.numel() == 1 and not v.is_floating_point() and not v.is_complex() and v.dtype != torch.bool
+        return type(v) is int
+
+    if isinstance(value, (list, tuple)) and value and all(whole(v) for v in value):
         return "int", "list"  # a list of whole numbers: judged as ints
     if isinstance(value, (list, tuple)) and value and all(type(v) is float for v in value):
         return "float", "list"
@@ -721,15 +746,22 @@ def _kind_mismatch(got: Any, ref_kind: Any, weight: float, any_float: bool = Fal
         if kind == "NoneType" and key and not key.startswith(("item", "__")):
             continue  # a probe's None: what it could not observe (its own checks say why), not a returned None
         what = "the result" if not key or key.startswith("__") else (key if key.startswith("item") else f"`{key}`")
-        if ref == "int" and kind in ("float", "float64", "float32"):
-            return SubCheck(
-                "ints",
-                False,
-                weight,
-                f"return {what} as an int, not a float: counts and sizes are "
-                "whole numbers (use // rather than /, or int(…) once the value is exact)",
-            )
         if ref == "int":
+            # a float, a float tensor, a list of mixed numbers or strings where counts belong (an int tensor passes)
+            float_tensor = kind == "Tensor" and str(dtype).startswith(("float", "bfloat"))
+            wrong = {"float": "a float", "float64": "a float", "float32": "a float", "list": "a list of mixed types",
+                     "tuple": "a tuple of mixed types", "str": "a string"}.get(kind)
+            if float_tensor or wrong:
+                got_words = f"a {dtype} tensor" if float_tensor else wrong
+                if ref_dtype == "list" and kind == "float":
+                    got_words = "floats"
+                return SubCheck(
+                    "ints",
+                    False,
+                    weight,
+                    f"return {what} as {'ints' if ref_dtype == 'list' else 'an int'}, not {got_words}: counts and "
+                    "sizes are whole numbers (use // rather than /, or int(…) once the value is exact)",
+                )
             continue
         if kind != "Tensor":
             words = "a list" if dtype == "list" else KIND_WORDS.get(kind, kind)
@@ -772,9 +804,9 @@ def run_cases(exercise: Exercise, answer: Any, seed: int) -> list[Outcome]:
     outcomes = []
     for case in exercise.cases(seed):
         try:
-            value, changed, kind = probe_case(exercise, answer, case)
+            value, changed, kind = probe_case(exercise, answer, isolated(case))
             outcomes.append(Outcome(roundtrip(value), changed=changed, kind=kind))
-        except Exception as e:  # the learner's code: any failure is a verdict, not a crash
+        except (Exception, SystemExit) as e:  # the learner's code: any failure (exit() too) is a verdict
             outcomes.append(Outcome(error=f"{type(e).__name__}: {e}"))
     return outcomes
 

@@ -367,8 +367,9 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
         if cell_log.get("status") == "dead":
             res.status = "error"
             res.detail = (
-                "the kernel died while running this exercise's cell (did your code call exit() or crash Python?); "
-                "the exercises after it were run again without this cell"
+                "the kernel died while running this exercise's cell (did your code call exit(), crash Python, or "
+                "ignore the time limit, as a bare `except:` inside a loop does?); the exercises after it were run "
+                "again without this cell"
             )
         elif records and "undefined" not in records[0]:
             outcomes = _outcomes(records)

@@ -172,18 +172,21 @@ def _xattn_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             diag = diagnose(got[key], {m: v[idx] for m, v in mistakes.items()}, equal_nan=True)
             msg = f"{key}: {msg}" + (f": {diag}" if diag else "")
         checks.append(SubCheck(key, ok, 2, msg))
-    same = allclose(got.get("out_other_padding"), got["out"]) and got.get("out_other_padding") is not None
-    checks.append(
-        SubCheck(
-            "padding ignored",
-            same,
-            1,
-            ""
-            if same
-            else f"changing the states in the padded slots (mask False) changed your output{where}: "
-            "padded tokens must not matter",
-        )
-    )
+    other = got.get("out_other_padding")
+    same = other is not None and allclose(other, got["out"])
+    try:
+        has_nan = bool(np.isnan(np.asarray(got["out"], dtype=np.float64)).any())
+    except (TypeError, ValueError):
+        has_nan = False
+    if same:
+        pad_msg = ""
+    elif has_nan:  # NaN ≠ NaN: not evidence that the padding mattered
+        pad_msg = (f"your output holds NaN{where}: a softmax over a row whose scores are all −inf gives NaN (a mask "
+                   "applied along the wrong dimension, or inverted); the padding could not be judged")
+    else:
+        pad_msg = (f"changing the states in the padded slots (mask False) changed your output{where}: "
+                   "padded tokens must not matter")
+    checks.append(SubCheck("padding ignored", same, 1, pad_msg))
     return checks
 
 
