@@ -858,3 +858,10 @@ WRONG_2 = [
 @pytest.mark.parametrize("seed", [0, 1, 3, 12345])
 def test_slips_a_second_review_found_are_named(exercise_id, answer, message, status, seed):
     assert_known_wrong(exercise_id, answer, message, status, seed)
+
+
+def test_10_3_a_stacked_pair_is_told_to_return_a_tuple():
+    ex = get_exercise("10.3")
+    stacked = grade_answer(ex, lambda *a, **k: torch.stack(list(ex.reference(*a, **k))), 0)
+    assert stacked.status == "fail" and "return them as a tuple" in stacked.feedback()
+    assert "ndarray" not in stacked.feedback()

@@ -447,6 +447,9 @@ def _pair_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     where = f" ({case.label})"
     if not isinstance(got, (list, tuple)) or len(got) != 2:
         what = f"a sequence of length {len(got)}" if isinstance(got, (list, tuple)) else type(got).__name__
+        if isinstance(got, np.ndarray):  # a tensor reaches the judge as an array
+            what = (f"one tensor of shape {tuple(got.shape)} (torch.stack or torch.cat makes one tensor of the two: "
+                    "return them as a tuple, `return x_t, v`)")
         if isinstance(got, dict):
             what = f"a dict{' ' + got['__object__'] if '__object__' in got else ''}"
         return [
