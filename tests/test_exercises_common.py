@@ -243,6 +243,63 @@ def test_the_graders_capture_records_inputs_written_into(tmp_path):
     assert judge_outcomes(ex, 4, _outcomes(load_observations(clean))).status == "pass"
 
 
+@pytest.mark.parametrize("exercise_id", [e.id for e in EXERCISES if e.library_versions])
+def test_the_library_versions_resolve_and_the_checks_own_probe_calls_none(exercise_id):
+    """Every name points to a Python function, and the probe run on the reference records no call: a probe that
+    used the library itself would charge every learner for it."""
+    from course_lib.grading.exercise import _library_codes, isolated, probe_case
+
+    ex = get_exercise(exercise_id)
+    assert len(_library_codes(ex.library_versions)) == len(ex.library_versions)
+    for case in ex.cases(5):
+        assert probe_case(ex, ex.reference, isolated(case))[3] == []
+
+
+def _calls_the_library(exercise_id: str):
+    """Answers that hand the work to the library's own version (directly, renamed, or through another function)."""
+    import course_lib.flow as flow
+    from course_lib.guidance import cfg_combine as library_cfg
+    from course_lib.nn.blocks import timestep_embedding
+    from course_lib.nn.dit import patchify
+
+    answers = {
+        "03.1": lambda t, dim: timestep_embedding(t, dim),
+        "07.1": library_cfg,  # the answer *is* the library's function
+        "10.1": lambda x, p: patchify(x, p).clone(),
+        "10.4": lambda velocity, x1, steps, shift=1.0: flow.euler_sample(velocity, x1, steps, shift),
+    }
+    return answers[exercise_id]
+
+
+@pytest.mark.parametrize("exercise_id", ["03.1", "07.1", "10.1", "10.4"])
+def test_an_answer_that_calls_the_librarys_own_version_earns_nothing_and_is_flagged(exercise_id):
+    ex = get_exercise(exercise_id)
+    result = grade_answer(ex, _calls_the_library(exercise_id), 3)
+    assert result.status == "fail" and result.points == 0, result.feedback()
+    assert "the library's own version" in result.feedback() and ex.library_versions[0] in result.feedback()
+    assert ex.library_versions[0] in result.flag
+    # the values themselves were right: only the call costs
+    assert all(c.passed for c in result.checks if c.name != "written by you"), result.feedback()
+
+
+def test_the_graders_capture_records_a_call_to_the_librarys_version(tmp_path):
+    from course_lib.grading.capture import capture
+    from course_lib.grading.encode import load_observations
+    from course_lib.grading.exercise import judge_outcomes
+    from course_lib.grading.grade import _outcomes
+
+    ex = get_exercise("10.1")
+    out = tmp_path / "obs.json"
+    capture("10.1", {"patchify": _calls_the_library("10.1")}, seed=2, out=str(out))
+    records = load_observations(out)
+    assert all(r.get("library_calls") == ["course_lib.nn.dit.patchify"] for r in records)
+    result = judge_outcomes(ex, 2, _outcomes(records))
+    assert result.status == "fail" and "course_lib.nn.dit.patchify" in result.flag
+    clean = tmp_path / "clean.json"
+    capture("10.1", {"patchify": ex.reference}, seed=2, out=str(clean))
+    assert not any("library_calls" in r for r in load_observations(clean))
+
+
 # ---------------------------------------------------------------------------------------------
 # the solutions notebooks
 # ---------------------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ def capture(exercise_id: str, namespace: dict, seed: int, out: str, time_limit: 
     """Record the answer ``namespace[exercise.name]`` on every case into ``out`` (.json + .npz).
 
     Records are ``{"case": i, "value": observation, "kind": exercise.kind_of(the value)}`` (with
-    ``"changed": [names]`` when the answer modified some of the case's inputs in place),
+    ``"changed": [names]`` when the answer modified some of the case's inputs in place, and
+    ``"library_calls": [names]`` when it ran the library's own version of the exercise),
     ``{"case": i, "error": "Type: msg"}``
     or ``{"case": i, "timeout": true}``; a single ``{"undefined": name}`` when the answer is
     missing. After a timeout the remaining cases are recorded as timed out without running.
@@ -100,12 +101,15 @@ def capture(exercise_id: str, namespace: dict, seed: int, out: str, time_limit: 
                 digest = inputs_digest(case)  # before the call: an answer may change its inputs in place
                 start = time.perf_counter()
                 try:
-                    value, changed, kind = _run_limited(lambda case=case: probe_case(ex, answer, case), limit)
+                    value, changed, kind, called = _run_limited(
+                        lambda case=case: probe_case(ex, answer, case), limit
+                    )
                     # recorded now, as the grader will read it (and fail here, as the learner's error, if it cannot
                     # be): a later call must not change a returned tensor that is still one of the inputs
                     value = roundtrip(value)
                     record = {"case": i, "value": value, "kind": kind}
-                    records.append(record | ({"changed": changed} if changed else {}))
+                    record |= {"changed": changed} if changed else {}
+                    records.append(record | ({"library_calls": called} if called else {}))
                 except CallTimeout:
                     timed_out = True
                     records.append({"case": i, "timeout": True})

@@ -106,6 +106,7 @@ class Outcome:
     timed_out: bool = False
     changed: list[str] = field(default_factory=list)  # the case's inputs the answer modified in place
     kind: Any = None  # what came back: "Tensor", "ndarray", "list", "float" … (None: not recorded)
+    library_calls: list[str] = field(default_factory=list)  # the exercise's library_versions the call ran
 
     @property
     def not_implemented(self) -> bool:
@@ -181,6 +182,9 @@ class Exercise:
     returns a tensor, a list, an array or another dtype costs half a point per case, see :func:`kind_of`);
     any_float: the result is a measurement (a PSNR, a mean distance), so any floating dtype will do in place of
     the reference's: its value is judged, not the precision it was kept in (a list or an array still costs).
+    library_versions: dotted names of the library's own version of what the exercise asks for
+    ("course_lib.nn.dit.patchify", "course_lib.nn.blocks.ResBlock.forward"); an answer that calls one, directly or
+    through anything else, earns no points and the teacher is told (see :func:`probe_case`).
     """
 
     id: str
@@ -199,6 +203,7 @@ class Exercise:
     input_names: tuple[str, ...] = ()
     judges_type: bool = False
     any_float: bool = False
+    library_versions: tuple[str, ...] = ()
 
     def judge_case(self, case: Case, got: Any, expected: Any) -> list[SubCheck]:
         if self.judge is not None:
@@ -496,6 +501,18 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
         result.status = "partial"
     else:
         result.status = "fail"
+    called = sorted({name for o in outcomes for name in o.library_calls})
+    if called:  # the library's answer, not the learner's: right values earn nothing
+        names = ", ".join(f"`{n}`" for n in called)
+        message = (
+            f"your answer calls {names}, the library's own version of what this exercise asks you to write: "
+            "write it yourself (compare with the library afterwards, outside the answer)"
+        )
+        result.checks.insert(0, SubCheck("written by you", False, total or 1.0, message))
+        result.points = 0.0
+        result.status = "fail" if result.status in ("pass", "partial") else result.status
+        result.detail = message
+        result.flag = f"the answer calls the library's {', '.join(called)} instead of writing it"
     return result
 
 
@@ -661,18 +678,74 @@ def isolated(case: Case) -> Case:
         return case
 
 
-def probe_case(exercise: Exercise, answer: Any, case: Case) -> tuple[Any, list[str], Any]:
-    """``exercise.probe(answer, case)``, the names of the case's inputs the call changed in place, and
-    what kind of object came back (:func:`kind_of`).
+def probe_case(exercise: Exercise, answer: Any, case: Case) -> tuple[Any, list[str], Any, list[str]]:
+    """``exercise.probe(answer, case)``, the names of the case's inputs the call changed in place,
+    what kind of object came back (:func:`kind_of`), and which of the exercise's ``library_versions``
+    the call ran.
 
     The inputs are compared value by value before and after (the same objects: an answer that
     rebinds ``x = x + 1`` changes nothing; one that writes ``x += 1`` or ``x[0] = 0`` does). An answer
     must leave its inputs as they were, since its caller may still need them; a probe that hands
-    the answer copies (where changing them is the exercise, as in an EMA update) cannot see it."""
+    the answer copies (where changing them is the exercise, as in an EMA update) cannot see it.
+
+    The library's versions are seen by their code objects, with a profiler hook on every Python call
+    while the probe runs: an answer that imported the function under another name, subclassed the
+    library's class or reached it through another library function is caught as well as a direct call."""
     before = _snapshot(exercise, case)
-    value = exercise.probe(answer, case)
+    codes = _library_codes(exercise.library_versions)
+    called: set[str] = set()
+    if codes:
+        import sys
+
+        def on_event(frame, event, arg):
+            if event == "call":
+                name = codes.get(frame.f_code)
+                if name is not None:
+                    called.add(name)
+
+        previous = sys.getprofile()
+        sys.setprofile(on_event)
+        try:
+            value = exercise.probe(answer, case)
+        finally:
+            sys.setprofile(previous)
+    else:
+        value = exercise.probe(answer, case)
     changed = [name for name, x, copy in before if not _same_values(x, copy)]
-    return value, changed, kind_of(value)
+    return value, changed, kind_of(value), sorted(called)
+
+
+_LIBRARY_CODES: dict[tuple[str, ...], dict[Any, str]] = {}
+
+
+def _library_codes(names: tuple[str, ...]) -> dict[Any, str]:
+    """{code object: dotted name} for the functions (a method, a property's getter, a classmethod) that
+    ``names`` point to, unwrapped from decorators such as ``torch.no_grad``."""
+    if names not in _LIBRARY_CODES:
+        import importlib
+        import inspect
+
+        codes: dict[Any, str] = {}
+        for name in names:
+            parts = name.split(".")
+            for cut in range(len(parts), 0, -1):  # the longest importable module, then attributes
+                try:
+                    obj = importlib.import_module(".".join(parts[:cut]))
+                except ImportError:
+                    continue
+                for attr in parts[cut:]:
+                    obj = inspect.getattr_static(obj, attr)
+                break
+            else:
+                raise ValueError(f"library_versions: cannot import {name!r}")
+            obj = obj.fget if isinstance(obj, property) else obj
+            obj = obj.__func__ if isinstance(obj, (classmethod, staticmethod)) else obj
+            code = getattr(inspect.unwrap(obj), "__code__", None)
+            if code is None:
+                raise ValueError(f"library_versions: {name!r} is not a Python function or method")
+            codes[code] = name
+        _LIBRARY_CODES[names] = codes
+    return _LIBRARY_CODES[names]
 
 
 def _one_kind(value: Any) -> tuple[str, str | None]:
@@ -804,8 +877,8 @@ def run_cases(exercise: Exercise, answer: Any, seed: int) -> list[Outcome]:
     outcomes = []
     for case in exercise.cases(seed):
         try:
-            value, changed, kind = probe_case(exercise, answer, isolated(case))
-            outcomes.append(Outcome(roundtrip(value), changed=changed, kind=kind))
+            value, changed, kind, called = probe_case(exercise, answer, isolated(case))
+            outcomes.append(Outcome(roundtrip(value), changed=changed, kind=kind, library_calls=called))
         except (Exception, SystemExit) as e:  # the learner's code: any failure (exit() too) is a verdict
             outcomes.append(Outcome(error=f"{type(e).__name__}: {e}"))
     return outcomes

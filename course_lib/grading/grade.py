@@ -377,7 +377,7 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
             res.__dict__.update(judged.__dict__)
             differ = _inputs_differ(ex, seed, records)
             if differ:
-                res.flag = (
+                res.flag = (res.flag + "; " if res.flag else "") + (
                     f"the check's inputs in this notebook's kernel differed from the grader's on {differ}: code in "
                     "the notebook changed how torch makes them (a patched torch function, a changed default?), so "
                     "the answer was judged on other inputs than the reference"
@@ -441,7 +441,9 @@ def _outcomes(records: list[dict]) -> list[Outcome]:
         else:
             changed = r.get("changed")
             changed = [str(n) for n in changed] if isinstance(changed, list) else []
-            outcomes.append(Outcome(value=r.get("value"), changed=changed, kind=r.get("kind")))
+            called = r.get("library_calls")
+            called = [str(n) for n in called] if isinstance(called, list) else []
+            outcomes.append(Outcome(value=r.get("value"), changed=changed, kind=r.get("kind"), library_calls=called))
     return outcomes
 
 

@@ -108,6 +108,7 @@ def _snr_db_judge(case: Case, got, expected) -> list[SubCheck]:
 register(
     Exercise(
         id="01.1",
+        library_versions=("course_lib.schedules.NoiseSchedule.snr_db",),
         lesson=LESSON,
         name="snr_db",
         title="write snr_db",
@@ -347,6 +348,7 @@ def _cosine_judge(case: Case, got, expected) -> list[SubCheck]:
 register(
     Exercise(
         id="01.2",
+        library_versions=("course_lib.schedules.NoiseSchedule.cosine",),
         lesson=LESSON,
         name="cosine_alphas_cumprod",
         title="build the clipped cosine schedule",

@@ -152,6 +152,7 @@ def _judge_q_sample(case: Case, got, expected) -> list[SubCheck]:
 register(
     Exercise(
         id="02.1",
+        library_versions=("course_lib.schedules.q_sample",),
         lesson=LESSON,
         name="q_sample_closed_form",
         title="write q_sample_closed_form",
@@ -258,6 +259,7 @@ def _judge_by_steps(case: Case, got, expected) -> list[SubCheck]:
 register(
     Exercise(
         id="02.2",
+        library_versions=("course_lib.schedules.q_step",),
         lesson=LESSON,
         name="forward_by_steps",
         title="write forward_by_steps",

@@ -140,6 +140,7 @@ def _embedding_judge(case: Case, got, expected) -> list[SubCheck]:
 _EMB = register(
     Exercise(
         id="03.1",
+        library_versions=("course_lib.nn.blocks.timestep_embedding",),
         lesson=LESSON,
         name="sinusoidal_embedding",
         title="write sinusoidal_embedding",
@@ -522,6 +523,7 @@ def _resblock_judge(case: Case, got, expected) -> list[SubCheck]:
 _RES = register(
     Exercise(
         id="03.2",
+        library_versions=("course_lib.nn.blocks.ResBlock.forward",),
         lesson=LESSON,
         name="TimeResBlock",
         title="build TimeResBlock",
@@ -767,6 +769,7 @@ def _analyse_judge(case: Case, got, expected) -> list[SubCheck]:
 _UNET = register(
     Exercise(
         id="03.3",
+        library_versions=("course_lib.nn.unet.UNet.__init__", "course_lib.nn.unet.UNet.parameters_by_level"),
         lesson=LESSON,
         name="analyse_unet",
         title="write analyse_unet",

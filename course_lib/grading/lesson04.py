@@ -872,6 +872,7 @@ register(
 register(
     Exercise(
         id="04.3",
+        library_versions=("course_lib.samplers.ddpm_step",),
         lesson=LESSON,
         name="ddpm_posterior_step",
         title="write one DDPM posterior step",
@@ -887,6 +888,7 @@ register(
 register(
     Exercise(
         id="04.4",
+        library_versions=("course_lib.schedules.predict_x0",),
         lesson=LESSON,
         name="predict_x0_clipped",
         title="write predict_x0_clipped",

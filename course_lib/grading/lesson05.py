@@ -133,6 +133,7 @@ def _kl_judge(case: Case, got, expected) -> list[SubCheck]:
 register(
     Exercise(
         id="05.1",
+        library_versions=("course_lib.nn.vae.kl_divergence",),
         lesson=LESSON,
         name="gaussian_kl",
         title="write gaussian_kl",
@@ -301,6 +302,7 @@ def _reparam_judge(case: Case, got, expected) -> list[SubCheck]:
 register(
     Exercise(
         id="05.2",
+        library_versions=("course_lib.nn.vae.reparameterize",),
         lesson=LESSON,
         name="reparameterize",
         title="write reparameterize",
@@ -677,6 +679,7 @@ def _psnr_judge(case: Case, got, expected) -> list[SubCheck]:
 register(
     Exercise(
         id="05.4",
+        library_versions=("course_lib.nn.vae.psnr",),
         lesson=LESSON,
         name="psnr",
         title="write psnr",

@@ -193,6 +193,7 @@ def _xattn_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
 register(
     Exercise(
         id="06.1",
+        library_versions=("course_lib.nn.blocks.CrossAttention.forward",),
         lesson=LESSON,
         name="cross_attention",
         title="write single-head cross-attention with a key padding mask",
@@ -346,6 +347,7 @@ def _pool_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
 register(
     Exercise(
         id="06.2",
+        library_versions=("course_lib.text.pooled",),
         lesson=LESSON,
         name="pooled_similarity",
         title="pool token states with the mask and compare prompts by cosine similarity",
@@ -500,6 +502,7 @@ def _ids_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
 register(
     Exercise(
         id="06.3",
+        library_versions=("course_lib.text.caption_ids", "course_lib.guidance.drop_condition"),
         lesson=LESSON,
         name="caption_ids_with_dropout",
         title="pick each image's caption row, with condition dropout",

@@ -195,6 +195,7 @@ def _combine_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
 register(
     Exercise(
         id="07.1",
+        library_versions=("course_lib.guidance.cfg_combine",),
         lesson=LESSON,
         name="cfg_combine",
         title="write cfg_combine",

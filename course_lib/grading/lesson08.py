@@ -160,6 +160,7 @@ def _ddim_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
 register(
     Exercise(
         id="08.1",
+        library_versions=("course_lib.samplers.ddim_step",),
         lesson=LESSON,
         name="ddim_update",
         title="write one DDIM step",
@@ -316,6 +317,11 @@ def _spacing_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
 register(
     Exercise(
         id="08.2",
+        library_versions=(
+            "course_lib.samplers.timesteps",
+            "course_lib.samplers.dpm_timesteps",
+            "course_lib.samplers.sampler_timesteps",
+        ),
         lesson=LESSON,
         name="spaced_timesteps",
         title="write the three timestep spacings",

@@ -224,6 +224,7 @@ def _patchify_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
 register(
     Exercise(
         id="10.1",
+        library_versions=("course_lib.nn.dit.patchify",),
         lesson=LESSON,
         name="patchify",
         title="write patchify",
@@ -352,6 +353,7 @@ def _unpatchify_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
 register(
     Exercise(
         id="10.2",
+        library_versions=("course_lib.nn.dit.unpatchify",),
         lesson=LESSON,
         name="unpatchify",
         title="write unpatchify",
@@ -490,6 +492,7 @@ def _pair_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
 register(
     Exercise(
         id="10.3",
+        library_versions=("course_lib.flow.flow_interpolate", "course_lib.flow.flow_target"),
         lesson=LESSON,
         name="flow_training_pair",
         title="write flow_training_pair",
@@ -705,6 +708,7 @@ def _sampler_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
 register(
     Exercise(
         id="10.4",
+        library_versions=("course_lib.flow.euler_sample", "course_lib.flow.flow_times"),
         lesson=LESSON,
         name="euler_flow_sample",
         title="write euler_flow_sample",
