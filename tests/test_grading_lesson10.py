@@ -674,6 +674,23 @@ def test_answers_that_write_into_their_inputs_keep_the_values_but_lose_a_point()
         x.mul_(2)  # a copy of its own: nothing outside changes
         return get_exercise("10.1").reference(x, p) / 2
 
+    class ControlledAddingInPlaceAfterTheBlock(_Controlled):
+        def forward(self, x, hint):
+            y = self.block(x)
+            x += self.zero_in(hint)  # right values, but the U-Net's x is now x + zero_in(hint)
+            return y + self.zero_out(self.copy(x))
+
+    class ControlledAddingInPlaceBeforeTheBlock(_Controlled):
+        def forward(self, x, hint):
+            x += self.zero_in(hint)  # the frozen block then sees the hint too
+            return self.block(x) + self.zero_out(self.copy(x))
+
+    after = _grade("10.5", ControlledAddingInPlaceAfterTheBlock)
+    assert after.status == "partial" and 3 < after.points < 4, after.feedback()
+    assert "forward changed its input `x` in place" in after.feedback()
+    before = _grade("10.5", ControlledAddingInPlaceBeforeTheBlock).feedback()
+    assert "forward changed its input `x` in place" in before
+    assert "here it saw x + zero_in(hint) too" in before and "as an in-place x += … makes it" in before
     assert_right_but_changes_inputs("10.3", pair_in_place, ["x0", "eps"])
     assert_right_but_changes_inputs("10.4", euler_in_place, ["x1"])
     assert_right_but_changes_inputs("10.1", patchify_after_scaling, ["x"])
@@ -807,6 +824,16 @@ class ControlledHintIntoTheBlock(_Controlled):
     def forward(self, x, hint):
         h = x + self.zero_in(hint)
         return self.block(h) + self.zero_out(self.copy(h))
+
+
+def test_controlnet_a_branch_outside_zero_out_is_not_blamed_on_its_initialisation():
+    class ControlledWithoutZeroOut(_Controlled):
+        def forward(self, x, hint):
+            return self.block(x) + self.copy(x + self.zero_in(hint))  # zero_out built, at 0, and never used
+
+    feedback = grade_answer("10.5", ControlledWithoutZeroOut, 0).feedback()
+    assert "zero_out is at 0, so something reaches the output without passing through it" in feedback
+    assert "must start with weight and bias 0" not in feedback
 
 
 def test_controlnet_gradient_messages_name_what_the_answer_did():

@@ -865,7 +865,12 @@ def _observe_controlled(answer: Any, case: Case) -> dict:
     obs["copy_starts_as_block"] = len(copy_params) == len(original_params) and all(
         q.shape == v.shape and torch.equal(q.detach(), v) for q, v in zip(copy_params, original_params)
     )
-    y = module(x.clone(), hint.clone())
+    x_in, hint_in = x.clone(), hint.clone()
+    y = module(x_in, hint_in)
+    # forward must leave x and hint as they were: a U-Net still needs x (its skip connections)
+    obs["inputs_changed"] = [
+        n for n, now, was in (("x", x_in, x), ("hint", hint_in, hint)) if not torch.equal(now, was)
+    ]
     obs["output_at_init"] = y.detach().clone() if isinstance(y, torch.Tensor) else y
     # the first training step: how many trainable values get a gradient (zero_out's alone, C·C + C)?
     obs["grad_nonzero"], obs["grad_block"] = None, None
@@ -894,7 +899,12 @@ def _observe_controlled(answer: Any, case: Case) -> dict:
         obs["layer_error"] = " ".join(f"{type(e).__name__}: {e}".split())[:300]
     if not obs["layer_error"]:
         with torch.no_grad():
-            y2 = module(x.clone(), hint.clone())
+            x_in, hint_in = x.clone(), hint.clone()
+            y2 = module(x_in, hint_in)
+        obs["inputs_changed"] += [
+            n for n, now, was in (("x", x_in, x), ("hint", hint_in, hint))
+            if not torch.equal(now, was) and n not in obs["inputs_changed"]
+        ]
         obs["output_opened"] = y2.detach().clone() if isinstance(y2, torch.Tensor) else y2
     return obs
 
@@ -929,6 +939,11 @@ def _opened_mistakes(case: Case) -> dict[str, torch.Tensor | None]:
                 block(x) + copy_block(x + zin(hint))
             ),
         }
+        out[
+            "the frozen block must see x alone, y = block(x) + zero_out(copy(x + zero_in(hint))); here it saw "
+            "x + zero_in(hint) too (an in-place x += self.zero_in(hint) before block(x) does this: write "
+            "h = x + self.zero_in(hint) instead)"
+        ] = block(x + zin(hint)) + zout(copy_block(x + zin(hint)))
         out["the copy's input is x + zero_in(hint): it needs x too, copy(x + zero_in(hint)), not the hint alone"] = (
             block(x) + zout(copy_block(zin(hint)))
         )
@@ -946,13 +961,29 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     if not isinstance(got, dict) or any(k not in got for k in keys):
         return [SubCheck("observed", False, 7, f"could not observe the module{where}")]
     checks: list[SubCheck] = []
+    changed = got.get("inputs_changed") or []
+    if changed:  # first: it may explain the gradient and wiring verdicts below
+        names = " and ".join(f"`{n}`" for n in changed if isinstance(n, str))
+        checks.append(SubCheck(
+            "inputs unchanged",
+            False,
+            1,
+            f"forward changed its input {names} in place (x += …): the U-Net around the block still needs x as it "
+            "was, and every later use of x inside forward sees the sum; write h = x + self.zero_in(hint)",
+        ))
     # 1. at initialisation the output is the frozen block's, exactly
     init = compare(got["output_at_init"], expected["output_at_init"], rtol=1e-5, atol=1e-6, label=case.label)
     init_ok = all(c.passed for c in init)
     msg = ""
     if not init_ok:
         first = next((c.message for c in init if not c.passed and c.message), "")
-        if _shape_of(got["output_at_init"]) == tuple(x.shape):
+        if _shape_of(got["output_at_init"]) == tuple(x.shape) and got.get("zero_out_zero"):
+            msg = (
+                f"at initialisation the output must be exactly the frozen block's, block(x) ({first}): zero_out "
+                "is at 0, so something reaches the output without passing through it; everything besides "
+                "block(x) goes through zero_out: y = block(x) + zero_out(copy(x + zero_in(hint)))"
+            )
+        elif _shape_of(got["output_at_init"]) == tuple(x.shape):
             msg = (
                 f"at initialisation the output must be exactly the frozen block's, block(x) ({first}): zero_out "
                 "must start with weight and bias 0 (nn.init.zeros_), not PyTorch's default initialisation"
@@ -1016,7 +1047,8 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
                 f"at the first step {gn} trainable values got a gradient; only zero_out's C·C + C = {exp_n} may. "
                 "With its weight at 0 no gradient passes back through zero_out (∂y/∂input = W = 0), so the extra "
                 "came another way: zero_in(hint) and the copy must reach the output only through zero_out (not, "
-                f"say, through the frozen block's input){where}"
+                f"say, through the frozen block's input{', as an in-place x += … makes it' if 'x' in changed else ''})"
+                f"{where}"
             )
         else:
             msg = (
