@@ -168,6 +168,9 @@ def test_observations_roundtrip_without_pickles(tmp_path):
     assert back["abar"].dtype == np.float64 and np.allclose(back["abar"], np.linspace(0, 1, 5), atol=1e-3)
     assert back["steps"] == [3, 4] and np.isnan(back["nan"]) and back["x"] == {"__object__": "object"}
     assert roundtrip(value)["steps"] == [3, 4]
+    # keys that are neither strings nor ints are kept under their repr, beside the others
+    odd = roundtrip({"a": 1, (1, 2): 2, None: 3, "None": 4, 5: 6})
+    assert odd == {"a": 1, "(1, 2)": 2, "None'": 3, "None": 4, 5: 6}
     # an .npz holding a pickled object array is refused, not unpickled
     np.savez(tmp_path / "o.npz", a0=np.array([object()], dtype=object))
     (tmp_path / "o.json").write_text(json.dumps([{"case": 0, "value": {"__array__": "a0"}}]))

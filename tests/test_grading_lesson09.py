@@ -309,6 +309,10 @@ def test_img2img_one_step_off_is_told_apart_from_rounding(seed):
         return [c.message for c in checks if "t_start is one step early" in c.message and "rounded" not in c.message]
 
     assert any("50 steps, strength 0.8" in m for m in named_off(img2img_start_minus_one))  # 40 steps exactly
+    # at 25 · 0.3 = 7.5 rounding and rounding up both match a − 1: the message names all three
+    checks = _grade("09.1", img2img_start_minus_one, seed).checks
+    half = next(c.message for c in checks if "steps · strength = 7.5" in c.message)
+    assert "not rounded (int(7.5) is 7)" in half and "t_start is one step early" in half, half
     for rounding in (img2img_round, img2img_ceil):
         assert "not rounded" in _grade("09.1", rounding, seed).feedback()
         assert not named_off(rounding)
@@ -364,3 +368,14 @@ def test_img2img_start_returning_a_0d_array_is_told_not_a_crash(zero_d):
     """A pair is expected: a 0-d tensor or array holds no items, and listing it must not crash the judge."""
     result = grade_answer("09.1", lambda steps, strength: zero_d, 0)
     assert result.status == "fail" and "expected a sequence, got an array of shape ()" in result.feedback()
+
+
+def test_09_3_an_extra_key_of_any_kind_costs_nothing():
+    """A dict with one more entry under a tuple or None key is still judged on its five keys (it scored 0)."""
+    reference = get_exercise("09.3").reference
+
+    def with_extra_keys(*args, **kwargs):
+        return reference(*args, **kwargs) | {(1, 2): "a note", None: 0}
+
+    result = grade_answer("09.3", with_extra_keys, 4)
+    assert result.status == "pass", result.feedback()
