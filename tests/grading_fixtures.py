@@ -95,11 +95,13 @@ def write_fixtures(lesson: str, folder: Path) -> list[Fixture]:
     nb.cells[_index(nb, b)].source = answers[b].replace("def ", "def (", 1)
     fixtures.append((Fixture("syntax_error", {b: "error", "*": "pass"}), nb))
 
-    # an infinite loop inside the answer of a, and one at the top level of c's cell
+    # an infinite loop inside the answer of a, one at the top level of c's cell before its answer, and one after
+    # b's answer (b is defined, so graded, and told that its cell never finished)
     nb = _answered(ex_nb, answers)
     nb.cells[_index(nb, a)].source = _def_line(answers[a]) + "\n    while True:\n        pass\n"
+    nb.cells[_index(nb, b)].source = answers[b] + "\n\nwhile True:\n    pass\n"
     nb.cells[_index(nb, c)].source = "while True:\n    pass\n\n" + answers[c]
-    fixtures.append((Fixture("infinite_loop", {a: "timeout", c: "timeout", "*": "pass"}), nb))
+    fixtures.append((Fixture("infinite_loop", {a: "timeout", b: "pass", c: "timeout", "*": "pass"}), nb))
 
     nb = _answered(ex_nb, answers)
     del nb.cells[_index(nb, b)]

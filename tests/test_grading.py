@@ -228,6 +228,13 @@ def test_awkward_submissions_grade_as_they_should(graded):
             assert row["total"] == 0
 
 
+def test_a_cell_that_hangs_after_a_right_answer_is_graded_and_told(graded):
+    rows, _, _, _ = graded
+    b = exercises_for(LESSONS[0])[1]
+    row = next(e for e in rows[f"infinite_loop-{LESSONS[0]}"]["exercises"] if e["id"] == b.id)
+    assert row["status"] == "pass" and "ran past its time limit after defining" in row["detail"], row
+
+
 def test_a_syntax_error_is_told_by_its_line_in_the_cell(graded):
     rows, _, out, _ = graded
     bad = next(e for e in rows[f"syntax_error-{LESSONS[0]}"]["exercises"] if e["status"] == "error")

@@ -384,6 +384,13 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
                 )
             if cell_error and res.status != "not_implemented":
                 res.detail = (res.detail + "; " if res.detail else "") + f"the exercise cell raised {cell_error}"
+            elif cell_log.get("status") == "timeout" and res.status != "not_implemented":
+                # the answer was defined before the cell hung (a test loop after the def): it was graded as it
+                # stood, and the learner should still hear that the cell never finished
+                res.detail = (res.detail + "; " if res.detail else "") + (
+                    f"the exercise cell ran past its time limit after defining {ex.name} and was stopped there; "
+                    f"{ex.name} was graded as defined at that point (move slow tests out of the exercise cell)"
+                )
         elif cell_log.get("status") == "timeout" or cap_log.get("status") == "timeout":
             res.status = "timeout"
             res.detail = "your code ran past the time limit and was interrupted"
