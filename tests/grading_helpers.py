@@ -25,6 +25,15 @@ def assert_wrong(ex_id, answer, message, partial=None, seeds=SEEDS):
                 assert 0 < result.points < ex.points
 
 
+def assert_library_values_right_but_nothing_earned(ex_id, answer, seeds=SEEDS):
+    """An answer that hands the work to the library's own version: every value check passes (the checks agree
+    with the library), yet it earns nothing, is told why and is flagged for the teacher."""
+    for result in grade_all_seeds(ex_id, answer, seeds):
+        assert all(c.passed for c in result.checks if c.name != "written by you"), result.feedback()
+        assert result.status == "fail" and result.points == 0, result.feedback()
+        assert "the library's own version" in result.feedback() and result.flag
+
+
 def assert_known_wrong(exercise_id, answer, message, status, seed):
     """One known-wrong answer on one seed: exactly ``status`` ("partial" keeps some points), fewer
     points than the exercise's, and both ``message`` and the exercise's hint in the feedback."""

@@ -162,6 +162,25 @@ def test_06_1_fused_kernel_passes():
     assert all(r.status == "pass" for r in grade_all_seeds("06.1", xattn_builtin))
 
 
+def test_06_1_an_answer_that_hands_back_an_earlier_result_loses_the_padding_point():
+    """A cache keyed by the inputs' shapes makes the padding check's second call give the first call's output: with
+    the positions in another order on that call, it cannot pass. Wrong as well as right answers are cached."""
+    for answer in (get_exercise("06.1").reference, xattn_mask_ignored):
+        kept: dict = {}
+
+        def cached(x_tokens, context, mask, w_q, w_k, w_v, answer=answer, kept=kept):
+            key = (tuple(x_tokens.shape), tuple(context.shape))
+            if key not in kept:
+                kept[key] = answer(x_tokens, context, mask, w_q, w_k, w_v)
+            return kept[key]
+
+        result = grade_answer("06.1", cached, 2)
+        padding = [c for c in result.checks if c.name == "padding ignored"]
+        assert padding and not any(c.passed for c in padding), result.feedback()
+        assert "a result kept from an earlier call" in result.feedback()
+    assert grade_answer("06.1", get_exercise("06.1").reference, 2).status == "pass"
+
+
 def test_06_1_mask_ignored_keeps_the_padding_subcheck_only_where_there_is_none():
     result = grade_answer("06.1", xattn_mask_ignored, 0)
     padding = [c for c in result.checks if c.name == "padding ignored"]
@@ -275,7 +294,7 @@ def pool_float64_loop(tokens, mask):
 
 
 def pool_library(tokens, mask):
-    """The course's own pooling on zeroed padding, then cosine: must pass."""
+    """The course's own pooling on zeroed padding, then cosine: the right values, but the library's masked mean."""
     from course_lib.text import TextEmbedding, pooled
 
     p = pooled(TextEmbedding(tokens * mask[..., None], mask))
@@ -315,12 +334,17 @@ def test_06_2_padding_mistake_still_right_where_there_is_no_padding():
 
 
 def test_06_2_equivalent_forms_pass():
-    assert all(r.status == "pass" for r in grade_all_seeds("06.2", pool_library))
     assert all(r.status == "pass" for r in grade_all_seeds("06.2", pool_float64_loop))
 
 
+def test_06_2_the_librarys_pooled_earns_nothing_though_its_values_are_right():
+    result = grade_answer("06.2", pool_library, 0)
+    assert result.status == "fail" and result.points == 0 and "course_lib.text.pooled" in result.flag
+    assert all(c.passed for c in result.checks if c.name != "written by you"), result.feedback()
+
+
 def test_06_2_returning_only_the_matrix_fails():
-    result = grade_answer("06.2", lambda tokens, mask: pool_library(tokens, mask)[1], 0)
+    result = grade_answer("06.2", lambda tokens, mask: pool_float64_loop(tokens, mask)[1], 0)
     assert result.status == "fail" and "return a pair (pooled, similarity)" in result.feedback()
 
 

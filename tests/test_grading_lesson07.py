@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
-from grading_helpers import SEEDS, assert_wrong, grade_all_seeds
+from grading_helpers import SEEDS, assert_library_values_right_but_nothing_earned, assert_wrong, grade_all_seeds
 
 from course_lib.grading import lesson07 as L
 from course_lib.grading.exercise import exercises_for, grade_answer
@@ -172,8 +172,9 @@ def test_07_1_library_and_lerp_pass():
         s = _bcast(scale, eps_cond)
         return s * eps_cond + (1 - s) * eps_uncond
 
-    for answer in (cfg_combine, with_lerp, with_einsum, weighted_sum):
+    for answer in (with_lerp, with_einsum, weighted_sum):
         assert all(r.status == "pass" for r in grade_all_seeds("07.1", answer))
+    assert_library_values_right_but_nothing_earned("07.1", cfg_combine)
 
 
 def test_07_1_wrong_shape_fails_the_shape_check():

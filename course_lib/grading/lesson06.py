@@ -93,15 +93,24 @@ def _xattn_cases(seed: int) -> list[Case]:
 
 
 def _xattn_probe(answer: Any, case: Case) -> dict:
-    """The answer's (out, weights), and its out again with different junk in the padded slots."""
+    """The answer's (out, weights), and its out again with different junk in the padded slots.
+
+    The second call also takes the image positions in another order (and its output is put back in the
+    first order): attention treats each position on its own, so a right answer gives the same out, while
+    one that hands back an earlier call's result (a cache keyed by the inputs' shapes) cannot."""
     x, ctx, mask, w_q, w_k, w_v = case.args
     result = answer(x, ctx, mask, w_q, w_k, w_v)  # the case's own tensors: changing them in place is caught
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         return {"pair": False, "out": result, "weights": None, "out_other_padding": None}
     out, weights = result
     g = torch.Generator().manual_seed(int(ctx.abs().sum().item() * 1000) % (2**31))
-    other = answer(x.clone(), _with_junk(ctx, mask, g, scale=10.0), mask.clone(), w_q, w_k, w_v)
+    order = torch.randperm(x.shape[1], generator=g)
+    if x.shape[1] > 1 and bool((order == torch.arange(x.shape[1])).all()):
+        order = order.roll(1)
+    other = answer(x[:, order].clone(), _with_junk(ctx, mask, g, scale=10.0), mask.clone(), w_q, w_k, w_v)
     out_other = other[0] if isinstance(other, (tuple, list)) and len(other) == 2 else None
+    if isinstance(out_other, torch.Tensor) and out_other.dim() >= 2 and out_other.shape[1] == x.shape[1]:
+        out_other = out_other[:, order.argsort()]
     return {"pair": True, "out": out, "weights": weights, "out_other_padding": out_other}
 
 
@@ -184,8 +193,9 @@ def _xattn_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         pad_msg = (f"your output holds NaN{where}: a softmax over a row whose scores are all −inf gives NaN (a mask "
                    "applied along the wrong dimension, or inverted); the padding could not be judged")
     else:
-        pad_msg = (f"changing the states in the padded slots (mask False) changed your output{where}: "
-                   "padded tokens must not matter")
+        pad_msg = (f"a second call with other states in the padded slots (mask False), and the image positions "
+                   f"in another order, changed your output{where}: padded tokens must not matter, and each "
+                   "position's output depends on that position alone (a result kept from an earlier call fails this)")
     checks.append(SubCheck("padding ignored", same, 1, pad_msg))
     return checks
 

@@ -319,8 +319,7 @@ register(
         id="08.2",
         library_versions=(
             "course_lib.samplers.timesteps",
-            "course_lib.samplers.dpm_timesteps",
-            "course_lib.samplers.sampler_timesteps",
+            "course_lib.samplers.sampler_timesteps",  # (dpm_timesteps is another grid: a slip, named as such)
         ),
         lesson=LESSON,
         name="spaced_timesteps",
