@@ -501,3 +501,12 @@ def test_06_1_a_nan_output_is_named_as_such_not_blamed_on_the_padding():
     assert result.status in ("fail", "partial")
     assert "holds NaN" in result.feedback()
     assert "padded tokens must not matter" not in result.feedback()
+
+
+def test_06_3_reversed_comparisons_get_one_message_not_two_that_disagree():
+    """> p and ≥ p give the same rows wherever no drop_u equals p: the message names both, once, and the
+    'another slip gives the same values' note does not pit one against the other."""
+    for answer in (ids_drop_when_greater, ids_keep_where_dropped):
+        feedback = grade_answer("06.3", answer, 1).feedback()
+        assert "not where drop_u > p or ≥ p" in feedback, feedback
+        assert "another slip gives the same values here: drop the condition" not in feedback, feedback

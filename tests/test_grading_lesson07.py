@@ -597,3 +597,12 @@ def test_07_1_an_answer_that_calls_exit_loses_only_those_cases(tmp_path):
     records = load_observations(out)
     errors = [r for r in records if "error" in r]
     assert errors and len(errors) < len(records) and all("SystemExit" in r["error"] for r in errors)
+
+
+def test_07_1_an_answer_that_raises_on_every_call_is_an_error_and_not_told_to_reshape():
+    def refuses(eps_uncond, eps_cond, scale):
+        raise ValueError("not today")
+
+    result = grade_answer("07.1", refuses, 0)
+    assert result.status == "error" and result.points == 0, result.feedback()
+    assert "reshape" not in result.feedback()

@@ -434,14 +434,16 @@ def _ids_cases(seed: int) -> list[Case]:
     ]
 
 
-def _ids_mistakes(case: Case) -> dict[str, torch.Tensor]:
+def _ids_mistakes(case: Case) -> dict[str, torch.Tensor | None]:
     labels, u, d, counts, p = case.args
     first = 1 + torch.cumsum(counts, 0) - counts
     pick = torch.minimum((u * counts[labels]).floor().long(), counts[labels] - 1)
+    reversed_strict = torch.where(d > p, torch.zeros_like(labels), first[labels] + pick)
+    reversed_loose = torch.where(d >= p, torch.zeros_like(labels), first[labels] + pick)
     out = {
-        "drop the condition where drop_u < p (probability p), not where drop_u > p": torch.where(
-            d > p, torch.zeros_like(labels), first[labels] + pick
-        ),
+        # > p and ≥ p differ only where drop_u equals p (p = 0 with a drop_u of 0): one message for both elsewhere
+        "drop the condition where drop_u < p (probability p), not where drop_u > p or ≥ p: that keeps exactly the "
+        "conditions to drop": reversed_strict,
         "row 0 is the empty prompt: class 0's first phrasing is row 1, so add 1 to every index": torch.where(
             d < p, torch.zeros_like(labels), first[labels] + pick - 1
         ),
@@ -457,7 +459,7 @@ def _ids_mistakes(case: Case) -> dict[str, torch.Tensor]:
             d <= p, torch.zeros_like(labels), first[labels] + pick
         ),
         "drop the condition where drop_u < p, not where drop_u ≥ p: that keeps exactly the conditions to drop": (
-            torch.where(d >= p, torch.zeros_like(labels), first[labels] + pick)
+            None if torch.equal(reversed_loose, reversed_strict) else reversed_loose
         ),
         "apply the dropout: where drop_u < p the image reads row 0, the empty prompt": first[labels] + pick,
         "a dropped condition reads row 0, the empty prompt, not its class's first phrasing: set the whole row "

@@ -108,7 +108,8 @@ def _combine_cases(seed: int) -> list[Case]:
 
 def _combine_probe(answer: Any, case: Case) -> dict:
     """The answer's output; for a per-image scale an exception is an observation too (so the
-    judge can say that (N,) must be reshaped to broadcast), except NotImplementedError."""
+    judge can say that (N,) must be reshaped to broadcast), except NotImplementedError, and except
+    where the answer raises with one float scale too: then it is the answer's error, as on any case."""
     u, c, scale = case.args
     args = (u, c, scale)  # the case's own tensors: an answer that writes into ε_∅ in place is caught
     if not isinstance(scale, torch.Tensor):
@@ -118,6 +119,10 @@ def _combine_probe(answer: Any, case: Case) -> dict:
     except NotImplementedError:
         raise
     except Exception as e:  # noqa: BLE001 (the learner's code)
+        try:
+            answer(u.clone(), c.clone(), float(scale.reshape(-1)[0]))
+        except Exception:  # noqa: BLE001 (it fails whatever the scale: not a broadcasting matter)
+            raise e from None
         return {"raised": f"{type(e).__name__}: {e}"[:300]}
 
 
@@ -162,7 +167,8 @@ def _combine_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
                 "shape",
                 False,
                 1,
-                f"your code raised {got['raised']}{where}: a per-image scale is an (N,) tensor; reshape it to "
+                f"your code raised {got['raised']}{where}, though it ran with one float scale: a per-image "
+                "scale is an (N,) tensor; reshape it to "
                 f"(N, 1, 1, 1) (or (N, 1) for N×D) so that it broadcasts over each item",
             ),
             SubCheck("values", False, 2, ""),
