@@ -73,7 +73,7 @@ def capture(exercise_id: str, namespace: dict, seed: int, out: str, time_limit: 
     import torch
 
     from course_lib.grading.encode import roundtrip, save_observations
-    from course_lib.grading.exercise import get_exercise, inputs_digest, isolated, probe_case
+    from course_lib.grading.exercise import _library_codes, get_exercise, inputs_digest, isolated, probe_case
 
     # where the grader asked, whatever folder the learner's code moved the kernel to (os.chdir)
     path = Path(out)
@@ -92,6 +92,7 @@ def capture(exercise_id: str, namespace: dict, seed: int, out: str, time_limit: 
             records.append({"undefined": ex.name})
         else:
             cases = list(ex.cases(seed))
+            _library_codes(ex.library_versions)  # imported now, outside the calls' time limit
             timed_out = False
             for i, case in enumerate(cases):
                 if timed_out:
