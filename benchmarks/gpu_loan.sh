@@ -10,7 +10,9 @@
 #   fdcheck   lesson 04's full recipe trained once more, then DDPM with all 1000 steps (both variances) judged on
 #             5 sets of 1000 samples, the mean FD beside the 25-draw floor: the verdict on issue "Foundation"'s
 #             "FD ≤ 2× the floor" that one set of 1000 (±0.9 in FD) cannot give (RESULTS.md, "The FD floor, drawn
-#             25 times"); about 9 min
+#             25 times"); on the same sets DDIM 50 (leading, trailing) and DPM-Solver++ 20 (linspace, trailing, and
+#             diffusers' with Karras sigmas): issue "Lesson 08"'s "DPM++ 20 no worse than DDIM 50", set-averaged;
+#             about 9.5 min
 #   ddpm      lesson 04's full recipe (15k steps of 128, CUDA graphs), judged with the posterior variance and
 #             with σ² = β_t, then lesson 08's whole sampler table on it (issues "Foundation" and "Lesson 08");
 #             about 8.5 min
@@ -79,7 +81,8 @@ for job in "$@"; do
   case $job in
     ddpm) suite --out "$OUT/ddpm" --budget "${BUDGET:-560}" --stages ddpm samplers --compile reduce-overhead \
       --fd-sets "${FD_SETS:-1}" ;;
-    fdcheck) suite --out "$OUT/fdcheck" --budget 60 --stages ddpm --compile reduce-overhead --fd-sets 5 ;;
+    fdcheck) suite --out "$OUT/fdcheck" --budget 60 --stages ddpm --compile reduce-overhead --fd-sets 5 \
+      --fast-samplers ;;
     fdtry) suite --out "$OUT/dropout" --budget 60 --stages ddpm --compile reduce-overhead --unet dropout=0.1
       suite --out "$OUT/minsnr" --budget 60 --stages ddpm --compile reduce-overhead --min-snr-gamma 5 ;;
     gputests) python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py ;;

@@ -253,6 +253,12 @@ def main(argv=None) -> int:
         help="the ddpm stage samples this many sets of 1000 per row and reports their mean FD (one set of 1000 "
         "scatters by about ±0.9: 5 sets give about ±0.4); DDPM with 1000 steps takes about 30 s per set on an H100",
     )
+    ap.add_argument(
+        "--fast-samplers",
+        action="store_true",
+        help="the ddpm stage judges, on the same sets, DDIM 50 (trailing), DPM-Solver++ 20 (linspace, trailing) and "
+        "diffusers' DPM-Solver++ 20 with Karras sigmas too (issue 'Lesson 08': DPM++ 20 against DDIM 50, set-averaged)",
+    )
     ap.add_argument("--text-steps", type=int, help="train the text model this many steps (no probe, no time budget)")
     ap.add_argument(
         "--min-snr-gamma",
@@ -380,16 +386,35 @@ def main(argv=None) -> int:
         suite.log(f"  DDPM: {tc.steps} steps of {tc.batch_size} in {res.seconds:.0f} s")
         rows = []
         # the lesson's sampler first (its verdict), then DDPM with the larger variance σ² = β_t, and DDIM 50
-        for label, sampler, n_steps, extra in (
+        plan = [
             ("DDPM", "ddpm", None, {}),
             ("DDPM, σ² = β_t", "ddpm", None, {"variance": "large"}),
             ("DDIM η=0", "ddim", 50, {}),
-        ):
+        ]
+        if args.fast_samplers:  # lesson 08's two targets, on the same sets; Karras sigmas through diffusers only
+            plan += [
+                ("DDIM η=0, trailing", "ddim", 50, {"spacing": "trailing"}),
+                ("DPM++ 2M, linspace", "dpm++2m", 20, {}),
+                ("DPM++ 2M, trailing", "dpm++2m", 20, {"spacing": "trailing"}),
+                ("DPM++ 2M, Karras σ (diffusers)", "diffusers dpm++2m", 20, {"use_karras_sigmas": True}),
+            ]
+        for label, sampler, n_steps, extra in plan:
             t1 = time.perf_counter()
-            images = sample(
-                model, schedule, n_eval * args.fd_sets, seed=0, sampler=sampler, steps=n_steps, progress=False,
-                batch_size=500, **extra
-            )
+            if sampler.startswith("diffusers "):
+                from sampler_table import CLAMP_X0
+
+                from course_lib.diffusers_bridge import sample_with_diffusers
+
+                name = sampler.split()[1]
+                images = sample_with_diffusers(
+                    model, schedule, name, n_eval * args.fd_sets, n_steps, seed=0, batch_size=500,
+                    **CLAMP_X0[name], **extra
+                )
+            else:
+                images = sample(
+                    model, schedule, n_eval * args.fd_sets, seed=0, sampler=sampler, steps=n_steps, progress=False,
+                    batch_size=500, **extra
+                )
             sync(device)
             secs = (time.perf_counter() - t1) / args.fd_sets
             rep = judge.evaluate(images, fd_n=n_eval)
@@ -436,6 +461,15 @@ def main(argv=None) -> int:
             f"(the lesson's sampler), {large} with σ² = β_t. Share of samples per class "
             f"(a collapsed model shows here): {', '.join(f'{x:.0%}' for x in rows[0]['class_share'])}."
         )
+        if args.fast_samplers:
+            ddim = rows[2]["fd"]
+            dpm = {r["sampler"]: r["fd"] for r in rows if r["sampler"].startswith("DPM++")}
+            suite.md.append(
+                f"\nLesson 08's targets, on the mean of {args.fd_sets} sets: DDIM 50 / DDPM {rows[0]['steps']} = "
+                f"**{ddim / rows[0]['fd']:.2f}** (target ≤ 1.2); DPM-Solver++ 20 / DDIM 50 = "
+                + ", ".join(f"{ratio:.2f} ({name})" for name, ratio in ((k, v / ddim) for k, v in dpm.items()))
+                + " (target ≤ 1)."
+            )
 
     # ------------------------------------------------------------------ 1. speed
     def race(steps: dict, models: dict, flops: dict, batch: int) -> dict:
