@@ -604,3 +604,36 @@ def test_a_value_that_differs_beyond_6_figures_is_shown_with_more():
     assert "got 0.1000000015" in msg and "equal to 6 figures" in msg, msg
     plain = next(c.message for c in compare(exp + 1e-3, exp) if not c.passed)
     assert "equal to 6 figures" not in plain and "expected 0.1, got 0.101" in plain, plain
+
+
+def test_the_check_cell_grades_under_torchs_default_dtype_as_the_grader_does():
+    """A notebook that set float64 as the default must get the verdict `course grade` gives (it resets the
+    default for the calls): 08.3's answer building its tensor without dtype= loses the dtype point in both."""
+    ex = get_exercise("08.3")
+    reference = ex.reference
+
+    def errors_built_with_the_default_dtype(*args, **kwargs):
+        out = reference(*args, **kwargs)
+        return out | {"errors": torch.tensor(out["errors"].tolist())}
+
+    plain = grade_answer("08.3", errors_built_with_the_default_dtype, 2)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        under_float64 = grade_answer("08.3", errors_built_with_the_default_dtype, 2)
+        assert torch.get_default_dtype() == torch.float64  # the learner's setting is back afterwards
+    finally:
+        torch.set_default_dtype(previous)
+    assert plain.status == "partial" and "float32" in plain.feedback(), plain.feedback()
+    assert (under_float64.status, under_float64.points) == (plain.status, plain.points), under_float64.feedback()
+
+
+@lessons
+def test_each_exercise_notebook_names_the_library_versions_that_earn_nothing(lesson):
+    """The 'How to work' cell lists, per exercise, what the grader treats as the library's own version."""
+    intro = next(c.source for c in nbformat.read(ROOT / "exercises" / f"{lesson}.ipynb", as_version=4).cells
+                 if "How to work" in c.source)
+    for ex in exercises_for(lesson):
+        for name in ex.library_versions:
+            short = name.split(".")[-2] if name.endswith((".forward", ".__init__")) else name.split(".")[-1]
+            assert f"{ex.id}: " in intro and f"{short}`" in intro, (ex.id, name)

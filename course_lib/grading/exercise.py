@@ -505,8 +505,9 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
     if called:  # the library's answer, not the learner's: right values earn nothing
         names = ", ".join(f"`{n}`" for n in called)
         message = (
-            f"your answer calls {names}, the library's own version of what this exercise asks you to write: "
-            "write it yourself (compare with the library afterwards, outside the answer)"
+            f"your answer calls {names} (directly, or through another library function), the library's own "
+            "version of what this exercise asks you to write: write it yourself (compare with the library "
+            "afterwards, outside the answer)"
         )
         result.checks.insert(0, SubCheck("written by you", False, total or 1.0, message))
         result.points = 0.0
@@ -886,8 +887,17 @@ def run_cases(exercise: Exercise, answer: Any, seed: int) -> list[Outcome]:
 
 def grade_answer(exercise: Exercise | str, answer: Any, seed: int = 0) -> ExerciseResult:
     """Grade an answer in this process (tests, and :func:`check` in a notebook)."""
+    import torch
+
     ex = get_exercise(exercise) if isinstance(exercise, str) else exercise
-    return judge_outcomes(ex, seed, run_cases(ex, answer, seed))
+    # under torch's default dtype, as `course grade` runs the answer and the reference: a notebook's
+    # torch.set_default_dtype(torch.float64) must not make its check cell and the grader disagree
+    learner_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        return judge_outcomes(ex, seed, run_cases(ex, answer, seed))
+    finally:
+        torch.set_default_dtype(learner_dtype)
 
 
 def check(exercise_id: str, answer: Any = None, seed: int | None = None) -> None:

@@ -102,6 +102,10 @@ def _ddim_mistakes(case: Case) -> dict[str, torch.Tensor]:
         )
         out["the direction term is sqrt(1 − abar_{t'} − σ²)·ε̂: subtract σ² under the root"] = step(dir_var=1 - a_prev)
         out["add σ·z: with eta > 0 the step is stochastic"] = step(noise=torch.zeros_like(z))
+        out[
+            "this is the η = 0 step whatever η is: with η > 0, σ ≠ 0, so add σ·z and subtract σ² under the "
+            "direction's root (DDIM is deterministic only at η = 0)"
+        ] = step(s=0.0)
         if eta != sigma:  # η·z in the noise term, σ right under the root
             out["the noise term is σ·z with the whole σ, not η·z: η only scales σ"] = step(noise=(eta / sigma) * z)
         out["σ has both factors: η·sqrt((1 − abar_{t'})/(1 − abar_t))·sqrt(1 − abar_t/abar_{t'})"] = step(
