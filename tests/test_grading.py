@@ -229,10 +229,12 @@ def test_awkward_submissions_grade_as_they_should(graded):
 
 
 def test_a_cell_that_hangs_after_a_right_answer_is_graded_and_told(graded):
-    rows, _, _, _ = graded
+    rows, _, out, _ = graded
     b = exercises_for(LESSONS[0])[1]
     row = next(e for e in rows[f"infinite_loop-{LESSONS[0]}"]["exercises"] if e["id"] == b.id)
     assert row["status"] == "pass" and "ran past its time limit after defining" in row["detail"], row
+    markdown = (out / f"infinite_loop-{LESSONS[0]}.md").read_text()  # the learner's feedback file says it too
+    assert "ran past its time limit after defining" in markdown, markdown
 
 
 def test_a_syntax_error_is_told_by_its_line_in_the_cell(graded):

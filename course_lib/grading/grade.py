@@ -661,8 +661,8 @@ def feedback_markdown(row: dict) -> str:
             hint = e["hint"] if e["status"] != "pass" else ""
             lines.append(f"| {e['id']} {e['title']} | {e['status']} | {e['points']:g}/{e['max_points']:g} | {hint} |")
         for e in row["exercises"]:
-            if e["status"] == "pass" and not e.get("flag"):
-                continue
+            if e["status"] == "pass" and not e.get("flag") and not e["detail"]:
+                continue  # a pass with a note (its cell hung or raised after the answer) still shows the note
             lines += ["", f"## {e['id']}: {e['title']} ({e['status']})"]
             if e["detail"]:
                 lines.append(f"- {e['detail']}")
