@@ -661,7 +661,7 @@ def test_04_1_the_model_may_be_called_on_parts_of_the_batch(mode):
 
 
 def test_04_1_fresh_noise_is_named():
-    assert_wrong("04.1", _loss_answer("fresh"), "not a fresh torch.randn_like")
+    assert_wrong("04.1", _loss_answer("fresh"), "no torch.randint or torch.randn_like inside")
 
 
 def test_04_4_float32_images_keep_their_dtype():
@@ -683,3 +683,37 @@ def test_04_3_abar_prev_read_at_t_is_named():
         return mean + _v((t > 0).to(x_t.dtype), x_t) * b.sqrt() * noise
 
     assert_wrong("04.3", same_t, "not alphas_cumprod[t]")
+
+
+def test_04_1_writing_into_x0_costs_the_in_place_point_only():
+    """The oracle keeps its own copy of x0 and the repeat call gets the inputs as they were: a right loss computed
+    with x0.mul_ loses the in-place point, not the oracle's values or a 'fresh noise' verdict."""
+
+    def noising_x0_in_place(model, x0, t, noise, alphas_cumprod):
+        a = alphas_cumprod[t].view(-1, 1, 1, 1).to(x0.dtype)
+        x_t = x0.mul_(a.sqrt()).add_((1 - a).sqrt() * noise)
+        return ((model(x_t, t) - noise) ** 2).mean()
+
+    result = grade_answer("04.1", noising_x0_in_place, 0)
+    assert result.status == "partial", result.feedback()
+    assert {c.name.split(" (")[0] for c in result.checks if not c.passed} == {"inputs unchanged"}, result.feedback()
+
+
+def test_04_1_an_answer_drawing_its_own_t_is_told_to_use_the_given_t():
+    def own_t(model, x0, t, noise, alphas_cumprod):
+        t = torch.randint(0, len(alphas_cumprod), t.shape)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1).to(x0.dtype)
+        return ((model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t) - noise) ** 2).mean()
+
+    assert "use the t and the noise ε the check passes" in grade_answer("04.1", own_t, 0).feedback()
+
+
+def test_04_2_a_loop_that_skips_the_last_tensor_is_named_and_keeps_the_in_place_point():
+    def skip_last(ema_params, params, decay):
+        for i in range(len(ema_params) - 1):
+            ema_params[i].mul_(decay).add_(params[i].detach(), alpha=1 - decay)
+
+    result = grade_answer("04.2", skip_last, 0)
+    feedback = result.feedback()
+    assert "the last one was left as it was" in feedback and "only the first changed" in feedback, feedback
+    assert "range(len(…) − 1)" in feedback and 0 < result.points < 1, feedback

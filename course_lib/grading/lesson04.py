@@ -93,8 +93,9 @@ class _OracleEps(nn.Module):
 
     def __init__(self, x0: torch.Tensor, alphas_cumprod: torch.Tensor, t: torch.Tensor, noise: torch.Tensor):
         super().__init__()
-        self.x0, self.t, self.noise = x0, t, noise
-        self.alphas_cumprod = alphas_cumprod
+        # copies of its own: an answer that writes into the x0 it is given must not change what the oracle knows
+        self.x0, self.t, self.noise = x0.clone(), t.clone(), noise.clone()
+        self.alphas_cumprod = alphas_cumprod.clone()
         self.gain = nn.Parameter(torch.tensor(1.0))
 
     def _rows(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -167,9 +168,12 @@ def _loss_cases(seed: int) -> list[Case]:
 
 
 def _loss_probe(answer: Any, case: Case) -> dict:
+    # the inputs as they were, for the second call: an answer that writes into x0 must not look like one that
+    # draws its own noise
+    fresh = [a.clone() if isinstance(a, torch.Tensor) else a for a in case.args]
     out = answer(*case.args, **case.kwargs)
     is_tensor = isinstance(out, torch.Tensor)
-    again = answer(*case.args, **case.kwargs)  # the same inputs once more: a loss that changes drew its own noise
+    again = answer(*fresh, **case.kwargs)  # the same inputs once more: a loss that changes drew its own noise
     try:
         again = float(again.detach().reshape(-1)[0]) if isinstance(again, torch.Tensor) else float(again)
     except (TypeError, ValueError, IndexError):
@@ -253,8 +257,8 @@ def _loss_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         diag = diagnose(value, _loss_mistakes(case), rtol=1e-5, atol=1e-12) if one else ""
         again = got.get("again")
         if one and isinstance(again, (int, float)) and not allclose(again, value, rtol=1e-9, atol=1e-12):
-            diag = ("your loss changes from one call to the next on the same inputs: make x_t with the noise ε "
-                    "the check passes, not a fresh torch.randn_like")
+            diag = ("your loss changes from one call to the next on the same inputs, so it draws something of its "
+                    "own: use the t and the noise ε the check passes (no torch.randint or torch.randn_like inside)")
         msg = f"expected a loss of {shown:.6g}, got {value:.6g}{where}" if one else ""
         if diag:
             msg += f": {diag}"
@@ -401,9 +405,14 @@ def _ema_mistakes(case: Case) -> dict[str, list[torch.Tensor]]:
             0.9 * e + 0.1 * p.detach() for e, p in zip(ema, params)
         ]
     if len(ema) > 1:
-        out["update every pair of tensors: a return inside the loop stops after the first"] = [
+        out["update every pair of tensors: only the first changed (a return inside the loop, or a range(len(…) − 1) "
+            "with two tensors, stops after it)"] = [
             d * ema[0] + (1 - d) * params[0].detach()
         ] + [e.detach().clone() for e in ema[1:]]
+        if len(ema) > 2:  # with two tensors this is the line above
+            out["update every pair of tensors: the last one was left as it was (a range(len(…) − 1) stops early)"] = [
+                d * e + (1 - d) * p.detach() for e, p in zip(ema[:-1], params[:-1])
+            ] + [ema[-1].detach().clone()]
     if d > 0:
         out["no bias correction here: θ_ema ← d·θ_ema + (1 − d)·θ, nothing divided by (1 − d)"] = [
             (d * e + (1 - d) * p.detach()) / (1 - d) for e, p in zip(ema, params)
@@ -445,7 +454,8 @@ def _ema_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         elif candidate is None:
             msg = (
                 f"ema_params were not changed{where}: update each tensor in place "
-                "(e.g. e.mul_(d).add_(p, alpha=1 − d) or e.copy_(…)); `e = …` only rebinds a name"
+                "(e.g. e.mul_(d).add_(p, alpha=1 − d) or e.copy_(…)); `e = …` only rebinds a name, and a loop "
+                "that stops early (range(len(…) − 1)) leaves a single tensor as it was"
             )
         elif diag:
             msg = f"wrong averages{where}: {diag}"
@@ -460,7 +470,12 @@ def _ema_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             f"the right averages were put into the list as new tensors (ema_params[i] = …), but the tensors "
             f"themselves must change in place, or the EMA model never sees them{where}"
         )
-    checks = [SubCheck("values", values_ok, 2, msg), SubCheck("in place", in_place, 1, place_msg)]
+    # the in-place point is for the mechanism: tensors changed where they are, even if to the wrong values
+    moved_in_place = after is not None and not _tensor_lists_close(after, before)
+    checks = [
+        SubCheck("values", values_ok, 2, msg),
+        SubCheck("in place", in_place or (moved_in_place and not values_ok), 1, place_msg),
+    ]
     if got.get("tracked"):
         checks.append(
             SubCheck(
