@@ -360,3 +360,25 @@ def test_01_2_clip_direction_late_grid_and_returned_betas_are_named(mode, messag
 
     result = _grade("01.2", _cosine_with(mode), 0)
     assert result.status != "pass" and message in result.feedback(), result.feedback()
+
+
+def test_01_3_the_librarys_snr_db_and_zero_db_step_earn_nothing():
+    def with_the_library(steps, num_steps=1000):
+        out = {}
+        for name in ("linear", "cosine"):
+            s = getattr(NoiseSchedule, name)(num_steps)
+            abar = torch.cumprod(1 - s.betas, 0)
+            out[name] = {"abar": abar[steps], "snr_db": s.snr_db()[steps], "zero_db_step": s.zero_db_step()}
+        return out
+
+    result = grade_answer("01.3", with_the_library, 0)
+    assert result.status == "fail" and "NoiseSchedule.snr_db" in result.flag, result.feedback()
+
+
+def test_renamed_keyword_parameters_are_told_to_keep_the_stubs_names():
+    reference = get_exercise("01.2").reference
+
+    def renamed(T, s_=0.008, mb=0.999):
+        return reference(T, s_, mb)
+
+    assert "keep its parameter names" in grade_answer("01.2", renamed, 0).feedback()

@@ -460,7 +460,7 @@ def q_sample_first_t(alphas_cumprod, x0, t, noise):
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
 
-@pytest.mark.parametrize("answer, message", [(q_sample_minus, "the noise is added, not subtracted"),
+@pytest.mark.parametrize("answer, message", [(q_sample_minus, "you subtracted the noise"),
                                              (q_sample_first_t, "for the whole batch")])
 def test_q_sample_sign_and_one_t_for_all_are_named(answer, message):
     assert_wrong(grade("02.1", answer, seed=0), message, 2)
@@ -500,3 +500,16 @@ def test_evaluator_lists_deep_in_the_result_cost_the_tensor_check():
     result = grade("02.3", listed)
     assert result.status == "partial" and "return a torch tensor, got a list" in result.feedback(), result.feedback()
     assert all(c.passed for c in result.checks if c.name != "a torch tensor")
+
+
+def test_02_2_a_slip_is_not_blamed_on_abar_of_beta_where_that_abar_is_zero():
+    """betas read one step late: on the all-steps cosine case abar_k of beta_s is ~0, so that slip's eps_bar is
+    x_t itself, close to what most wrong answers give there; it must not be named on that ground."""
+    reference = get_exercise("02.2").reference
+
+    def betas_one_step_late(betas, x0, noises):
+        return reference(torch.cat([betas[1:], betas[-1:]]), x0, noises)
+
+    for seed in (0, 1, 5):
+        feedback = grade_answer("02.2", betas_one_step_late, seed).feedback()
+        assert "not of beta_s" not in feedback, feedback

@@ -613,3 +613,24 @@ def test_embedding_must_refuse_a_width_below_two():
 
     result = grade_answer("03.1", odd_only, 0)
     assert result.status == "partial" and "dim = 0 is below 2" in result.feedback(), result.feedback()
+
+
+def test_03_2_other_layer_names_are_told_from_the_learners_side_once():
+    """gn1/gn2 for norm1/norm2: the message names what the block lacks and what it has instead (PyTorch's words are
+    the other way round), once for all cases, and no probe field ('norm_groups') leaks into the feedback."""
+
+    class OtherNames(nn.Module):
+        def __init__(self, in_ch, out_ch, emb_dim):
+            super().__init__()
+            self.gn1, self.gn2 = group_norm(in_ch), group_norm(out_ch)
+            self.conv1, self.conv2 = nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.Conv2d(out_ch, out_ch, 3, padding=1)
+            self.emb = nn.Linear(emb_dim, out_ch)
+            self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+        def forward(self, x, e):
+            h = self.conv1(F.silu(self.gn1(x))) + self.emb(F.silu(e))[:, :, None, None]
+            return self.skip(x) + self.conv2(F.silu(self.gn2(h)))
+
+    feedback = grade_answer("03.2", OtherNames, 0).feedback()
+    assert feedback.count("your block has no norm1.weight") == 1, feedback
+    assert "it has gn1.weight" in feedback and "norm_groups" not in feedback and "Missing key" not in feedback

@@ -558,6 +558,15 @@ ERROR_HINTS = (
         "NameError",
         "the grader runs each exercise cell on its own: import or define everything the answer uses inside its cell",
     ),
+    (
+        "got an unexpected keyword argument",
+        "the checks pass some arguments by name, the names of the exercise's stub: keep its parameter names "
+        "(and their defaults) as they are",
+    ),
+    (
+        "StdinNotImplementedError",
+        "grading has no keyboard: remove input() (and any other prompt for typing) from the exercise cell",
+    ),
 )
 
 

@@ -46,7 +46,14 @@ import nbformat
 from course_lib.grading.build import BuildError, check_id, defines, exercise_id, repo_folder
 from course_lib.grading.capture import WORKDIR_VARIABLE
 from course_lib.grading.encode import load_observations
-from course_lib.grading.exercise import ExerciseResult, Outcome, exercises_for, inputs_digest, judge_outcomes
+from course_lib.grading.exercise import (
+    ExerciseResult,
+    Outcome,
+    error_hint,
+    exercises_for,
+    inputs_digest,
+    judge_outcomes,
+)
 
 __all__ = ["GradeOptions", "grade_submission", "grade_many", "format_table", "write_gradebook"]
 
@@ -358,6 +365,8 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
         cell_error = None
         if cell_log.get("status") == "error":
             cell_error = _error_text(cell_log.get("ename"), cell_log.get("evalue"))
+            what_to_do = error_hint(cell_error)  # input(), a NameError …: the same advice as for an answer's call
+            cell_error += f" — {what_to_do}" if what_to_do else ""
         records = None
         if path is not None and path.exists():
             try:

@@ -470,12 +470,12 @@ def _compare_judge(case: Case, got, expected) -> list[SubCheck]:
             elif not ok:
                 msg = f"{name}.zero_db_step: expected {want}, got {step}{where}"
                 T = case.kwargs.get("num_steps", 1000)
-                if step == want - 1:
+                if want == T:  # first: T − 1 here is not "one step early", there is no t at or below 0 dB
+                    msg += f" — this schedule never reaches 0 dB within T = {T} steps: return T (not T − 1)"
+                elif step == want - 1:
                     msg += " — one step early: that is the last t above 0 dB; return the first t with abar_t ≤ 1/2"
                 elif step == want + 1:
                     msg += " — one step late: return the first t with abar_t ≤ 1/2 (t counts from 0)"
-                elif want == T:
-                    msg += f" — this schedule never reaches 0 dB within T = {T} steps: return T"
             checks.append(SubCheck(f"{name}.zero_db_step", ok, 2, msg))
         else:
             checks.append(SubCheck(f"{name}.zero_db_step", False, 2, ""))
@@ -485,6 +485,10 @@ def _compare_judge(case: Case, got, expected) -> list[SubCheck]:
 register(
     Exercise(
         id="01.3",
+        library_versions=(
+            "course_lib.schedules.NoiseSchedule.snr_db",
+            "course_lib.schedules.NoiseSchedule.zero_db_step",
+        ),
         lesson=LESSON,
         name="compare_schedules",
         title="write the schedule comparator",

@@ -109,7 +109,7 @@ def _q_sample_mistakes(abar_table, x0, t, noise):
             (1 - a).sqrt() * x0 + a.sqrt() * noise,
         ),
     ]
-    out.append(("the noise is added, not subtracted: x_t = sqrt(abar_t)·x0 + sqrt(1 − abar_t)·ε",
+    out.append(("you subtracted the noise: x_t = sqrt(abar_t)·x0 + sqrt(1 − abar_t)·ε adds it",
                 a.sqrt() * x0 - (1 - a).sqrt() * noise))
     if len(t) > 1 and bool((t != t[0]).any()):  # one image's abar for the whole batch
         one = abar_table[t[0]].double()
@@ -241,7 +241,9 @@ def _by_steps_diagnosis(case: Case, got) -> str:
         candidates.append(("your abar goes one step too far: abar_k = (1 − beta_0)…(1 − beta_k) stops at step k, "
                            "without the factor (1 − beta_{k+1})", abar[k + 1]))
     for why, a in candidates:
-        if float(1 - a) < 1e-12 or x_t.shape != x0d.shape:
+        # a slip's abar near 1 divides by ~0; near 0 its eps_bar is x_t itself, which most wrong answers on an
+        # all-steps case come close to: neither can be told apart there
+        if float(1 - a) < 1e-12 or float(a) < 1e-6 or x_t.shape != x0d.shape:
             continue
         if _matches(got["eps_bar"], (x_t - a.sqrt() * x0d) / (1 - a).sqrt()):
             return f"It looks like {why}"

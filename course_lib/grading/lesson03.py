@@ -249,11 +249,12 @@ def _observe_resblock(answer, case: Case) -> dict:
     in_ch, out_ch, emb_dim, x, e, e2, weight_seed = case.args
     block = answer(in_ch, out_ch, emb_dim)
     params = sum(p.numel() for p in block.parameters())
+    weights = _reference_weights(in_ch, out_ch, emb_dim, weight_seed)
     try:
-        block.load_state_dict(_reference_weights(in_ch, out_ch, emb_dim, weight_seed), strict=True)
+        block.load_state_dict(weights, strict=True)
         load_error = ""
     except (RuntimeError, KeyError) as err:
-        load_error = " ".join(str(err).split())[:300]
+        load_error = _load_error_in_learners_words(block, weights) or " ".join(str(err).split())[:300]
     # dropout is switched off by eval() below, so look for it: the exercise's block has none
     dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in block.modules())
     block.eval()
@@ -285,6 +286,26 @@ def _observe_resblock(answer, case: Case) -> dict:
         "norm_eps": [_eps_of(getattr(block, name, None)) for name in ("norm1", "norm2")],
         "dropout": bool(dropout),
     }
+
+
+def _load_error_in_learners_words(block: nn.Module, weights: dict) -> str:
+    """Why the spec's weights do not load, from the learner's side: the names the spec has and the block lacks,
+    and the block's own names in their place ('' when the names agree and the shapes are what differ). PyTorch's
+    message says it the other way round ("Missing key(s): gn1.weight" for the learner's own layer)."""
+    own = set(block.state_dict())
+    lacking = [k for k in weights if k not in own]
+    extra = [k for k in block.state_dict() if k not in weights]
+    if not lacking and not extra:
+        return ""
+
+    def names(keys):
+        return ", ".join(keys[:6]) + (" …" if len(keys) > 6 else "")
+
+    if lacking and extra:
+        return f"your block has no {names(lacking)}; it has {names(extra)} instead"
+    if lacking:
+        return f"your block has no {names(lacking)}"
+    return f"your block has {names(extra)} too, which the spec does not"
 
 
 def _eps_of(norm) -> float | None:
@@ -498,7 +519,9 @@ def _resblock_judge(case: Case, got, expected) -> list[SubCheck]:
             ""
             if load_ok
             else "could not load the reference weights (use the layers norm1, conv1, emb, norm2, "
-            f"conv2, skip with the shapes of the exercise): {got['load_error']}{where}",
+            f"conv2, skip with the shapes of the exercise): {got['load_error']}"
+            # a difference of names is the same on every case: said once (no case label)
+            + ("" if str(got["load_error"]).startswith("your block has") else where),
         )
     )
     if load_ok and shape_ok:
@@ -523,6 +546,7 @@ def _resblock_judge(case: Case, got, expected) -> list[SubCheck]:
 _RES = register(
     Exercise(
         id="03.2",
+        judges_type=True,  # the probe observes the module; the learner returns no values
         library_versions=("course_lib.nn.blocks.ResBlock.forward",),
         lesson=LESSON,
         name="TimeResBlock",

@@ -871,6 +871,7 @@ register(
 register(
     Exercise(
         id="04.2",
+        library_versions=("course_lib.train.EMA.update",),
         lesson=LESSON,
         name="ema_update",
         title="write the EMA update",
