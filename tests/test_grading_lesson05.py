@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import torch
 from grading_helpers import assert_known_wrong, assert_right_but_changes_inputs
@@ -396,3 +397,56 @@ def test_05_2_sqrt_of_logvar_is_named():
     result = _grade("05.2", lambda mean, logvar, eps: mean + torch.sqrt(logvar) * eps, 0)
     assert result.status == "partial" and "sqrt(logvar) is NaN" in result.feedback(), result.feedback()
     assert "draw no new noise" not in result.feedback()
+
+
+def test_05_a_batch_of_one_squeezed_is_told_so_not_blamed_on_a_reduction():
+    kl, psnr = get_exercise("05.1").reference, get_exercise("05.4").reference
+    for ex_id, squeezed in (("05.1", lambda m, lv: kl(m, lv).squeeze()), ("05.4", lambda x, y: psnr(x, y).squeeze())):
+        feedback = grade_answer(ex_id, squeezed, 0).feedback()
+        assert "a batch of 1 still needs shape (1,)" in feedback, feedback
+        assert "reduced over the batch" not in feedback and "not the batch's average" not in feedback, feedback
+
+
+def test_05_4_returning_the_mse_is_named():
+    feedback = grade_answer("05.4", lambda x, y: (x - y).pow(2).flatten(1).mean(1), 0).feedback()
+    assert "that is the MSE itself" in feedback and "return inf there" not in feedback, feedback
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (lambda mean, logvar, eps: eps + torch.exp(0.5 * logvar) * mean, "μ and ε are swapped"),
+        (lambda mean, logvar, eps: mean + torch.exp(0.5 * logvar.abs()) * eps, "no abs()"),
+        (lambda mean, logvar, eps: mean + torch.exp(0.5 * logvar) + eps, "not μ + σ + ε"),
+        (lambda mean, logvar, eps: mean.clone(), "you returned the mean"),
+        (lambda mean, logvar, eps: mean + torch.log(logvar) * eps, "z holds NaN or inf"),
+    ],
+    ids=["swapped", "abs", "added", "mean-only", "nan"],
+)
+def test_05_2_slips_that_use_eps_are_not_called_new_noise(answer, words):
+    feedback = grade_answer("05.2", answer, 0).feedback()
+    assert words in feedback and "drawing new noise" not in feedback and "did you detach" not in feedback, feedback
+
+
+def test_05_3_order_subclassed_errors_and_numpy_ints():
+    reference = get_exercise("05.3").reference
+
+    class BadResolution(ValueError):
+        pass
+
+    def own_error(resolutions, f, c, **kwargs):
+        if any(s <= 0 or s % f for s in resolutions):
+            raise BadResolution("no whole latent")
+        return reference(resolutions, f, c, **kwargs)
+
+    def numpy_ints(resolutions, f, c, **kwargs):
+        out = reference(resolutions, f, c, **kwargs)
+        return out | {"latent_side": [s // f for s in np.array(resolutions)]}
+
+    def sorted_first(resolutions, f, c, **kwargs):
+        return reference(sorted(resolutions), f, c, **kwargs)
+
+    assert grade_answer("05.3", own_error, 0).status == "pass"
+    assert grade_answer("05.3", numpy_ints, 0).status == "pass"
+    result = grade_answer("05.3", sorted_first, 0)
+    assert result.status == "partial" and "in the order given" in result.feedback(), result.feedback()

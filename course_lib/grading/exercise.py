@@ -766,7 +766,7 @@ def _one_kind(value: Any) -> tuple[str, str | None]:
     def whole(v: Any) -> bool:  # an int, or a one-element integer tensor (it prints and indexes as one)
         if isinstance(v, torch.Tensor):
             return v.numel() == 1 and not v.is_floating_point() and not v.is_complex() and v.dtype != torch.bool
-        return type(v) is int
+        return type(v) is int or isinstance(v, np.integer)  # numpy's ints too (a list built from an array)
 
     if isinstance(value, (list, tuple)) and value and all(whole(v) for v in value):
         return "int", "list"  # a list of whole numbers: judged as ints

@@ -112,14 +112,29 @@ def _kl_mistakes(case: Case) -> dict[str, Any]:
         "the log term has the wrong sign: it is − log σ² (= − logvar)": kl(logvar.exp(), sign=+1.0),
         "you forgot the − 1 inside the sum (it makes the KL 0 when μ = 0 and σ = 1)": kl(logvar.exp(), minus_one=False),
         f"your values are the mean over the {D} latent values of each sample: the KL is their sum": right / D,
-        "you reduced over the batch too: return one KL per sample, shape (N,), not their sum": right.sum(),
-        "you reduced over the batch too: return one KL per sample, shape (N,), not their mean": right.mean(),
+        # with one sample a reduction over the batch is a squeeze: _squeezed_batch says that instead
+        **({
+            "you reduced over the batch too: return one KL per sample, shape (N,), not their sum": right.sum(),
+            "you reduced over the batch too: return one KL per sample, shape (N,), not their mean": right.mean(),
+        } if N > 1 else {}),
     }
+
+
+def _squeezed_batch(got: Any, expected: Any) -> str:
+    """The sentence for a batch of one returned without its batch dimension (shape () for (1,)), or ''."""
+    arr = as_float_array(got)
+    exp = np.asarray(expected)
+    if arr is not None and arr.ndim == 0 and exp.shape == (1,):
+        return ("a batch of 1 still needs shape (1,), one value per sample: do not .squeeze() or .item() the batch "
+                "dimension away")
+    return ""
 
 
 def _kl_judge(case: Case, got, expected) -> list[SubCheck]:
     checks = compare(got, expected, rtol=1e-5, atol=1e-5, label=case.label)
-    diagnosis = diagnose(got, _kl_mistakes(case), expected=expected, rtol=1e-5, atol=1e-5)
+    diagnosis = _squeezed_batch(got, expected) or diagnose(
+        got, _kl_mistakes(case), expected=expected, rtol=1e-5, atol=1e-5
+    )
     arr = as_float_array(got)
     exp = np.asarray(expected)
     if not diagnosis and arr is not None and arr.ndim > 1 and arr.shape[0] == exp.shape[0]:
@@ -223,6 +238,11 @@ def _reparam_mistakes(case: Case) -> dict[str, Any]:
     mean, logvar, eps = case.args
     std = torch.exp(0.5 * logvar)
     return {
+        "you returned the mean: z = μ + σ·ε adds the noise σ·ε to it": mean.clone(),
+        "μ and ε are swapped: z = μ + σ·ε scales the noise ε by σ and shifts it by μ": eps + std * mean,
+        "σ multiplies ε: z = μ + σ·ε, not μ + σ + ε": mean + std + eps,
+        "logvar may be negative (σ < 1): σ = exp(½·logvar) as it is, no abs()": mean
+        + torch.exp(0.5 * logvar.abs()) * eps,
         "exp(logvar) is the variance σ²: multiply ε by the standard deviation σ = exp(½·logvar)": mean
         + torch.exp(logvar) * eps,
         "logvar is log σ², not σ: the standard deviation is exp(½·logvar)": mean + logvar * eps,
@@ -268,7 +288,10 @@ def _reparam_judge(case: Case, got, expected) -> list[SubCheck]:
     if not values_ok and zv is not None and zv.shape == tuple(case.args[0].shape):
         diagnosis = diagnose(zv, _reparam_mistakes(case), expected=expected["z"], rtol=1e-5, atol=1e-8,
                              equal_nan=True)
-        if not diagnosis and np.allclose(case.args[2].numpy(), 0):
+        if not diagnosis and not np.all(np.isfinite(zv)):
+            diagnosis = ("z holds NaN or inf where the expected z is finite: σ = exp(½·logvar) is finite for every "
+                         "logvar here, so look for a sqrt or log of logvar, or a division")
+        elif not diagnosis and np.allclose(case.args[2].numpy(), 0):
             diagnosis = "with ε = 0 the sample must be exactly the mean: use the eps you are given, draw no new noise"
         elif not diagnosis and _fresh_noise(case, zv):
             diagnosis = (
@@ -282,6 +305,10 @@ def _reparam_judge(case: Case, got, expected) -> list[SubCheck]:
     ):
         g = got.get(key)
         exp = expected[key]
+        if g is None and exp is not None and np.allclose(np.asarray(exp, dtype=np.float64), 0.0):
+            # the right gradient is 0 here (ε = 0 for logvar): no gradient at all is the same derivative
+            checks.append(SubCheck(f"gradient to {name}", True, 1, ""))
+            continue
         if g is None:
             msg = f"no gradient reaches {name} from z{where}: {slip}"
             if as_float_array(z) is not None and not values_ok:
@@ -375,6 +402,7 @@ def _compression_cases(seed: int) -> list[Case]:
     f = pick([4, 8, 16])
     c = pick([3, 4, 5, 6, 8, 16])
     sides = sorted(f * int(k) for k in torch.randint(64 // f, 1024 // f + 1, (3,), generator=g))
+    sides = [sides[1], sides[2], sides[0]]  # not sorted: the answers come in the order given
     bad_f = pick([8, 16])
     bad = bad_f * int(torch.randint(16, 64, (1,), generator=g)) + int(torch.randint(1, bad_f, (1,), generator=g))
     return [
@@ -402,7 +430,8 @@ def _compression_probe(answer: Any, case: Case) -> Any:
     except NotImplementedError:
         raise
     except Exception as e:  # the case asks for an exception: which one is the observation
-        return {"raised": type(e).__name__, "message": str(e)[:200]}
+        # a subclass of ValueError is one (an `except ValueError` catches it)
+        return {"raised": "ValueError" if isinstance(e, ValueError) else type(e).__name__, "message": str(e)[:200]}
     return {"raised": None}
 
 
@@ -492,6 +521,8 @@ def _list_checks(key: str, value: Any, exp: list, case: Case) -> list[SubCheck]:
         msg = f"{key}: expected {exp}, got {shown}{where}"
         if all(n is not None for n in nums):
             diagnosis = diagnose(nums, _compression_mistakes(case, key), expected=exp, rtol=1e-9, atol=0.0)
+            if not diagnosis and sorted(nums) == sorted(float(e) for e in exp):
+                diagnosis = "the right entries in another order: one per resolution, in the order given (no sorting)"
             msg += f" — {diagnosis}" if diagnosis else ""
         else:
             msg += " — every entry must be a number"
@@ -645,9 +676,12 @@ def _psnr_mistakes(case: Case) -> dict[str, Any]:
         * torch.log10(2.0 / mse),
         "you summed the squared errors: the MSE is their mean over C, H and W": 10
         * torch.log10(4.0 / (mse * x[0].numel())),
-        f"{per_image}, not the batch's average PSNR": right.mean() if torch.isfinite(right).all() else None,
-        f"{per_image}, not one PSNR from the MSE of all the images": pooled,
-        f"{per_image}: the MSE averages within each image only": pooled.repeat(N),
+        **({
+            f"{per_image}, not the batch's average PSNR": right.mean() if torch.isfinite(right).all() else None,
+            f"{per_image}, not one PSNR from the MSE of all the images": pooled,
+            f"{per_image}: the MSE averages within each image only": pooled.repeat(N),
+        } if N > 1 else {}),  # with one image these are a squeeze: _squeezed_batch says that instead
+        "that is the MSE itself: PSNR = 10·log10(R²/MSE) with R² = 4": mse,
         "you averaged |x − y|: the MSE is the mean of the squared differences (x − y)²": 10 * torch.log10(4.0 / mae),
         "with the RMSE (an amplitude) the factor is 20: 20·log10(R/RMSE), or 10·log10(R²/MSE)": 10
         * torch.log10(2.0 / mse.sqrt()),
@@ -658,7 +692,9 @@ def _psnr_judge(case: Case, got, expected) -> list[SubCheck]:
     checks = compare(got, expected, rtol=1e-5, atol=1e-6, label=case.label)
     if all(c.passed for c in checks):
         return checks
-    diagnosis = diagnose(got, _psnr_mistakes(case), expected=expected, rtol=1e-5, atol=1e-6)
+    diagnosis = _squeezed_batch(got, expected) or diagnose(
+        got, _psnr_mistakes(case), expected=expected, rtol=1e-5, atol=1e-6
+    )
     for value in [] if diagnosis else _measured_range_psnrs(case):
         diagnosis = diagnose(got, {_MEASURED_RANGE: value}, expected=expected, rtol=1e-5, atol=1e-6)
         if diagnosis:
