@@ -637,3 +637,23 @@ def test_each_exercise_notebook_names_the_library_versions_that_earn_nothing(les
         for name in ex.library_versions:
             short = name.split(".")[-2] if name.endswith((".forward", ".__init__")) else name.split(".")[-1]
             assert f"{ex.id}: " in intro and f"{short}`" in intro, (ex.id, name)
+
+
+def test_the_check_cell_applies_the_graders_time_limit(monkeypatch, capsys):
+    """A slow answer gets the verdict `course grade` gives it (timeout), not a ✓ after a long wait."""
+    import time
+
+    from course_lib.grading.exercise import check
+
+    reference = get_exercise("01.1").reference
+
+    def slow(abar):
+        time.sleep(0.5)
+        return reference(abar)
+
+    result = grade_answer("01.1", slow, 0, time_limit=0.1)
+    assert result.status == "timeout" and result.points == 0, result.feedback()
+    monkeypatch.setattr(get_exercise("01.1"), "time_limit", 0.1)
+    check("01.1", slow, seed=0)
+    assert "timeout" in capsys.readouterr().out
+    assert grade_answer("01.1", slow, 0).status == "pass"  # tests and other callers: no limit unless asked

@@ -880,22 +880,36 @@ def _changed_check(changed: list[str], label: str, weight: float) -> SubCheck:
     )
 
 
-def run_cases(exercise: Exercise, answer: Any, seed: int) -> list[Outcome]:
-    """Run ``probe`` on the learner's answer for every case; errors become outcomes."""
+def run_cases(exercise: Exercise, answer: Any, seed: int, time_limit: float | None = None) -> list[Outcome]:
+    """Run ``probe`` on the learner's answer for every case; errors become outcomes. With ``time_limit``
+    (seconds per call, as ``course grade`` applies it), a call that runs past it is a timeout and the later
+    cases are not run."""
+    from course_lib.grading.capture import CallTimeout, _run_limited
     from course_lib.grading.encode import roundtrip
 
-    outcomes = []
+    outcomes: list[Outcome] = []
     for case in exercise.cases(seed):
+        if outcomes and outcomes[-1].timed_out:
+            outcomes.append(Outcome(timed_out=True))
+            continue
         try:
-            value, changed, kind, called = probe_case(exercise, answer, isolated(case))
+            def call(case=case):
+                return probe_case(exercise, answer, isolated(case))
+
+            value, changed, kind, called = call() if time_limit is None else _run_limited(call, time_limit)
             outcomes.append(Outcome(roundtrip(value), changed=changed, kind=kind, library_calls=called))
+        except CallTimeout:
+            outcomes.append(Outcome(timed_out=True))
         except (Exception, SystemExit) as e:  # the learner's code: any failure (exit() too) is a verdict
             outcomes.append(Outcome(error=f"{type(e).__name__}: {e}"))
     return outcomes
 
 
-def grade_answer(exercise: Exercise | str, answer: Any, seed: int = 0) -> ExerciseResult:
-    """Grade an answer in this process (tests, and :func:`check` in a notebook)."""
+def grade_answer(
+    exercise: Exercise | str, answer: Any, seed: int = 0, time_limit: float | None = None
+) -> ExerciseResult:
+    """Grade an answer in this process (tests, and :func:`check` in a notebook, which passes the exercise's
+    per-call ``time_limit`` so that a slow answer gets the verdict ``course grade`` gives it)."""
     import torch
 
     ex = get_exercise(exercise) if isinstance(exercise, str) else exercise
@@ -904,7 +918,7 @@ def grade_answer(exercise: Exercise | str, answer: Any, seed: int = 0) -> Exerci
     learner_dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float32)
     try:
-        return judge_outcomes(ex, seed, run_cases(ex, answer, seed))
+        return judge_outcomes(ex, seed, run_cases(ex, answer, seed, time_limit))
     finally:
         torch.set_default_dtype(learner_dtype)
 
@@ -929,4 +943,4 @@ def check(exercise_id: str, answer: Any = None, seed: int | None = None) -> None
             print(result.feedback())
             return
     seed = random.randrange(2**31) if seed is None else seed
-    print(grade_answer(ex, answer, seed).feedback())
+    print(grade_answer(ex, answer, seed, time_limit=ex.time_limit).feedback())
