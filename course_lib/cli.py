@@ -801,7 +801,7 @@ def _add_grade(subparsers) -> None:
         default=None,
         metavar="S",
         help="wall-clock limit per submission (default 300); inside it each exercise cell gets at most 30 s and each "
-        "call of the learner's function in a check 10 s",
+        "call of the learner's function in a check its exercise's limit (10 s; 20 s for the few slower ones)",
     )
     p.add_argument("--lesson", default=None, help="lesson number or name for every submission")
     p.add_argument("--seed", type=int, default=None, help="seed of the check inputs (default: random, recorded)")

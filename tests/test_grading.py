@@ -241,7 +241,7 @@ def test_a_syntax_error_is_told_by_its_line_in_the_cell(graded):
     rows, _, out, _ = graded
     bad = next(e for e in rows[f"syntax_error-{LESSONS[0]}"]["exercises"] if e["status"] == "error")
     assert "SyntaxError" in bad["detail"] and "of the exercise cell)" in bad["detail"], bad["detail"]
-    assert ".py" not in bad["detail"] and "fix the line named above" in bad["hint"]
+    assert ".py" not in bad["detail"] and "fix the line the error names" in bad["hint"]
     assert "of the exercise cell)" in (out / f"syntax_error-{LESSONS[0]}.md").read_text()
 
 
@@ -424,6 +424,9 @@ def odd_class(tmp_path_factory):
         nb.cells.insert(i + 1, nbformat.from_dict(dict(_cell_of(stub, "02.1"), id="stubagain")))
     write("stub_below", stub_below)
     write("no_tags", _untagged)
+    # the untouched exercise notebook with its tags lost: stubs, not answers for the teacher to look at
+    nbformat.write(_untagged(nbformat.reads((EXERCISES / f"{lesson}.ipynb").read_text(), as_version=4)),
+                   folder / "no_tags_stub.ipynb")
 
     def markdown(nb):
         cell = _cell_of(nb, "02.1")
@@ -481,6 +484,8 @@ def test_the_answer_is_found_past_a_pasted_stub_a_lost_tag_or_a_markdown_cell(od
     summary = class_summary(list(rows.values()))
     assert "no_tags (02.1: answer found in an untagged cell" in summary
     assert "for your teacher:" in (out / "no_tags.md").read_text()
+    stubs = _by_id(rows["no_tags_stub"])
+    assert all(e["status"] == "not_implemented" and not e.get("flag") for e in stubs.values()), stubs
 
 
 def test_later_code_cannot_change_recorded_results_and_the_answer_key_is_flagged(odd_class):

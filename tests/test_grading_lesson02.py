@@ -513,3 +513,13 @@ def test_02_2_a_slip_is_not_blamed_on_abar_of_beta_where_that_abar_is_zero():
     for seed in (0, 1, 5):
         feedback = grade_answer("02.2", betas_one_step_late, seed).feedback()
         assert "not of beta_s" not in feedback, feedback
+
+
+def test_02_3_sorted_bands_are_named_as_an_order_slip():
+    reference = get_exercise("02.3").reference
+
+    def sorts_the_bands(alphas_cumprod, x0, t, noise, random_eps, bands):
+        return reference(alphas_cumprod, x0, t, noise, random_eps, sorted(bands))
+
+    feedback = grade_answer("02.3", sorts_the_bands, 0).feedback()
+    assert "in the order of `bands`" in feedback and "eps_mse is the mean" not in feedback, feedback

@@ -157,9 +157,11 @@ def _learner_cell(ex_id: str, stub: str, submission, template_sources: set[str])
         and _text(c.get("source")).strip() not in template_sources and _defines(_text(c.get("source")), name)
     ]
     if defining:
+        # the untouched stub, untagged, is graded (not_implemented) but is no answer for the teacher to look at
+        is_stub = _text(defining[-1].get("source")).strip() == stub.strip()
         return defining[-1], (f"no cell is tagged exercise:{ex_id}; the cell that defines {name} was graded "
                               "instead. Keep the exercise cells' tags (in Jupyter: the cell's property "
-                              "inspector, Tags) so that each answer is found"), True
+                              "inspector, Tags) so that each answer is found"), not is_stub
     return None, "", False
 
 
@@ -408,7 +410,7 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
         elif cell_error:
             res.status, res.detail = "error", f"the exercise cell raised {cell_error}"
             if cell_log.get("ename") in _UNREADABLE:  # the maths hint cannot help before the cell runs at all
-                res.hint = "Python could not read the cell: fix the line named above, then run the cell and its check"
+                res.hint = "Python could not read the cell: fix the line the error names, then run it and its check"
         elif records and "undefined" in records[0]:
             res.status, res.detail = "error", f"the exercise cell ran but did not define {ex.name}"
         elif cap_log.get("status") == "error":

@@ -522,6 +522,10 @@ def _predictor_diagnosis(case: Case, got, expected) -> str:
             candidate = _predictor_slip(*case.args, **how)
             if not _same_scores(expected, candidate) and _same_scores(got, candidate):
                 return why
+        *args, bands = case.args  # the bands taken in increasing order instead of the order given
+        candidate = _predictor_slip(*args, sorted(bands))
+        if not _same_scores(expected, candidate) and _same_scores(got, candidate):
+            return "the right scores in another order: one score per band, in the order of `bands` (do not sort them)"
     except (TypeError, ValueError, RuntimeError, IndexError, AttributeError):
         return ""
     return ""

@@ -557,8 +557,10 @@ def _curve_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         )
         checks.append(SubCheck("errors: dtype", dtype_ok, 0.5, "" if dtype_ok else dtype_msg))
     if got.get("__knee_int__") is False:
+        knee = got.get("knee")
+        what = "None" if knee is None else "a float" if isinstance(knee, float) else type(knee).__name__
         checks.append(SubCheck("knee: an int", False, 0.5, "return knee as an int, a step count: int(…) once you "
-                               "have picked it from step_counts, not a float"))
+                               f"have picked it from step_counts, not {what}"))
     values = next((c for c in checks if c.name == "errors: values"), None)
     if values is not None and not values.passed and values.message:
         diag = diagnose(got["errors"], _curve_mistakes(case), rtol=1e-4, atol=1e-9)
