@@ -100,7 +100,7 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     model: nn.Module  # the EMA weights, in eval mode: the one to sample from
-    raw_model: nn.Module  # the weights the optimiser moved last
+    raw_model: nn.Module  # the weights the optimiser moved last (from the cache: the EMA model, the one saved)
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     images_per_second: float = 0.0
