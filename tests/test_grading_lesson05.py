@@ -450,3 +450,12 @@ def test_05_3_order_subclassed_errors_and_numpy_ints():
     assert grade_answer("05.3", numpy_ints, 0).status == "pass"
     result = grade_answer("05.3", sorted_first, 0)
     assert result.status == "partial" and "in the order given" in result.feedback(), result.feedback()
+
+
+def test_05_1_a_kl_that_carries_no_gradient_loses_a_little_and_is_told():
+    reference = get_exercise("05.1").reference
+    result = grade_answer("05.1", lambda mean, logvar: reference(mean.detach(), logvar.detach()), 0)
+    assert result.status == "partial" and 2 < result.points < 3, result.feedback()
+    assert "the KL is a training loss" in result.feedback()
+    numpy_kl = grade_answer("05.1", lambda m, lv: torch.from_numpy(reference(m, lv).numpy()), 0)
+    assert "the KL is a training loss" in numpy_kl.feedback()

@@ -130,7 +130,52 @@ def _squeezed_batch(got: Any, expected: Any) -> str:
     return ""
 
 
+def _kl_probe(answer: Any, case: Case) -> dict:
+    """The answer's KL on the case's own tensors (an answer that writes into them is caught), and whether it is a
+    training loss: called again on fresh leaves, its sum must carry the exact gradients ∂/∂μ = μ and
+    ∂/∂logvar = ½(σ² − 1) back to both (None where the first call gave no tensor to judge)."""
+    kl = answer(*case.args)
+    out = {"kl": kl, "grad_ok": None}
+    if isinstance(kl, torch.Tensor):
+        mean, logvar = (a.detach().clone().requires_grad_(True) for a in case.args)
+        try:
+            again = answer(mean, logvar)
+        except Exception as e:  # noqa: BLE001 (the learner's code)
+            # x.mul_ on a leaf that requires grad is judged as an in-place write already (and a real encoder's
+            # outputs are no leaves); anything else (.numpy() on a tensor that requires grad) is no training loss
+            out["grad_ok"] = None if "in-place operation" in str(e) else False
+            return out
+        ok = isinstance(again, torch.Tensor) and again.requires_grad
+        if ok:
+            try:
+                again.sum().backward()
+            except RuntimeError:
+                ok = False
+        if ok:
+            want_mean, want_logvar = mean.detach(), 0.5 * (logvar.detach().exp() - 1)
+            tol = dict(rtol=1e-3, atol=1e-4) if mean.dtype == torch.float32 else dict(rtol=1e-6, atol=1e-8)
+            ok = (
+                mean.grad is not None and logvar.grad is not None
+                and torch.allclose(mean.grad, want_mean, **tol) and torch.allclose(logvar.grad, want_logvar, **tol)
+            )
+        out["grad_ok"] = bool(ok)
+    return out
+
+
 def _kl_judge(case: Case, got, expected) -> list[SubCheck]:
+    checks = _kl_value_checks(case, got.get("kl") if isinstance(got, dict) else got, expected["kl"])
+    if isinstance(got, dict) and got.get("grad_ok") is False:
+        checks.append(SubCheck(
+            "a training loss",
+            False,
+            0.5,
+            "the KL is a training loss: compute it with torch on mean and logvar as given, so that gradients reach "
+            "both (no .detach(), .item(), .data, numpy or torch.no_grad() inside)",
+        ))
+    return checks  # a cost, not a prize: carrying gradients earns nothing by itself
+
+
+def _kl_value_checks(case: Case, got, expected) -> list[SubCheck]:
     checks = compare(got, expected, rtol=1e-5, atol=1e-5, label=case.label)
     diagnosis = _squeezed_batch(got, expected) or diagnose(
         got, _kl_mistakes(case), expected=expected, rtol=1e-5, atol=1e-5
@@ -154,6 +199,7 @@ register(
         title="write gaussian_kl",
         reference=_gaussian_kl,
         cases=_kl_cases,
+        probe=_kl_probe,
         judge=_kl_judge,
         points=3,
         hint="Each latent value contributes ½(μ² + σ² − 1 − log σ²), where logvar is log σ²; add those up "
