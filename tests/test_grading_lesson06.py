@@ -510,3 +510,35 @@ def test_06_3_reversed_comparisons_get_one_message_not_two_that_disagree():
         feedback = grade_answer("06.3", answer, 1).feedback()
         assert "not where drop_u > p or ≥ p" in feedback, feedback
         assert "another slip gives the same values here: drop the condition" not in feedback, feedback
+
+
+def test_06_1_numpy_results_and_an_in_place_w_q_are_not_blamed_on_the_padding():
+    reference = get_exercise("06.1").reference
+
+    def as_numpy(*args):
+        out, weights = reference(*args)
+        return out.numpy(), weights.numpy()
+
+    def scale_folded_into_w_q(x_tokens, context, mask, w_q, w_k, w_v):
+        w_q /= math.sqrt(w_q.shape[1])  # 1/√d folded into W_q, in place
+        scores = (x_tokens @ w_q) @ (context @ w_k).transpose(-2, -1)
+        weights = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
+        return weights @ (context @ w_v), weights
+
+    for answer, only in ((as_numpy, "return a torch tensor"), (scale_folded_into_w_q, "changed its input `w_q`")):
+        feedback = grade_answer("06.1", answer, 0).feedback()
+        assert only in feedback and "padded tokens must not matter" not in feedback, feedback
+
+
+def test_06_1_one_stray_nan_is_not_blamed_on_the_mask():
+    reference = get_exercise("06.1").reference
+
+    def one_nan(*args):
+        out, weights = reference(*args)
+        out = out.clone()
+        out[0, 0, 0] = float("nan")
+        return out, weights
+
+    feedback = grade_answer("06.1", one_nan, 0).feedback()
+    assert "NaN in some entries" in feedback and "all −inf" not in feedback, feedback
+

@@ -606,3 +606,12 @@ def test_07_1_an_answer_that_raises_on_every_call_is_an_error_and_not_told_to_re
     result = grade_answer("07.1", refuses, 0)
     assert result.status == "error" and result.points == 0, result.feedback()
     assert "reshape" not in result.feedback()
+
+
+def test_07_1_a_scale_rounded_through_float32_passes_on_every_seed():
+    def scale_as_a_tensor(eps_uncond, eps_cond, scale):
+        s = torch.as_tensor(scale)  # a Python float becomes a float32 tensor
+        s = s.view(-1, *[1] * (eps_cond.dim() - 1)) if s.dim() == 1 else s
+        return eps_uncond + s * (eps_cond - eps_uncond)
+
+    assert all(grade_answer("07.1", scale_as_a_tensor, seed).status == "pass" for seed in range(30))

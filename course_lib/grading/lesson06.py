@@ -99,6 +99,8 @@ def _xattn_probe(answer: Any, case: Case) -> dict:
     first order): attention treats each position on its own, so a right answer gives the same out, while
     one that hands back an earlier call's result (a cache keyed by the inputs' shapes) cannot."""
     x, ctx, mask, w_q, w_k, w_v = case.args
+    # the inputs as they were, for the second call: an answer that writes into w_q must not look padding-dependent
+    x0, ctx0, mask0, w_q0, w_k0, w_v0 = (a.clone() for a in case.args)
     result = answer(x, ctx, mask, w_q, w_k, w_v)  # the case's own tensors: changing them in place is caught
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         return {"pair": False, "out": result, "weights": None, "out_other_padding": None}
@@ -107,10 +109,11 @@ def _xattn_probe(answer: Any, case: Case) -> dict:
     order = torch.randperm(x.shape[1], generator=g)
     if x.shape[1] > 1 and bool((order == torch.arange(x.shape[1])).all()):
         order = order.roll(1)
-    other = answer(x[:, order].clone(), _with_junk(ctx, mask, g, scale=10.0), mask.clone(), w_q, w_k, w_v)
+    other = answer(x0[:, order], _with_junk(ctx0, mask0, g, scale=10.0), mask0, w_q0, w_k0, w_v0)
     out_other = other[0] if isinstance(other, (tuple, list)) and len(other) == 2 else None
-    if isinstance(out_other, torch.Tensor) and out_other.dim() >= 2 and out_other.shape[1] == x.shape[1]:
-        out_other = out_other[:, order.argsort()]
+    if isinstance(out_other, (torch.Tensor, np.ndarray)) and out_other.ndim >= 2 and out_other.shape[1] == x.shape[1]:
+        back = order.argsort()
+        out_other = out_other[:, back.numpy() if isinstance(out_other, np.ndarray) else back]
     return {"pair": True, "out": out, "weights": weights, "out_other_padding": out_other}
 
 
@@ -184,14 +187,18 @@ def _xattn_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     other = got.get("out_other_padding")
     same = other is not None and allclose(other, got["out"])
     try:
-        has_nan = bool(np.isnan(np.asarray(got["out"], dtype=np.float64)).any())
+        nan = np.isnan(np.asarray(got["out"], dtype=np.float64))
+        has_nan, nan_rows = bool(nan.any()), bool(nan.ndim >= 1 and nan.all(axis=-1).any())
     except (TypeError, ValueError):
-        has_nan = False
+        has_nan = nan_rows = False
     if same:
         pad_msg = ""
-    elif has_nan:  # NaN ≠ NaN: not evidence that the padding mattered
+    elif nan_rows:  # NaN ≠ NaN: not evidence that the padding mattered
         pad_msg = (f"your output holds NaN{where}: a softmax over a row whose scores are all −inf gives NaN (a mask "
                    "applied along the wrong dimension, or inverted); the padding could not be judged")
+    elif has_nan:
+        pad_msg = (f"your output holds NaN in some entries{where}: find where it first appears (a division by zero, "
+                   "a log or square root of a negative number); the padding could not be judged")
     else:
         pad_msg = (f"a second call with other states in the padded slots (mask False), and the image positions "
                    f"in another order, changed your output{where}: padded tokens must not matter, and each "
