@@ -12,7 +12,7 @@ import torch
 from grading_helpers import SEEDS, assert_library_values_right_but_nothing_earned, assert_wrong, grade_all_seeds
 
 from course_lib.grading import lesson07 as L
-from course_lib.grading.exercise import exercises_for, grade_answer
+from course_lib.grading.exercise import exercises_for, get_exercise, grade_answer
 from course_lib.guidance import cfg_combine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -615,3 +615,20 @@ def test_07_1_a_scale_rounded_through_float32_passes_on_every_seed():
         return eps_uncond + s * (eps_cond - eps_uncond)
 
     assert all(grade_answer("07.1", scale_as_a_tensor, seed).status == "pass" for seed in range(30))
+
+
+def test_07_2_the_first_scale_is_not_diagnosed_on_wrong_norms_and_false_is_not_none():
+    reference = get_exercise("07.2").reference
+
+    def swapped(signal, eps_uncond, eps_cond, scales):
+        return reference(signal, eps_cond, eps_uncond, scales)  # guides from ε_c towards ε_∅
+
+    feedback = "\n".join(grade_answer("07.2", swapped, seed).feedback() for seed in range(4))
+    assert "stop at the first scale" not in feedback and "not of the difference" not in feedback, feedback
+
+    def false_for_none(*args):
+        out = reference(*args)
+        return out | {"first_over_3x": False if out["first_over_3x"] is None else out["first_over_3x"]}
+
+    messages = [grade_answer("07.2", false_for_none, seed).feedback() for seed in range(6)]
+    assert any("return None (not False" in m for m in messages), messages

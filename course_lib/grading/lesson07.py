@@ -425,10 +425,15 @@ def _simulator_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         zero = (": s = 0.0 is a scale like any other: `if not first` or `first or …` skips it (check `is None`, "
                 "not the truth of the scale)")
         zero_skipped = exp_first is not None and float(exp_first) == 0.0
-        if exp_first is None and got_first in (-1, -1.0, float("inf")):
-            msg += ": when no scale is over 3×, return None"
+        no_scale = got_first is False or got_first in (-1, -1.0, float("inf")) or (
+            isinstance(got_first, float) and math.isnan(got_first)
+        )
+        if exp_first is None and no_scale:
+            msg += ": when no scale is over 3×, return None (not False, NaN or −1)"
         elif zero_skipped and got_first is None:
             msg += zero
+        elif not norms_right:  # the threshold and the loop cannot be judged on wrong norms
+            msg += ": it is read off your norms, which differ (see norm): fix them first"
         else:
             # a first scale is one of a few numbers, so several slips may land on it: name them all, first one first
             named = [
@@ -437,6 +442,7 @@ def _simulator_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
                 if not (text == STRICT and not norms_right)
                 and value is not None
                 and isinstance(got_first, (int, float))
+                and not isinstance(got_first, bool)
                 and value != exp_first
                 and math.isclose(got_first, value)
             ]
