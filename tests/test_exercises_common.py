@@ -657,3 +657,48 @@ def test_the_check_cell_applies_the_graders_time_limit(monkeypatch, capsys):
     check("01.1", slow, seed=0)
     assert "timeout" in capsys.readouterr().out
     assert grade_answer("01.1", slow, 0).status == "pass"  # tests and other callers: no limit unless asked
+
+
+def _as_a_notebook_cell(source: str, number: int) -> dict:
+    """Run ``source`` as IPython runs a cell: compiled under a file name of its own, its lines in linecache."""
+    import linecache
+
+    name = f"/tmp/ipykernel_0/{number}.py"
+    linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+    ns: dict = {}
+    exec(compile(source, name, "exec"), ns)
+    return ns
+
+
+@exercise_ids
+def test_the_check_finds_no_borrowed_names_in_a_solution_cell(exercise_id):
+    from course_lib.grading.exercise import names_from_other_cells
+
+    ex = get_exercise(exercise_id)
+    ns = _as_a_notebook_cell(_tagged(_notebook(ex.lesson), "exercise:")[exercise_id].source, 1)
+    assert names_from_other_cells(ns[ex.name]) == []
+
+
+def test_the_check_names_what_an_answer_borrows_from_other_cells(capsys):
+    """check() in a notebook: the grader runs the exercise cell alone, so a helper or an import from another cell is
+    a NameError there; the check cell says so (before, it showed ✓ and the grade was 0)."""
+    from course_lib.grading.exercise import check
+
+    reference = get_exercise("01.1").reference
+    ns = _as_a_notebook_cell("def snr_db(abar):\n    return helper(abar)\n", 2)
+    ns["helper"] = reference
+    check("01.1", ns["snr_db"], seed=0)
+    out = capsys.readouterr().out
+    assert "pass" in out and "uses `helper`" in out and "NameError" in out, out
+
+
+def test_names_from_the_released_notebooks_setup_cell_are_not_borrowed(capsys):
+    """The grader runs the released notebook's own cells above the exercise (the setup cell's imports), so an answer
+    may use them: no warning for `torch` or `math` from lesson 01's setup cell."""
+    from course_lib.grading.exercise import check
+
+    ns = _as_a_notebook_cell("def snr_db(abar):\n    return 10 * torch.log10(abar / (1 - abar)) + 0 * math.pi\n", 3)
+    ns["torch"], ns["math"] = torch, __import__("math")
+    check("01.1", ns["snr_db"], seed=0)
+    out = capsys.readouterr().out
+    assert "pass" in out and "⚠" not in out, out

@@ -944,3 +944,75 @@ def check(exercise_id: str, answer: Any = None, seed: int | None = None) -> None
             return
     seed = random.randrange(2**31) if seed is None else seed
     print(grade_answer(ex, answer, seed, time_limit=ex.time_limit).feedback())
+    elsewhere = [n for n in names_from_other_cells(answer) if n not in _names_the_grader_runs(ex.lesson, ex.id)]
+    if elsewhere:
+        names = ", ".join(f"`{n}`" for n in elsewhere)
+        print(f"  ⚠ your answer uses {names}, which its cell neither defines nor imports: the grader runs each "
+              "exercise cell on its own, so there it would raise NameError. Import or define them inside this cell.")
+
+
+def _cell_lines(answer: Any) -> list[str]:
+    """The source lines of the notebook cell that defined ``answer`` (IPython keeps each cell in linecache under a
+    file name of its own), or [] outside a notebook."""
+    import linecache
+
+    code = getattr(answer, "__code__", None)
+    if code is None and isinstance(answer, type):  # a class: any method of its own tells the cell
+        code = next((f.__code__ for f in vars(answer).values() if hasattr(f, "__code__")), None)
+    name = getattr(code, "co_filename", "")
+    if not name or name.endswith(".py") and "ipykernel" not in name:
+        return []
+    return linecache.getlines(name)
+
+
+_GRADER_NAMES: dict[tuple[str, str], set[str]] = {}
+
+
+def _names_the_grader_runs(lesson: str, ex_id: str) -> set[str]:
+    """What the released notebook's own code cells above the exercise (the setup cell, and any other that is no
+    exercise and no check) define: the grader runs those before the exercise's cell, so its answer may use them."""
+    key = (lesson, ex_id)
+    if key not in _GRADER_NAMES:
+        import symtable
+
+        import nbformat
+
+        from course_lib.grading.build import check_id, exercise_id, repo_folder
+
+        names: set[str] = set()
+        try:
+            nb = nbformat.read(repo_folder("exercises") / f"{lesson}.ipynb", as_version=4)
+            for cell in nb.cells:
+                if exercise_id(cell) == ex_id:
+                    break
+                if cell.cell_type == "code" and exercise_id(cell) is None and check_id(cell) is None:
+                    table = symtable.symtable(cell.source, "<setup>", "exec")
+                    names |= {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
+        except (OSError, SyntaxError, ValueError):  # no released notebook here: judge by the cell alone
+            pass
+        _GRADER_NAMES[key] = names
+    return _GRADER_NAMES[key]
+
+
+def names_from_other_cells(answer: Any) -> list[str]:
+    """The global names that the cell defining ``answer`` reads but neither assigns, defines nor imports (nor are
+    builtins): what that cell borrows from the rest of the notebook, which the grader does not run with it."""
+    import builtins
+    import symtable
+
+    source = "".join(_cell_lines(answer))
+    if not source:
+        return []
+    try:
+        top = symtable.symtable(source, "<cell>", "exec")
+    except SyntaxError:  # IPython magics (%time …) are not Python: say nothing
+        return []
+    own = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    used: set[str] = {s.get_name() for s in top.get_symbols() if s.is_referenced()}
+    tables = list(top.get_children())
+    while tables:
+        table = tables.pop()
+        tables += table.get_children()
+        used |= {s.get_name() for s in table.get_symbols() if s.is_global() and s.is_referenced()}
+    ipython = {"__name__", "__file__", "display", "get_ipython", "In", "Out"}  # a kernel's own globals
+    return sorted(used - own - set(dir(builtins)) - ipython)
