@@ -433,7 +433,7 @@ def test_a_list_an_array_or_another_dtype_in_place_of_the_tensor_costs_a_little_
     variants = (
         (lambda out: out.detach().numpy(), "return a torch tensor, got a numpy array"),
         (lambda out: out.tolist(), "return a torch tensor, got a "),  # a list, or a Python float from a scalar
-        (lambda out: out.double() if out.dtype != torch.float64 else out.float(), "tensor, as the exercise asks"),
+        (lambda out: out.double() if out.dtype != torch.float64 else out.float(), "the dtype the reference keeps"),
     )
     if ex.any_float:  # a measurement: another float dtype is as right (test_any_float_…), the rest still costs
         variants = variants[:2]

@@ -862,7 +862,8 @@ def _kind_mismatch(got: Any, ref_kind: Any, weight: float, any_float: bool = Fal
                 "dtype",
                 False,
                 weight,
-                f"return a {ref_dtype} tensor, as the exercise asks, got "
+                f"return {'an' if str(ref_dtype)[:1] in 'aeiou' else 'a'} {ref_dtype} tensor, the dtype the reference "
+                "keeps for these inputs, got "
                 f"{dtype} for {what}: a .float() or .double(), or a tensor made without dtype=, changes it",
             )
     return None
