@@ -702,3 +702,23 @@ def test_names_from_the_released_notebooks_setup_cell_are_not_borrowed(capsys):
     check("01.1", ns["snr_db"], seed=0)
     out = capsys.readouterr().out
     assert "pass" in out and "⚠" not in out, out
+
+
+def test_names_from_an_earlier_exercise_cell_are_not_borrowed(capsys):
+    """The grader runs the exercise cells in order, so 10.2 may use a helper that 10.1's cell defined; a helper from a
+    cell of the learner's own is still named. Told apart by IPython's input history, `In`."""
+    from course_lib.grading.exercise import check
+
+    reference = get_exercise("10.2").reference
+    exercise_cell = "def _order(p):\n    return p\n\ndef patchify(x, p):\n    return x\n"
+    own_cell = "def _spare(p):\n    return p\n"
+    answer = (
+        "def unpatchify(tokens, p, channels, height, width):\n"
+        "    return _ref(tokens, _order(_spare(p)), channels, height, width)\n"
+    )
+    ns = _as_a_notebook_cell(exercise_cell, 4) | _as_a_notebook_cell(own_cell, 5) | _as_a_notebook_cell(answer, 6)
+    ns |= {"_ref": reference, "check": check, "In": ["", exercise_cell, own_cell, answer]}
+    ns["unpatchify"].__globals__.update(ns)
+    exec("check('10.2', seed=0)", ns)
+    out = capsys.readouterr().out
+    assert "uses `_ref`, `_spare`" in out and "_order" not in out, out

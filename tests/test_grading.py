@@ -423,6 +423,13 @@ def odd_class(tmp_path_factory):
         i = nb.cells.index(_cell_of(nb, "02.1"))
         nb.cells.insert(i + 1, nbformat.from_dict(dict(_cell_of(stub, "02.1"), id="stubagain")))
     write("stub_below", stub_below)
+
+    def answer_in_a_new_cell(nb):  # the tagged cell left as the stub, the answer in an untagged cell below it
+        cell = _cell_of(nb, "02.1")
+        answer = nbformat.v4.new_code_cell(cell.source)
+        cell.source = _cell_of(stub, "02.1").source
+        nb.cells.insert(nb.cells.index(cell) + 1, answer)
+    write("answer_in_a_new_cell", answer_in_a_new_cell)
     write("no_tags", _untagged)
     # the untouched exercise notebook with its tags lost: stubs, not answers for the teacher to look at
     nbformat.write(_untagged(nbformat.reads((EXERCISES / f"{lesson}.ipynb").read_text(), as_version=4)),
@@ -484,6 +491,8 @@ def test_the_answer_is_found_past_a_pasted_stub_a_lost_tag_or_a_markdown_cell(od
     summary = class_summary(list(rows.values()))
     assert "no_tags (02.1: answer found in an untagged cell" in summary
     assert "for your teacher:" in (out / "no_tags.md").read_text()
+    below = _by_id(rows["answer_in_a_new_cell"])["02.1"]
+    assert below["status"] == "pass" and "still holds the stub" in below["detail"] and below.get("flag"), below
     stubs = _by_id(rows["no_tags_stub"])
     assert all(e["status"] == "not_implemented" and not e.get("flag") for e in stubs.values()), stubs
 

@@ -556,7 +556,8 @@ ERROR_HINTS = (
     ),
     (
         "NameError",
-        "the grader runs each exercise cell on its own: import or define everything the answer uses inside its cell",
+        "the grader runs only the released notebook's own cells and the exercise cells, in order (not a cell you "
+        "added): import or define everything the answer uses inside its exercise cell",
     ),
     (
         "got an unexpected keyword argument",
@@ -934,9 +935,10 @@ def check(exercise_id: str, answer: Any = None, seed: int | None = None) -> None
     import random
 
     ex = get_exercise(exercise_id)
+    frame = inspect.currentframe().f_back
+    notebook = frame.f_globals if frame is not None else {}
     if answer is None:
-        frame = inspect.currentframe().f_back
-        answer = frame.f_globals.get(ex.name) if frame is not None else None
+        answer = notebook.get(ex.name)
         if answer is None:
             result = ExerciseResult(
                 ex.id, ex.title, "error", 0.0, float(ex.points), hint=ex.hint, detail=f"{ex.name} is not defined"
@@ -945,11 +947,39 @@ def check(exercise_id: str, answer: Any = None, seed: int | None = None) -> None
             return
     seed = random.randrange(2**31) if seed is None else seed
     print(grade_answer(ex, answer, seed, time_limit=ex.time_limit).feedback())
-    elsewhere = [n for n in names_from_other_cells(answer) if n not in _names_the_grader_runs(ex.lesson, ex.id)]
+    elsewhere = [
+        n for n in names_from_other_cells(answer)
+        if n not in _names_the_grader_runs(ex.lesson, ex.id) and not _from_an_exercise_cell(n, ex, notebook)
+    ]
     if elsewhere:
         names = ", ".join(f"`{n}`" for n in elsewhere)
-        print(f"  ⚠ your answer uses {names}, which its cell neither defines nor imports: the grader runs each "
-              "exercise cell on its own, so there it would raise NameError. Import or define them inside this cell.")
+        print(f"  ⚠ your answer uses {names}, defined in a cell the grader does not run (it runs the released "
+              "notebook's own cells and the exercise cells, in order), so there it would raise NameError. Import or "
+              "define them inside this exercise's cell.")
+
+
+def _from_an_exercise_cell(name: str, ex: Exercise, notebook: dict) -> bool:
+    """Whether the last cell the learner ran that defines ``name`` (IPython's ``In`` history) is the cell of an
+    earlier exercise of the lesson: the grader runs those cells too, before this one."""
+    import symtable
+
+    history = notebook.get("In")
+    if not isinstance(history, list):
+        return False
+    earlier = {e.name for e in exercises_for(ex.lesson) if _order(e.id) < _order(ex.id)}
+    for source in reversed(history):
+        try:
+            table = symtable.symtable(source, "<cell>", "exec")
+            defined = {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
+        except (SyntaxError, TypeError, ValueError):
+            continue
+        if name in defined:
+            return bool(defined & earlier)
+    return False
+
+
+def _order(exercise_id: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in exercise_id.split("."))
 
 
 def _cell_lines(answer: Any) -> list[str]:

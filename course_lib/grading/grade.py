@@ -139,8 +139,18 @@ def _learner_cell(ex_id: str, stub: str, submission, template_sources: set[str])
 
     tagged = [c for c in submission.cells if exercise_id(c) == ex_id]
     code = [c for c in tagged if c.get("cell_type") == "code"]
+    name = get_exercise(ex_id).name
+    defining = [
+        c for c in submission.cells
+        if c.get("cell_type") == "code" and exercise_id(c) is None and check_id(c) is None
+        and _text(c.get("source")).strip() not in template_sources and _defines(_text(c.get("source")), name)
+    ]
     if code:
         answered = [c for c in code if _text(c.get("source")).strip() != stub.strip()]
+        if not answered and any(_text(c.get("source")).strip() != stub.strip() for c in defining):
+            # the stub left in its tagged cell and the answer written in a new cell (the notebook's check passes)
+            return defining[-1], (f"the cell tagged exercise:{ex_id} still holds the stub; the cell of yours that "
+                                  f"defines {name} was graded instead. Write the answer in the tagged cell"), True
         note = ""
         if len(code) > 1:
             which = "the last one changed from the stub" if answered else "the last one"
@@ -150,12 +160,6 @@ def _learner_cell(ex_id: str, stub: str, submission, template_sources: set[str])
         kind = tagged[-1].get("cell_type", "another kind of")
         return tagged[-1], (f"the cell tagged exercise:{ex_id} is a {kind} cell; it was graded as code: change "
                             "it back to a code cell"), False
-    name = get_exercise(ex_id).name
-    defining = [
-        c for c in submission.cells
-        if c.get("cell_type") == "code" and exercise_id(c) is None and check_id(c) is None
-        and _text(c.get("source")).strip() not in template_sources and _defines(_text(c.get("source")), name)
-    ]
     if defining:
         # the untouched stub, untagged, is graded (not_implemented) but is no answer for the teacher to look at
         is_stub = _text(defining[-1].get("source")).strip() == stub.strip()
