@@ -588,8 +588,9 @@ def test_partial_credit_reflects_how_much_is_right():
     assert _grade("10.1", patchify_unchecked).points == _grade("10.1", patchify_unfold_unchecked).points
     # half of the pair right is half of the points
     assert _grade("10.3", pair_sign_flipped).points == _grade("10.3", pair_t_swapped).points == round(2 * 2 / 3, 2)
-    # right times with wrong steps keep the time checks; wrong times spoil both
-    assert _grade("10.4", euler_sign_flipped).points == 2
+    # right times with wrong steps keep the time checks (3 of 8 weights a case) and the result's shape (0.5); wrong
+    # times spoil both
+    assert _grade("10.4", euler_sign_flipped).points == round(3 * 3.5 / 8, 2)
     assert _grade("10.4", euler_even_steps).points > _grade("10.4", euler_sign_flipped).points
     assert _grade("10.4", euler_no_shift).points > _grade("10.4", euler_upwards).points
     # a frozen copy loses the count only; a default-initialised zero conv loses the start and the gradients

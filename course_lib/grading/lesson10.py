@@ -689,6 +689,9 @@ def _sampler_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     part = compare(out, expected["x0"], rtol=1e-4, atol=1e-5, label=case.label)
     for c in part:
         c.name = f"x0: {c.name}"
+        # the result carries most of the weight: asking for the right times and returning x1 unmoved (or stepping
+        # the wrong way) is less than half the work; its shape alone is almost nothing
+        c.weight = 0.5 if c.name == "x0: shape" else 4.5 if c.name == "x0: values" else c.weight
         if c.message:
             c.message = f"the result: {c.message}"
     if not all(c.passed for c in part):
@@ -851,6 +854,7 @@ def _observe_controlled(answer: Any, case: Case) -> dict:
     trainable = [p for p in module.parameters() if p.requires_grad]
     the_copy = getattr(module, "copy", None)
     obs: dict[str, Any] = {
+        "has_copy": isinstance(the_copy, nn.Module),
         "frozen": all(not p.requires_grad for p in block.parameters()),
         "trainable": int(sum(p.numel() for p in trainable)),
         "copy_is_block": the_copy is block
@@ -959,7 +963,7 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     where = f" ({case.label})"
     keys = ("frozen", "trainable", "output_at_init", "grad_nonzero", "output_opened")
     if not isinstance(got, dict) or any(k not in got for k in keys):
-        return [SubCheck("observed", False, 7, f"could not observe the module{where}")]
+        return [SubCheck("observed", False, 10, f"could not observe the module{where}")]
     checks: list[SubCheck] = []
     changed = got.get("inputs_changed") or []
     if changed:  # first: it may explain the gradient and wiring verdicts below
@@ -977,7 +981,12 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     msg = ""
     if not init_ok:
         first = next((c.message for c in init if not c.passed and c.message), "")
-        if _shape_of(got["output_at_init"]) == tuple(x.shape) and got.get("zero_out_zero"):
+        if _shape_of(got["output_at_init"]) == tuple(x.shape) and got.get("block_unchanged") is False:
+            msg = (
+                f"at initialisation the output must be exactly the frozen block's, block(x) ({first}): the block's "
+                "own weights were changed (see below), so even block(x) is not what it was"
+            )
+        elif _shape_of(got["output_at_init"]) == tuple(x.shape) and got.get("zero_out_zero"):
             msg = (
                 f"at initialisation the output must be exactly the frozen block's, block(x) ({first}): zero_out "
                 "is at 0, so something reaches the output without passing through it; everything besides "
@@ -1033,7 +1042,7 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         if gn is None:
             msg = (
                 "could not take a gradient: forward(x, hint) must return one tensor computed with the module's "
-                f"trainable parameters{where}"
+                f"trainable parameters (a .detach() or torch.no_grad() in forward cuts them off){where}"
             )
         elif gb:
             msg = f"the frozen block received a gradient: block.requires_grad_(False){where}"
@@ -1041,6 +1050,12 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             msg = (
                 f"at the first step zero_out's {gn} values got their gradient, 9·C·C + C: zero_out is a 3×3 "
                 f"convolution; a zero convolution is 1×1, nn.Conv2d(C, C, 1), C·C + C = {exp_n} values{where}"
+            )
+        elif gn > exp_n and not got.get("zero_out_zero", True):
+            msg = (
+                f"at the first step {gn} trainable values got a gradient; only zero_out's C·C + C = {exp_n} may: "
+                f"zero_out does not start at 0, so the gradient passes through it to the copy and zero_in "
+                f"(nn.init.zeros_ on its weight and bias){where}"
             )
         elif gn > exp_n:
             msg = (
@@ -1055,11 +1070,16 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
                 f"at the first step only {gn} trainable values got a gradient, expected zero_out's C·C + C = "
                 f"{exp_n}: zero_out (weight and bias) must train and take the copy's output as its input{where}"
             )
-    checks.append(SubCheck("gradients at the first step", grad_ok, 1, msg))
+    checks.append(SubCheck("gradients at the first step", grad_ok, 2, msg))
     # 5. where training starts: the copy is the block's knowledge, both zero convolutions are silent
     start_ok = all(bool(got.get(k)) for k in ("copy_starts_as_block", "zero_in_zero", "zero_out_zero"))
     msg = ""
-    if not got.get("copy_starts_as_block"):
+    if not got.get("has_copy", True):
+        msg = (
+            "name the trainable copy self.copy (and the convolutions self.zero_in and self.zero_out): the check "
+            f"finds the parts of the block by those names{where}"
+        )
+    elif not got.get("copy_starts_as_block"):
         msg = (
             "the copy must start with the block's own weights (copy.deepcopy(block), nothing re-initialised): "
             f"ControlNet begins from what the block already knows{where}"
@@ -1074,7 +1094,7 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             SubCheck(
                 "wiring",
                 False,
-                2,
+                3,
                 "could not set the weights of self.zero_in, self.zero_out and self.copy (use those names, 1×1 "
                 f"convolutions of the exercise's shapes, the copy a deep copy of block): {got['layer_error']}{where}",
             )
@@ -1093,7 +1113,7 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         msg = f"with zero_in, zero_out and the copy trained a little, {first}" + (
             f" — {diagnosis}" if diagnosis else " — y = block(x) + zero_out(copy(x + zero_in(hint)))"
         )
-    checks.append(SubCheck("wiring", ok, 2, msg))
+    checks.append(SubCheck("wiring", ok, 3, msg))
     return checks
 
 
