@@ -107,9 +107,10 @@ def test_references_refuse_shapes_that_do_not_fit():
     for exercise_id in ("10.1", "10.2"):
         ex = get_exercise(exercise_id)
         bad = [c for c in ex.cases(0) if "raise ValueError" in c.label]
-        assert len(bad) == 1 and bad[0].weight == 0.5
-        with pytest.raises(ValueError):
-            ex.reference(*bad[0].args)
+        assert len(bad) == {"10.1": 2, "10.2": 3}[exercise_id] and sum(c.weight for c in bad) == 1
+        for case in bad:
+            with pytest.raises(ValueError):
+                ex.reference(*case.args)
     # the invalid unpatchify case holds exactly the values a valid input would: a bare reshape takes it
     tokens, p, C, H, W = next(c for c in get_exercise("10.2").cases(0) if "raise" in c.label).args
     assert tokens.numel() == tokens.shape[0] * C * H * W
@@ -893,3 +894,26 @@ def test_10_3_a_stacked_pair_is_told_to_return_a_tuple():
     stacked = grade_answer(ex, lambda *a, **k: torch.stack(list(ex.reference(*a, **k))), 0)
     assert stacked.status == "fail" and "return them as a tuple" in stacked.feedback()
     assert "ndarray" not in stacked.feedback()
+
+
+def test_10_1_a_width_that_p_does_not_divide_must_raise_too():
+    def checks_height_only(x, p):
+        if x.shape[2] % p:
+            raise ValueError("H must be a multiple of p")
+        x = x[..., : (x.shape[3] // p) * p]  # silently crops the columns
+        return get_exercise("10.1").reference(x, p)
+
+    result = _grade("10.1", checks_height_only)
+    assert result.status == "partial" and "W = " in result.feedback(), result.feedback()
+
+
+def test_10_2_checking_one_dimension_of_the_tokens_is_not_enough():
+    reference = get_exercise("10.2").reference
+
+    def checks_the_count_only(tokens, p, channels, height, width):
+        if tokens.shape[1] != (height // p) * (width // p):
+            raise ValueError("wrong number of tokens")
+        return reference(tokens[..., : p * p * channels], p, channels, height, width)
+
+    result = _grade("10.2", checks_the_count_only)
+    assert result.status == "partial" and "each of 8 values instead of 4" in result.feedback(), result.feedback()

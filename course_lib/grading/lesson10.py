@@ -159,6 +159,11 @@ def _patchify_cases(seed: int) -> list[Case]:
             label=f"H = {bad_h} is not a multiple of p = {bad_p}: raise ValueError",
             weight=0.5,
         ),
+        Case(  # p divides H here, not W: an answer that checks H only must not crop the columns silently
+            (_randn(g, 1, 1, 2 * bad_p, bad_h), bad_p),
+            label=f"W = {bad_h} is not a multiple of p = {bad_p} (H is): raise ValueError",
+            weight=0.5,
+        ),
     ]
 
 
@@ -298,6 +303,19 @@ def _unpatchify_cases(seed: int) -> list[Case]:
             label=f"tokens 2×{bad_L}×8 for p = 2, C = 1, {bad_side}×{bad_side} images (which need "
             f"{(bad_side // 2) ** 2} tokens of 4; the number of values fits): raise ValueError",
             weight=0.5,
+        ),
+        # each dimension of the tokens wrong on its own: an answer that checks only one of them must still refuse
+        Case(
+            (_randn(g, 2, (bad_side // 2) ** 2, 8), 2, 1, bad_side, bad_side),
+            label=f"tokens 2×{(bad_side // 2) ** 2}×8 for p = 2, C = 1: the right number of tokens, each of 8 values "
+            "instead of 4: raise ValueError",
+            weight=0.25,
+        ),
+        Case(
+            (_randn(g, 2, (bad_side // 2) ** 2 - 1, 4), 2, 1, bad_side, bad_side),
+            label=f"tokens 2×{(bad_side // 2) ** 2 - 1}×4 for p = 2, C = 1: tokens of the right width, one too few: "
+            "raise ValueError",
+            weight=0.25,
         ),
     ]
 
