@@ -379,3 +379,19 @@ def test_09_3_an_extra_key_of_any_kind_costs_nothing():
 
     result = grade_answer("09.3", with_extra_keys, 4)
     assert result.status == "pass", result.feedback()
+
+
+def test_09_3_guiding_at_a_scale_of_0_or_counting_steps_plus_one_are_named():
+    reference = get_exercise("09.3").reference
+
+    def guides_unless_exactly_one(height, width, factor, latent_channels, steps, guidance_scale, batch_size=1):
+        scale = 2.0 if guidance_scale != 1 else 1.0
+        return reference(height, width, factor, latent_channels, steps, scale, batch_size=batch_size)
+
+    def one_call_too_many(height, width, factor, latent_channels, steps, guidance_scale, batch_size=1):
+        return reference(height, width, factor, latent_channels, steps + 1, guidance_scale, batch_size=batch_size)
+
+    zero = grade_answer("09.3", guides_unless_exactly_one, 0).feedback()
+    assert "at a scale ≤ 1 (0 included)" in zero, zero
+    assert zero.find("count the doubling once") in (-1, *range(zero.index("at a scale ≤ 1") + 1, len(zero))), zero
+    assert "not steps + 1" in grade_answer("09.3", one_call_too_many, 0).feedback()

@@ -395,6 +395,9 @@ def _cost_mistakes(case: Case, key: str) -> dict[str, Any]:
     h, w = H // f, W // f
     cfg = 2 if scale > 1 else 1
     cfg_ge = 2 if scale >= 1 else 1
+    below = ("guidance is on only when guidance_scale > 1: at a scale ≤ 1 (0 included) pipelines run the N "
+             "conditional rows alone")  # for an answer that guides at every scale but 1, or at every scale
+    unguided = scale <= 1  # where guiding anyway (2N rows) is a slip of its own
     doubled = "CFG runs the unconditional and the conditional rows in the same call (a batch of 2N): the calls stay"
     if key == "latent_shape":
         return {
@@ -402,13 +405,17 @@ def _cost_mistakes(case: Case, key: str) -> dict[str, Any]:
             f"the latent has c = {c} channels": [3, h, w],
         }
     if key == "unet_calls":
-        return {f"{doubled} one per step; the batch doubles, not the number of calls": steps * cfg}
+        return {
+            f"{doubled} one per step; the batch doubles, not the number of calls": steps * cfg,
+            "one U-Net call per step: steps calls, not steps + 1": steps + 1,
+        }
     if key == "unet_batch":
         return {
             "guidance is on only when guidance_scale > 1 (at 1 it gives the conditional prediction alone, so "
             "pipelines skip the unconditional rows)": N * cfg_ge,
             f"{doubled} one per step, with twice the rows: unet_batch = 2N under guidance": N,
             f"unet_batch counts the rows of all N = {N} images": cfg,
+            **({below: 2 * N} if unguided else {}),
         }
     per_call = N * cfg * c * h * w
     if key == "values_per_call":
@@ -418,15 +425,20 @@ def _cost_mistakes(case: Case, key: str) -> dict[str, Any]:
             "with guidance a call holds 2N rows: values_per_call = unet_batch · c · (H/f) · (W/f)": N * c * h * w,
             "the latent is downsampled by f in both directions": N * cfg * c * (H // f) * W,
             f"the latent has c = {c} channels, not the image's 3": N * cfg * 3 * h * w,
+            **({below: 2 * N * c * h * w} if unguided else {}),
             "that is the pixel image's size: count latent values, c · (H/f) · (W/f) per row": N * cfg * 3 * H * W,
         }
     if key == "total_values":
         return {
+            # first: where guidance is off, 2N rows is that slip, not the doubling counted twice
+            **({below: steps * 2 * N * c * h * w} if unguided else {}),
             "guidance is on only when guidance_scale > 1": steps * N * cfg_ge * c * h * w,
             "under guidance each of the steps calls once with 2N rows: count the doubling once, not twice": 2
             * steps
             * per_call,
             "total_values = unet_calls · values_per_call": per_call,
+            "one U-Net call per step: total_values = steps · values_per_call, not (steps + 1) ·": (steps + 1)
+            * per_call,
             **(
                 {
                     "under guidance a call holds 2N rows, so the total doubles too: total_values = unet_calls · "
