@@ -492,7 +492,7 @@ def _error_of(fn) -> str:
         (lambda: [1, 2][5], "count from 0 to len − 1"),
         (lambda: torch.ones(2, 2, dtype=torch.float64) @ torch.ones(2, 2), "make them one"),
         (lambda: torch.nn.Conv2d(1, 1, 1)(torch.ones(1, 1, 2, 2, dtype=torch.float64)), "make them one"),
-        (lambda: undefined_name_in_a_cell, "inside its cell"),  # noqa: F821
+        (lambda: undefined_name_in_a_cell, "inside its exercise cell"),  # noqa: F821
     ],
 )
 def test_the_errors_of_a_first_attempt_come_with_what_to_do(make_error, words):

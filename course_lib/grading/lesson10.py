@@ -371,7 +371,7 @@ def _unpatchify_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
 register(
     Exercise(
         id="10.2",
-        library_versions=("course_lib.nn.dit.unpatchify",),
+        library_versions=("course_lib.nn.dit.unpatchify", "course_lib.nn.dit.patchify"),
         lesson=LESSON,
         name="unpatchify",
         title="write unpatchify",
@@ -1138,6 +1138,7 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
 register(
     Exercise(
         id="10.5",
+        library_versions=("course_lib.nn.controlnet.zero_conv", "course_lib.nn.controlnet.ControlNet.forward"),
         lesson=LESSON,
         name="ControlledBlock",
         title="build ControlledBlock",
