@@ -616,7 +616,11 @@ def _sampler_probe(answer: Any, case: Case) -> dict:
             tf = float(t)
         except Exception:  # noqa: BLE001 - a tensor of many times, a string …
             shown = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise VelocityMisuse(f"velocity(x, t) takes t as one number, got {shown}") from None
+            swapped = isinstance(t, torch.Tensor) and tuple(t.shape) == tuple(x1.shape)
+            raise VelocityMisuse(
+                f"velocity(x, t) takes t as one number, got {shown}"
+                + (": the arguments are swapped, call velocity(x, t) with x first" if swapped else "")
+            ) from None
         if not isinstance(x, torch.Tensor) or tuple(x.shape) != tuple(x1.shape):
             shown = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise VelocityMisuse(f"velocity(x, t) takes x of x1's shape {tuple(x1.shape)}, got {shown}")
@@ -625,7 +629,7 @@ def _sampler_probe(answer: Any, case: Case) -> dict:
 
     args = (velocity, x1, steps) + (() if shift is None else (shift,))  # x1 itself: `x += …` on it is caught
     out = answer(*args)
-    return {"times": list(times), "x0": out}
+    return {"times": list(times), "__result__": out}  # (a "__" key: messages call it "the result")
 
 
 def _grid(steps: int, shift: float, n: int | None = None) -> list[float]:
@@ -703,8 +707,8 @@ def _sampler_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         first = next(c for c in checks if not c.passed)
         first.message = head + (f" — {diagnosis}" if diagnosis else "")
     times_ok = all(c.passed for c in checks)
-    out = got.get("x0") if isinstance(got, dict) else None
-    part = compare(out, expected["x0"], rtol=1e-4, atol=1e-5, label=case.label)
+    out = got.get("__result__") if isinstance(got, dict) else None
+    part = compare(out, expected["__result__"], rtol=1e-4, atol=1e-5, label=case.label)
     for c in part:
         c.name = f"x0: {c.name}"
         # the result carries most of the weight: asking for the right times and returning x1 unmoved (or stepping
@@ -716,8 +720,8 @@ def _sampler_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         diagnosis = _not_finite(out)
         if diagnosis and 0.0 in [float(v) for v in got_times]:
             diagnosis += ": your sampler called velocity at t = 0, where (x − x*)/t divides by zero"
-        if not diagnosis and _shape_of(out) == tuple(np.shape(expected["x0"])):
-            diagnosis = diagnose(out, _output_mistakes(case), expected=expected["x0"], rtol=1e-4, atol=1e-4)
+        if not diagnosis and _shape_of(out) == tuple(np.shape(expected["__result__"])):
+            diagnosis = diagnose(out, _output_mistakes(case), expected=expected["__result__"], rtol=1e-4, atol=1e-4)
             if not diagnosis and not times_ok:
                 diagnosis = "it follows from the wrong times above"
         elif not diagnosis:
