@@ -722,3 +722,22 @@ def test_names_from_an_earlier_exercise_cell_are_not_borrowed(capsys):
     exec("check('10.2', seed=0)", ns)
     out = capsys.readouterr().out
     assert "uses `_ref`, `_spare`" in out and "_order" not in out, out
+
+
+@pytest.mark.parametrize("exercise_id", ["06.1", "09.2", "10.1", "10.2", "10.3", "10.4"])
+def test_an_answer_that_keeps_results_by_the_inputs_shapes_is_caught(exercise_id):
+    """A cache keyed by the shapes of the tensor arguments: some case repeats an earlier one's shapes with other
+    values, so the kept result is wrong there (06.1 catches it in its own second call)."""
+    ex = get_exercise(exercise_id)
+    kept: dict = {}
+
+    def shape_of(a):
+        return tuple(a.shape) if isinstance(a, torch.Tensor) else a if isinstance(a, (int, float, str)) else None
+
+    def cached(*args, **kwargs):
+        key = tuple(shape_of(a) for a in args) + tuple(sorted((k, shape_of(v)) for k, v in kwargs.items()))
+        if key not in kept:
+            kept[key] = ex.reference(*args, **kwargs)
+        return kept[key]
+
+    assert grade_answer(exercise_id, cached, 4).status != "pass"

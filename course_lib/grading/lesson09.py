@@ -250,6 +250,8 @@ def _inpaint_cases(seed: int) -> list[Case]:
     m5 = torch.cat([torch.zeros(1, 1, 16, 16, dtype=f64), torch.ones(1, 1, 16, 16, dtype=f64)])
     k6, g6 = latents(2, 4, 4, 6, dtype=torch.float32)
     m6 = rectangles(2, 32, 48, 1, dtype=torch.float32)
+    k7, g7 = latents(2, 4, 8, 8)
+    m7 = (torch.rand(2, 1, 32, 32, generator=g, dtype=f64) < 0.3).to(f64)
     return [
         Case((k1, g1, m1), label=f"{N} latents 4×6×6, 48×48 masks of rectangles that cut through cells, f = 8"),
         Case((k2, g2, m2), label="scattered masked pixels, 32×32 masks, f = 4"),
@@ -257,6 +259,8 @@ def _inpaint_cases(seed: int) -> list[Case]:
         Case((k4, g4, m4), label="a batch of 1, latent 5×7, a single masked pixel, f = 2"),
         Case((k5, g5, m5), label="mask all 0 (keep everything) in one sample, all 1 in the other, f = 4"),
         Case((k6, g6, m6), label="float32 latents and mask, f = 8"),
+        Case((k7, g7, m7), label="32×32 masks, f = 4, again, with other values (an answer must compute each call "
+             "afresh)"),
     ]
 
 

@@ -35,6 +35,10 @@ from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, regis
 
 LESSON = "10_controlnet_dit_flow"
 
+#: The label's end for a case that repeats an earlier case's shapes with other values: it catches an answer that keeps
+#: its results by the inputs' shapes.
+_AGAIN = "again, with other values (an answer must compute each call afresh)"
+
 __all__ = ["LESSON"]
 
 
@@ -154,6 +158,7 @@ def _patchify_cases(seed: int) -> list[Case]:
         Case((_randn(g, 1, 3, 4, 6, dtype=torch.float64), 1), label="p = 1: one token per pixel, float64"),
         Case((_randn(g, 3, 2, 4, 4), 4), label="p = H = W = 4: one token per image"),
         Case((_randn(g, 1, 3, 6, 10), 2), label="one RGB image 6×10, p = 2 (a 3×5 grid)"),
+        Case((_randn(g, 2, 3, 8, 8), 2), label=f"2 RGB images 8×8, p = 2, {_AGAIN}"),
         Case(
             (_randn(g, 2, 1, bad_h, 2 * bad_p), bad_p),
             label=f"H = {bad_h} is not a multiple of p = {bad_p}: raise ValueError",
@@ -298,6 +303,7 @@ def _unpatchify_cases(seed: int) -> list[Case]:
         Case(tokens_for(1, 3, 4, 6, 1, torch.float64), label="p = 1: one token per pixel, float64"),
         Case(tokens_for(3, 2, 4, 4, 4), label="p = H = W = 4: one token per image"),
         Case(tokens_for(1, 3, 6, 10, 2), label="one RGB image 6×10, p = 2 (a 3×5 grid)"),
+        Case(tokens_for(2, 3, 8, 8, 2), label=f"tokens of 2 RGB images 8×8, p = 2, {_AGAIN}"),
         Case(
             (bad_tokens, 2, 1, bad_side, bad_side),
             label=f"tokens 2×{bad_L}×8 for p = 2, C = 1, {bad_side}×{bad_side} images (which need "
@@ -433,6 +439,7 @@ def _pair_cases(seed: int) -> list[Case]:
             pair(4, 3, 2, 2, torch.tensor([0.5, 0.25, 0.75, 0.5])),
             label="t = ½, ¼, ¾, ½ on 4 images 3×2×2",
         ),
+        Case(pair(2, 3, 4, 4, torch.tensor([0.3, 0.8])), label=f"2 images 3×4×4, t = 0.3 and 0.8: {_AGAIN}"),
     ]
 
 
@@ -585,6 +592,7 @@ def _sampler_cases(seed: int) -> list[Case]:
         ((2, 3, 2, 2), 1, s3_shift, f"a single step (shift {s3_shift} leaves t = 1 and 0 in place)"),
         ((1, 2, 3, 3), s4, s4_shift, f"{s4} steps, shift {s4_shift} < 1 (more steps at low noise)"),
         ((2, 1, 3, 4), s5, None, f"{s5} steps, shift left at its default, 1"),
+        ((2, 1, 4, 4), 4, 1.0, f"4 steps, shift 1, another field and x1: {_AGAIN}"),
     ]
     for shape, steps, shift, label in specs:
         kind, params = turning(shape)
