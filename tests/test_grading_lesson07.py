@@ -632,3 +632,14 @@ def test_07_2_the_first_scale_is_not_diagnosed_on_wrong_norms_and_false_is_not_n
 
     messages = [grade_answer("07.2", false_for_none, seed).feedback() for seed in range(6)]
     assert any("return None (not False" in m for m in messages), messages
+
+
+def test_07_2_sorting_the_scales_in_place_is_caught_and_named():
+    reference = get_exercise("07.2").reference
+
+    def sorts_its_input(signal, eps_uncond, eps_cond, scales):
+        scales.sort()
+        return reference(signal, eps_uncond, eps_cond, scales)
+
+    feedback = grade_answer("07.2", sorts_its_input, 0).feedback()
+    assert "changed its input `scales` in place" in feedback and "in the order of `scales` given" in feedback, feedback

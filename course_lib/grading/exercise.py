@@ -656,6 +656,9 @@ def _snapshot(exercise: Exercise, case: Case) -> list[tuple[str, Any, Any]]:
     named = list(zip(_input_names(exercise, case), case.args)) + list(case.kwargs.items())
     out = []
     for name, arg in named:
+        if isinstance(arg, list) and arg and all(type(v) in (int, float, bool, str) for v in arg):
+            out.append((name, arg, list(arg)))  # a list of plain values (scales, steps): sort() or append() show
+            continue
         for where, x in _arrays_in(name, arg):
             copy = x.detach().clone() if isinstance(x, torch.Tensor) else np.array(x, copy=True)
             out.append((where, x, copy))
@@ -663,9 +666,12 @@ def _snapshot(exercise: Exercise, case: Case) -> list[tuple[str, Any, Any]]:
 
 
 def _same_values(now: Any, before: Any) -> bool:
-    """Same shape, dtype and values, NaN equal to NaN."""
+    """Same shape, dtype and values, NaN equal to NaN (a list of plain values: the same items, in order)."""
     import torch
 
+    if isinstance(before, list):
+        same = len(now) == len(before) and all(a == b or (a != a and b != b) for a, b in zip(now, before))
+        return isinstance(now, list) and same
     if isinstance(before, torch.Tensor):
         now = now.detach()
         if now.shape != before.shape or now.dtype != before.dtype:

@@ -403,6 +403,8 @@ def _simulator_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         msg = ""
         if not ok:
             diag = diagnose(arr, {m: v for m, v in mistakes[key].items()}, **TOL)
+            if not diag and np.allclose(np.sort(arr), np.sort(exp), rtol=TOL["rtol"], atol=TOL["atol"]):
+                diag = "the right values in another order: one per scale, in the order of `scales` given (no sorting)"
             msg = f"{key} differs{where}: " + (diag or _first_wrong(arr, exp))
         checks.append(SubCheck(key, ok, 2, msg))
         norms_right = norms_right or (key == "norm" and ok)
