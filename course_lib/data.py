@@ -387,7 +387,7 @@ def _download(name: str, fname: str, folder: Path) -> bytes:
     last_error: BaseException | None = None
     for base in MIRRORS[name]:
         url = base + fname
-        print(f"Downloading {name}/{fname} from {url}", file=sys.stderr)
+        print(f"Downloading {name}/{fname} from {url}", flush=True)  # stdout: in order with the lesson's own output
         fd, tmp_name = tempfile.mkstemp(prefix=f".{fname}.", suffix=".part", dir=folder)
         tmp = Path(tmp_name)
         try:
