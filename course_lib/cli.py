@@ -864,11 +864,16 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     n_fail = sum(r["status"] == "grader_error" for r in rows)
     seeds_used = sorted({r["seed"] for r in rows if isinstance(r.get("seed"), int)}) or [opts.seed]
     print(
-        f"graded {len(rows)} submissions in {time.perf_counter() - start:.1f} s "
+        f"graded {len(rows)} submission{'' if len(rows) == 1 else 's'} in {time.perf_counter() - start:.1f} s "
         f"(seed {', '.join(map(str, seeds_used))}); "
         f"gradebook: {args.out / 'gradebook.csv'}"
     )
-    print(class_summary(rows))
+    from course_lib.grading.grade import earlier_rows
+
+    everyone = earlier_rows(args.out) or rows  # the whole gradebook: a late regrade keeps the class overview
+    if len(everyone) > len(rows):
+        print(f"the whole gradebook ({len(everyone)} submissions; also in {args.out / 'summary.txt'}):")
+    print(class_summary(everyone))
     if n_fail:
         print(f"course grade: the grader failed on {n_fail} submissions (see their .json)", file=sys.stderr)
     return 1 if n_fail else 0

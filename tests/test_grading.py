@@ -448,6 +448,8 @@ def odd_class(tmp_path_factory):
         "    _p.write_text('{}')\n")))
     write("answer_key", append("02.1", (
         "from course_lib.grading import get_exercise\nq_sample_closed_form = get_exercise('02.1').reference")))
+    # what every setup cell imports, copied into the exercise cell as the notebooks advise: no suspicion
+    write("imports_check", prepend("02.1", "from course_lib.grading import check"))
     out = tmp_path_factory.mktemp("odd_grades")
     options = GradeOptions(jobs=2, timeout=120, cell_timeout=20, seed=77)
     rows = grade_many(sorted(folder.glob("*.ipynb")), out, options)
@@ -502,6 +504,7 @@ def test_later_code_cannot_change_recorded_results_and_the_answer_key_is_flagged
     assert rows["tamper"]["total"] == rows["tamper"]["max_total"], _statuses(rows["tamper"])
     key = _by_id(rows["answer_key"])["02.1"]
     assert key["status"] == "pass" and "course_lib.grading" in key.get("flag", ""), key
+    assert not _by_id(rows["imports_check"])["02.1"].get("flag")
 
 
 def test_a_removed_gradebook_folder_is_written_again_and_no_row_is_lost(tmp_path, monkeypatch):
@@ -577,6 +580,18 @@ def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):
     assert cli.main(["grade", str(late), "--out", str(out)]) == 0
     assert f"{first} 5, {second} 6" in capsys.readouterr().err
     assert json.loads((out / f"ben_{first}.json").read_text())["seed"] == 5
+    # the summary covers the whole gradebook, printed and kept in summary.txt, not only the late file
+    summary = (out / "summary.txt").read_text()
+    assert f"lesson {first}: 2 submissions" in summary and f"lesson {second}: 1 submission," in summary, summary
+    # a resubmission of amy's lesson from another folder gets a row of its own, and a note saying which to drop
+    again = tmp_path / "resubmitted" / f"amy_{first}.ipynb"
+    again.parent.mkdir()
+    again.write_text((SOLUTIONS / f"{first}.ipynb").read_text())
+    assert cli.main(["grade", str(again), "--out", str(out)]) == 0
+    row = json.loads((out / f"amy_{first}-2.json").read_text())
+    assert any(f"an earlier row, amy_{first}" in n for n in row["notes"]), row["notes"]
+    header = (out / "gradebook.csv").read_text().splitlines()[0]
+    assert header.endswith("notes,to look at")
 
 
 SWALLOWS_EVERYTHING = '''

@@ -127,7 +127,11 @@ def _defines(source: str, name: str) -> bool:
 
 
 #: Code that reaches for the answer key: the grader's references live in course_lib.grading.
-_ANSWER_KEY = re.compile(r"course_lib\.grading|\bget_exercise\b|\ball_exercises\b|\bexercises_for\b")
+# what reaches the grader's references (importing `check`, as every exercise notebook's setup cell does, does not)
+_ANSWER_KEY = re.compile(
+    r"course_lib\.grading\.(?!exercise import check\b)|course_lib\.grading import (?!check\b)"
+    r"|\bget_exercise\b|\ball_exercises\b|\bexercises_for\b|\.reference\b|_REGISTRY"
+)
 
 
 def _learner_cell(ex_id: str, stub: str, submission, template_sources: set[str]) -> tuple[Any, str, bool]:
@@ -643,7 +647,7 @@ def write_gradebook(rows: list[dict], out: Path) -> Path:
         + ids
         + ["total", "max"]
         + [f"{i} status" for i in ids]
-        + ["file", "seed", "seconds", "notes"]
+        + ["file", "seed", "seconds", "notes", "to look at"]
     )
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -655,12 +659,16 @@ def write_gradebook(rows: list[dict], out: Path) -> Path:
             + [f"{by_id[i]['points']:g}" if i in by_id else "" for i in ids]
             + [f"{r['total']:g}", f"{r['max_total']:g}"]
             + [by_id[i]["status"] if i in by_id else "" for i in ids]
-            + [r.get("file", ""), r.get("seed", ""), r.get("seconds", ""), "; ".join(r["notes"])]
+            + [r.get("file", ""), r.get("seed", ""), r.get("seconds", ""), "; ".join(r["notes"]), _look_at(r)]
         )
     path = out / "gradebook.csv"
     tmp = out / ".gradebook.csv.tmp"
     tmp.write_text(buf.getvalue())
     tmp.replace(path)
+    # the terminal's summary, kept: for the whole gradebook, so a late regrade does not lose the class overview
+    summary = out / ".summary.txt.tmp"
+    summary.write_text(class_summary(rows) + "\n")
+    summary.replace(out / "summary.txt")
     return path
 
 
@@ -725,6 +733,13 @@ def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=Non
     regraded = {f: r["submission"] for f, r in earlier if f in files}
     names = _names([Path(p) for p in paths], taken={r["submission"] for r in kept} | set(regraded.values()))
     names = [regraded.get(str(Path(p).resolve()), n) for p, n in zip(paths, names)]
+    # a name that had to take -2 because an earlier row holds it: most likely the same student's resubmission from
+    # another folder; both rows stay, and the teacher is told which to drop
+    earlier_by_name = {r["submission"]: r.get("file", "") for r in kept}
+    beside = {
+        n: base for n in names
+        if (base := re.sub(r"-\d+$", "", n)) != n and base in earlier_by_name
+    }
     rows: list[dict] = []
     local = threading.local()
     workers: list[Worker] = []
@@ -752,6 +767,12 @@ def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=Non
                 "notes": [f"grader error: {type(e).__name__}: {e}"],
                 "traceback": traceback.format_exc(),
             }
+        if name in beside:
+            row["notes"].append(
+                f"an earlier row, {beside[name]} ({earlier_by_name[beside[name]]}), is kept beside this one: if this "
+                f"is a resubmission that replaces it, delete {beside[name]}.json from the grades folder and run "
+                "course grade again"
+            )
         return row
 
     try:
@@ -791,7 +812,8 @@ def class_summary(rows: list[dict]) -> str:
                 counts[e["status"]] = counts.get(e["status"], 0) + 1
         by_status = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         lines.append(
-            f"lesson {lesson}: {len(group)} submission(s), mean {mean:.2f}/{top:g} over the {len(graded)} "
+            f"lesson {lesson}: {len(group)} submission{'' if len(group) == 1 else 's'}, "
+            f"mean {mean:.2f}/{top:g} over the {len(graded)} "
             f"graded; exercises: {by_status or 'none'}"
         )
     attention = [
@@ -821,6 +843,14 @@ def _several_files(rows: list[dict]) -> list[str]:
             key = (str(parent.relative_to(common)) if common else str(parent), r["lesson"])
             groups[key] = groups.get(key, 0) + 1
     return [f"{folder} ({lesson}: {n} files)" for (folder, lesson), n in sorted(groups.items()) if n > 1]
+
+
+def _look_at(row: dict) -> str:
+    """What a teacher should look at in this row ('' when nothing): the gradebook's column, the summary's reason."""
+    attention = row["status"] != "graded" or any(
+        e["status"] in _NEEDS_A_LOOK or e.get("flag") for e in row["exercises"]
+    )
+    return _why(row).split(" (", 1)[1][:-1] if attention else ""
 
 
 def _why(row: dict) -> str:
