@@ -387,7 +387,7 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
             res.status = "error"
             res.detail = (
                 "the kernel died while running this exercise's cell (did your code call exit(), crash Python, or "
-                "ignore the time limit, as a bare `except:` inside a loop does?); the exercises after it were run "
+                "ignore the time limit, as a bare `except:` inside a loop does?); any exercises after it were run "
                 "again without this cell"
             )
         elif records and "undefined" not in records[0]:
@@ -412,7 +412,11 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
                 )
         elif cell_log.get("status") == "timeout" or cap_log.get("status") == "timeout":
             res.status = "timeout"
-            res.detail = "your code ran past the time limit and was interrupted"
+            res.detail = (
+                "your code ran past the time limit and was interrupted"
+                + (f" before the cell defined {ex.name} (a loop or slow code at the cell's top level, outside the "
+                   "function?)" if cell_log.get("status") == "timeout" else " (a call of your function)")
+            )
         elif cell_error and cell_log.get("ename") == "NotImplementedError":
             res.status, res.detail = "not_implemented", cell_error
         elif cell_error:
@@ -507,9 +511,12 @@ def grade_submission(
         submission = None
         row["status"] = "unreadable"
         first = (str(e).splitlines() or [""])[0][:120]
+        empty = path.exists() and path.stat().st_size == 0
         row["notes"].append(
-            "not a readable notebook: the file is not valid notebook JSON (truncated, corrupt, or another kind of "
-            f"file). Save it again from Jupyter (File → Download) and hand it in again. ({type(e).__name__}: {first})"
+            ("not a readable notebook: the file is empty (0 bytes). " if empty else
+             "not a readable notebook: the file is not valid notebook JSON (truncated, corrupt, or another kind of "
+             f"file; {type(e).__name__}: {first}). ")
+            + "Save it again from Jupyter (File → Download) and hand it in again."
         )
     lesson = _lesson_of(submission, path, templates, options.lesson)
     row["lesson"] = lesson
