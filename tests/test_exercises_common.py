@@ -741,3 +741,18 @@ def test_an_answer_that_keeps_results_by_the_inputs_shapes_is_caught(exercise_id
         return kept[key]
 
     assert grade_answer(exercise_id, cached, 4).status != "pass"
+
+
+def test_a_slip_made_on_every_case_is_said_once_with_how_many_cases_it_fits():
+    from course_lib.grading.exercise import group_messages
+
+    def imagen_convention(eps_uncond, eps_cond, scale):
+        s = scale.view(-1, *[1] * (eps_cond.dim() - 1)) if isinstance(scale, torch.Tensor) else scale
+        return eps_cond + s * (eps_cond - eps_uncond)
+
+    feedback = grade_answer("07.1", imagen_convention, 0).feedback()
+    assert feedback.count("this is the (1 + s) convention") == 2, feedback  # once alone, once beside another slip
+    assert "other cases alike]" in feedback, feedback
+    # a label that holds another label is taken out whole
+    grouped = group_messages(["wrong (a, b): fix", "wrong (a): fix", "wrong (c): other"], ["a", "a, b", "c"])
+    assert grouped == ["wrong (a, b): fix [and 1 other case alike]", "wrong (c): other"]

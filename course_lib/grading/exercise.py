@@ -126,6 +126,7 @@ class ExerciseResult:
     hint: str = ""
     detail: str = ""
     flag: str = ""  # something a teacher should look at, whatever the score (grade.class_summary lists it)
+    case_labels: list[str] = field(default_factory=list)  # to say a message once for all the cases it fits
 
     @property
     def symbol(self) -> str:
@@ -141,7 +142,7 @@ class ExerciseResult:
             "hint": self.hint,
             "detail": self.detail,
             "checks": [c.to_dict() for c in self.checks],
-        } | ({"flag": self.flag} if self.flag else {})
+        } | ({"flag": self.flag} if self.flag else {}) | ({"case_labels": self.case_labels} if self.case_labels else {})
 
     def feedback(self) -> str:
         """Human-readable lines: the verdict, then each failed sub-check's message."""
@@ -153,12 +154,29 @@ class ExerciseResult:
         # without the right shape): the first message says it all
         messages = list(dict.fromkeys(c.message for c in self.checks if not c.passed and c.message))
         messages = [m for m in messages if m != self.detail]  # the detail line above already says it
+        messages = group_messages(messages, self.case_labels)
         lines += [f"  - {m}" for m in messages[:8]]
         if len(messages) > 8:
             lines.append(f"  - … and {len(messages) - 8} more")
         if self.status != "pass" and self.hint:
             lines.append(f"  hint: {self.hint}")
         return "\n".join(ln for ln in lines if ln)
+
+
+def group_messages(messages: Sequence[str], labels: Sequence[str]) -> list[str]:
+    """The messages, those that differ only in their case's label (" (label)") said once, with how many other cases
+    they fit: a slip made on every case reads as one line, not seven."""
+    groups: dict[str, list[str]] = {}
+    ordered = sorted({lab for lab in labels if lab}, key=len, reverse=True)  # a label inside another: longest first
+    for m in messages:
+        key = m
+        for lab in ordered:
+            key = key.replace(f" ({lab})", "")
+        groups.setdefault(key, []).append(m)
+    return [
+        ms[0] + (f" [and {len(ms) - 1} other case{'s' if len(ms) > 2 else ''} alike]" if len(ms) > 1 else "")
+        for ms in groups.values()
+    ]
 
 
 def _call(obj: Any, case: Case) -> Any:
@@ -443,7 +461,8 @@ def _compare(got, expected, rtol, atol, path, where) -> list[SubCheck]:
 def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -> ExerciseResult:
     """Grade the learner's outcomes (one per case, in order) against the reference."""
     cases, expected, ref_kinds = exercise.expected_with_kinds(seed)
-    result = ExerciseResult(exercise.id, exercise.title, "fail", 0.0, float(exercise.points), hint=exercise.hint)
+    result = ExerciseResult(exercise.id, exercise.title, "fail", 0.0, float(exercise.points), hint=exercise.hint,
+                            case_labels=[c.label for c in cases])
     if len(outcomes) != len(cases):
         result.status, result.detail = "error", f"expected {len(cases)} results, the run recorded {len(outcomes)}"
         return result

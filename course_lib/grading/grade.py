@@ -51,6 +51,7 @@ from course_lib.grading.exercise import (
     Outcome,
     error_hint,
     exercises_for,
+    group_messages,
     inputs_digest,
     judge_outcomes,
 )
@@ -698,11 +699,11 @@ def feedback_markdown(row: dict) -> str:
                 lines.append(f"- {e['detail']}")
             if e.get("flag"):
                 lines.append(f"- for your teacher: {e['flag']}")
-            seen = set()
-            for c in e["checks"]:
-                if not c["passed"] and c["message"] and c["message"] not in seen and len(seen) < 8:
-                    seen.add(c["message"])
-                    lines.append(f"- {c['message']}")
+            messages = list(dict.fromkeys(c["message"] for c in e["checks"] if not c["passed"] and c["message"]))
+            messages = group_messages([m for m in messages if m != e["detail"]], e.get("case_labels", []))
+            lines += [f"- {m}" for m in messages[:8]]
+            if len(messages) > 8:
+                lines.append(f"- … and {len(messages) - 8} more")
     return "\n".join(lines) + "\n"
 
 
