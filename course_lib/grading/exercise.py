@@ -995,7 +995,7 @@ def _from_an_exercise_cell(name: str, ex: Exercise, notebook: dict) -> bool:
     for source in reversed(history):
         try:
             table = symtable.symtable(source, "<cell>", "exec")
-            defined = {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
+            defined = _defined_names(table)
         except (SyntaxError, TypeError, ValueError):
             continue
         if name in defined:
@@ -1043,11 +1043,16 @@ def _names_the_grader_runs(lesson: str, ex_id: str) -> set[str]:
                     break
                 if cell.cell_type == "code" and exercise_id(cell) is None and check_id(cell) is None:
                     table = symtable.symtable(cell.source, "<setup>", "exec")
-                    names |= {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
+                    names |= _defined_names(table)
         except (OSError, SyntaxError, ValueError):  # no released notebook here: judge by the cell alone
             pass
         _GRADER_NAMES[key] = names
     return _GRADER_NAMES[key]
+
+
+def _defined_names(table: Any) -> set[str]:
+    """The names a cell's top level (a ``symtable`` table) assigns, defines or imports."""
+    return {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
 
 
 def names_from_other_cells(answer: Any) -> list[str]:
@@ -1063,7 +1068,7 @@ def names_from_other_cells(answer: Any) -> list[str]:
         top = symtable.symtable(source, "<cell>", "exec")
     except SyntaxError:  # IPython magics (%time …) are not Python: say nothing
         return []
-    own = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    own = _defined_names(top)
     used: set[str] = {s.get_name() for s in top.get_symbols() if s.is_referenced()}
     tables = list(top.get_children())
     while tables:

@@ -824,10 +824,7 @@ def class_summary(rows: list[dict]) -> str:
             f"mean {mean:.2f}/{top:g} over the {len(graded)} "
             f"graded; exercises: {by_status or 'none'}"
         )
-    attention = [
-        r for r in rows
-        if r["status"] != "graded" or any(e["status"] in _NEEDS_A_LOOK or e.get("flag") for e in r["exercises"])
-    ]
+    attention = [r for r in rows if _look_at(r)]
     if attention:
         lines.append("to look at (the grader could not judge all of it, or something is odd): "
                      + ", ".join(_why(r) for r in attention))
@@ -854,21 +851,18 @@ def _several_files(rows: list[dict]) -> list[str]:
 
 
 def _look_at(row: dict) -> str:
-    """What a teacher should look at in this row ('' when nothing): the gradebook's column, the summary's reason."""
-    attention = row["status"] != "graded" or any(
-        e["status"] in _NEEDS_A_LOOK or e.get("flag") for e in row["exercises"]
-    )
-    return _why(row).split(" (", 1)[1][:-1] if attention else ""
+    """What a teacher should look at in this row, '' when nothing: the file's status if it was not graded, else the
+    exercises that errored, timed out or went missing, and the flags (the gradebook's column, the summary's reason)."""
+    if row["status"] != "graded":
+        return row["status"]
+    odd = [f"{e['id']} {e['status']}" for e in row["exercises"] if e["status"] in _NEEDS_A_LOOK]
+    odd += [f"{e['id']}: {e['flag']}" for e in row["exercises"] if e.get("flag")]
+    return ", ".join(odd)
 
 
 def _why(row: dict) -> str:
-    """``name (what needs a look)``: the file's status if it was not graded, else the exercises that errored,
-    timed out or went missing."""
-    if row["status"] != "graded":
-        return f"{row['submission']} ({row['status']})"
-    odd = [f"{e['id']} {e['status']}" for e in row["exercises"] if e["status"] in _NEEDS_A_LOOK]
-    odd += [f"{e['id']}: {e['flag']}" for e in row["exercises"] if e.get("flag")]
-    return f"{row['submission']} ({', '.join(odd)})"
+    """``name (what needs a look)``, for the summary."""
+    return f"{row['submission']} ({_look_at(row)})"
 
 
 def format_table(row: dict) -> str:
