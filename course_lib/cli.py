@@ -19,9 +19,10 @@ Usage::
         that raise NotImplementedError). With --check, write nothing and exit 1 if exercises/
         is out of date.
 
-    course check NB [--timeout S]
+    course check NB [--timeout S] [--seed K]
         Grade your own exercise notebook exactly as the teacher's grader will (a fresh kernel,
         the checks judged outside it) and print a table: exercise, status, points, hint.
+        --seed K checks on the inputs of seed K (a gradebook row's seed repeats that grade).
 
     course grade SUBMISSION... --out DIR [--jobs N] [--timeout S] [--lesson NN] [--seed K]
         Grade a class: each submission in its own kernel and temporary folder, on the CPU,
@@ -738,6 +739,8 @@ def _add_check(subparsers) -> None:
     p.add_argument("notebook", type=Path, metavar="NB", help="your exercise notebook (.ipynb)")
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="limit for the whole notebook")
     p.add_argument("--lesson", default=None, help="lesson number or name, if the notebook does not say")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the check inputs (default: random); the gradebook's seed repeats a teacher's run")
     p.add_argument("--exercises", type=Path, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_check)
 
@@ -749,6 +752,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(f"no notebook at {args.notebook}")
     row = grade_submission(args.notebook, _grade_options(args))
     print(format_table(row))
+    if row.get("seed") is not None and row["exercises"]:
+        # the inputs are drawn from the seed: with it, the same notebook gets the same table again
+        print(f"\nchecked on the inputs of seed {row['seed']} (`course check --seed {row['seed']}` repeats them)")
     return 1 if row["status"] == "grader_error" else 0
 
 

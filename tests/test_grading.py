@@ -279,7 +279,10 @@ def test_course_grade_and_check_commands(tmp_path, capsys):
     (tmp_path / "bob.ipynb").write_text("not json")
     assert cli.main(["check", str(sub)]) == 0
     out = capsys.readouterr().out
-    assert "pass" in out and "total" in out
+    assert "pass" in out and "total" in out and "course check --seed" in out
+    # --seed fixes the inputs: the row records it and says how to repeat it
+    assert cli.main(["check", str(sub), "--seed", "11"]) == 0
+    assert "inputs of seed 11 (`course check --seed 11`" in capsys.readouterr().out
     # a folder of submissions, one unreadable and of no known lesson: still a row, exit 0
     assert cli.main(["grade", str(tmp_path), "--out", str(tmp_path / "out"), "--lesson", "01", "--seed", "7"]) == 0
     with open(tmp_path / "out" / "gradebook.csv") as f:
@@ -560,8 +563,12 @@ def test_several_files_of_one_student_and_lesson_are_pointed_out():
     rows = [row("oscar/02.ipynb"), row("oscar/02 (1).ipynb"), row("alice/02.ipynb"), row("alice/01.ipynb", "01_x")]
     assert "oscar (02_forward_noising: 2 files)" in class_summary(rows)
     assert "alice" not in class_summary(rows).split("several files")[1]
+    # the per-lesson line counts students beside files: three files of lesson 02 come from two students
+    assert "lesson 02_forward_noising: 3 submissions from 2 student folders," in class_summary(rows)
+    assert "lesson 01_x: 1 submission from 1 student folder," in class_summary(rows)
     flat = [row("a.ipynb"), row("b.ipynb")]  # one folder for the class: no student has two files
     assert "several files" not in class_summary(flat)
+    assert "lesson 02_forward_noising: 2 submissions, mean" in class_summary(flat)
 
 
 def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):

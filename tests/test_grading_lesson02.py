@@ -501,6 +501,16 @@ def test_evaluator_lists_deep_in_the_result_cost_the_tensor_check():
     assert result.status == "partial" and "return a torch tensor, got a list" in result.feedback(), result.feedback()
     assert all(c.passed for c in result.checks if c.name != "a torch tensor")
 
+    def tupled(*args, **kwargs):  # the same with tuples: the message names what came back
+        def to_tuples(v):
+            if isinstance(v, dict):
+                return {k: to_tuples(x) for k, x in v.items()}
+            return tuple(v.tolist()) if isinstance(v, torch.Tensor) and v.ndim == 1 else v
+        return to_tuples(ex.reference(*args, **kwargs))
+
+    result = grade("02.3", tupled)
+    assert "return a torch tensor, got a tuple" in result.feedback(), result.feedback()
+
 
 def test_02_2_a_slip_is_not_blamed_on_abar_of_beta_where_that_abar_is_zero():
     """betas read one step late: on the all-steps cosine case abar_k of beta_s is ~0, so that slip's eps_bar is

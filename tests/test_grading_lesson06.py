@@ -434,9 +434,22 @@ def test_06_3_wrong_variants():
     assert_wrong("06.3", ids_global_count, "that class's own count", partial="partial")
 
 
+def ids_own_drop_draw(labels, u, d, counts, p):
+    # a draw of its own instead of drop_u (seeded here so the test repeats; the message must not rely on it)
+    mine = torch.rand(d.shape, generator=torch.Generator().manual_seed(99))
+    return torch.where(mine < p, 0, _rows(labels, u, counts))
+
+
+def ids_own_phrasing_draw(labels, u, d, counts, p):
+    mine = torch.rand(u.shape, generator=torch.Generator().manual_seed(98))
+    return torch.where(d < p, 0, _rows(labels, mine, counts))
+
+
 @pytest.mark.parametrize(
     "answer, message",
     [
+        (ids_own_drop_draw, "use the drop_u you are given"),
+        (ids_own_phrasing_draw, "use the phrasing_u you are given"),
         (ids_keep_where_dropped, "not where drop_u ≥ p"),
         (ids_null_minus_one, "the empty prompt (the null condition), not -1"),
         (ids_null_is_first_phrasing, "not its class's first phrasing"),

@@ -794,10 +794,11 @@ def _one_kind(value: Any) -> tuple[str, str | None]:
             return v.numel() == 1 and not v.is_floating_point() and not v.is_complex() and v.dtype != torch.bool
         return type(v) is int or isinstance(v, np.integer)  # numpy's ints too (a list built from an array)
 
+    seq = "tuple" if isinstance(value, tuple) else "list"  # which of the two, for the message
     if isinstance(value, (list, tuple)) and value and all(whole(v) for v in value):
-        return "int", "list"  # a list of whole numbers: judged as ints
+        return "int", seq  # a list of whole numbers: judged as ints
     if isinstance(value, (list, tuple)) and value and all(type(v) is float for v in value):
-        return "float", "list"
+        return "float", seq
     return type(value).__name__, None
 
 
@@ -862,18 +863,18 @@ def _kind_mismatch(got: Any, ref_kind: Any, weight: float, any_float: bool = Fal
                      "tuple": "a tuple of mixed types", "str": "a string"}.get(kind)
             if float_tensor or wrong:
                 got_words = f"a {dtype} tensor" if float_tensor else wrong
-                if ref_dtype == "list" and kind == "float":
+                if ref_dtype in ("list", "tuple") and kind == "float":
                     got_words = "floats"
                 return SubCheck(
                     "ints",
                     False,
                     weight,
-                    f"return {what} as {'ints' if ref_dtype == 'list' else 'an int'}, not {got_words}: counts and "
-                    "sizes are whole numbers (use // rather than /, or int(…) once the value is exact)",
+                    f"return {what} as {'ints' if ref_dtype in ('list', 'tuple') else 'an int'}, not {got_words}: "
+                    "counts and sizes are whole numbers (use // rather than /, or int(…) once the value is exact)",
                 )
             continue
         if kind != "Tensor":
-            words = "a list" if dtype == "list" else KIND_WORDS.get(kind, kind)
+            words = KIND_WORDS[dtype] if dtype in ("list", "tuple") else KIND_WORDS.get(kind, kind)
             # one message for every case (no label), so the feedback says it once
             return SubCheck(
                 "a torch tensor",

@@ -809,6 +809,7 @@ def class_summary(rows: list[dict]) -> str:
     each status; then the submissions to look at (not graded, or an exercise that timed out, errored or went
     missing)."""
     lines = []
+    students = _student_folders(rows)
     for lesson in sorted({r["lesson"] or "?" for r in rows}):
         group = [r for r in rows if (r["lesson"] or "?") == lesson]
         graded = [r for r in group if r["status"] == "graded" and r["max_total"]]
@@ -819,8 +820,10 @@ def class_summary(rows: list[dict]) -> str:
             for e in r["exercises"]:
                 counts[e["status"]] = counts.get(e["status"], 0) + 1
         by_status = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        folders = {students[id(r)] for r in group if students.get(id(r))}
+        who = f" from {len(folders)} student folder{'' if len(folders) == 1 else 's'}" if folders else ""
         lines.append(
-            f"lesson {lesson}: {len(group)} submission{'' if len(group) == 1 else 's'}, "
+            f"lesson {lesson}: {len(group)} submission{'' if len(group) == 1 else 's'}{who}, "
             f"mean {mean:.2f}/{top:g} over the {len(graded)} "
             f"graded; exercises: {by_status or 'none'}"
         )
@@ -835,17 +838,25 @@ def class_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _student_folders(rows: list[dict]) -> dict[int, str]:
+    """``id(row) → folder`` for submissions handed in per-student folders (``alice/02_x.ipynb`` → ``alice``),
+    relative to the folder common to all rows. A file that lies in that common folder itself has no student
+    folder (a flat folder of files names no students); rows without a ``file`` leave every row without one."""
+    parents = [Path(os.path.abspath(r["file"])).parent if r.get("file") else None for r in rows]
+    if len(rows) < 2 or None in parents:
+        return {}
+    common = Path(os.path.commonpath([str(p) for p in parents]))
+    return {id(r): str(p.relative_to(common)) for r, p in zip(rows, parents) if p != common}
+
+
 def _several_files(rows: list[dict]) -> list[str]:
     """``folder (lesson: n files)`` where one student's folder holds several submissions of one lesson. Only for
     submissions in per-student folders: in a flat folder every file shares its folder."""
-    parents = [Path(r.get("file", "")).parent for r in rows]
-    if len(rows) < 2:
-        return []
-    common = Path(os.path.commonpath([str(p) for p in parents])) if all(p.is_absolute() for p in parents) else None
+    students = _student_folders(rows)
     groups: dict[tuple[str, str], int] = {}
-    for r, parent in zip(rows, parents):
-        if r.get("lesson") and parent != common:
-            key = (str(parent.relative_to(common)) if common else str(parent), r["lesson"])
+    for r in rows:
+        if r.get("lesson") and students.get(id(r)):
+            key = (students[id(r)], r["lesson"])
             groups[key] = groups.get(key, 0) + 1
     return [f"{folder} ({lesson}: {n} files)" for (folder, lesson), n in sorted(groups.items()) if n > 1]
 

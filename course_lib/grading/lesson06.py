@@ -506,11 +506,39 @@ def _other_null_row(case: Case, got: Any, expected: Any) -> str:
     return f"a dropped condition reads row 0, the empty prompt (the null condition), not {values[0]:g}"
 
 
+def _own_draws(case: Case, got: Any) -> str:
+    """The sentence for an answer that draws its own uniforms (``torch.rand``) instead of using the given
+    ``drop_u`` or ``phrasing_u``: every row it picks is a row of the image's own class (or 0), yet the dropped
+    set, or the phrasings, differ from the given draws'. '' when that is not what ``got`` shows."""
+    g = as_float_array(got)
+    labels, u, d, counts, p = case.args
+    if g is None or g.shape != tuple(labels.shape) or not np.isfinite(g).all():
+        return ""
+    first = (1 + torch.cumsum(counts, 0) - counts)[labels].numpy()
+    last = first + counts[labels].numpy() - 1
+    own_class = (g == 0) | ((g >= first) & (g <= last))
+    if not own_class.all():
+        return ""
+    dropped = (d < p).numpy()
+    if not np.array_equal(g == 0, dropped):
+        return (
+            "the dropped conditions are not those where drop_u < p: use the drop_u you are given; an answer that "
+            "draws its own torch.rand cannot be checked, or repeated with a seed"
+        )
+    pick = torch.minimum((u * counts[labels]).floor().long(), counts[labels] - 1).numpy()
+    if not np.array_equal(g[~dropped], (first + pick)[~dropped]):
+        return (
+            "each row is one of its class's phrasings, but not the one ⌊phrasing_u · counts[label]⌋ picks: use the "
+            "phrasing_u you are given, not a draw of your own"
+        )
+    return ""
+
+
 def _ids_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     sub = compare(got, expected, rtol=0.0, atol=0.0, label=case.label)
     if all(c.passed for c in sub):
         return sub
-    diag = diagnose(got, _ids_mistakes(case)) or _other_null_row(case, got, expected)
+    diag = diagnose(got, _ids_mistakes(case)) or _other_null_row(case, got, expected) or _own_draws(case, got)
     if diag:
         for c in sub:
             if not c.passed and c.message:
