@@ -154,9 +154,9 @@ def sample_with_diffusers(
         step_kwargs = {"eta": eta, "use_clipped_model_output": bool(scheduler.config.clip_sample)}
     ts = scheduler.timesteps
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        ts = tqdm(ts, desc=f"diffusers {scheduler_name}", leave=False)
+        ts = progress_bar(ts, desc=f"diffusers {scheduler_name}")
     try:
         for t in ts:
             t_model = t.item()  # a CPU scalar: an int, or a float for Euler's interpolated steps

@@ -144,10 +144,11 @@ def guided_eps(
     The conditional and unconditional passes run as one batch of 2N — x and t repeated,
     [c; ∅] stacked (text padded to a common L) — and the output is split in halves. One
     call of 2N instead of two calls of N: the weights are read once per step, and a batch too
-    small to fill the device gains the most (on a CPU one call of 2N took about three quarters
-    of the time of two calls of N; on an H100 with N = 1000 guided sampling took 1.9× the
-    unguided time, benchmarks/RESULTS.md). It gives the same numbers as two separate calls (up to
-    float rounding). With s = 1 (s = 0) only the conditional (unconditional) pass runs.
+    small to fill the device gains the most (on a 2-core CPU with 2 torch threads one call of 2N
+    took about three quarters of the time of two calls of N, with 1 thread no less; on an H100
+    with N = 1000 guided sampling took 1.9× the unguided time, benchmarks/RESULTS.md). It gives
+    the same numbers as two separate calls (up to float rounding). With s = 1 (s = 0) only the
+    conditional (unconditional) pass runs.
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__

@@ -377,9 +377,9 @@ def train_evaluator(
     x_all = images.to(dev)
     y_all = labels.to(dev)
 
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
-    bar = tqdm(total=total, desc="training the course evaluator", disable=not progress, leave=False)
+    bar = progress_bar(total=total, desc="training the course evaluator", disable=not progress)
     net.train()
     try:
         for _ in range(epochs):

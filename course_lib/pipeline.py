@@ -523,26 +523,28 @@ def encode_dataset(vae: VAE, images: torch.Tensor, batch_size: int = 512,
 def pipeline_recipe(quick: bool | None = None):
     """The course's small Stable Diffusion: (latent U-Net config, schedule, TrainConfig, sampler defaults).
 
-    The U-Net works on the VAE's 4×8×8 latents with cross-attention to the 384-wide text
-    tokens; the schedule is SD's ``scaled_linear`` (β from 0.00085 to 0.012, T = 1000); 10% of
-    captions are dropped to "" so one network serves classifier-free guidance.
+    The U-Net works on the VAE's 4×8×8 latents with cross-attention to the text tokens (384
+    wide for the bundled encoder; as wide as the one ``COURSE_TEXT_ENCODER`` names); the
+    schedule is SD's ``scaled_linear`` (β from 0.00085 to 0.012, T = 1000); 10% of captions
+    are dropped to "" so one network serves classifier-free guidance.
 
     Full mode (a GPU): widths 128/256/256 over 8→4→2, two ResBlocks per level, attention at
     4×4 and 2×2; 20k steps of 128 latents. Quick mode (a 2-core CPU): widths 32/64 over 8→4,
     attention at 4×4, 200 steps of 64 latents (about half a minute on an idle 2-core CPU), 20
     DDIM steps to sample: the coarse shape follows the prompt; the code path is the same.
     """
+    from .text import encoder_width
     from .train import TrainConfig
 
     quick = get_settings().quick if quick is None else quick
     schedule = NoiseSchedule.scaled_linear(1000)
     if quick:
         unet = UNetConfig(in_channels=4, image_size=8, channels=(32, 64), blocks=(1, 1), attention=(False, True),
-                          head_dim=32, groups=8, context_dim=384)
+                          head_dim=32, groups=8, context_dim=encoder_width())
         train = TrainConfig(steps=200, batch_size=64, lr=2e-3, warmup_steps=20, ema_decay=0.98, class_dropout=0.1)
         return unet, schedule, train, {**DEFAULTS, "steps": 20}
     unet = UNetConfig(in_channels=4, image_size=8, channels=(128, 256, 256), blocks=(2, 2, 2),
-                      attention=(False, True, True), head_dim=64, groups=32, context_dim=384)
+                      attention=(False, True, True), head_dim=64, groups=32, context_dim=encoder_width())
     train = TrainConfig(steps=20_000, batch_size=128, lr=2e-4, warmup_steps=500, ema_decay=0.9995, class_dropout=0.1)
     return unet, schedule, train, dict(DEFAULTS)
 

@@ -564,9 +564,9 @@ def ddim_invert(
         model.eval()
     it = range(len(ts))
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        it = tqdm(it, desc="DDIM inversion", leave=False)
+        it = progress_bar(it, desc="DDIM inversion")
     x = x0
     with torch.no_grad():
         for i in it:
@@ -774,9 +774,9 @@ def sample(
     frames = [x.cpu()] if trajectory_every else None
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=len(ts), desc=f"{sampler.upper()} sampling", leave=False)
+        bar = progress_bar(total=len(ts), desc=f"{sampler.upper()} sampling")
 
     def callback(i, t, x):
         if bar is not None:

@@ -367,6 +367,31 @@ def load_text_encoder(name: str | None = None, device: torch.device | str | None
     return _ENCODERS[key]
 
 
+def encoder_width(name: str | None = None) -> int:
+    """D, the width of the per-token states of the encoder ``name`` (None: ``COURSE_TEXT_ENCODER``, else
+    the bundled all-MiniLM-L6-v2, 384), read from its config without loading its weights: the recipes size
+    the U-Net's ``context_dim`` with it, so that naming another encoder (a CLIP text tower, 512 or 768)
+    needs no other change. A CLIP-style config keeps the text tower's width in ``text_config``; an
+    encoder–decoder's (T5) is ``d_model``."""
+    slug, source, local = _resolve(name)
+    if slug == BUNDLED:
+        return 384
+    loaded = [e.dim for (src, _), e in _ENCODERS.items() if src == source]
+    if loaded:
+        return loaded[0]
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(source, **({"local_files_only": True} if local else {}))
+    except OSError as e:
+        raise OSError(f"could not read the config of the text encoder {source!r}: {e}") from e
+    cfg = getattr(cfg, "text_config", None) or cfg
+    width = getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", None)
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"the config of the text encoder {source!r} names no width (hidden_size or d_model)")
+    return width
+
+
 def clear_encoders() -> None:
     """Forget the loaded encoders (frees their memory once nothing else holds them)."""
     _ENCODERS.clear()

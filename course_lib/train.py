@@ -65,7 +65,7 @@ from .nn.unet import ARCHITECTURE, UNet, UNetConfig
 from .nn.vae import VAE, VAE_ARCHITECTURE, VAEConfig, VAEOutput, kl_divergence, latent_scaling_factor
 from .schedules import NoiseSchedule, q_sample
 from .settings import get_settings
-from .text import NULL_ID, caption_ids, dataset_captions, lookup
+from .text import NULL_ID, caption_ids, dataset_captions, encoder_width, lookup
 
 CHECKPOINT_FORMAT = 1
 
@@ -305,9 +305,9 @@ def train_diffusion(
     steps = range(config.steps)
     bar = None
     if progress and rank == 0:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        steps = bar = tqdm(steps, desc="training", leave=False)
+        steps = bar = progress_bar(steps, desc="training")
     losses: list[torch.Tensor] = []
     t0 = time.perf_counter()
     steady_from = min(50, config.steps // 4)  # the clock for steady_images_per_second starts here
@@ -547,7 +547,8 @@ def conditional_recipe(
         raise ValueError(f"kind must be 'text' or 'class', got {kind!r}")
     unet, schedule, train = ddpm_recipe(quick)
     quick = get_settings().quick if quick is None else quick
-    extra = {"context_dim": 384} if kind == "text" else {"num_classes": 10}
+    # the U-Net reads the text encoder's tokens: as wide as that encoder (384 for the bundled one)
+    extra = {"context_dim": encoder_width()} if kind == "text" else {"num_classes": 10}
     unet = UNetConfig(**{**unet.to_dict(), **extra})
     if quick:
         train = TrainConfig(steps=300, batch_size=32, lr=2e-3, warmup_steps=20, ema_decay=0.98, class_dropout=0.1,
@@ -693,9 +694,9 @@ def train_vae(
     steps = range(config.steps)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        steps = bar = tqdm(steps, desc="training VAE", leave=False)
+        steps = bar = progress_bar(steps, desc="training VAE")
     history: list[torch.Tensor] = []
     t0 = time.perf_counter()
     for step in steps:
@@ -816,9 +817,9 @@ def train_controlnet(controlled: ControlledUNet, schedule, images: torch.Tensor,
     losses = []
     it = range(steps)
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        it = tqdm(it, desc="training ControlNet", leave=False)
+        it = progress_bar(it, desc="training ControlNet")
     for step in it:
         idx = torch.randint(0, len(data), (batch_size,), device=device, generator=gen)
         for group in opt.param_groups:

@@ -110,7 +110,8 @@ def _pyplot():
 
 
 def show_images(
-    images, nrow: int | None = None, title: str | None = None, ax=None, labels=None, padding: int = 2
+    images, nrow: int | None = None, title: str | None = None, ax=None, labels=None, padding: int = 2,
+    row_labels=None,
 ):
     """Show a grid of N×C×H×W images in [-1, 1] (C = 1 greyscale, 3 RGB); returns the Figure.
 
@@ -120,6 +121,7 @@ def show_images(
         title: figure title.
         ax: draw into this Axes instead of a new figure.
         labels: one caption per image (strings or numbers), drawn above each tile.
+        row_labels: one caption per row of the grid (a prompt, a setting), drawn at its left.
     """
     arr = _to_numpy_images(images)
     n, _, h, w = arr.shape
@@ -133,13 +135,21 @@ def show_images(
     pad_y = padding if labels is None else padding + max(6, h // 3)
     grid = _grid(arr, nrow, pad_y, padding, 1.0)
     ncol = min(nrow or math.ceil(math.sqrt(n)), n)
+    rows = math.ceil(n / ncol)
+    if row_labels is not None:
+        row_labels = [str(r) for r in row_labels]
+        if len(row_labels) != rows:
+            raise ValueError(f"row_labels must have one entry per row of the grid ({rows}), got {len(row_labels)}")
     if ax is None:
         # about one inch per 32 pixels, at most 16 inches wide or tall
         width, height = grid.shape[1] / 32, grid.shape[0] / 32
         shrink = min(1.0, 16 / width, 16 / height)
         top = 0.35 if title else 0.0
-        fig = _pyplot().figure(figsize=(max(width * shrink, 1.0), max(height * shrink, 1.0) + top))
-        ax = fig.add_axes((0, 0, 1, 1 - top / (max(height * shrink, 1.0) + top)))
+        # room at the left for the row captions: about 0.07 inch per character at font size 8
+        left = 0.1 + 0.07 * max(map(len, row_labels)) if row_labels else 0.0
+        fig_w, fig_h = max(width * shrink, 1.0) + left, max(height * shrink, 1.0) + top
+        fig = _pyplot().figure(figsize=(fig_w, fig_h))
+        ax = fig.add_axes((left / fig_w, 0, 1 - left / fig_w, 1 - top / fig_h))
     else:
         fig = ax.figure
     ax.imshow(
@@ -152,6 +162,8 @@ def show_images(
             x = padding + col * (w + padding) + w / 2
             y = pad_y + r * (h + pad_y)
             ax.text(x, y - 1, str(lab), ha="center", va="bottom", fontsize=7, clip_on=False)
+    for r, lab in enumerate(row_labels or []):
+        ax.text(-padding, pad_y + r * (h + pad_y) + h / 2, lab, ha="right", va="center", fontsize=8, clip_on=False)
     if title:
         ax.set_title(title)
     return fig

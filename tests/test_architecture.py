@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "course_lib"
 
 # Each module's place on the line; a module may import its own layer and the ones before it.
 LAYERS = [
-    {"settings", "device", "distributed"},
+    {"settings", "device", "distributed", "progress"},
     {"data", "schedules"},
     {"text", "nn", "flow", "guidance"},  # the models and what conditions them
     {"train", "train_ddp"},  # training and checkpoints

@@ -563,9 +563,9 @@ def test_several_files_of_one_student_and_lesson_are_pointed_out():
     rows = [row("oscar/02.ipynb"), row("oscar/02 (1).ipynb"), row("alice/02.ipynb"), row("alice/01.ipynb", "01_x")]
     assert "oscar (02_forward_noising: 2 files)" in class_summary(rows)
     assert "alice" not in class_summary(rows).split("several files")[1]
-    # the per-lesson line counts students beside files: three files of lesson 02 come from two students
-    assert "lesson 02_forward_noising: 3 submissions from 2 student folders," in class_summary(rows)
-    assert "lesson 01_x: 1 submission from 1 student folder," in class_summary(rows)
+    # the per-lesson line counts folders beside files: three files of lesson 02 come from two students' folders
+    assert "lesson 02_forward_noising: 3 submissions in 2 folders," in class_summary(rows)
+    assert "lesson 01_x: 1 submission in 1 folder," in class_summary(rows)
     flat = [row("a.ipynb"), row("b.ipynb")]  # one folder for the class: no student has two files
     assert "several files" not in class_summary(flat)
     assert "lesson 02_forward_noising: 2 submissions, mean" in class_summary(flat)
@@ -589,7 +589,8 @@ def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):
     assert json.loads((out / f"ben_{first}.json").read_text())["seed"] == 5
     # the summary covers the whole gradebook, printed and kept in summary.txt, not only the late file
     summary = (out / "summary.txt").read_text()
-    assert f"lesson {first}: 2 submissions" in summary and f"lesson {second}: 1 submission," in summary, summary
+    assert f"lesson {first}: 2 submissions in 2 folders," in summary, summary
+    assert f"lesson {second}: 1 submission in 1 folder," in summary, summary
     # a resubmission of amy's lesson from another folder gets a row of its own, and a note saying which to drop
     again = tmp_path / "resubmitted" / f"amy_{first}.ipynb"
     again.parent.mkdir()

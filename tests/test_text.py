@@ -48,7 +48,7 @@ def cache(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------- the encoder
 def test_bundled_encoder_loads_offline_frozen(encoder):
     assert encoder.network_attempts == []
-    assert encoder.name == text.BUNDLED and encoder.dim == 384
+    assert encoder.name == text.BUNDLED and encoder.dim == 384 == text.encoder_width()
     assert encoder.limit == 256  # sentence-transformers' max_seq_length, below BERT's 512 positions
     assert not encoder.model.training
     assert not any(p.requires_grad for p in encoder.model.parameters())
@@ -284,6 +284,12 @@ def test_course_text_encoder_names_another_model(encoder, cache, monkeypatch, tm
 
     monkeypatch.setenv("COURSE_TEXT_ENCODER", str(folder))
     assert get_settings().text_encoder == str(folder)
+    # the recipes size the U-Net's context for the named encoder, read from its config before any weights load
+    from course_lib.pipeline import pipeline_recipe
+    from course_lib.train import conditional_recipe
+
+    assert text.encoder_width() == 16 and text.encoder_width(text.BUNDLED) == 384
+    assert conditional_recipe("text")[0].context_dim == 16 and pipeline_recipe()[0].context_dim == 16
     clip = text.load_text_encoder(device="cpu")
     assert clip is not encoder and (clip.name, clip.dim, clip.limit) == ("tiny-clip", 16, 32)
     assert type(clip.model).__name__.startswith("CLIPText")  # the text tower, not the whole CLIPModel

@@ -129,6 +129,22 @@ def test_show_images_into_given_axes_and_rgb():
 def test_show_images_bad_labels():
     with pytest.raises(ValueError, match="one entry per image"):
         viz.show_images(torch.zeros(3, 1, 8, 8), labels=["a", "b"])
+    with pytest.raises(ValueError, match="one entry per row of the grid \\(2\\), got 3"):
+        viz.show_images(torch.zeros(6, 1, 8, 8), nrow=4, row_labels=["a", "b", "c"])
+
+
+def test_row_labels_sit_left_of_their_rows_inside_the_figure():
+    x = torch.rand(6, 1, 32, 32) * 2 - 1
+    fig = viz.show_images(x, nrow=3, row_labels=["a sneaker", "a pair of trousers"])
+    ax = fig.axes[0]
+    texts = {t.get_text(): t for t in ax.texts}
+    assert set(texts) == {"a sneaker", "a pair of trousers"}
+    first, second = (texts[k].get_position() for k in ("a sneaker", "a pair of trousers"))
+    assert first[0] < 0 and second[0] < 0 and 0 < first[1] < 32 + 2 < second[1] < 2 * (32 + 2) + 2
+    # the axes leave room at the left, so the longest caption is not cut off by the figure's edge
+    fig.canvas.draw()
+    box = texts["a pair of trousers"].get_window_extent()
+    assert box.x0 >= 0, box
 
 
 def test_plot_schedules_dict_and_list():

@@ -821,7 +821,8 @@ def class_summary(rows: list[dict]) -> str:
                 counts[e["status"]] = counts.get(e["status"], 0) + 1
         by_status = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         folders = {students[id(r)] for r in group if students.get(id(r))}
-        who = f" from {len(folders)} student folder{'' if len(folders) == 1 else 's'}" if folders else ""
+        # a fact, not a head count: one folder per student gives the students, a "late/" folder counts as one
+        who = f" in {len(folders)} folder{'' if len(folders) == 1 else 's'}" if folders else ""
         lines.append(
             f"lesson {lesson}: {len(group)} submission{'' if len(group) == 1 else 's'}{who}, "
             f"mean {mean:.2f}/{top:g} over the {len(graded)} "

@@ -51,13 +51,13 @@ def _with_junk(context: torch.Tensor, mask: torch.Tensor, g: torch.Generator, sc
 def _cross_attention(x_tokens, context, mask, w_q, w_k, w_v):
     r"""Single-head cross-attention with a key padding mask.
 
-        Q = X W_q,  K = C W_k,  V = C W_v,
-        S = Q Kᵀ / √d  with S[n, p, l] = −∞ where mask[n, l] is False,
-        A = softmax over the tokens l of S,      out = A V
+        Q = X W_q,  K = S W_k,  V = S W_v,
+        Z = Q Kᵀ / √d  with Z[n, p, l] = −∞ where mask[n, l] is False,
+        P = softmax over the tokens l of Z,      out = P V
 
-    x_tokens: N×P×C_x (P image positions), context: N×L×D (token states), mask: N×L bool
-    (True = real token), w_q: C_x×d, w_k: D×d, w_v: D×d_v. Returns (out N×P×d_v, A N×P×L);
-    each row of A sums to 1 and is 0 at padded tokens.
+    x_tokens: N×HW×C_x (the HW image positions), context: N×L×D (the token states S), mask: N×L
+    bool (True = real token), w_q: C_x×d, w_k: D×d, w_v: D×d_v. Returns (out N×HW×d_v, P N×HW×L);
+    each row of P sums to 1 and is 0 at padded tokens.
     """
     q = x_tokens @ w_q
     k = context @ w_k
@@ -233,7 +233,7 @@ register(
 def _pooled_similarity(tokens, mask):
     r"""Masked mean pooling and the cosine similarity of the pooled vectors.
 
-        p_i = Σ_l m_il c_il / Σ_l m_il,     S_ij = p_i · p_j / (‖p_i‖ ‖p_j‖)
+        s̄_i = Σ_l m_il s_il / Σ_l m_il,     sim_ij = s̄_i · s̄_j / (‖s̄_i‖ ‖s̄_j‖)
 
     tokens: N×L×D token states (padded slots may hold anything), mask: N×L bool (True = real
     token; every prompt has at least one). Returns (pooled N×D, similarity N×N).
@@ -317,7 +317,7 @@ def _pool_mistakes(case: Case) -> tuple[dict[str, torch.Tensor], dict[str, torch
         _MAX_POOL: maxed,
         _UNITS_FIRST: units_first,
     }
-    both = "divide each dot product by both norms, ‖p_i‖·‖p_j‖"
+    both = "divide each dot product by both norms, ‖s̄_i‖·‖s̄_j‖"
     sims = {
         pad: cos(everything),
         "normalise each pooled vector to length 1 before the dot products (cosine, not dot product)": dots,
@@ -326,12 +326,12 @@ def _pool_mistakes(case: Case) -> tuple[dict[str, torch.Tensor], dict[str, torch
         ),
         "p.norm() without dim= is the norm of the whole N×D matrix: normalise each row, "
         "p.norm(dim=1, keepdim=True)": dots / right.norm() ** 2,
-        f"{both}, not by ‖p_i‖ alone": dots / norms[:, None],
-        f"{both}, not by ‖p_j‖ alone": dots / norms[None, :],
-        f"{both}: an (N,) tensor of squared norms divides the columns, giving p_i·p_j / ‖p_j‖²; use the outer "
+        f"{both}, not by ‖s̄_i‖ alone": dots / norms[:, None],
+        f"{both}, not by ‖s̄_j‖ alone": dots / norms[None, :],
+        f"{both}: an (N,) tensor of squared norms divides the columns, giving s̄_i·s̄_j / ‖s̄_j‖²; use the outer "
         "product norms[:, None] * norms[None, :]": dots / (norms * norms),
         inverted: cos(padded_only),
-        "the cosine divides by the Euclidean norms ‖p_i‖₂ = sqrt(Σ p²), not the L1 norms Σ |p| "
+        "the cosine divides by the Euclidean norms ‖s̄_i‖₂ = sqrt(Σ s̄²), not the L1 norms Σ |s̄| "
         "(p.norm(dim=1), whose default is p=2)": l1 @ l1.T,
         _MAX_POOL: cos(maxed),
         _UNITS_FIRST: cos(units_first),

@@ -136,10 +136,11 @@ class SelfAttention(nn.Module):
 class CrossAttention(nn.Module):
     r"""Multi-head attention from image positions to text tokens, with a residual connection.
 
-    Queries come from the image, keys and values from the prompt's token states c:
+    Queries come from the image, keys and values from the prompt's token states S (the rows
+    are positions and tokens, the weights act on the right, as in lesson 06):
 
-        q = W_q·GN(x)   (HW×C),   k = W_k·c,  v = W_v·c   (L×C, projected from context_dim),
-        P = softmax(q kᵀ / √d + B)   (HW×L, per head of width d),   out = x + W_o · P v
+        Q = GN(x) W_q   (HW×C),   K = S W_k,  V = S W_v   (L×C, projected from context_dim),
+        P = softmax(Q Kᵀ / √d + B)   (HW×L, per head of width d),   out = x + (P V) W_o + b_o
 
     with B = 0 where ``mask`` is True (a real token) and −∞ where it is False (padding), so
     every row of P sums to 1 over the real tokens. Row p of P says which words image position
