@@ -794,25 +794,31 @@ def _add_grade(subparsers) -> None:
         help="grade a class's submissions into a gradebook",
         description=(
             "Grade submissions, each in its own kernel and temporary folder, rebuilt from the released "
-            "exercise notebook. Writes DIR/gradebook.csv, DIR/<submission>.json and DIR/<submission>.md. "
-            "Exit status 1 only if the grader itself failed."
+            "exercise notebook. Writes DIR/gradebook.csv, DIR/summary.txt, DIR/<submission>.json and "
+            "DIR/<submission>.md. Exit status 1 only if the grader itself failed, 2 for a usage error."
         ),
     )
     p.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION", help="notebooks or folders of them")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the gradebook goes")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="submissions graded at once (default 1)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="submissions graded at once (default 1; about one per 2 CPU cores)")
     p.add_argument(
         "--timeout",
         type=float,
         default=None,
         metavar="S",
         help="wall-clock limit per submission (default 300); inside it each exercise cell gets at most 30 s and each "
-        "call of the learner's function in a check its exercise's limit (10 s; 20 s for the few slower ones)",
+        "call of the learner's function in a check its exercise's limit (10 s; 20 s for exercise 08.3)",
     )
     p.add_argument("--lesson", default=None, help="lesson number or name for every submission")
     p.add_argument("--seed", type=int, default=None, help="seed of the check inputs (default: random, recorded)")
     p.add_argument("--device", default="cpu", help="device for the learners' code (default cpu)")
     p.add_argument("--exercises", type=Path, default=None, help="released exercises folder (default: the course's)")
+    p.add_argument("--replace", action="store_true",
+                   help="a file from another folder whose row name DIR already holds (a resubmission) replaces "
+                   "that row instead of getting a '-2' row beside it")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list each submission's row name and lesson, grade nothing, write nothing")
     p.set_defaults(func=_cmd_grade)
 
 
@@ -823,6 +829,13 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
     paths = _submissions(args.submissions)
     opts = _grade_options(args, jobs=args.jobs)
+    opts.replace = args.replace
+    if args.dry_run:
+        from course_lib.grading.grade import plan_names
+
+        for path, name, lesson, action in plan_names(paths, args.out, opts):
+            print(f"{path} → {name} (lesson {lesson or '?'}){': ' + action if action else ''}")
+        return 0
     start = time.perf_counter()
 
     def progress(row, done, total):

@@ -310,6 +310,10 @@ def test_the_lesson_is_told_by_metadata_tags_or_file_name(tmp_path):
     assert _lesson_of(None, tmp_path / "bob.ipynb", templates, first[:2]) == first  # --lesson
 
 
+#: the flag on an answer that is the released solution's code (most of this file's right answers are)
+SOLUTION_COPY = "the answer is the released solution's code, line for line (solutions/)"
+
+
 def _with_cell(solution_text: str, exercise: str, source: str) -> str:
     nb = nbformat.reads(solution_text, as_version=4)
     cell = next(c for c in nb.cells if f"exercise:{exercise}" in c.get("metadata", {}).get("tags", []))
@@ -334,8 +338,10 @@ def test_a_class_in_student_folders_a_crashing_cell_and_a_late_submission(tmp_pa
     assert cli.main(["grade", str(subs), "--out", str(out), "--seed", "5", "--jobs", "2"]) == 0
     captured = capsys.readouterr()
     assert "skipped 1 file(s)" in captured.err and "roster.csv" in captured.err
-    look = "to look at (the grader could not judge all of it, or something is odd)"
-    assert f"{look}: bob__{lesson} ({first} error)" in captured.out
+    look = ("to look at (not graded; an exercise that raised, timed out or went missing; or a flagged answer)")
+    assert f"{look}: " in captured.out and f"bob__{lesson} ({first} error, " in captured.out
+    # the rest of bob's notebook and alice's are the released solution, line for line: flagged for the teacher
+    assert f"alice__{lesson} ({first}: the answer is the released solution's code" in captured.out
 
     def table():
         with open(out / "gradebook.csv") as f:
@@ -465,10 +471,10 @@ def _by_id(row):
 
 def test_a_learners_global_state_does_not_change_the_questions(odd_class):
     rows, _ = odd_class
-    for name in ("float64", "chdir"):  # right answers: full marks, nothing to flag
+    for name in ("float64", "chdir"):  # right answers: full marks, nothing to flag but the copied solution
         row = rows[name]
         assert row["total"] == row["max_total"], (name, _statuses(row), [e["detail"] for e in row["exercises"]])
-        assert not any(e.get("flag") for e in row["exercises"]), name
+        assert all(e.get("flag", "") in ("", SOLUTION_COPY) for e in row["exercises"]), name
     # a patched torch.randn changes the inputs themselves: the grade may be off, and the teacher is told
     flag = _by_id(rows["patched_randn"])["02.1"].get("flag", "")
     assert "inputs" in flag and "differed from the grader's" in flag, _by_id(rows["patched_randn"])["02.1"]
@@ -563,9 +569,17 @@ def test_several_files_of_one_student_and_lesson_are_pointed_out():
     rows = [row("oscar/02.ipynb"), row("oscar/02 (1).ipynb"), row("alice/02.ipynb"), row("alice/01.ipynb", "01_x")]
     assert "oscar (02_forward_noising: 2 files)" in class_summary(rows)
     assert "alice" not in class_summary(rows).split("several files")[1]
-    # the per-lesson line counts folders beside files: three files of lesson 02 come from two students' folders
-    assert "lesson 02_forward_noising: 3 submissions in 2 folders," in class_summary(rows)
-    assert "lesson 01_x: 1 submission in 1 folder," in class_summary(rows)
+    # the per-lesson line counts students by folder name beside files: three files of lesson 02 from two students
+    assert "lesson 02_forward_noising: 3 submissions from 2 students (by folder name)," in class_summary(rows)
+    assert "lesson 01_x: 1 submission from 1 student (by folder name)," in class_summary(rows)
+    # alice's folder under submissions/ and under late/ is one student, with two files of the lesson
+    late = rows + [{**row("late/alice/02.ipynb"), "seed": 9}]
+    for r in rows:
+        r["seed"] = 5
+    summary = class_summary(late)
+    assert "lesson 02_forward_noising: 4 submissions from 2 students (by folder name)," in summary, summary
+    assert "alice (02_forward_noising: 2 files)" in summary
+    assert "checked with different seeds (seed 5: 3 rows, seed 9: 1 row)" in summary, summary
     flat = [row("a.ipynb"), row("b.ipynb")]  # one folder for the class: no student has two files
     assert "several files" not in class_summary(flat)
     assert "lesson 02_forward_noising: 2 submissions, mean" in class_summary(flat)
@@ -589,15 +603,40 @@ def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):
     assert json.loads((out / f"ben_{first}.json").read_text())["seed"] == 5
     # the summary covers the whole gradebook, printed and kept in summary.txt, not only the late file
     summary = (out / "summary.txt").read_text()
-    assert f"lesson {first}: 2 submissions in 2 folders," in summary, summary
-    assert f"lesson {second}: 1 submission in 1 folder," in summary, summary
+    assert f"lesson {first}: 2 submissions from 2 students (by folder name)," in summary, summary
+    assert f"lesson {second}: 1 submission from 1 student (by folder name)," in summary, summary
     # a resubmission of amy's lesson from another folder gets a row of its own, and a note saying which to drop
     again = tmp_path / "resubmitted" / f"amy_{first}.ipynb"
     again.parent.mkdir()
     again.write_text((SOLUTIONS / f"{first}.ipynb").read_text())
     assert cli.main(["grade", str(again), "--out", str(out)]) == 0
     row = json.loads((out / f"amy_{first}-2.json").read_text())
-    assert any(f"an earlier row, amy_{first}" in n for n in row["notes"]), row["notes"]
+    # the note is the teacher's: in the gradebook, not in the learner's feedback
+    assert any(f"an earlier row, amy_{first}" in n and "--replace" in n for n in row["teacher_notes"]), row
+    assert "an earlier row" not in (out / f"amy_{first}-2.md").read_text()
+    with open(out / "gradebook.csv") as f:
+        table = {r["submission"]: r for r in csv.DictReader(f)}
+    assert "an earlier row" in table[f"amy_{first}-2"]["notes"]
+    # the copy of the released solution is flagged for the teacher, whatever its score
+    assert "the released solution's code" in table[f"amy_{first}-2"]["to look at"]
+    assert "the released solution's code" not in table[f"amy_{first}"]["to look at"]
+    # the learner's feedback says which seed reproduces it
+    assert f"course check --seed {row['seed']}" in (out / f"amy_{first}-2.md").read_text()
+    # --dry-run says what --replace would do, and writes nothing
+    before = sorted(p.name for p in out.iterdir())
+    capsys.readouterr()
+    assert cli.main(["grade", str(again), "--out", str(out), "--replace", "--dry-run"]) == 0
+    assert f"→ amy_{first} (lesson {first}): replaces the earlier row of amy_{first}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == before
+    # --replace: the resubmission takes the row, and neither the earlier row nor the '-2' files stay
+    assert cli.main(["grade", str(again), "--out", str(out), "--replace"]) == 0
+    assert not (out / f"amy_{first}-2.json").exists() and not (out / f"amy_{first}-2.md").exists()
+    row = json.loads((out / f"amy_{first}.json").read_text())
+    assert row["file"] == str(again) and any("replaces the earlier row" in n for n in row["teacher_notes"])
+    assert row["total"] == row["max_total"]  # the solution, where the first file was the bare exercise
+    with open(out / "gradebook.csv") as f:
+        assert sorted(r["submission"] for r in csv.DictReader(f)) == sorted([f"amy_{first}", f"amy_{second}",
+                                                                             f"ben_{first}"])
     header = (out / "gradebook.csv").read_text().splitlines()[0]
     assert header.endswith("notes,to look at")
 
@@ -646,3 +685,18 @@ def test_outside_a_grading_kernel_the_time_limit_never_ends_the_process(monkeypa
     with pytest.raises(C.CallTimeout):
         C._on_alarm(signal.SIGALRM, None)
     assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+
+
+def test_a_notebook_of_no_known_lesson_tells_the_learner_and_the_teacher_apart(tmp_path):
+    """The learner's .md says the teacher will look; the teacher's gradebook says how to grade it."""
+    sub = tmp_path / "ivan" / "homework.ipynb"
+    sub.parent.mkdir()
+    sub.write_text(nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])))
+    out = tmp_path / "grades"
+    (row,) = grade_many([sub], out, GradeOptions(jobs=1, timeout=60, seed=3))
+    assert row["status"] == "unreadable" and row["lesson"] is None
+    feedback = (out / f"{row['submission']}.md").read_text()
+    assert "your teacher will look at it" in feedback and "--lesson" not in feedback
+    with open(out / "gradebook.csv") as f:
+        (line,) = list(csv.DictReader(f))
+    assert "grade it again with --lesson NN" in line["notes"] and line["to look at"] == "unreadable"

@@ -77,6 +77,9 @@ class GradeOptions:
     extra_env: dict = field(default_factory=dict)
     #: a seed per lesson, which wins over ``seed`` (a late submission gets the seed its lesson was graded with)
     lesson_seeds: dict = field(default_factory=dict)
+    #: a file from another folder whose name an earlier row holds replaces that row (a resubmission), instead of
+    #: getting a row of its own beside it (``name-2``)
+    replace: bool = False
 
     def resolved_seed(self) -> int:
         if self.seed is None:
@@ -92,6 +95,24 @@ class GradeOptions:
 def _templates(options: GradeOptions) -> dict[str, Path]:
     folder = Path(options.exercises_dir or repo_folder("exercises"))
     return {p.stem: p for p in sorted(folder.glob("[0-9][0-9]_*.ipynb"))}
+
+
+def _code_lines(source: str) -> list[str]:
+    """A cell's code for comparing answers: each line stripped, without blank lines, comments and the
+    solution markers (so re-indenting or re-commenting a copy does not hide it)."""
+    lines = (line.strip() for line in source.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _solution_lines(options: GradeOptions, lesson: str) -> dict[str, list[str]]:
+    """exercise id → the released solution's code lines (``solutions/`` beside ``exercises/``); {} when the
+    solutions are not there (a course installed without them)."""
+    folder = Path(options.exercises_dir or repo_folder("exercises")).parent / "solutions"
+    try:
+        nb = nbformat.read(folder / f"{lesson}.ipynb", as_version=4)
+    except (OSError, ValueError):
+        return {}
+    return {ex_id: _code_lines(_text(c.source)) for c in nb.cells if (ex_id := exercise_id(c)) is not None}
 
 
 def _lesson_of(nb, path: Path, templates: dict[str, Path], default: str | None) -> str | None:
@@ -174,8 +195,12 @@ def _learner_cell(ex_id: str, stub: str, submission, template_sources: set[str])
     return None, "", False
 
 
-def rebuild(template, submission, seed: int, token: str, call_timeout: float | None = None) -> tuple[Any, dict]:
-    """The notebook to run, and the plan: which cell is which exercise and capture."""
+def rebuild(
+    template, submission, seed: int, token: str, call_timeout: float | None = None,
+    solutions: dict[str, list[str]] | None = None,
+) -> tuple[Any, dict]:
+    """The notebook to run, and the plan: which cell is which exercise and capture. ``solutions``: each exercise's
+    released solution as code lines, to flag an answer that is a copy of it."""
     nb = nbformat.v4.new_notebook(metadata=template.metadata)
     template_sources = {_text(c.source).strip() for c in template.cells if exercise_id(c) is None}
     plan: dict[str, Any] = {"exercise_cells": {}, "captures": {}, "missing": [], "notes": {}, "flags": {}}
@@ -194,6 +219,9 @@ def rebuild(template, submission, seed: int, token: str, call_timeout: float | N
                 flags = [f"answer found in an untagged cell ({note.split(';')[0]})"] if untagged else []
                 if _ANSWER_KEY.search(source):
                     flags.append("the exercise cell uses course_lib.grading, where the grader's reference answers live")
+                released = (solutions or {}).get(ex_id)
+                if released and _code_lines(source) == released:
+                    flags.append("the answer is the released solution's code, line for line (solutions/)")
                 if flags:
                     plan["flags"][ex_id] = "; ".join(flags)
             nb.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": [f"exercise:{ex_id}"]}))
@@ -500,7 +528,8 @@ def grade_submission(
         "exercises": [],
         "total": 0.0,
         "max_total": 0.0,
-        "notes": [],
+        "notes": [],  # for the learner and the teacher
+        "teacher_notes": [],  # for the teacher only: in the gradebook, not in the learner's .md
     }
     start = time.perf_counter()
     templates = _templates(options)
@@ -524,11 +553,12 @@ def grade_submission(
     if lesson in options.lesson_seeds:
         seed = row["seed"] = int(options.lesson_seeds[lesson])
     if lesson is None or lesson not in templates:
-        row["notes"].append(
-            "could not tell which lesson this is (pass --lesson NN)"
-            if lesson is None
-            else f"no released exercise notebook for lesson {lesson}"
-        )
+        if lesson is None:
+            row["notes"].append("the grader could not tell which lesson this notebook is for; your teacher will "
+                                "look at it")
+            row["teacher_notes"].append("grade it again with --lesson NN")
+        else:
+            row["notes"].append(f"no released exercise notebook for lesson {lesson}")
         if row["status"] != "unreadable":
             row["status"] = "grader_error" if lesson is not None else "unreadable"
         row["seconds"] = round(time.perf_counter() - start, 2)
@@ -547,7 +577,8 @@ def grade_submission(
     work = Path(tempfile.mkdtemp(prefix="course-grade-"))
     try:
         template = nbformat.read(templates[lesson], as_version=4)
-        nb, plan = rebuild(template, submission, seed, secrets.token_hex(8), options.call_timeout)
+        nb, plan = rebuild(template, submission, seed, secrets.token_hex(8), options.call_timeout,
+                           _solution_lines(options, lesson))
         log, note = _run(nb, plan, options, work, worker)
         vault = work / "vault"
         # an exercise cell that kills the kernel (exit(), a crash) ends the run: run it again without that cell,
@@ -657,6 +688,8 @@ def write_gradebook(rows: list[dict], out: Path) -> Path:
         + [f"{i} status" for i in ids]
         + ["file", "seed", "seconds", "notes", "to look at"]
     )
+    # a student's folder holding several files of one lesson: each of those rows says so
+    extra = {id(r): f"one of {n} files of this lesson in {folder}/" for r, folder, n in _several_files_rows(rows)}
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
@@ -667,7 +700,8 @@ def write_gradebook(rows: list[dict], out: Path) -> Path:
             + [f"{by_id[i]['points']:g}" if i in by_id else "" for i in ids]
             + [f"{r['total']:g}", f"{r['max_total']:g}"]
             + [by_id[i]["status"] if i in by_id else "" for i in ids]
-            + [r.get("file", ""), r.get("seed", ""), r.get("seconds", ""), "; ".join(r["notes"]), _look_at(r)]
+            + [r.get("file", ""), r.get("seed", ""), r.get("seconds", ""), "; ".join(_all_notes(r)),
+               "; ".join(filter(None, [_look_at(r), extra.get(id(r), "")]))]
         )
     path = out / "gradebook.csv"
     tmp = out / ".gradebook.csv.tmp"
@@ -684,7 +718,7 @@ def feedback_markdown(row: dict) -> str:
     """The Markdown a learner gets back: a table, then what to fix."""
     lines = [f"# Feedback: {row['submission']}", ""]
     lines.append(f"Lesson {row['lesson'] or '?'}: **{row['total']:g} / {row['max_total']:g}** points.")
-    for note in row["notes"]:
+    for note in row["notes"]:  # the teacher's own notes (row["teacher_notes"]) stay in the gradebook
         lines.append(f"\n> {note}")
     if row["exercises"]:
         lines += ["", "| exercise | status | points | hint |", "|---|---|---|---|"]
@@ -704,7 +738,15 @@ def feedback_markdown(row: dict) -> str:
             lines += [f"- {m}" for m in messages[:8]]
             if len(messages) > 8:
                 lines.append(f"- … and {len(messages) - 8} more")
+    if row["exercises"] and isinstance(row.get("seed"), int):
+        lines += ["", f"_Checked on the inputs of seed {row['seed']}: `course check --seed {row['seed']} "
+                      "YOUR_NOTEBOOK.ipynb` shows this table again._"]
     return "\n".join(lines) + "\n"
+
+
+def _all_notes(row: dict) -> list[str]:
+    """The row's notes for the teacher: the learner's and the teacher's own (rows of older runs have none)."""
+    return list(row["notes"]) + list(row.get("teacher_notes", []))
 
 
 def _write_row(row: dict, out: Path) -> None:
@@ -730,10 +772,21 @@ def _save(rows: list[dict], all_rows: list[dict], out: Path) -> str:
         return f"{type(e).__name__}: {e}"
 
 
-def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=None) -> list[dict]:
-    """Grade every submission (``options.jobs`` at a time); write the gradebook as rows arrive."""
-    out.mkdir(parents=True, exist_ok=True)
-    options.resolved_seed()
+@dataclass
+class _Naming:
+    """Who gets which row: ``names`` (one per path), the earlier rows ``kept``, the names whose row stands
+    ``beside`` an earlier one (name → the earlier name), the earlier rows ``replaced`` (name → their file) and
+    the names of ``stale`` rows of this run's files whose name changed."""
+
+    names: list[str]
+    kept: list[dict]
+    earlier_by_name: dict[str, str]
+    beside: dict[str, str]
+    replaced: dict[str, str]
+    stale: list[str]
+
+
+def _naming(paths: list[Path], out: Path, options: GradeOptions) -> _Naming:
     # rows from an earlier run into this folder stay in the gradebook; a file graded again replaces its own row
     files = {str(Path(p).resolve()) for p in paths}
     earlier = [(str(Path(r.get("file", "")).resolve()), r) for r in earlier_rows(out)]
@@ -748,6 +801,61 @@ def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=Non
         n: base for n in names
         if (base := re.sub(r"-\d+$", "", n)) != n and base in earlier_by_name
     }
+    replaced: dict[str, str] = {}
+    stale: list[str] = []
+    if options.replace and beside:
+        # --replace: the resubmission takes the earlier row's name, and that row (its .json and .md) goes
+        taken = set(names)
+        for n, base in list(beside.items()):
+            if base not in taken:
+                names[names.index(n)] = base
+                taken.add(base)
+                replaced[base] = earlier_by_name[base]
+                del beside[n]
+        kept = [r for r in kept if r["submission"] not in replaced]
+        # a file graded before under another name (its "-2" row) must leave no .json or .md behind
+        for path, name in zip(paths, names):
+            old = regraded.get(str(Path(path).resolve()))
+            if old and old != name:
+                stale.append(old)
+    return _Naming(names, kept, earlier_by_name, beside, replaced, stale)
+
+
+def plan_names(paths: list[Path], out: Path, options: GradeOptions) -> list[tuple[Path, str, str | None, str]]:
+    """What ``grade_many`` would do, without grading or writing: (path, row name, lesson, what happens to an
+    earlier row), for ``course grade --dry-run``."""
+    plan = _naming(paths, out, options)
+    templates = _templates(options)
+    by_file = {str(Path(r.get("file", "")).resolve()) for r in earlier_rows(out)}
+    listed = []
+    for path, name in zip(paths, plan.names):
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception:
+            nb = None
+        lesson = _lesson_of(nb, Path(path), templates, options.lesson)
+        if name in plan.replaced:
+            action = f"replaces the earlier row of {name} ({plan.replaced[name]})"
+        elif name in plan.beside:
+            action = f"a new row beside {plan.beside[name]} (--replace would replace it)"
+        elif str(Path(path).resolve()) in by_file:
+            action = "graded again, its row replaced"
+        else:
+            action = ""
+        listed.append((Path(path), name, lesson, action))
+    return listed
+
+
+def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=None) -> list[dict]:
+    """Grade every submission (``options.jobs`` at a time); write the gradebook as rows arrive."""
+    out.mkdir(parents=True, exist_ok=True)
+    options.resolved_seed()
+    plan = _naming(paths, out, options)
+    names, kept, beside, replaced = plan.names, plan.kept, plan.beside, plan.replaced
+    earlier_by_name = plan.earlier_by_name
+    for old in plan.stale:
+        for suffix in (".json", ".md"):
+            (out / f"{old}{suffix}").unlink(missing_ok=True)
     rows: list[dict] = []
     local = threading.local()
     workers: list[Worker] = []
@@ -773,14 +881,19 @@ def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=Non
                 "total": 0.0,
                 "max_total": 0.0,
                 "notes": [f"grader error: {type(e).__name__}: {e}"],
+                "teacher_notes": [],
                 "traceback": traceback.format_exc(),
             }
         if name in beside:
-            row["notes"].append(
+            row["teacher_notes"] = row.get("teacher_notes", []) + [
                 f"an earlier row, {beside[name]} ({earlier_by_name[beside[name]]}), is kept beside this one: if this "
-                f"is a resubmission that replaces it, delete {beside[name]}.json from the grades folder and run "
-                "course grade again"
-            )
+                "is a resubmission that replaces it, grade this file again with --replace (or delete "
+                f"{beside[name]}.json and {name}.json and grade it again)"
+            ]
+        if name in replaced:
+            row["teacher_notes"] = row.get("teacher_notes", []) + [
+                f"replaces the earlier row of {name}, from {replaced[name]} (--replace)"
+            ]
         return row
 
     try:
@@ -805,9 +918,9 @@ _NEEDS_A_LOOK = ("timeout", "error", "missing")
 
 
 def class_summary(rows: list[dict]) -> str:
-    """A teacher's summary of a grading run: per lesson, the submissions, the mean score and how many ended in
-    each status; then the submissions to look at (not graded, or an exercise that timed out, errored or went
-    missing)."""
+    """A teacher's summary of a grading run: per lesson, the submissions (and the students, where each has a
+    folder), the mean score and how the exercises ended; rows checked with different seeds; then the
+    submissions to look at and the students with several files of one lesson."""
     lines = []
     students = _student_folders(rows)
     for lesson in sorted({r["lesson"] or "?" for r in rows}):
@@ -820,19 +933,28 @@ def class_summary(rows: list[dict]) -> str:
             for e in r["exercises"]:
                 counts[e["status"]] = counts.get(e["status"], 0) + 1
         by_status = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-        folders = {students[id(r)] for r in group if students.get(id(r))}
-        # a fact, not a head count: one folder per student gives the students, a "late/" folder counts as one
-        who = f" in {len(folders)} folder{'' if len(folders) == 1 else 's'}" if folders else ""
+        names = {students[id(r)] for r in group if students.get(id(r))}
+        # by folder name: alice/ under submissions/ and under late/ is one student
+        who = f" from {len(names)} student{'' if len(names) == 1 else 's'} (by folder name)" if names else ""
+        not_read = len(group) - len(graded)
+        skipped = f"; {not_read} not graded (0 in the gradebook)" if not_read else ""
         lines.append(
             f"lesson {lesson}: {len(group)} submission{'' if len(group) == 1 else 's'}{who}, "
-            f"mean {mean:.2f}/{top:g} over the {len(graded)} "
-            f"graded; exercises: {by_status or 'none'}"
+            f"mean {mean:.2f}/{top:g} over the {len(graded)} graded{skipped}; "
+            f"exercise results: {by_status or 'none'}"
         )
+        seeds: dict[Any, int] = {}
+        for r in group:
+            seeds[r.get("seed")] = seeds.get(r.get("seed"), 0) + 1
+        if len(seeds) > 1:
+            shown = ", ".join(f"seed {k}: {v} row{'' if v == 1 else 's'}" for k, v in sorted(seeds.items(), key=str))
+            lines.append(f"  checked with different seeds ({shown}): those rows saw different check inputs; "
+                         "grade them again with one --seed to compare them")
     attention = [r for r in rows if _look_at(r)]
     if attention:
-        lines.append("to look at (the grader could not judge all of it, or something is odd): "
-                     + ", ".join(_why(r) for r in attention))
-    twice = _several_files(rows)
+        lines.append("to look at (not graded; an exercise that raised, timed out or went missing; or a flagged "
+                     "answer): " + ", ".join(_why(r) for r in attention))
+    twice = sorted({f"{folder} ({r['lesson']}: {n} files)" for r, folder, n in _several_files_rows(rows)})
     if twice:
         lines.append("several files for one student and lesson (each graded; which one counts is yours to say): "
                      + ", ".join(twice))
@@ -840,26 +962,24 @@ def class_summary(rows: list[dict]) -> str:
 
 
 def _student_folders(rows: list[dict]) -> dict[int, str]:
-    """``id(row) → folder`` for submissions handed in per-student folders (``alice/02_x.ipynb`` → ``alice``),
-    relative to the folder common to all rows. A file that lies in that common folder itself has no student
-    folder (a flat folder of files names no students); rows without a ``file`` leave every row without one."""
+    """``id(row) → student`` for submissions handed in per-student folders: the name of the folder holding the
+    file (``…/alice/02_x.ipynb`` → ``alice``, wherever that folder lies). A file in the folder common to all rows
+    (a flat folder of files) has no student folder; rows without a ``file`` leave every row without one."""
     parents = [Path(os.path.abspath(r["file"])).parent if r.get("file") else None for r in rows]
     if len(rows) < 2 or None in parents:
         return {}
     common = Path(os.path.commonpath([str(p) for p in parents]))
-    return {id(r): str(p.relative_to(common)) for r, p in zip(rows, parents) if p != common}
+    return {id(r): p.name for r, p in zip(rows, parents) if p != common}
 
 
-def _several_files(rows: list[dict]) -> list[str]:
-    """``folder (lesson: n files)`` where one student's folder holds several submissions of one lesson. Only for
-    submissions in per-student folders: in a flat folder every file shares its folder."""
+def _several_files_rows(rows: list[dict]) -> list[tuple[dict, str, int]]:
+    """(row, student, n) for each row whose student (by folder name) handed in n > 1 files of its lesson."""
     students = _student_folders(rows)
-    groups: dict[tuple[str, str], int] = {}
+    groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         if r.get("lesson") and students.get(id(r)):
-            key = (students[id(r)], r["lesson"])
-            groups[key] = groups.get(key, 0) + 1
-    return [f"{folder} ({lesson}: {n} files)" for (folder, lesson), n in sorted(groups.items()) if n > 1]
+            groups.setdefault((students[id(r)], r["lesson"]), []).append(r)
+    return [(r, folder, len(g)) for (folder, _), g in sorted(groups.items()) if len(g) > 1 for r in g]
 
 
 def _look_at(row: dict) -> str:
@@ -899,6 +1019,6 @@ def format_table(row: dict) -> str:
         details += [f"  {e['id']}: {m}" for m in msgs]
     if details:
         lines += ["", "Details:"] + details
-    if row["notes"]:
-        lines += [""] + [f"Note: {n}" for n in row["notes"]]
+    if _all_notes(row):
+        lines += [""] + [f"Note: {n}" for n in _all_notes(row)]
     return "\n".join(lines)
