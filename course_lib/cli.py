@@ -758,7 +758,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if row["status"] == "grader_error" else 0
 
 
-def _submissions(items: Sequence[Path]) -> list[Path]:
+def _submissions(items: Sequence[Path], skipped: list[Path] | None = None) -> list[Path]:
     """Every submission named or found in a folder. In a folder, any file whose name contains ".ipynb" counts
     (``x.ipynb``, but also ``x.ipynb.txt`` or ``x.ipynb (1)`` as browsers save them): an unreadable one still
     gets its row. Other files are listed as skipped, so that nothing a student handed in goes unseen."""
@@ -770,14 +770,16 @@ def _submissions(items: Sequence[Path]) -> list[Path]:
             junk = [p for p in files if "__MACOSX" in p.relative_to(item).parts or p.name.startswith("._")]
             files = [p for p in files if p not in junk]
             found = [p for p in files if ".ipynb" in p.name.lower()]
-            skipped = [p for p in files if ".ipynb" not in p.name.lower()] + junk
+            passed_over = [p for p in files if ".ipynb" not in p.name.lower()] + junk
             if not found:
                 print(f"note: no .ipynb files in {item}", file=sys.stderr)
-            if skipped:
-                shown = ", ".join(str(p.relative_to(item)) for p in skipped[:5])
-                more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-                print(f"note: skipped {len(skipped)} file(s) in {item} that are not notebooks: {shown}{more}",
+            if passed_over:
+                shown = ", ".join(str(p.relative_to(item)) for p in passed_over[:5])
+                more = f" and {len(passed_over) - 5} more" if len(passed_over) > 5 else ""
+                print(f"note: skipped {len(passed_over)} file(s) in {item} that are not notebooks: {shown}{more}",
                       file=sys.stderr)
+                if skipped is not None:
+                    skipped += passed_over
             paths += found
         elif item.exists():
             paths.append(item)
@@ -827,7 +829,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
-    paths = _submissions(args.submissions)
+    skipped: list[Path] = []
+    paths = _submissions(args.submissions, skipped)
     opts = _grade_options(args, jobs=args.jobs)
     opts.replace = args.replace
     if args.dry_run:
@@ -892,7 +895,15 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     everyone = earlier_rows(args.out) or rows  # the whole gradebook: a late regrade keeps the class overview
     if len(everyone) > len(rows):
         print(f"the whole gradebook ({len(everyone)} submissions; also in {args.out / 'summary.txt'}):")
-    print(class_summary(everyone))
+    summary = class_summary(everyone)
+    if skipped:
+        # in summary.txt too: a PDF handed in instead of the notebook must not go unseen
+        summary += "\nskipped in this run, not notebooks (nothing graded): " + ", ".join(map(str, skipped))
+        try:
+            (args.out / "summary.txt").write_text(summary + "\n")
+        except OSError:
+            pass
+    print(summary)
     if n_fail:
         print(f"course grade: the grader failed on {n_fail} submissions (see their .json)", file=sys.stderr)
     return 1 if n_fail else 0

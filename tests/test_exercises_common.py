@@ -319,6 +319,20 @@ def test_notebook_is_stored_clean(lesson):
 
 
 @lessons
+def test_each_exercise_is_headed_by_its_id_title_and_points(lesson):
+    """One heading style in every notebook, "## 02.1 Title (2 points)", before its exercise cell, with the
+    registry's points (the teacher's gradebook counts those)."""
+    nb = _notebook(lesson)
+    exercises = _tagged(nb, "exercise:")
+    for ex in exercises_for(lesson):
+        heads = [c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith(f"## {ex.id} ")]
+        assert len(heads) == 1, ex.id
+        first = heads[0].source.splitlines()[0]
+        assert first.endswith(f" ({ex.points:g} point{'s' if ex.points != 1 else ''})"), first
+        assert nb.cells.index(heads[0]) < nb.cells.index(exercises[ex.id])
+
+
+@lessons
 def test_notebook_has_an_exercise_and_a_check_cell_per_exercise(lesson):
     nb = _notebook(lesson)
     ids = sorted(e.id for e in exercises_for(lesson))

@@ -338,6 +338,7 @@ def test_a_class_in_student_folders_a_crashing_cell_and_a_late_submission(tmp_pa
     assert cli.main(["grade", str(subs), "--out", str(out), "--seed", "5", "--jobs", "2"]) == 0
     captured = capsys.readouterr()
     assert "skipped 1 file(s)" in captured.err and "roster.csv" in captured.err
+    assert "roster.csv" in (out / "summary.txt").read_text()  # kept with the summary, not only on the terminal
     look = ("to look at (not graded; an exercise that raised, timed out or went missing; or a flagged answer)")
     assert f"{look}: " in captured.out and f"bob__{lesson} ({first} error, " in captured.out
     # the rest of bob's notebook and alice's are the released solution, line for line: flagged for the teacher
