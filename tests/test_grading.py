@@ -636,8 +636,9 @@ def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):
     assert row["file"] == str(again) and any("replaces the earlier row" in n for n in row["teacher_notes"])
     assert row["total"] == row["max_total"]  # the solution, where the first file was the bare exercise
     with open(out / "gradebook.csv") as f:
-        assert sorted(r["submission"] for r in csv.DictReader(f)) == sorted([f"amy_{first}", f"amy_{second}",
-                                                                             f"ben_{first}"])
+        table = {r["submission"]: r for r in csv.DictReader(f)}
+    assert sorted(table) == sorted([f"amy_{first}", f"amy_{second}", f"ben_{first}"])
+    assert table[f"ben_{first}"]["student"] == "late" and table[f"amy_{first}"]["student"] == "resubmitted"
     header = (out / "gradebook.csv").read_text().splitlines()[0]
     assert header.endswith("notes,to look at")
 

@@ -682,7 +682,7 @@ def write_gradebook(rows: list[dict], out: Path) -> Path:
     """``out/gradebook.csv``: a row per submission; points and status per exercise, total."""
     ids = _exercise_ids(rows)
     header = (
-        ["submission", "lesson", "status"]
+        ["submission", "student", "lesson", "status"]
         + ids
         + ["total", "max"]
         + [f"{i} status" for i in ids]
@@ -690,13 +690,14 @@ def write_gradebook(rows: list[dict], out: Path) -> Path:
     )
     # a student's folder holding several files of one lesson: each of those rows says so
     extra = {id(r): f"one of {n} files of this lesson in {folder}/" for r, folder, n in _several_files_rows(rows)}
+    students = _student_folders(rows)  # the folder's name, where each student has one
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
     for r in sorted(rows, key=lambda r: r["submission"]):
         by_id = {e["id"]: e for e in r["exercises"]}
         writer.writerow(
-            [r["submission"], r["lesson"] or "", r["status"]]
+            [r["submission"], students.get(id(r), ""), r["lesson"] or "", r["status"]]
             + [f"{by_id[i]['points']:g}" if i in by_id else "" for i in ids]
             + [f"{r['total']:g}", f"{r['max_total']:g}"]
             + [by_id[i]["status"] if i in by_id else "" for i in ids]
