@@ -702,3 +702,20 @@ def test_a_notebook_of_no_known_lesson_tells_the_learner_and_the_teacher_apart(t
     with open(out / "gradebook.csv") as f:
         (line,) = list(csv.DictReader(f))
     assert "grade it again with --lesson NN" in line["notes"] and line["to look at"] == "unreadable"
+
+
+def test_course_checks_table_groups_alike_messages_and_says_how_many_it_left_out():
+    from course_lib.grading.grade import format_table
+
+    labels = [f"case {i}" for i in range(12)]
+    checks = [{"name": "values", "passed": False, "weight": 1, "message": f"values differ ({lab}): slip {i}"}
+              for i, lab in enumerate(labels)]
+    alike = [{"name": "dtype", "passed": False, "weight": 1, "message": f"return float32 ({lab})"} for lab in labels]
+    row = {"submission": "x", "status": "graded", "total": 0.0, "max_total": 3.0, "notes": [],
+           "exercises": [{"id": "09.9", "title": "t", "status": "fail", "points": 0.0, "max_points": 3.0,
+                          "hint": "h", "detail": "", "checks": checks + alike, "case_labels": labels}]}
+    table = format_table(row)
+    # the line true of every case comes first, once; of the 12 different slips 7 fit in the 8 lines, the rest counted
+    assert table.count("return float32") == 1 and "[and 11 other cases alike]" in table, table
+    assert table.index("return float32") < table.index("slip 0") and "slip 6" in table and "slip 7" not in table
+    assert "09.9: … and 5 more" in table, table

@@ -165,7 +165,8 @@ class ExerciseResult:
 
 def group_messages(messages: Sequence[str], labels: Sequence[str]) -> list[str]:
     """The messages, those that differ only in their case's label (" (label)") said once, with how many other cases
-    they fit: a slip made on every case reads as one line, not seven."""
+    they fit: a slip made on every case reads as one line, not seven, and comes first (the lines are capped, and a
+    message true of every case matters more than one case's own)."""
     groups: dict[str, list[str]] = {}
     ordered = sorted({lab for lab in labels if lab}, key=len, reverse=True)  # a label inside another: longest first
     for m in messages:
@@ -175,7 +176,7 @@ def group_messages(messages: Sequence[str], labels: Sequence[str]) -> list[str]:
         groups.setdefault(key, []).append(m)
     return [
         ms[0] + (f" [and {len(ms) - 1} other case{'s' if len(ms) > 2 else ''} alike]" if len(ms) > 1 else "")
-        for ms in groups.values()
+        for ms in sorted(groups.values(), key=len, reverse=True)  # stable: equal sizes keep their order
     ]
 
 
@@ -458,6 +459,10 @@ def _compare(got, expected, rtol, atol, path, where) -> list[SubCheck]:
 # ---------------------------------------------------------------------------------------------
 
 
+#: sub-checks on the form of a right answer, not its values (see :func:`_kind_mismatch`, :func:`_changed_check`)
+_FORM_CHECKS = ("a torch tensor", "dtype", "ints")
+
+
 def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -> ExerciseResult:
     """Grade the learner's outcomes (one per case, in order) against the reference."""
     cases, expected, ref_kinds = exercise.expected_with_kinds(seed)
@@ -520,6 +525,11 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
         result.status = "partial"
     else:
         result.status = "fail"
+    failed = [c for c in result.checks if not c.passed]
+    if failed and all(c.name in _FORM_CHECKS or c.name.startswith("inputs unchanged") for c in failed):
+        # the maths is right: a hint about the maths would send the learner looking for a slip that is not there
+        result.hint = ("your values are right on every case: what costs points is the form named above (what "
+                       "you return, its dtype, or an input written into)")
     called = sorted({name for o in outcomes for name in o.library_calls})
     if called:  # the library's answer, not the learner's: right values earn nothing
         names = ", ".join(f"`{n}`" for n in called)

@@ -1015,9 +1015,13 @@ def format_table(row: dict) -> str:
         if e["status"] == "pass" and not e.get("flag"):
             continue
         msgs = [f"for your teacher: {e['flag']}"] if e.get("flag") else []
-        msgs += ([e["detail"]] if e["detail"] else []) + [c["message"] for c in e["checks"] if not c["passed"]]
-        msgs = [m for m in dict.fromkeys(msgs) if m][:6]
-        details += [f"  {e['id']}: {m}" for m in msgs]
+        msgs += [e["detail"]] if e["detail"] else []
+        failed = list(dict.fromkeys(c["message"] for c in e["checks"] if not c["passed"] and c["message"]))
+        msgs += group_messages([m for m in failed if m != e["detail"]], e.get("case_labels", []))
+        msgs = [m for m in dict.fromkeys(msgs) if m]
+        details += [f"  {e['id']}: {m}" for m in msgs[:8]]
+        if len(msgs) > 8:  # as the check cell says it: nothing left out without a word
+            details.append(f"  {e['id']}: … and {len(msgs) - 8} more")
     if details:
         lines += ["", "Details:"] + details
     if _all_notes(row):
