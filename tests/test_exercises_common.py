@@ -494,7 +494,7 @@ def _error_of(fn) -> str:
 @pytest.mark.parametrize(
     "make_error, words",
     [
-        (lambda: torch.ones(4) * torch.ones(4, 1, 3, 3), "needs .view(-1, 1, 1, 1)"),
+        (lambda: torch.ones(4) * torch.ones(4, 1, 3, 3), ".view(-1, 1, 1, 1) for N×C×H×W"),
         (lambda: bool(torch.tensor([1, 0]) > 0), "decide element by element"),
         (lambda: torch.ones(3).item(), "take a single number"),
         (lambda: float(torch.ones(3)), "take a single number"),
@@ -522,7 +522,7 @@ def test_an_error_on_every_case_is_explained_once():
         return ((x_t - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
 
     feedback = grade_answer("04.4", x0_without_view, 0).feedback()
-    assert feedback.count("needs .view(-1, 1, 1, 1)") == 1, feedback
+    assert feedback.count(".view(-1, 1, 1, 1) for N×C×H×W") == 1, feedback
     assert "raised the same RuntimeError on other cases too" in feedback
     assert len(feedback.splitlines()) <= 4  # verdict, the error with its hint, "the same … too", the hint
 
@@ -770,3 +770,26 @@ def test_a_slip_made_on_every_case_is_said_once_with_how_many_cases_it_fits():
     # a label that holds another label is taken out whole
     grouped = group_messages(["wrong (a, b): fix", "wrong (a): fix", "wrong (c): other"], ["a", "a, b", "c"])
     assert grouped == ["wrong (a, b): fix [and 1 other case alike]", "wrong (c): other"]
+
+
+def test_an_error_names_the_line_of_the_learners_cell_it_came_from():
+    """Raised inside torch, called from a notebook cell: the message points at the cell's line, not torch's."""
+    import linecache
+
+    from course_lib.grading.exercise import error_text
+
+    source = "def f(x):\n    m = torch.ones(3)\n    return x * m\n\ndef g():\n    raise NotImplementedError('stub')\n"
+    cell = "/tmp/ipykernel_4242/1234567.py"  # where ipykernel keeps a cell's code
+    linecache.cache[cell] = (len(source), None, source.splitlines(True), cell)
+    ns = {"torch": torch}
+    exec(compile(source, cell, "exec"), ns)
+    with pytest.raises(RuntimeError) as raised:
+        ns["f"](torch.ones(4))
+    assert error_text(raised.value).endswith("[line 3 of your cell: return x * m]"), error_text(raised.value)
+    with pytest.raises(NotImplementedError) as stub:
+        ns["g"]()
+    assert error_text(stub.value) == "NotImplementedError: stub"  # the stub's own raise needs no pointer
+    try:  # code that is not a notebook cell (a test, the library) gets no pointer
+        torch.ones(2) * torch.ones(3)
+    except RuntimeError as e:
+        assert "your cell" not in error_text(e)

@@ -434,6 +434,13 @@ def test_06_3_wrong_variants():
     assert_wrong("06.3", ids_global_count, "that class's own count", partial="partial")
 
 
+def ids_float_rows(labels, u, d, counts, p):  # floor() without .long(): right rows, float dtype
+    first = 1 + torch.cumsum(counts, 0) - counts
+    n = counts[labels]
+    pick = torch.minimum((u * n).floor(), (n - 1).float())
+    return torch.where(d < p, 0.0, first[labels] + pick)
+
+
 def ids_own_drop_draw(labels, u, d, counts, p):
     # a draw of its own instead of drop_u (seeded here so the test repeats; the message must not rely on it)
     mine = torch.rand(d.shape, generator=torch.Generator().manual_seed(99))
@@ -449,6 +456,7 @@ def ids_own_phrasing_draw(labels, u, d, counts, p):
     "answer, message",
     [
         (ids_own_drop_draw, "use the drop_u you are given"),
+        (ids_float_rows, "floor(), round() and / keep or give a float dtype: end with .long()"),
         (ids_own_phrasing_draw, "use the phrasing_u you are given"),
         (ids_keep_where_dropped, "not where drop_u ≥ p"),
         (ids_null_minus_one, "the empty prompt (the null condition), not -1"),

@@ -158,6 +158,18 @@ def test_07_1_no_broadcasting_gets_partial_credit_and_says_how_to_reshape():
         assert "LAST dimension" in text  # the case where N equals the width: silently wrong
 
 
+def combine_image_view(eps_uncond, eps_cond, scale):  # the images' reshape, whatever the inputs' dims
+    if isinstance(scale, torch.Tensor):
+        scale = scale.view(-1, 1, 1, 1)
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def test_07_1_an_image_reshape_on_vectors_is_named():
+    for result in grade_all_seeds("07.1", combine_image_view):
+        assert result.status == "partial", result.feedback()
+        assert "your per-item scale has more dims than the inputs (4 where the inputs have 2)" in result.feedback()
+
+
 def test_07_1_library_and_lerp_pass():
     def with_lerp(eps_uncond, eps_cond, scale):
         return torch.lerp(eps_uncond, eps_cond, _bcast(scale, eps_cond) if isinstance(scale, torch.Tensor) else scale)

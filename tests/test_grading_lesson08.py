@@ -183,6 +183,19 @@ def test_08_1_wrong_variants():
     assert_wrong("08.1", ddim_eta_squared, "not η²", partial="partial")
 
 
+def ddim_inner_ratio_inverted(a_t, a_prev, x_t, eps, eta, z):
+    # a σ of an unforeseen shape (the inner ratio upside down, its sign dropped): no named slip fits
+    x0 = (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+    sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(abs(1 - a_prev / a_t))
+    return math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0)) * eps + sigma * z
+
+
+def test_08_1_a_sigma_of_unforeseen_shape_is_located_by_the_steps_coefficients():
+    assert_wrong("08.1", ddim_inner_ratio_inverted, "your step has the right form", partial="partial")
+    feedback = grade_answer(get_exercise("08.1"), ddim_inner_ratio_inverted, 3).feedback()
+    assert "β = σ = " in feedback and "recompute σ" in feedback
+
+
 def test_08_1_equivalent_forms_pass():
     assert all(r.status == "pass" for r in grade_all_seeds("08.1", ddim_tensor_scalars))
 

@@ -256,8 +256,8 @@ def cost_tensors(height, width, factor, latent_channels, steps, guidance_scale, 
 
 # (exercise, answer, substring of the feedback, status)
 WRONG = [
-    ("09.1", img2img_round, "int() (truncation, as diffusers does), not rounded", "partial"),
-    ("09.1", img2img_ceil, "not rounded up", "partial"),
+    ("09.1", img2img_round, "int() (truncation, as diffusers does), not round() or math.ceil()", "partial"),
+    ("09.1", img2img_ceil, "int() (truncation, as diffusers does), not round", "partial"),
     ("09.1", img2img_backwards, "strength is read backwards", "partial"),
     ("09.1", img2img_off_by_one, "must add up to steps", "partial"),
     ("09.1", img2img_start_minus_one, "t_start is one step early", "partial"),
@@ -306,15 +306,16 @@ def test_img2img_one_step_off_is_told_apart_from_rounding(seed):
     def named_off(answer):
         """The failed messages that call t_start one step early, without a word on rounding."""
         checks = _grade("09.1", answer, seed).checks
-        return [c.message for c in checks if "t_start is one step early" in c.message and "rounded" not in c.message]
+        return [c.message for c in checks if "t_start is one step early" in c.message and "round" not in c.message]
 
     assert any("50 steps, strength 0.8" in m for m in named_off(img2img_start_minus_one))  # 40 steps exactly
-    # at 25 · 0.3 = 7.5 rounding and rounding up both match a − 1: the message names all three
+    # at 25 · 0.3 = 7.5 rounding and rounding up both match a − 1: the message names them in one sentence, and the − 1
     checks = _grade("09.1", img2img_start_minus_one, seed).checks
     half = next(c.message for c in checks if "steps · strength = 7.5" in c.message)
-    assert "not rounded (int(7.5) is 7)" in half and "t_start is one step early" in half, half
+    assert "not round() or math.ceil() (int(7.5) is 7)" in half and "t_start is one step early" in half, half
+    assert "another slip gives the same values" not in half  # said once, not as two alternatives
     for rounding in (img2img_round, img2img_ceil):
-        assert "not rounded" in _grade("09.1", rounding, seed).feedback()
+        assert "(truncation, as diffusers does), not round" in _grade("09.1", rounding, seed).feedback()
         assert not named_off(rounding)
 
 

@@ -73,7 +73,14 @@ def capture(exercise_id: str, namespace: dict, seed: int, out: str, time_limit: 
     import torch
 
     from course_lib.grading.encode import roundtrip, save_observations
-    from course_lib.grading.exercise import _library_codes, get_exercise, inputs_digest, isolated, probe_case
+    from course_lib.grading.exercise import (
+        _library_codes,
+        error_text,
+        get_exercise,
+        inputs_digest,
+        isolated,
+        probe_case,
+    )
 
     # where the grader asked, whatever folder the learner's code moved the kernel to (os.chdir)
     path = Path(out)
@@ -115,7 +122,7 @@ def capture(exercise_id: str, namespace: dict, seed: int, out: str, time_limit: 
                     timed_out = True
                     records.append({"case": i, "timeout": True})
                 except (Exception, SystemExit) as e:  # the learner's code failing (exit() too) is a result
-                    records.append({"case": i, "error": f"{type(e).__name__}: {e}"[:2000]})
+                    records.append({"case": i, "error": error_text(e)[:2000]})
                 records[-1]["seconds"] = round(time.perf_counter() - start, 4)
                 records[-1]["inputs"] = digest
     finally:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -198,7 +199,7 @@ class Exercise:
     input_names: what to call the case's arguments where they are not the reference's parameters
     in order (messages such as "your code changed its input `x1` in place", see :func:`probe_case`);
     judges_type: the judge checks the returned type and dtype itself (otherwise, wherever the reference
-    returns a tensor, a list, an array or another dtype costs half a point per case, see :func:`kind_of`);
+    returns a tensor, a list, an array or another dtype weighs half a case's checks, see :func:`kind_of`);
     any_float: the result is a measurement (a PSNR, a mean distance), so any floating dtype will do in place of
     the reference's: its value is judged, not the precision it was kept in (a list or an array still costs).
     library_versions: dotted names of the library's own version of what the exercise asks for
@@ -459,6 +460,31 @@ def _compare(got, expected, rtol, atol, path, where) -> list[SubCheck]:
 # ---------------------------------------------------------------------------------------------
 
 
+#: where a notebook cell's code lives for Python: ipykernel's "/tmp/ipykernel_123/456.py" or IPython's older
+#: "<ipython-input-7-…>"; frames of the learner's own cells, not of torch or the course
+_CELL_FILE = re.compile(r"(ipykernel_\d+[/\\]\d+\.py$)|(^<ipython-input-)")
+
+
+def error_text(e: BaseException) -> str:
+    """``"Type: message"`` of the learner's error, and where in their cell it was raised, when the traceback
+    passes through a notebook cell: ``… [line 4 of your cell: x = mask * scores]``. The error's own line is
+    often inside torch; the last line of the learner's cell on the way there is the one to look at."""
+    import linecache
+
+    text = f"{type(e).__name__}: {e}"
+    where = None
+    tb = e.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if _CELL_FILE.search(filename):
+            where = (tb.tb_lineno, linecache.getline(filename, tb.tb_lineno).strip())
+        tb = tb.tb_next
+    if where is not None and not isinstance(e, NotImplementedError):  # the stub's raise says nothing new
+        line = where[1] if len(where[1]) <= 100 else where[1][:97] + "…"
+        text += f" [line {where[0]} of your cell" + (f": {line}]" if line else "]")
+    return text
+
+
 #: sub-checks on the form of a right answer, not its values (see :func:`_kind_mismatch`, :func:`_changed_check`)
 _FORM_CHECKS = ("a torch tensor", "dtype", "ints")
 
@@ -550,8 +576,9 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
 ERROR_HINTS = (
     (
         "must match the size of tensor",
-        "the shapes do not broadcast: print the shapes that meet on that line. A value per image, shape (N,), "
-        "needs .view(-1, 1, 1, 1) to scale an N×C×H×W tensor; a mask must be on the grid of what it multiplies",
+        "the shapes do not broadcast: print the shapes that meet on that line. A value per item, shape (N,), "
+        "needs trailing 1s to scale an N×… tensor (.view(-1, 1, 1, 1) for N×C×H×W, .view(-1, 1) for N×D); a mask "
+        "must line up with what it multiplies or fills (mask[:, None, :] repeats an N×L mask for every query row)",
     ),
     (
         "Boolean value of Tensor with more than one value is ambiguous",
@@ -895,13 +922,16 @@ def _kind_mismatch(got: Any, ref_kind: Any, weight: float, any_float: bool = Fal
                 "maths on it)",
             )
         if dtype != ref_dtype and not (any_float and dtype in _FLOAT_DTYPES and ref_dtype in _FLOAT_DTYPES):
+            if str(ref_dtype).startswith(("int", "uint")) and dtype in _FLOAT_DTYPES:
+                cause = "floor(), round() and / keep or give a float dtype: end with .long() once the value is whole"
+            else:
+                cause = "a .float() or .double(), or a tensor made without dtype=, changes it"
             return SubCheck(
                 "dtype",
                 False,
                 weight,
                 f"return {'an' if str(ref_dtype)[:1] in 'aeiou' else 'a'} {ref_dtype} tensor, the dtype the reference "
-                "keeps for these inputs, got "
-                f"{dtype} for {what}: a .float() or .double(), or a tensor made without dtype=, changes it",
+                f"keeps for these inputs, got {dtype} for {what}: {cause}",
             )
     return None
 
@@ -939,7 +969,7 @@ def run_cases(exercise: Exercise, answer: Any, seed: int, time_limit: float | No
         except CallTimeout:
             outcomes.append(Outcome(timed_out=True))
         except (Exception, SystemExit) as e:  # the learner's code: any failure (exit() too) is a verdict
-            outcomes.append(Outcome(error=f"{type(e).__name__}: {e}"))
+            outcomes.append(Outcome(error=error_text(e)))
     return outcomes
 
 

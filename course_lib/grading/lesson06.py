@@ -451,9 +451,8 @@ def _ids_mistakes(case: Case) -> dict[str, torch.Tensor | None]:
         # > p and ≥ p differ only where drop_u equals p (p = 0 with a drop_u of 0): one message for both elsewhere
         "drop the condition where drop_u < p (probability p), not where drop_u > p or ≥ p: that keeps exactly the "
         "conditions to drop": reversed_strict,
-        "row 0 is the empty prompt: class 0's first phrasing is row 1, so add 1 to every index": torch.where(
-            d < p, torch.zeros_like(labels), first[labels] + pick - 1
-        ),
+        "row 0 is the empty prompt: class 0's first phrasing is row 1, so add 1 to every kept (not dropped) "
+        "index": torch.where(d < p, torch.zeros_like(labels), first[labels] + pick - 1),
         "class k starts after the phrasings of classes 0..k−1 (an exclusive cumulative sum), not after 0..k": (
             torch.where(d < p, torch.zeros_like(labels), 1 + torch.cumsum(counts, 0)[labels] + pick)
         ),

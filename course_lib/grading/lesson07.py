@@ -183,14 +183,13 @@ def _combine_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             SubCheck("values", False, 2, ""),
         ]
     shape_ok = arr.shape == exp.shape
-    checks = [
-        SubCheck(
-            "shape",
-            shape_ok,
-            1,
-            "" if shape_ok else f"expected shape {tuple(exp.shape)} (the inputs' shape), got {tuple(arr.shape)}{where}",
-        )
-    ]
+    msg = "" if shape_ok else f"expected shape {tuple(exp.shape)} (the inputs' shape), got {tuple(arr.shape)}{where}"
+    if not shape_ok and arr.ndim > exp.ndim and arr.shape[-exp.ndim:] == exp.shape:
+        # an (N,) scale viewed as (N, 1, 1, 1), the images' broadcast, on inputs of fewer dims: it grew the result
+        msg += (f": your per-item scale has more dims than the inputs ({arr.ndim} where "
+                f"the inputs have {exp.ndim}); give it one dim per input dim, s.view(-1, *[1] * (eps.dim() - 1)), "
+                "so (N, 1) for N×D and (N, 1, 1, 1) for N×C×H×W")
+    checks = [SubCheck("shape", shape_ok, 1, msg)]
     if not shape_ok:
         return checks + [SubCheck("values", False, 2, "")]
     ok = allclose(arr, exp, **TOL)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from course_lib.grading.checks import FRESH_NOISE, case_generator, diagnose, fresh_noise
+from course_lib.grading.checks import FRESH_NOISE, as_float_array, case_generator, diagnose, fresh_noise
 from course_lib.grading.exercise import KIND_WORDS, Case, Exercise, SubCheck, compare, register
 from course_lib.schedules import NoiseSchedule
 
@@ -146,6 +146,27 @@ def _ddim_mistakes(case: Case) -> dict[str, torch.Tensor]:
     return out
 
 
+def _ddim_coefficients(got: Any, a_t, a_prev, x_t, eps, z, sigma: float) -> str:
+    """'' unless ``got`` has the step's form, sqrt(abar_{t'})·x̂_0 + α·ε̂ + β·z, with other α and β: then the
+    slip is in σ or in where σ enters, and the sentence gives the learner's α and β beside the right ones. Found
+    by least squares on what is left after the x̂_0 term (exact to rounding when the form is right)."""
+    arr = as_float_array(got)
+    if arr is None or arr.shape != tuple(x_t.shape) or not np.isfinite(arr).all():
+        return ""
+    x0, _ = _ddim_parts(a_t, a_prev, x_t, eps, 0.0)
+    rest = (arr - math.sqrt(a_prev) * x0.numpy()).reshape(-1)
+    basis = np.stack([eps.numpy().reshape(-1), z.numpy().reshape(-1)], axis=1)
+    (alpha, beta), *_ = np.linalg.lstsq(basis, rest, rcond=None)
+    if np.abs(basis @ np.array([alpha, beta]) - rest).max() > 1e-6 * max(1.0, np.abs(rest).max()):
+        return ""  # not that form: some other slip
+    right_alpha = math.sqrt(max(1 - a_prev - sigma**2, 0.0))
+    return (
+        f"your step has the right form, sqrt(abar_{{t'}})·x̂_0 + α·ε̂ + β·z, and x̂_0 is right, but α = {alpha:.4g} "
+        f"and β = {beta:.4g} where α = sqrt(1 − abar_{{t'}} − σ²) = {right_alpha:.4g} and β = σ = {sigma:.4g}: "
+        "recompute σ = η·sqrt((1 − abar_{t'})/(1 − abar_t))·sqrt(1 − abar_t/abar_{t'}) term by term"
+    )
+
+
 def _ddim_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     checks = compare(got, expected, rtol=1e-4, atol=1e-6, label=case.label)
     values = next((c for c in checks if c.name == "values"), None)
@@ -153,6 +174,8 @@ def _ddim_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
         diag = diagnose(got, {k: v.numpy() for k, v in _ddim_mistakes(case).items()})
         a_t, a_prev, x_t, eps, eta, z = case.args
         x0, sigma = _ddim_parts(a_t, a_prev, x_t, eps, eta)
+        if not diag and sigma > 0:
+            diag = _ddim_coefficients(got, a_t, a_prev, x_t, eps, z, sigma)
         if not diag and sigma > 0:
             mean = _ddim_update(a_t, a_prev, x_t, eps, eta, torch.zeros_like(z))
             diag = FRESH_NOISE if fresh_noise(got, mean, sigma, z) else ""

@@ -89,6 +89,10 @@ _ROUNDED = (
     "steps · strength is cut to a whole number with int() (truncation, as diffusers does), not rounded (int(7.5) is 7)"
 )
 _ROUNDED_UP = "steps · strength is cut to a whole number with int() (truncation, as diffusers does), not rounded up"
+_ROUNDED_EITHER = (  # where round() and ceil() agree (7.5 → 8), one sentence for both
+    "steps · strength is cut to a whole number with int() (truncation, as diffusers does), not round() or "
+    "math.ceil() (int(7.5) is 7)"
+)
 
 
 def _one_step_off(case: Case, arr: np.ndarray, expected: Any) -> str:
@@ -117,9 +121,12 @@ def _img2img_mistakes(case: Case) -> dict[str, Any]:
         return [max(steps - init, 0), steps - max(steps - init, 0)]
 
     init = min(int(x), steps)
-    return {
+    rounded = {_ROUNDED_EITHER: from_init(round(x))} if round(x) == math.ceil(x) else {
         _ROUNDED: from_init(round(x)),
         _ROUNDED_UP: from_init(math.ceil(x)),
+    }
+    return {
+        **rounded,
         "strength is read backwards (or the pair is swapped): strength 1 starts at index 0 and runs all the "
         "steps, strength 0 starts at index steps and runs none; return (t_start, number of steps)": [
             init,
@@ -137,7 +144,8 @@ def _img2img_judge(case: Case, got, expected) -> list[SubCheck]:
     if arr is not None and arr.shape == (2,):
         diagnosis = diagnose(arr, _img2img_mistakes(case), expected=expected, rtol=0.0, atol=0.0)
         off = _one_step_off(case, arr, expected)
-        if diagnosis.startswith((_ROUNDED, _ROUNDED_UP)) and off:  # may end "(another slip gives the same …)"
+        # (the diagnosis may end "(another slip gives the same …)")
+        if diagnosis.startswith((_ROUNDED, _ROUNDED_UP, _ROUNDED_EITHER)) and off:
             # rounding up moves t_start one step early: on this case a − 1 on t_start looks the same
             diagnosis += (
                 "; or, if you did use int(), t_start is one step early: t_start = steps − init, with no − 1 "
@@ -284,9 +292,10 @@ def _inpaint_mistakes(case: Case) -> dict[str, Any]:
         "so take x_generated there and x_known_noised where mask = 0": blend(1 - mx),
         f"you averaged the mask over each f×f block, so a partly masked cell mixes both latents; {cell} "
         "(max-pool, or average-pool then > 0)": blend(avg),
+        # before the majority vote: the two often agree, and F.interpolate's default is the likelier first try
+        f"you sampled one pixel per cell (nearest-neighbour resizing, F.interpolate's default mode), which misses "
+        f"masked pixels elsewhere in the cell; {cell}": blend(nearest),
         f"you averaged the mask and thresholded at ½ (a majority vote); {cell}": blend((avg >= 0.5).to(gen.dtype)),
-        f"you sampled one pixel per cell (nearest-neighbour resizing), which misses masked pixels elsewhere "
-        f"in the cell; {cell}": blend(nearest),
         f"you sampled the centre pixel of each cell; {cell}": blend(centre),
         f"you repainted only cells that are wholly masked (the minimum over the block); {cell}": blend(mn),
     }
@@ -513,6 +522,6 @@ register(
         judge=_cost_judge,
         points=3,
         hint="Guidance changes how many rows go through the U-Net in each call, not how many calls there are, "
-        "and it is only switched on above a scale of 1; the U-Net sees latents, c × H/f × W/f per row.",
+        "and it is only switched on above a scale of 1; the U-Net sees latents, c × (H // f) × (W // f) per row.",
     )
 )
