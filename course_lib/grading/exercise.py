@@ -153,15 +153,21 @@ class ExerciseResult:
             lines.append(f"  {self.detail}")
         # sub-checks without a message failed only because an earlier one did (no values
         # without the right shape): the first message says it all
-        messages = list(dict.fromkeys(c.message for c in self.checks if not c.passed and c.message))
-        messages = [m for m in messages if m != self.detail]  # the detail line above already says it
-        messages = group_messages(messages, self.case_labels)
+        messages = failed_messages(self.detail, [(c.passed, c.message) for c in self.checks], self.case_labels)
         lines += [f"  - {m}" for m in messages[:8]]
         if len(messages) > 8:
             lines.append(f"  - … and {len(messages) - 8} more")
         if self.status != "pass" and self.hint:
             lines.append(f"  hint: {self.hint}")
         return "\n".join(ln for ln in lines if ln)
+
+
+def failed_messages(detail: str, checks: Sequence[tuple[bool, str]], labels: Sequence[str]) -> list[str]:
+    """What the failed sub-checks say, each once, grouped across cases (:func:`group_messages`), without the
+    ``detail`` line that is shown above them. ``checks``: (passed, message) pairs; a failed sub-check without a
+    message failed only because an earlier one did."""
+    messages = dict.fromkeys(m for passed, m in checks if not passed and m)
+    return group_messages([m for m in messages if m != detail], labels)
 
 
 def group_messages(messages: Sequence[str], labels: Sequence[str]) -> list[str]:

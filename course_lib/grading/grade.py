@@ -51,7 +51,7 @@ from course_lib.grading.exercise import (
     Outcome,
     error_hint,
     exercises_for,
-    group_messages,
+    failed_messages,
     inputs_digest,
     judge_outcomes,
 )
@@ -734,8 +734,7 @@ def feedback_markdown(row: dict) -> str:
                 lines.append(f"- {e['detail']}")
             if e.get("flag"):
                 lines.append(f"- for your teacher: {e['flag']}")
-            messages = list(dict.fromkeys(c["message"] for c in e["checks"] if not c["passed"] and c["message"]))
-            messages = group_messages([m for m in messages if m != e["detail"]], e.get("case_labels", []))
+            messages = _failed(e)
             lines += [f"- {m}" for m in messages[:8]]
             if len(messages) > 8:
                 lines.append(f"- … and {len(messages) - 8} more")
@@ -743,6 +742,11 @@ def feedback_markdown(row: dict) -> str:
         lines += ["", f"_Checked on the inputs of seed {row['seed']}: `course check --seed {row['seed']} "
                       "YOUR_NOTEBOOK.ipynb` shows this table again._"]
     return "\n".join(lines) + "\n"
+
+
+def _failed(e: dict) -> list[str]:
+    """An exercise row's failed sub-check messages, grouped, as the check cell shows them."""
+    return failed_messages(e["detail"], [(c["passed"], c["message"]) for c in e["checks"]], e.get("case_labels", []))
 
 
 def _all_notes(row: dict) -> list[str]:
@@ -1016,8 +1020,7 @@ def format_table(row: dict) -> str:
             continue
         msgs = [f"for your teacher: {e['flag']}"] if e.get("flag") else []
         msgs += [e["detail"]] if e["detail"] else []
-        failed = list(dict.fromkeys(c["message"] for c in e["checks"] if not c["passed"] and c["message"]))
-        msgs += group_messages([m for m in failed if m != e["detail"]], e.get("case_labels", []))
+        msgs += _failed(e)
         msgs = [m for m in dict.fromkeys(msgs) if m]
         details += [f"  {e['id']}: {m}" for m in msgs[:8]]
         if len(msgs) > 8:  # as the check cell says it: nothing left out without a word
