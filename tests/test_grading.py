@@ -719,3 +719,24 @@ def test_course_checks_table_groups_alike_messages_and_says_how_many_it_left_out
     assert table.count("return float32") == 1 and "[and 11 other cases alike]" in table, table
     assert table.index("return float32") < table.index("slip 0") and "slip 6" in table and "slip 7" not in table
     assert "09.9: … and 5 more" in table, table
+
+
+def test_the_class_by_student_takes_each_lessons_best_file_and_names_the_choice(tmp_path):
+    from course_lib.grading.grade import student_table, write_gradebook
+
+    def row(path, lesson, total, top=9.0):
+        return {"submission": path.replace("/", "__"), "file": f"/class/{path}", "lesson": lesson, "status": "graded",
+                "total": total, "max_total": top, "exercises": [], "notes": [], "seed": 1}
+
+    rows = [row("alice/02.ipynb", "02_x", 3.0), row("late/alice/02.ipynb", "02_x", 7.0),
+            row("alice/01.ipynb", "01_y", 5.0, 6.0), row("bob/02.ipynb", "02_x", 9.0)]
+    header, table = student_table(rows)
+    assert header == ["student", "01_y", "02_x", "total", "max", "several files (best counted)"]
+    assert table == [["alice", "5", "7", "12", "15", "02_x"], ["bob", "", "9", "9", "15", ""]]
+    write_gradebook(rows, tmp_path)
+    with open(tmp_path / "students.csv") as f:
+        assert [r["student"] for r in csv.DictReader(f)] == ["alice", "bob"]
+    # a flat folder names no students: no roll-up, and none left from an earlier run
+    write_gradebook([row("a.ipynb", "02_x", 1.0), row("b.ipynb", "02_x", 2.0)], tmp_path)
+    assert student_table([row("a.ipynb", "02_x", 1.0), row("b.ipynb", "02_x", 2.0)])[1] == []
+    assert not (tmp_path / "students.csv").exists()

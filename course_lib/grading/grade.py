@@ -712,7 +712,48 @@ def write_gradebook(rows: list[dict], out: Path) -> Path:
     summary = out / ".summary.txt.tmp"
     summary.write_text(class_summary(rows) + "\n")
     summary.replace(out / "summary.txt")
+    _write_students(rows, out)
     return path
+
+
+def student_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the class by student, for a spreadsheet or a learning platform: a row per student (by
+    folder name), each lesson's points, the total and the most there is. Where a student handed in several files
+    of a lesson, the highest score stands, and the last column names those lessons (which file counts is the
+    teacher's to say: the gradebook has each). Rows without a student folder (a flat folder) are left out."""
+    students = _student_folders(rows)
+    lessons = sorted({r["lesson"] for r in rows if r.get("lesson") and students.get(id(r))})
+    best: dict[str, dict[str, list[dict]]] = {}
+    for r in rows:
+        if r.get("lesson") and students.get(id(r)):
+            best.setdefault(students[id(r)], {}).setdefault(r["lesson"], []).append(r)
+    top = {lesson: max((r["max_total"] for r in rows if r.get("lesson") == lesson), default=0.0) for lesson in lessons}
+    table = []
+    for student in sorted(best):
+        mine = best[student]
+        points = {lesson: max(r["total"] for r in mine[lesson]) for lesson in mine}
+        several = [lesson for lesson in lessons if len(mine.get(lesson, [])) > 1]
+        table.append(
+            [student]
+            + [f"{points[lesson]:g}" if lesson in points else "" for lesson in lessons]
+            + [f"{sum(points.values()):g}", f"{sum(top.values()):g}", " ".join(several)]
+        )
+    return ["student", *lessons, "total", "max", "several files (best counted)"], table
+
+
+def _write_students(rows: list[dict], out: Path) -> None:
+    """``out/students.csv`` (see :func:`student_table`), when the submissions came in per-student folders."""
+    header, table = student_table(rows)
+    if not table:
+        (out / "students.csv").unlink(missing_ok=True)  # a flat folder now: no stale roll-up of an earlier run
+        return
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(table)
+    tmp = out / ".students.csv.tmp"
+    tmp.write_text(buf.getvalue())
+    tmp.replace(out / "students.csv")
 
 
 def feedback_markdown(row: dict) -> str:
