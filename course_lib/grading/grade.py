@@ -104,15 +104,27 @@ def _code_lines(source: str) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
+#: a released answer shorter than this (code lines between the solution markers) is not compared: two people
+#: writing ``return 10 * torch.log10(snr)`` from the same formula is no sign of copying
+COPY_MIN_LINES = 4
+
+
 def _solution_lines(options: GradeOptions, lesson: str) -> dict[str, list[str]]:
-    """exercise id → the released solution's code lines (``solutions/`` beside ``exercises/``); {} when the
-    solutions are not there (a course installed without them)."""
+    """exercise id → the released solution's code lines (``solutions/`` beside ``exercises/``), for the
+    solutions of at least :data:`COPY_MIN_LINES` lines; {} when the solutions are not there (a course installed
+    without them)."""
     folder = Path(options.exercises_dir or repo_folder("exercises")).parent / "solutions"
     try:
         nb = nbformat.read(folder / f"{lesson}.ipynb", as_version=4)
     except (OSError, ValueError):
         return {}
-    return {ex_id: _code_lines(_text(c.source)) for c in nb.cells if (ex_id := exercise_id(c)) is not None}
+    out = {}
+    for cell in nb.cells:
+        ex_id, source = exercise_id(cell), _text(cell.source)
+        body = re.search(r"### BEGIN SOLUTION(.*?)### END SOLUTION", source, re.S)
+        if ex_id is not None and body and len(_code_lines(body.group(1))) >= COPY_MIN_LINES:
+            out[ex_id] = _code_lines(source)
+    return out
 
 
 def _lesson_of(nb, path: Path, templates: dict[str, Path], default: str | None) -> str | None:
