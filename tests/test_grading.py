@@ -30,7 +30,7 @@ from course_lib.grading.build import (
     stub_source,
 )
 from course_lib.grading.encode import load_observations, roundtrip, save_observations
-from course_lib.grading.grade import GradeOptions, grade_many
+from course_lib.grading.grade import COPY_FLAG, GradeOptions, grade_many
 
 sys.path.insert(0, str(Path(__file__).parent))
 from grading_fixtures import write_fixtures  # noqa: E402
@@ -311,7 +311,7 @@ def test_the_lesson_is_told_by_metadata_tags_or_file_name(tmp_path):
 
 
 #: the flag on an answer that is the released solution's code (most of this file's right answers are)
-SOLUTION_COPY = "the answer is the released solution's code, line for line (solutions/)"
+SOLUTION_COPY = COPY_FLAG
 
 
 def _with_cell(solution_text: str, exercise: str, source: str) -> str:
@@ -340,17 +340,19 @@ def test_a_class_in_student_folders_a_crashing_cell_and_a_late_submission(tmp_pa
     assert "skipped 1 file(s)" in captured.err and "roster.csv" in captured.err
     assert "roster.csv" in (out / "summary.txt").read_text()  # kept with the summary, not only on the terminal
     look = ("to look at (not graded; an exercise that raised, timed out or went missing; or a flagged answer)")
-    assert f"{look}: " in captured.out and f"bob__{lesson} ({first} error, " in captured.out
-    # the rest of bob's notebook and alice's are the released solution, line for line: flagged for the teacher
-    # where the solution is long enough for a copy to mean something (01.1 is two lines: not flagged)
-    assert f"alice__{lesson} ({rest[0]}: the answer is the released solution's code" in captured.out
-    assert f"({first}: the answer is the released" not in captured.out
+    assert f"{look}: bob__{lesson} ({first} error)" in captured.out
+    # the rest of bob's notebook and alice's are the released solution, line for line: flagged for the teacher,
+    # on a line of their own, where the solution is long enough for a copy to mean something (01.1 is two lines)
+    copies = next(line for line in captured.out.splitlines() if line.startswith("answers that are the released"))
+    assert f"alice__{lesson} ({', '.join(rest)})" in copies and f"bob__{lesson} ({', '.join(rest)})" in copies
+    assert first not in copies.split(":", 1)[1].replace(lesson, "")
 
     def table():
         with open(out / "gradebook.csv") as f:
             return {row["submission"]: row for row in csv.DictReader(f)}
 
     rows = table()
+    assert SOLUTION_COPY in rows[f"alice__{lesson}"]["to look at"]  # the gradebook's column has every flag
     assert set(rows) == {f"{s}__{lesson}" for s in ("alice", "bob", "carol")}
     assert rows[f"carol__{lesson}"]["status"] == "graded" and rows[f"carol__{lesson}"]["file"].endswith(".ipynb.txt")
     assert float(rows[f"alice__{lesson}"]["total"]) == float(rows[f"alice__{lesson}"]["max"])

@@ -104,6 +104,8 @@ def _code_lines(source: str) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
+#: the flag on an answer that is the released solution's code
+COPY_FLAG = "the answer is the released solution's code, line for line (solutions/)"
 #: a released answer shorter than this (code lines between the solution markers) is not compared: two people
 #: writing ``return 10 * torch.log10(snr)`` from the same formula is no sign of copying
 COPY_MIN_LINES = 4
@@ -233,7 +235,7 @@ def rebuild(
                     flags.append("the exercise cell uses course_lib.grading, where the grader's reference answers live")
                 released = (solutions or {}).get(ex_id)
                 if released and _code_lines(source) == released:
-                    flags.append("the answer is the released solution's code, line for line (solutions/)")
+                    flags.append(COPY_FLAG)
                 if flags:
                     plan["flags"][ex_id] = "; ".join(flags)
             nb.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": [f"exercise:{ex_id}"]}))
@@ -1008,10 +1010,14 @@ def class_summary(rows: list[dict]) -> str:
             shown = ", ".join(f"seed {k}: {v} row{'' if v == 1 else 's'}" for k, v in sorted(seeds.items(), key=str))
             lines.append(f"  checked with different seeds ({shown}): those rows saw different check inputs; "
                          "grade them again with one --seed to compare them")
-    attention = [r for r in rows if _look_at(r)]
+    attention = [r for r in rows if _look_at(r, copies=False)]
     if attention:
         lines.append("to look at (not graded; an exercise that raised, timed out or went missing; or a flagged "
                      "answer): " + ", ".join(_why(r) for r in attention))
+    copies = [f"{r['submission']} ({', '.join(_copied(r))})" for r in rows if _copied(r)]
+    if copies:
+        lines.append(f"answers that are the released solution's code, line for line ({len(copies)} submission"
+                     f"{'' if len(copies) == 1 else 's'}): " + ", ".join(copies))
     twice = sorted({f"{folder} ({r['lesson']}: {n} files)" for r, folder, n in _several_files_rows(rows)})
     if twice:
         lines.append("several files for one student and lesson (each graded; which one counts is yours to say): "
@@ -1040,19 +1046,28 @@ def _several_files_rows(rows: list[dict]) -> list[tuple[dict, str, int]]:
     return [(r, folder, len(g)) for (folder, _), g in sorted(groups.items()) if len(g) > 1 for r in g]
 
 
-def _look_at(row: dict) -> str:
+def _look_at(row: dict, copies: bool = True) -> str:
     """What a teacher should look at in this row, '' when nothing: the file's status if it was not graded, else the
-    exercises that errored, timed out or went missing, and the flags (the gradebook's column, the summary's reason)."""
+    exercises that errored, timed out or went missing, and the flags (the gradebook's column, the summary's reason).
+    ``copies=False`` leaves out the flag of a copied solution (the summary lists those on a line of their own)."""
     if row["status"] != "graded":
         return row["status"]
     odd = [f"{e['id']} {e['status']}" for e in row["exercises"] if e["status"] in _NEEDS_A_LOOK]
-    odd += [f"{e['id']}: {e['flag']}" for e in row["exercises"] if e.get("flag")]
+    for e in row["exercises"]:
+        flags = [f for f in (e.get("flag") or "").split("; ") if f and (copies or f != COPY_FLAG)]
+        if flags:
+            odd.append(f"{e['id']}: {'; '.join(flags)}")
     return ", ".join(odd)
 
 
+def _copied(row: dict) -> list[str]:
+    """The ids of the row's exercises whose answer is the released solution, line for line."""
+    return [e["id"] for e in row["exercises"] if COPY_FLAG in (e.get("flag") or "").split("; ")]
+
+
 def _why(row: dict) -> str:
-    """``name (what needs a look)``, for the summary."""
-    return f"{row['submission']} ({_look_at(row)})"
+    """``name (what needs a look)``, for the summary (copied solutions apart)."""
+    return f"{row['submission']} ({_look_at(row, copies=False)})"
 
 
 def format_table(row: dict) -> str:
