@@ -19,10 +19,11 @@ Usage::
         that raise NotImplementedError). With --check, write nothing and exit 1 if exercises/
         is out of date.
 
-    course check NB [--timeout S] [--seed K]
+    course check NB [--timeout S] [--seed K] [--strict]
         Grade your own exercise notebook exactly as the teacher's grader will (a fresh kernel,
         the checks judged outside it) and print a table: exercise, status, points, hint.
-        --seed K checks on the inputs of seed K (a gradebook row's seed repeats that grade).
+        --seed K checks on the inputs of seed K (a gradebook row's seed repeats that grade);
+        --strict exits 1 unless every exercise passes.
 
     course grade SUBMISSION... --out DIR [--jobs N] [--timeout S] [--lesson NN] [--seed K]
         Grade a class: each submission in its own kernel and temporary folder, on the CPU,
@@ -741,6 +742,8 @@ def _add_check(subparsers) -> None:
     p.add_argument("--lesson", default=None, help="lesson number or name, if the notebook does not say")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the check inputs (default: random); the gradebook's seed repeats a teacher's run")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 unless every exercise passes (for a script or CI of your own)")
     p.add_argument("--exercises", type=Path, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_check)
 
@@ -755,7 +758,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if row.get("seed") is not None and row["exercises"]:
         # the inputs are drawn from the seed: with it, the same notebook gets the same table again
         print(f"\nchecked on the inputs of seed {row['seed']} (`course check --seed {row['seed']}` repeats them)")
-    return 1 if row["status"] == "grader_error" else 0
+    if row["status"] == "grader_error":
+        return 1
+    if args.strict and (not row["exercises"] or any(e["status"] != "pass" for e in row["exercises"])):
+        return 1
+    return 0
 
 
 def _submissions(items: Sequence[Path], skipped: list[Path] | None = None) -> list[Path]:

@@ -283,6 +283,13 @@ def test_course_grade_and_check_commands(tmp_path, capsys):
     # --seed fixes the inputs: the row records it and says how to repeat it
     assert cli.main(["check", str(sub), "--seed", "11"]) == 0
     assert "inputs of seed 11 (`course check --seed 11`" in capsys.readouterr().out
+    # --strict: a full notebook exits 0, an untouched one 1 (the table is printed either way)
+    assert cli.main(["check", str(sub), "--strict", "--seed", "11"]) == 0
+    untouched = tmp_path / "untouched_01.ipynb"
+    untouched.write_text((EXERCISES / f"{LESSONS[0]}.ipynb").read_text())
+    assert cli.main(["check", str(untouched), "--seed", "11"]) == 0
+    assert cli.main(["check", str(untouched), "--strict", "--seed", "11"]) == 1
+    assert "not_implemented" in capsys.readouterr().out
     # a folder of submissions, one unreadable and of no known lesson: still a row, exit 0
     assert cli.main(["grade", str(tmp_path), "--out", str(tmp_path / "out"), "--lesson", "01", "--seed", "7"]) == 0
     with open(tmp_path / "out" / "gradebook.csv") as f:
