@@ -597,6 +597,44 @@ def test_several_files_of_one_student_and_lesson_are_pointed_out():
     assert "lesson 02_forward_noising: 2 submissions, mean" in class_summary(flat)
 
 
+def test_canvas_and_moodle_downloads_name_their_students(tmp_path):
+    """A learning platform's bulk download: Canvas puts every file in one folder, named after the student (and LATE
+    where it was late); Moodle gives each student a folder with an id and the plugin's name after it."""
+    from course_lib.grading.grade import class_summary, student_table, write_gradebook
+
+    def row(path, lesson="02_x", total=1.0):
+        return {"submission": Path(path).stem, "file": f"/dl/{path}", "lesson": lesson, "status": "graded",
+                "total": total, "max_total": 9.0, "exercises": [], "notes": [], "seed": 1}
+
+    canvas = [row("smithjohn_1234_56789_02_forward_noising.ipynb", total=4.0),
+              row("smithjohn_LATE_1234_56790_02_forward_noising-1.ipynb", total=6.0),
+              row("doejane_late_98_76_02_forward_noising.ipynb"),
+              row("notes_for_me.ipynb")]  # not Canvas's pattern: no student
+    summary = class_summary(canvas)
+    assert "lesson 02_x: 4 submissions from 2 students (by Canvas's file name)," in summary, summary
+    assert "smithjohn (02_x: 2 files)" in summary, summary
+    late = summary.split("marked late by Canvas (2): ")[1].splitlines()[0]
+    assert late == "doejane_late_98_76_02_forward_noising, smithjohn_LATE_1234_56790_02_forward_noising-1", late
+    assert student_table(canvas)[1] == [["doejane", "1", "1", "9", ""], ["smithjohn", "6", "6", "9", "02_x"]]
+    write_gradebook(canvas, tmp_path)
+    with open(tmp_path / "gradebook.csv") as f:
+        book = {r["submission"]: r for r in csv.DictReader(f)}
+    assert book["notes_for_me"]["student"] == ""
+    assert book["doejane_late_98_76_02_forward_noising"]["student"] == "doejane"
+    first = book["smithjohn_1234_56789_02_forward_noising"]["to look at"]
+    assert first == "one of 2 files of this lesson from smithjohn", first
+    assert "marked late by Canvas" in book["smithjohn_LATE_1234_56790_02_forward_noising-1"]["to look at"]
+    assert "marked late" not in book["smithjohn_1234_56789_02_forward_noising"]["to look at"]
+
+    moodle = [row("Alice Smith_4242_assignsubmission_file_/02_forward_noising.ipynb"),
+              row("Bob Lee_4243_assignsubmission_file_/02_forward_noising.ipynb"),
+              row("Bob Lee_4243_assignsubmission_file_/02_forward_noising (1).ipynb")]
+    summary = class_summary(moodle)
+    assert "lesson 02_x: 3 submissions from 2 students (by folder name)," in summary, summary
+    assert "Bob Lee (02_x: 2 files)" in summary and "marked late" not in summary, summary
+    assert [r[0] for r in student_table(moodle)[1]] == ["Alice Smith", "Bob Lee"]
+
+
 def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):
     """Lessons graded with different seeds into one folder: a late file of lesson 01 is checked with 01's seed."""
     first, second = LESSONS[0], LESSONS[1]

@@ -703,8 +703,11 @@ def write_gradebook(rows: list[dict], out: Path) -> Path:
         + ["file", "seed", "seconds", "notes", "to look at"]
     )
     # a student's folder holding several files of one lesson: each of those rows says so
-    extra = {id(r): f"one of {n} files of this lesson in {folder}/" for r, folder, n in _several_files_rows(rows)}
-    students = _student_folders(rows)  # the folder's name, where each student has one
+    extra = {id(r): f"one of {n} files of this lesson from {who}" for r, who, n in _several_files_rows(rows)}
+    for r in rows:
+        if _marked_late(r):
+            extra[id(r)] = "; ".join(filter(None, [extra.get(id(r)), "marked late by Canvas"]))
+    students = _students(rows)  # the folder's name, where each student has one, or Canvas's
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
@@ -732,10 +735,11 @@ def write_gradebook(rows: list[dict], out: Path) -> Path:
 
 def student_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the class by student, for a spreadsheet or a learning platform: a row per student (by
-    folder name), each lesson's points, the total and the most there is. Where a student handed in several files
-    of a lesson, the highest score stands, and the last column names those lessons (which file counts is the
-    teacher's to say: the gradebook has each). Rows without a student folder (a flat folder) are left out."""
-    students = _student_folders(rows)
+    folder name or Canvas's file name, :func:`_students`), each lesson's points, the total and the most there is.
+    Where a student handed in several files of a lesson, the highest score stands, and the last column names those
+    lessons (which file counts is the teacher's to say: the gradebook has each). Rows with no student (another flat
+    folder) are left out."""
+    students = _students(rows)
     lessons = sorted({r["lesson"] for r in rows if r.get("lesson") and students.get(id(r))})
     best: dict[str, dict[str, list[dict]]] = {}
     for r in rows:
@@ -756,7 +760,8 @@ def student_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def _write_students(rows: list[dict], out: Path) -> None:
-    """``out/students.csv`` (see :func:`student_table`), when the submissions came in per-student folders."""
+    """``out/students.csv`` (see :func:`student_table`), when the submissions say who handed each in (per-student
+    folders, Canvas names)."""
     header, table = student_table(rows)
     if not table:
         (out / "students.csv").unlink(missing_ok=True)  # a flat folder now: no stale roll-up of an earlier run
@@ -982,7 +987,8 @@ def class_summary(rows: list[dict]) -> str:
     folder), the mean score and how the exercises ended; rows checked with different seeds; then the
     submissions to look at and the students with several files of one lesson."""
     lines = []
-    students = _student_folders(rows)
+    how: dict[int, str] = {}
+    students = _students(rows, how)
     for lesson in sorted({r["lesson"] or "?" for r in rows}):
         group = [r for r in rows if (r["lesson"] or "?") == lesson]
         graded = [r for r in group if r["status"] == "graded" and r["max_total"]]
@@ -995,7 +1001,8 @@ def class_summary(rows: list[dict]) -> str:
         by_status = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         names = {students[id(r)] for r in group if students.get(id(r))}
         # by folder name: alice/ under submissions/ and under late/ is one student
-        who = f" from {len(names)} student{'' if len(names) == 1 else 's'} (by folder name)" if names else ""
+        by = " or ".join(sorted({how[id(r)] for r in group if id(r) in how}))
+        who = f" from {len(names)} student{'' if len(names) == 1 else 's'} (by {by})" if names else ""
         not_read = len(group) - len(graded)
         skipped = f"; {not_read} not graded (0 in the gradebook)" if not_read else ""
         lines.append(
@@ -1014,6 +1021,9 @@ def class_summary(rows: list[dict]) -> str:
     if attention:
         lines.append("to look at (not graded; an exercise that raised, timed out or went missing; or a flagged "
                      "answer): " + ", ".join(_why(r) for r in attention))
+    late = sorted(r["submission"] for r in rows if _marked_late(r))
+    if late:
+        lines.append(f"marked late by Canvas ({len(late)}): " + ", ".join(late))
     copies = [f"{r['submission']} ({', '.join(_copied(r))})" for r in rows if _copied(r)]
     if copies:
         lines.append(f"answers that are the released solution's code, line for line ({len(copies)} submission"
@@ -1025,20 +1035,47 @@ def class_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _student_folders(rows: list[dict]) -> dict[int, str]:
-    """``id(row) → student`` for submissions handed in per-student folders: the name of the folder holding the
-    file (``…/alice/02_x.ipynb`` → ``alice``, wherever that folder lies). A file in the folder common to all rows
-    (a flat folder of files) has no student folder; rows without a ``file`` leave every row without one."""
+#: Canvas's "Download Submissions" names every file ``<student>[_LATE]_<user id>_<submission id>_<file name>`` in
+#: one flat folder (``smithjohn_LATE_1234_56789_02_forward_noising.ipynb``)
+_CANVAS_NAME = re.compile(r"^(?P<student>[^_]+?)(?P<late>_late)?_\d+_\d+_.", re.I)
+#: Moodle's gives every student a folder ``<full name>_<id>_assignsubmission_<plugin>_``
+_MOODLE_FOLDER = re.compile(r"^(?P<student>.+?)_\d+_assignsubmission_[a-z]+_?$", re.I)
+
+
+def _students(rows: list[dict], how: dict[int, str] | None = None) -> dict[int, str]:
+    """``id(row) → student``, where the submissions say who handed each in:
+
+    - per-student folders: the name of the folder holding the file (``…/alice/02_x.ipynb`` → ``alice``, wherever
+      that folder lies; Moodle's ``Alice Smith_4242_assignsubmission_file_`` → ``Alice Smith``);
+    - a flat folder from Canvas: the name Canvas puts first in the file's name (``smithjohn_1234_56789_02_x.ipynb``
+      → ``smithjohn``).
+
+    A file in the folder common to all rows with no Canvas name has no student; rows without a ``file`` leave every
+    row without one. ``how``, if given, receives ``id(row) → "folder name"`` or ``"Canvas's file name"``."""
+    how = {} if how is None else how
     parents = [Path(os.path.abspath(r["file"])).parent if r.get("file") else None for r in rows]
-    if len(rows) < 2 or None in parents:
+    if not rows or None in parents:
         return {}
     common = Path(os.path.commonpath([str(p) for p in parents]))
-    return {id(r): p.name for r, p in zip(rows, parents) if p != common}
+    students = {}
+    for r, parent in zip(rows, parents):
+        if parent != common:
+            moodle = _MOODLE_FOLDER.match(parent.name)
+            students[id(r)], how[id(r)] = moodle.group("student") if moodle else parent.name, "folder name"
+        elif canvas := _CANVAS_NAME.match(Path(r["file"]).name):
+            students[id(r)], how[id(r)] = canvas.group("student"), "Canvas's file name"
+    return students
+
+
+def _marked_late(row: dict) -> bool:
+    """Whether Canvas marked the file late (``_LATE_`` after the student's name)."""
+    canvas = _CANVAS_NAME.match(Path(row.get("file") or "").name)
+    return bool(canvas and canvas.group("late"))
 
 
 def _several_files_rows(rows: list[dict]) -> list[tuple[dict, str, int]]:
     """(row, student, n) for each row whose student (by folder name) handed in n > 1 files of its lesson."""
-    students = _student_folders(rows)
+    students = _students(rows)
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         if r.get("lesson") and students.get(id(r)):
