@@ -271,7 +271,8 @@ def test_08_2_a_list_earns_the_values_but_not_the_type():
 # --------------------------------------------------------------------------- 08.3: known mistakes
 
 
-def _curve(abar, x0, known, noise, counts, kappa, ts_fn=None, start_first=False, final=True, rms=True, knee_fn=None):
+def _curve(abar, x0, known, noise, counts, kappa, ts_fn=None, start_first=False, final=True, rms=True, knee_fn=None,
+           measure=None):
     T = len(abar)
     errors = []
     for n in counts:
@@ -289,7 +290,7 @@ def _curve(abar, x0, known, noise, counts, kappa, ts_fn=None, start_first=False,
             eps = (1 + kappa) * (x - math.sqrt(a_t) * known) / math.sqrt(1 - a_t)
             x = math.sqrt(a_next) * (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t) + math.sqrt(1 - a_next) * eps
         d = (x - x0).pow(2)
-        errors.append(float(d.mean().sqrt() if rms else d.sum().sqrt()))
+        errors.append(measure(x - x0) if measure else float(d.mean().sqrt() if rms else d.sum().sqrt()))
     knee = (knee_fn or _right_knee)(errors, counts)
     return {"errors": torch.tensor(errors, dtype=torch.float64), "knee": knee}
 
@@ -578,6 +579,9 @@ def curve_trailing_one_late(*args):
         (curve_mse, "take the square root of the mean squared error"),
         (curve_from_pure_noise, "not from z alone"),
         (curve_trailing_one_late, "not T − i·T/N"),
+        # √mean(x − x₀)² read as the root of the squared mean, and the mean absolute error (a third review)
+        (lambda *a: _curve(*a, measure=lambda d: float(d.mean().pow(2).sqrt())), "not |mean(x − x0)|"),
+        (lambda *a: _curve(*a, measure=lambda d: float(d.abs().mean())), "not the mean absolute difference"),
     ],
 )
 def test_08_3_slips_a_second_review_found_are_named(answer, message):

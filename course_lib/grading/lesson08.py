@@ -487,7 +487,11 @@ def _curve_mistakes(case: Case) -> dict[str, np.ndarray]:
     T = len(abar)
     out = {}
 
-    def run(ts_fn, start_at_first=False, final=True, perfect=False, last=1.0, k=kappa, carry=False, from_z=False):
+    def rms(d):
+        return float((d**2).mean().sqrt())
+
+    def run(ts_fn, start_at_first=False, final=True, perfect=False, last=1.0, k=kappa, carry=False, from_z=False,
+            measure=rms):
         errs = []
         x = None
         for n in counts:
@@ -506,7 +510,7 @@ def _curve_mistakes(case: Case) -> dict[str, np.ndarray]:
                 eps = _oracle_eps(x, a_t, x0 if perfect else known, k)
                 x0_hat = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
                 x = math.sqrt(a_next) * x0_hat + math.sqrt(1 - a_next) * eps
-            errs.append(float(((x - x0) ** 2).mean().sqrt()))
+            errs.append(measure(x - x0))
         return np.array(errs)
 
     out["use trailing timesteps t_i = T − 1 − i·T/N (from the pure-noise end), not leading i·T/N"] = run(
@@ -535,6 +539,13 @@ def _curve_mistakes(case: Case) -> dict[str, np.ndarray]:
     right = _ddim_error_curve(abar, x0, known, noise, counts, kappa)["errors"].numpy()
     out["the error is the root of the MEAN squared difference (RMS), not of the sum"] = right * math.sqrt(len(x0))
     out["the error is the RMS, sqrt(mean((x̂ − x_0)²)): take the square root of the mean squared error"] = right**2
+    # √mean(x − x₀)² read as (√mean(x − x₀))²: the size of the mean error, which signs cancel in
+    out["the RMS error squares before it averages: sqrt(mean((x − x0)²)), not |mean(x − x0)|"] = run(
+        trailing, measure=lambda d: abs(float(d.mean()))
+    )
+    out["the error is the RMS, sqrt(mean((x − x0)²)), not the mean absolute difference mean(|x − x0|)"] = run(
+        trailing, measure=lambda d: float(d.abs().mean())
+    )
     out["start from the noised x_0, x_{T−1} = sqrt(abar_{T−1})·x0 + sqrt(1 − abar_{T−1})·z, not from z alone"] = run(
         trailing, from_z=True
     )
