@@ -71,6 +71,7 @@ __all__ = [
     "DatasetUnavailableError",
     "ImageData",
     "caption_for",
+    "check_labels",
     "class_names",
     "clear_cache",
     "load_images",
@@ -224,6 +225,19 @@ def _check_label(label, num_classes: int = 10) -> int:
     if not 0 <= label < num_classes:
         raise ValueError(f"label must be an integer in 0..{num_classes - 1}; got {label}")
     return label
+
+
+def check_labels(labels, n: int, device=None) -> torch.Tensor | None:
+    """Class labels as an int64 (n,) tensor on ``device`` (a list or numpy array is taken as is); None stays None.
+    Floats are refused: 1.6 would silently be class 1."""
+    if labels is None:
+        return None
+    labels = torch.as_tensor(labels, device=device)
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices, got {labels.dtype}")
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), one class per image, got {tuple(labels.shape)}")
+    return labels.long()
 
 
 def _pick(options: list[str], generator: torch.Generator | None) -> str:

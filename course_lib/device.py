@@ -70,6 +70,25 @@ def table_dtype(device) -> torch.dtype:
     return torch.float32 if torch.device(device).type == "mps" else torch.float64
 
 
+def check_seed(seed) -> int:
+    """A sampler's ``seed``: an int (None means 0), else a TypeError that says so."""
+    if seed is None:
+        return 0
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int or None, got {seed!r} ({type(seed).__name__})")
+    return int(seed)
+
+
+def _where(generator, device):
+    """The device to draw on: the generator's own (see :func:`randn`), or ``device`` without one."""
+    if generator is None:
+        return device
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}: for a "
+                        f"seed, pass torch.Generator().manual_seed({generator!r})")
+    return generator.device
+
+
 def randn(shape, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
     """N(0, I) draws of ``shape`` on ``device``, made on ``generator``'s own device and moved there.
 
@@ -78,19 +97,19 @@ def randn(shape, generator: torch.Generator | None = None, device=None, dtype=No
     generator and get the same noise on a laptop and on a GPU, as diffusers' ``randn_tensor``
     does. With a generator on ``device`` (or none) the move is a no-op.
     """
-    where = generator.device if generator is not None else device
+    where = _where(generator, device)
     return torch.randn(shape, generator=generator, device=where, dtype=dtype).to(device)
 
 
 def rand(shape, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
     """Uniform draws in [0, 1) of ``shape`` on ``device``, made on ``generator``'s device (see ``randn``)."""
-    where = generator.device if generator is not None else device
+    where = _where(generator, device)
     return torch.rand(shape, generator=generator, device=where, dtype=dtype).to(device)
 
 
 def randint(high: int, shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """Integers in 0..high−1 of ``shape`` (int64) on ``device``, made on ``generator``'s device (see ``randn``)."""
-    where = generator.device if generator is not None else device
+    where = _where(generator, device)
     return torch.randint(0, high, shape, generator=generator, device=where).to(device)
 
 

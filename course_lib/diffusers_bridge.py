@@ -25,7 +25,8 @@ import inspect
 import torch
 from torch import nn
 
-from .samplers import SPACINGS, _check_eta, _conditioned_eps_fn, _prepare
+from .device import check_seed
+from .samplers import SPACINGS, _check_eta, _conditioned_eps_fn, _prepare, check_batch_size, check_schedule
 from .schedules import NoiseSchedule
 
 SCHEDULER_NAMES = ("ddim", "dpm++2m", "euler", "ddpm")
@@ -132,6 +133,8 @@ def sample_with_diffusers(
     ``sample(..., sampler="ddim", steps=steps, clip_x0=False)`` to float32 rounding.
     """
     cls, _ = _scheduler_class(scheduler_name)
+    check_schedule(schedule)
+    seed, batch_size = check_seed(seed), check_batch_size(batch_size)
     eta = _check_eta(eta)
     if eta > 0 and scheduler_name != "ddim":
         raise ValueError(f"eta applies to the 'ddim' scheduler only, got eta={eta} with {scheduler_name!r}")
@@ -142,7 +145,7 @@ def sample_with_diffusers(
     scheduler.set_timesteps(steps)  # kept on the CPU: reading t from it never waits for the GPU
 
     generator = torch.Generator(device=device)
-    generator.manual_seed(0 if seed is None else seed)
+    generator.manual_seed(seed)
     was_training = model.training
     model.eval()
     x = torch.randn((n, *shape), generator=generator, device=device) * scheduler.init_noise_sigma

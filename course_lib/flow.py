@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .device import autocast, rand, randn
+from .data import check_labels
+from .device import autocast, check_seed, rand, randn
 
 #: The U-Net's time input is t · TIME_SCALE, so t ∈ [0, 1] spans the range its embedding was built for.
 TIME_SCALE = 1000.0
@@ -43,17 +44,26 @@ VelocityFn = Callable[[torch.Tensor, float], torch.Tensor]
 
 def flow_interpolate(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """x_t = (1 − t) x_0 + t ε with one t per sample: x0, eps N×C×H×W, t (N,) in [0, 1]."""
-    if x0.shape != eps.shape:
-        raise ValueError(f"x0 and eps must have the same shape, got {tuple(x0.shape)} and {tuple(eps.shape)}")
-    t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
+    _same_shape(x0, eps)
+    t = torch.as_tensor(t, device=x0.device)
+    if not t.is_floating_point():
+        raise ValueError(f"t must be float times in [0, 1], got {t.dtype}: DDPM steps? use t / T")
+    t = t.to(x0.dtype)
     if t.shape != (x0.shape[0],):
         raise ValueError(f"t must have shape ({x0.shape[0]},), one time per sample, got {tuple(t.shape)}")
     tt = t.view(-1, *([1] * (x0.dim() - 1)))
     return (1 - tt) * x0 + tt * eps
 
 
+def _same_shape(x0: torch.Tensor, eps: torch.Tensor) -> None:
+    """x0 and eps pair image by image: a broadcast (one ε for the batch) would pass silently."""
+    if x0.shape != eps.shape:
+        raise ValueError(f"x0 and eps must have the same shape, got {tuple(x0.shape)} and {tuple(eps.shape)}")
+
+
 def flow_target(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """The velocity along the straight path, dx_t/dt = ε − x_0 (N×C×H×W)."""
+    _same_shape(x0, eps)
     return eps - x0
 
 
@@ -111,7 +121,11 @@ def euler_sample(velocity: VelocityFn, x1: torch.Tensor, steps: int, shift: floa
     ts = flow_times(steps, shift)
     x = x1
     for t, t_next in zip(ts[:-1], ts[1:]):
-        x = x + (t_next - t) * velocity(x, t)
+        v = velocity(x, t)
+        if not isinstance(v, torch.Tensor) or v.shape != x.shape:
+            got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise ValueError(f"velocity(x, t) must return a tensor of x's shape {tuple(x.shape)}, got {got}")
+        x = x + (t_next - t) * v
     return x
 
 
@@ -135,10 +149,9 @@ def flow_sample(model: nn.Module, n: int, steps: int = 50, labels: torch.Tensor 
         raise ValueError(f"n must be a positive int, got {n!r}")
     cfg = model.config
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(check_seed(seed))
     x1 = torch.randn((n, cfg.in_channels, cfg.image_size, cfg.image_size), generator=g, device=device)
-    if labels is not None:
-        labels = torch.as_tensor(labels, device=device).long()
+    labels = check_labels(labels, n, device)
     was_training = model.training
     model.eval()
     try:

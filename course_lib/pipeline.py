@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .device import pick_device, training_compile
+from .device import check_seed, pick_device, training_compile
 from .nn.unet import ARCHITECTURE, UNet, UNetConfig
 from .nn.vae import VAE, VAE_ARCHITECTURE, VAEConfig
 from .samplers import (
@@ -222,7 +222,7 @@ class LatentDiffusionPipeline:
         eps_fn = _conditioned_eps_fn(self.unet, n, None, prompt, negative_prompt, s["guidance_scale"],
                                      self.text_encoder, None, device)
         generator = torch.Generator(device=device)
-        generator.manual_seed(0 if seed is None else seed)
+        generator.manual_seed(check_seed(seed))
         noise = torch.randn(shape, generator=generator, device=device)
         z = noise if start == 0 else _noised(self.schedule, z0, ts[0], noise)
 

@@ -55,7 +55,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .device import autocast, randn
+from .data import check_labels
+from .device import autocast, check_seed, randn
 from .schedules import NoiseSchedule, check_images
 
 SAMPLERS = ("ddpm", "ddim", "dpm++2m")
@@ -239,6 +240,9 @@ def _as_step(schedule: NoiseSchedule, t, n: int, name: str, final_ok: bool = Fal
     T = schedule.num_steps
     if isinstance(t, bool):
         raise ValueError(f"{name} must be an int or an int64 (N,) tensor, got a bool")
+    if t is None:
+        land = " (the step to land on; a negative value means the clean image)" if final_ok else ""
+        raise ValueError(f"{name} must be an int or an int64 (N,) tensor{land}, got None")
     if isinstance(t, (int, np.integer)):
         t = int(t)
         if final_ok and t < 0:
@@ -553,11 +557,10 @@ def ddim_invert(
     any callable; x0: N×C×H×W. Returns x_T at t = timesteps(...)[0], N×C×H×W.
     """
     check_images(x0, "x0")
+    check_schedule(schedule)
+    batch_size = check_batch_size(batch_size)
     ts = timesteps(schedule, steps, spacing).flip(0).tolist()  # ascending
-    if labels is not None:
-        labels = torch.as_tensor(labels, device=x0.device).long()
-        if labels.shape != (len(x0),):
-            raise ValueError(f"labels must have shape ({len(x0)},), got {tuple(labels.shape)}")
+    labels = check_labels(labels, len(x0), x0.device)
     eps_fn = _model_eps_fn(model, labels, batch_size, x0.device)
     was_training = getattr(model, "training", None)
     if isinstance(model, nn.Module):
@@ -676,6 +679,23 @@ def _conditioned_eps_fn(model, n, labels, prompt, negative_prompt, scale, text_e
     return eps_fn
 
 
+def check_batch_size(batch_size) -> int | None:
+    """How many images go through the model at once: an int ≥ 1, or None for all of them."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int ≥ 1 (images per model call) or None (all), got {batch_size!r}")
+    return int(batch_size)
+
+
+def check_schedule(schedule) -> NoiseSchedule:
+    """The noise schedule a sampler walks: a :class:`NoiseSchedule` (the model's training schedule)."""
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be the NoiseSchedule the model was trained with (e.g. "
+                        f"NoiseSchedule.cosine(1000)), got {type(schedule).__name__}")
+    return schedule
+
+
 def _prepare(model, n, shape, labels, device):
     """Checked (shape, device, labels) for sampling n images from ``model``."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -691,11 +711,7 @@ def _prepare(model, n, shape, labels, device):
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
-    if labels is not None:
-        labels = torch.as_tensor(labels, device=device).long()
-        if labels.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
-    return shape, device, labels
+    return shape, device, check_labels(labels, n, device)
 
 
 @torch.no_grad()
@@ -750,6 +766,13 @@ def sample(
     animations; with all T steps that is every t divisible by k).
     """
     _check_sampler(sampler)
+    check_schedule(schedule)
+    seed, batch_size = check_seed(seed), check_batch_size(batch_size)
+    if trajectory_every is not None and (
+        isinstance(trajectory_every, bool) or not isinstance(trajectory_every, int) or trajectory_every < 0
+    ):
+        raise ValueError(f"trajectory_every must be an int ≥ 1 (keep every k-th step), 0 or None, "
+                         f"got {trajectory_every!r}")
     eta = _check_eta(eta)
     if eta > 0 and sampler != "ddim":
         raise ValueError(f"eta applies to sampler='ddim' only, got eta={eta} with sampler={sampler!r}")
@@ -761,7 +784,7 @@ def sample(
     )
 
     generator = torch.Generator(device=device)
-    generator.manual_seed(0 if seed is None else seed)
+    generator.manual_seed(seed)
     was_training = model.training
     model.eval()
     if x_T is None:

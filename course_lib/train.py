@@ -32,12 +32,13 @@ import copy
 import hashlib
 import json
 import math
+import numbers
 import os
 import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .data import CAPTIONS
+from .data import CAPTIONS, check_labels
 from .data import _check_name as _check_dataset
 from .device import (
     autocast,
@@ -70,6 +71,31 @@ from .text import NULL_ID, caption_ids, dataset_captions, encoder_width, lookup
 CHECKPOINT_FORMAT = 1
 
 
+#: the training configs' whole-number fields, and the numbers that must be > 0 or ≥ 0
+_INT_FIELDS = ("steps", "batch_size", "warmup_steps", "ema_start", "seed")
+_POSITIVE = ("lr",)
+_NON_NEGATIVE = ("weight_decay", "grad_clip", "warmup_steps", "ema_start", "ema_decay", "class_dropout", "beta")
+
+
+def _check_fields(config) -> None:
+    """Types and signs of a training config's fields, each named: a string or a float step count would otherwise
+    fail deep inside ``range`` or AdamW (``TrainConfig(steps="100")``, ``lr="1e-3"``)."""
+    name = type(config).__name__
+    for key in (f.name for f in fields(config)):
+        v = getattr(config, key)
+        if key in _INT_FIELDS:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise TypeError(f"{name}.{key} must be an int, got {v!r} ({type(v).__name__})")
+        elif v is None or key == "cosine_decay":
+            continue
+        elif isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise TypeError(f"{name}.{key} must be a finite number, got {v!r} ({type(v).__name__})")
+        if key in _POSITIVE and not v > 0:
+            raise ValueError(f"{name}.{key} must be > 0, got {v!r}")
+        if key in _NON_NEGATIVE and v < 0:
+            raise ValueError(f"{name}.{key} must be ≥ 0, got {v!r}")
+
+
 @dataclass
 class TrainConfig:
     """The training budget and recipe."""
@@ -87,6 +113,7 @@ class TrainConfig:
     min_snr_gamma: float | None = None  # weigh each image's loss by min(SNR_t, γ)/SNR_t (diffusion_loss); None: 1
 
     def __post_init__(self):
+        _check_fields(self)
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be ≥ 1, got {self.steps} and {self.batch_size}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -130,6 +157,29 @@ class EMA:
         torch._foreach_lerp_(ema_params, params, 1 - d)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
             b_ema.copy_(b)
+
+
+def _check_training_images(images, name: str = "images", pixels: bool = False) -> None:
+    """The data a training run gets: a float N×C×H×W tensor, N ≥ 1, not 0..255 pixels. Read once on the host
+    before training (one sync per run, none per step). ``pixels``: the data must be images in [-1, 1] (the VAE's);
+    otherwise scaled VAE latents (about unit variance) pass too, so only values beyond ±20 are refused."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        got = f"shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{name} must be a tensor N×C×H×W, got {got}")
+    if len(images) == 0:
+        raise ValueError(f"{name} is empty: expected at least one image")
+    if not images.is_floating_point():
+        raise ValueError(f"{name} must be float in [-1, 1], got {images.dtype}: 0..255 pixels? use x / 127.5 − 1")
+    lo, hi = float(images.min()), float(images.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    limit = 1.0 + 1e-3 if pixels else 20.0
+    if max(-lo, hi) > limit:
+        raise ValueError(f"{name} must be in [-1, 1]{'' if pixels else ' (or scaled VAE latents)'}, got values from "
+                         f"{lo:g} to {hi:g}" + (": 0..255 pixels? use x / 127.5 − 1" if lo >= 0 else ""))
+    if lo >= 0 and hi <= 1 and hi > 0:
+        warnings.warn(f"{name} lie in [0, 1] ({lo:g} to {hi:g}); the course's models and samplers work in [-1, 1]: "
+                      "use x * 2 − 1", stacklevel=3)
 
 
 def diffusion_loss(
@@ -237,7 +287,9 @@ def train_diffusion(
     ε − x_0 along straight paths, lesson 10: ``flow.flow_matching_loss``; ``schedule`` is then
     unused and may be None).
     """
-    config = config or TrainConfig()
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (e.g. TrainConfig(steps=300)), got {type(config).__name__}")
     if objective not in ("eps", "flow"):
         raise ValueError(f"objective must be 'eps' or 'flow', got {objective!r}")
     if objective == "flow" and rank_and_world()[1] > 1:
@@ -246,11 +298,14 @@ def train_diffusion(
         raise ValueError(f"the eps objective needs a NoiseSchedule, got {type(schedule).__name__}")
     if objective == "flow" and config.min_snr_gamma is not None:
         raise ValueError("min_snr_gamma weighs the eps objective by the schedule's SNR; the flow objective has none")
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ValueError("images must be a tensor N×C×H×W")
-    if labels is not None and len(labels) != len(images):
-        raise ValueError(f"labels must have one entry per image ({len(images)}), got {len(labels)}")
+    _check_training_images(images)
+    labels = check_labels(labels, len(images))
     model_config = getattr(model, "config", None)
+    size = getattr(model_config, "image_size", None)
+    if isinstance(size, int) and tuple(images.shape[-2:]) != (size, size):
+        raise ValueError(f"images are {images.shape[-2]}×{images.shape[-1]}, but the model's config.image_size is "
+                         f"{size}: sample() would draw {size}×{size}; build the model with image_size="
+                         f"{images.shape[-1]}")
     text_model = getattr(model_config, "context_dim", None) is not None
     if text_model and (labels is None or captions is None):
         raise ValueError("a text model trains on captions: pass labels= and captions= (text.caption_embeddings)")
@@ -604,6 +659,7 @@ class VAETrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        _check_fields(self)
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be ≥ 1, got {self.steps} and {self.batch_size}")
         if self.beta < 0:
@@ -670,11 +726,12 @@ def train_vae(
     the model in eval mode (the EMA's if ``ema_decay`` > 0) and every step's loss,
     reconstruction MSE and KL per latent value.
     """
-    config = config or VAETrainConfig()
+    config = VAETrainConfig() if config is None else config
+    if not isinstance(config, VAETrainConfig):
+        raise TypeError(f"config must be a VAETrainConfig, got {type(config).__name__}")
     if not isinstance(vae, VAE):
         raise ValueError(f"vae must be a course_lib VAE, got {type(vae).__name__}")
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ValueError("images must be a tensor N×C×H×W")
+    _check_training_images(images, pixels=True)
     vae.check_images(images, "images")
     device = pick_device(device) if not isinstance(device, torch.device) else device
     seed_everything(config.seed)
@@ -804,6 +861,19 @@ def train_controlnet(controlled: ControlledUNet, schedule, images: torch.Tensor,
     """Train the ControlNet of ``controlled`` (the U-Net stays frozen) on (image, hint) pairs with the
     ε-loss of ``train.diffusion_loss``: AdamW with a short warm-up, gradient clipping at 1, data held
     on the device. Returns the loss of every step."""
+    if not isinstance(controlled, ControlledUNet):
+        raise TypeError(f"controlled must be a ControlledUNet (a U-Net and its ControlNet), got "
+                        f"{type(controlled).__name__}")
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+    for key, v in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{key} must be an int ≥ 1, got {v!r}")
+    _check_training_images(images)
+    if not isinstance(hints, torch.Tensor) or hints.dim() != 4:
+        got = f"shape {tuple(hints.shape)}" if isinstance(hints, torch.Tensor) else type(hints).__name__
+        raise ValueError(f"hints must be a tensor N×c×H×W, got {got}")
+    labels = check_labels(labels, len(images))
     if images.shape[0] != hints.shape[0] or hints.shape[2:] != images.shape[2:]:
         raise ValueError(f"hints must be N×c×H×W matching images {tuple(images.shape)}, got {tuple(hints.shape)}")
     device = pick_device(device) if not isinstance(device, torch.device) else device

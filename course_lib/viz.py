@@ -60,6 +60,18 @@ def _to_numpy_images(images, name: str = "images") -> np.ndarray:
     return images
 
 
+def _check_display_range(images, arr: np.ndarray, name: str) -> None:
+    """Images to show lie in [-1, 1]. 0..255 pixels (a uint8 tensor, or floats none below 0 and some above 2) would
+    be clipped to a white square: say so. Raw diffusion samples may overshoot [-1, 1], but never all upwards."""
+    dtype = getattr(images, "dtype", None)
+    integer = dtype == torch.uint8 or (isinstance(images, np.ndarray) and images.dtype == np.uint8)
+    if integer or (arr.min() >= 0 and arr.max() > 2):
+        raise ValueError(
+            f"{name} must be in [-1, 1] to show, got values from {arr.min():g} to {arr.max():g}"
+            f"{' (uint8)' if integer else ''}: 0..255 pixels? use x / 127.5 − 1"
+        )
+
+
 def make_grid(images, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
     """Tile N images into one array, ``nrow`` images per row (row-major, like torchvision).
 
@@ -124,6 +136,7 @@ def show_images(
         row_labels: one caption per row of the grid (a prompt, a setting), drawn at its left.
     """
     arr = _to_numpy_images(images)
+    _check_display_range(images, arr, "images")
     n, _, h, w = arr.shape
     if labels is not None:
         if isinstance(labels, torch.Tensor):
@@ -493,7 +506,7 @@ def noising_slider(x0, schedules, seed: int = 0, t: int | None = None):
         raise ValueError(f"x0 must be a tensor C×H×W or N×C×H×W, got {type(x0).__name__}")
     if x0.dim() == 3:
         x0 = x0.unsqueeze(0)
-    _to_numpy_images(x0, "x0")  # validates shape, channels and finiteness
+    _check_display_range(x0, _to_numpy_images(x0, "x0"), "x0")  # shape, channels, finiteness and range
     x0 = x0.detach().to("cpu", torch.float64)[:16]
     named = _as_schedule_dict(schedules)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)

@@ -128,3 +128,18 @@ def test_flow_training_runs_through_the_shared_loop_and_learns():
     assert samples.shape == (16, 1, 16, 16) and samples.min() >= -1 and samples.max() <= 1
     bright = (samples > 0).float().mean().item()
     assert abs(bright - 16 / 256) < 0.1, bright  # 4×4 of 16×16 pixels are bright in the data
+
+
+def test_steps_for_times_and_a_broadcast_eps_are_refused():
+    """DDPM's int steps where flow times in [0, 1] belong would give x_t of thousands; one ε for a batch of images
+    would broadcast silently; a velocity of the wrong shape would too."""
+    x = torch.zeros(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="t must be float times in \\[0, 1\\], got torch.int64: DDPM steps"):
+        flow_interpolate(x, torch.ones_like(x), torch.tensor([500, 900]))
+    with pytest.raises(ValueError, match="x0 and eps must have the same shape"):
+        flow_target(x, torch.ones(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="velocity\\(x, t\\) must return a tensor of x's shape \\(2, 1, 4, 4\\)"):
+        euler_sample(lambda x, t: torch.zeros(1, 1, 4, 4), x, 2)
+    m = UNet(_tiny())
+    with pytest.raises(TypeError, match="seed must be an int or None"):
+        flow_sample(m, 2, steps=1, seed="1")

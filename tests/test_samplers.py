@@ -164,3 +164,31 @@ def test_sampling_bad_input():
         ddpm_step(s, x, torch.randn(2, 1, 4, 3), 1)
     with pytest.raises(ValueError, match="0..4"):
         ddpm_step(s, x, torch.randn_like(x), 5)
+
+
+def test_sampling_names_what_a_learner_might_pass_wrongly():
+    """A float label, a string seed, a step count for a schedule, a batch of -1, a seed for a generator and a
+    missing t_prev: each a clear error (float labels used to run as their integer parts)."""
+    from course_lib.samplers import ddim_invert, ddim_step
+
+    s = NoiseSchedule.cosine(num_steps=10)
+    m = _tiny_model(num_classes=3)
+    run = dict(steps=2, sampler="ddim", progress=False)
+    with pytest.raises(ValueError, match="labels must be integer class indices, got torch.float32"):
+        sample(m, s, 2, labels=torch.tensor([1.6, 2.0]), **run)
+    assert sample(m, s, 2, labels=[1, 2], **run).shape == (2, 1, 32, 32)  # a list of ints is fine
+    with pytest.raises(TypeError, match=r"seed must be an int or None, got '0' \(str\)"):
+        sample(m, s, 2, seed="0", **run)
+    with pytest.raises(TypeError, match="schedule must be the NoiseSchedule the model was trained with"):
+        sample(m, 10, 2, **run)
+    with pytest.raises(ValueError, match="batch_size must be an int ≥ 1"):
+        sample(m, s, 2, batch_size=-1, **run)
+    with pytest.raises(ValueError, match="trajectory_every must be an int ≥ 1"):
+        sample(m, s, 2, trajectory_every=0.5, **run)
+    with pytest.raises(ValueError, match="batch_size must be an int ≥ 1"):
+        ddim_invert(m, s, torch.zeros(2, 1, 32, 32), 2, batch_size=0)
+    x = torch.randn(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="t_prev must be an int .*the step to land on.*got None"):
+        ddim_step(s, x, torch.randn_like(x), 5, None)
+    with pytest.raises(TypeError, match=r"generator must be a torch.Generator or None, got int: .*manual_seed\(0\)"):
+        ddpm_step(s, x, torch.randn_like(x), 5, generator=0)

@@ -359,3 +359,67 @@ def test_a_training_loss_never_reads_a_tensor_back_to_the_host(monkeypatch, gamm
     loss.backward()
     monkeypatch.undo()
     assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_training_refuses_what_a_learner_might_hand_it():
+    """0..255 pixels, float labels, a model built for another size, a config of the wrong kind: each a clear error
+    before the first step; [0, 1] images a warning; a list of labels is taken as it is."""
+    from course_lib.nn.vae import VAE, VAEConfig
+    from course_lib.train import VAETrainConfig, train_vae
+
+    s, x = NoiseSchedule.cosine(20), _blobs(8)
+    cfg = TrainConfig(steps=1, batch_size=4)
+
+    def run(images=x, **kw):
+        return train_diffusion(UNet(kw.pop("model_config", TINY)), s, images, kw.pop("config", cfg), device="cpu",
+                               progress=False, **kw)
+
+    with pytest.raises(ValueError, match=r"got torch.uint8: 0..255 pixels\? use x / 127.5 − 1"):
+        run(((x + 1) * 127.5).to(torch.uint8))
+    with pytest.raises(ValueError, match=r"got values from 0 to 255: 0..255 pixels\?"):
+        run((x + 1) * 127.5)
+    with pytest.raises(ValueError, match="images is empty"):
+        run(x[:0])
+    with pytest.raises(ValueError, match="N×C×H×W, got shape"):
+        run(x[:, 0])
+    with pytest.warns(UserWarning, match=r"lie in \[0, 1\].*x \* 2 − 1"):
+        run((x + 1) / 2)
+    labelled = UNetConfig(**{**TINY.__dict__, "num_classes": 3})
+    with pytest.raises(ValueError, match="labels must be integer class indices, got torch.float32"):
+        run(labels=torch.tensor([0.0, 1, 2, 0, 1, 2, 0, 1]), model_config=labelled)
+    assert len(run(labels=[0, 1, 2, 0, 1, 2, 0, 1], model_config=labelled).losses) == 1
+    with pytest.raises(ValueError, match=r"images are 16×16, but the model's config.image_size is 32"):
+        run(model_config=UNetConfig(**{**TINY.__dict__, "image_size": 32}))
+    with pytest.raises(TypeError, match="config must be a TrainConfig"):
+        run(config={"steps": 1})
+    # scaled VAE latents (unit variance, tails past ±1) train without a word
+    latents = torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 1.5
+    assert len(run(latents).losses) == 1
+    with pytest.raises(ValueError, match=r"images must be in \[-1, 1\], got values"):
+        train_vae(VAE(VAEConfig(channels=(8, 16), blocks=1, latent_channels=2, groups=4, image_size=16)),
+                  latents, VAETrainConfig(steps=1, batch_size=4), device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    ({"steps": "100"}, TypeError, r"TrainConfig.steps must be an int, got '100' \(str\)"),
+    ({"steps": 2.5}, TypeError, "TrainConfig.steps must be an int, got 2.5"),
+    ({"batch_size": True}, TypeError, "TrainConfig.batch_size must be an int"),
+    ({"lr": "1e-3"}, TypeError, "TrainConfig.lr must be a finite number, got '1e-3'"),
+    ({"lr": 0}, ValueError, "TrainConfig.lr must be > 0"),
+    ({"lr": float("nan")}, TypeError, "TrainConfig.lr must be a finite number"),
+    ({"warmup_steps": -5}, ValueError, "TrainConfig.warmup_steps must be ≥ 0"),
+    ({"grad_clip": -1.0}, ValueError, "TrainConfig.grad_clip must be ≥ 0"),
+])
+def test_a_training_config_names_the_field_it_refuses(kw, error, match):
+    with pytest.raises(error, match=match):
+        TrainConfig(**kw)
+
+
+def test_a_vae_config_and_numpy_ints_are_checked_alike():
+    import numpy as np
+
+    from course_lib.train import VAETrainConfig
+
+    with pytest.raises(TypeError, match="VAETrainConfig.beta must be a finite number, got '0.1'"):
+        VAETrainConfig(beta="0.1")
+    assert TrainConfig(steps=np.int64(5), grad_clip=0).steps == 5  # a numpy int is an int; grad_clip 0 = off

@@ -389,3 +389,17 @@ def test_guidance_slider_bad_input_says_what_was_expected():
         viz.guidance_slider(lambda s: images, step=0)
     with pytest.raises(ValueError, match="generate"):  # what generate returned is checked like any images
         viz.guidance_slider(lambda s: torch.zeros(8, 8, 8, 8))
+
+
+def test_show_images_refuses_0_to_255_pixels_but_shows_overshooting_samples():
+    """0..255 pixels would be clipped to a white square; raw diffusion samples overshoot [-1, 1] both ways."""
+
+    x = _images()
+    with pytest.raises(ValueError, match=r"must be in \[-1, 1\] to show.*\(uint8\): 0..255 pixels\?"):
+        viz.show_images(((x + 1) * 127.5).to(torch.uint8))
+    with pytest.raises(ValueError, match=r"got values from 0 to 252.875: 0..255 pixels\?"):
+        viz.show_images(((x + 1) * 127.5).numpy())
+    with pytest.raises(ValueError, match="x0 must be in \\[-1, 1\\] to show"):
+        viz.noising_slider(((x[:1] + 1) * 127.5).to(torch.uint8), {"linear": _fake_schedule("linear")})
+    assert viz.show_images(x * 40) is not None  # an unclamped sample set: far outside [-1, 1], both signs
+    assert viz.show_images((x + 1) / 2) is not None  # [0, 1]: shown as it is
