@@ -534,9 +534,9 @@ def pipeline_recipe(quick: bool | None = None):
     DDIM steps to sample: the coarse shape follows the prompt; the code path is the same.
     """
     from .text import encoder_width
-    from .train import TrainConfig
+    from .train import TrainConfig, _check_quick
 
-    quick = get_settings().quick if quick is None else quick
+    quick = _check_quick(quick)
     schedule = NoiseSchedule.scaled_linear(1000)
     if quick:
         unet = UNetConfig(in_channels=4, image_size=8, channels=(32, 64), blocks=(1, 1), attention=(False, True),

@@ -625,6 +625,9 @@ def _conditioned_eps_fn(model, n, labels, prompt, negative_prompt, scale, text_e
     num_classes = getattr(cfg, "num_classes", None)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise ValueError(f"guidance_scale must be a finite number, got {scale!r}")
+    if scale < 0:  # as lesson 07's slider: s < 0 steers away from the prompt, which no lesson teaches
+        raise ValueError(f"guidance_scale must be ≥ 0 (0 unconditional, 1 conditional, > 1 guided), got {scale!r}; "
+                         "to steer away from something, use negative_prompt=")
     if prompt is not None and context_dim is None:
         raise ValueError("prompt= needs a text-conditioned model (UNetConfig.context_dim); this one has none")
     if negative_prompt is not None and prompt is None:

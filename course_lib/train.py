@@ -208,6 +208,8 @@ def diffusion_loss(
     process would use for the whole batch. ``amp``: bf16 autocast on CUDA (off: fp32
     everywhere); ``memory_format``: the layout x_t is handed to the model in.
     """
+    if min_snr_gamma is not None and not (isinstance(min_snr_gamma, (int, float)) and min_snr_gamma > 0):
+        raise ValueError(f"min_snr_gamma must be None (no weighting) or > 0, got {min_snr_gamma!r}")
     n = len(x0)
     t = randint(schedule.num_steps, (n,), generator, x0.device)  # drawn on the generator's device, moved
     noise = randn(x0.shape, generator, x0.device)
@@ -613,6 +615,16 @@ def conditional_recipe(
     return unet, schedule, train
 
 
+def _check_quick(quick) -> bool:
+    """A recipe's ``quick``: True, False, or None for the setting (``COURSE_QUICK``). A string such as "no" would
+    otherwise be taken as True."""
+    if quick is None:
+        return get_settings().quick
+    if not isinstance(quick, bool):
+        raise TypeError(f"quick must be True, False or None (COURSE_QUICK decides), got {quick!r}")
+    return quick
+
+
 def ddpm_recipe(quick: bool | None = None) -> tuple[UNetConfig, NoiseSchedule, TrainConfig]:
     """The course's unconditional DDPM for 1×32×32 images: (U-Net config, schedule, budget).
 
@@ -623,8 +635,7 @@ def ddpm_recipe(quick: bool | None = None) -> tuple[UNetConfig, NoiseSchedule, T
     step) and 200 training steps of 32 images, about a minute: blurry but recognisable
     shapes. The code path is the same; only the budget differs.
     """
-    if quick is None:
-        quick = get_settings().quick
+    quick = _check_quick(quick)
     if quick:
         unet = UNetConfig(channels=(16, 32, 64), blocks=(1, 1, 1), attention=(False, False, True),
                           head_dim=32, groups=8)
@@ -843,8 +854,7 @@ def vae_recipe(quick: bool | None = None, factor: int = 4) -> tuple[VAEConfig, V
     Quick mode (a 2-core CPU): widths 8/16/32, 250 steps of 32 images, roughly 15–20 s per
     VAE, so a lesson can train three (a β sweep). The code path is the same.
     """
-    if quick is None:
-        quick = get_settings().quick
+    quick = _check_quick(quick)
     if factor not in (2, 4):
         raise ValueError(f"factor must be 2 or 4, got {factor}")
     widths = (8, 16, 32) if quick else (32, 64, 128)

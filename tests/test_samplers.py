@@ -183,6 +183,8 @@ def test_sampling_names_what_a_learner_might_pass_wrongly():
         sample(m, 10, 2, **run)
     with pytest.raises(ValueError, match="batch_size must be an int ≥ 1"):
         sample(m, s, 2, batch_size=-1, **run)
+    with pytest.raises(ValueError, match="guidance_scale must be ≥ 0 .* got -3.0; to steer away"):
+        sample(m, s, 2, labels=[1, 2], guidance_scale=-3.0, **run)
     with pytest.raises(ValueError, match="trajectory_every must be an int ≥ 1"):
         sample(m, s, 2, trajectory_every=0.5, **run)
     with pytest.raises(ValueError, match="batch_size must be an int ≥ 1"):

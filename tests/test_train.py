@@ -423,3 +423,15 @@ def test_a_vae_config_and_numpy_ints_are_checked_alike():
     with pytest.raises(TypeError, match="VAETrainConfig.beta must be a finite number, got '0.1'"):
         VAETrainConfig(beta="0.1")
     assert TrainConfig(steps=np.int64(5), grad_clip=0).steps == 5  # a numpy int is an int; grad_clip 0 = off
+
+
+def test_recipes_and_the_loss_refuse_a_quick_or_gamma_that_would_be_misread():
+    from course_lib.pipeline import pipeline_recipe
+    from course_lib.train import conditional_recipe, ddpm_recipe, diffusion_loss, vae_recipe
+
+    for recipe in (ddpm_recipe, vae_recipe, pipeline_recipe, lambda quick: conditional_recipe("class", quick)):
+        with pytest.raises(TypeError, match="quick must be True, False or None .*got 'no'"):
+            recipe(quick="no")
+    assert ddpm_recipe(quick=False)[2].steps == 15_000
+    with pytest.raises(ValueError, match="min_snr_gamma must be None .* or > 0, got -1"):
+        diffusion_loss(UNet(TINY), NoiseSchedule.cosine(20), _blobs(2), min_snr_gamma=-1)
