@@ -155,6 +155,13 @@ def test_04_1_wrong_variants():
     assert_wrong("04.1", loss_fraction_t, "not t / T")
 
 
+def test_04_1_wrong_values_keep_no_more_than_their_form_points():
+    """Right-shaped wrong values keep about a third of the points, as README says (the form checks weighed 3/5)."""
+    for answer in (loss_summed, loss_without_square_roots):
+        for result in grade_all_seeds("04.1", answer):
+            assert result.points <= 1.8, (answer.__name__, result.points)
+
+
 def loss_in_float64(model, x0, t, noise, alphas_cumprod):
     abar = alphas_cumprod[t].view(-1, 1, 1, 1)  # the mistake: float64 abar mixed into float32 x0 uncast
     x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
@@ -175,7 +182,7 @@ def test_04_1_returning_nothing_fails_with_a_message():
 def test_04_1_item_earns_partial_credit_for_the_right_value():
     for result in grade_all_seeds("04.1", loss_as_float):
         assert result.status == "partial"
-        assert result.points == pytest.approx(3 * 3 / 4)  # value and scalar right, not differentiable
+        assert result.points == pytest.approx(3 * 7 / 8, abs=0.01)  # value and scalar right, not differentiable
         assert "carries gradients" in result.feedback()
 
 
@@ -188,7 +195,7 @@ def loss_keepdim(model, x0, t, noise, alphas_cumprod):
 def test_04_1_a_loss_of_shape_1_keeps_the_value_points_but_not_the_scalar_point():
     for result in grade_all_seeds("04.1", loss_keepdim):
         assert result.status == "partial"
-        assert result.points == pytest.approx(3 * 4 / 5)  # value, dtype and gradients right; not 0-dim
+        assert result.points == pytest.approx(3 * 8 / 9, abs=0.01)  # value, dtype and gradients right; not 0-dim
         assert "0-dim tensor" in result.feedback() and "(1,)" in result.feedback()
 
 

@@ -459,3 +459,20 @@ def test_05_1_a_kl_that_carries_no_gradient_loses_a_little_and_is_told():
     assert "the KL is a training loss" in result.feedback()
     numpy_kl = grade_answer("05.1", lambda m, lv: torch.from_numpy(reference(m, lv).numpy()), 0)
     assert "the KL is a training loss" in numpy_kl.feedback()
+
+
+def test_05_1_wrong_values_that_carry_gradients_are_not_told_they_carry_none():
+    """A fresh-eyes learner's .mean() for .sum(), a missing ½ and σ for σ² were told to look for a .detach()
+    that was not there: their gradients differ only because their values do."""
+    def kl_mean(mean, logvar):
+        return 0.5 * (mean**2 + logvar.exp() - 1 - logvar).flatten(1).mean(1)
+
+    def kl_no_half(mean, logvar):
+        return (mean**2 + logvar.exp() - 1 - logvar).flatten(1).sum(1)
+
+    for answer in (kl_mean, kl_no_half):
+        result = grade_answer("05.1", answer, 0)
+        assert result.status == "partial" and "training loss" not in result.feedback(), result.feedback()
+    reference = get_exercise("05.1").reference
+    one_cut = grade_answer("05.1", lambda mean, logvar: reference(mean, logvar.detach()), 0)
+    assert "the KL is a training loss" in one_cut.feedback(), one_cut.feedback()

@@ -560,8 +560,8 @@ def judge_outcomes(exercise: Exercise, seed: int, outcomes: Sequence[Outcome]) -
     failed = [c for c in result.checks if not c.passed]
     if failed and all(c.name in _FORM_CHECKS or c.name.startswith("inputs unchanged") for c in failed):
         # the maths is right: a hint about the maths would send the learner looking for a slip that is not there
-        result.hint = ("your values are right on every case: what costs points is the form named above (what "
-                       "you return, its dtype, or an input written into)")
+        result.hint = ("your values are right on every case: what costs points is the form named in the details "
+                       "(what you return, its dtype, or an input written into)")
     called = sorted({name for o in outcomes for name in o.library_calls})
     if called:  # the library's answer, not the learner's: right values earn nothing
         names = ", ".join(f"`{n}`" for n in called)

@@ -151,6 +151,9 @@ def _kl_probe(answer: Any, case: Case) -> dict:
                 again.sum().backward()
             except RuntimeError:
                 ok = False
+        # whether gradients reach both inputs at all: wrong values have wrong gradients too, and only a missing
+        # path (a .detach(), numpy) is then worth a word of its own
+        out["grad_flows"] = bool(ok and mean.grad is not None and logvar.grad is not None)
         if ok:
             want_mean, want_logvar = mean.detach(), 0.5 * (logvar.detach().exp() - 1)
             tol = dict(rtol=1e-3, atol=1e-4) if mean.dtype == torch.float32 else dict(rtol=1e-6, atol=1e-8)
@@ -164,7 +167,10 @@ def _kl_probe(answer: Any, case: Case) -> dict:
 
 def _kl_judge(case: Case, got, expected) -> list[SubCheck]:
     checks = _kl_value_checks(case, got.get("kl") if isinstance(got, dict) else got, expected["kl"])
-    if isinstance(got, dict) and got.get("grad_ok") is False:
+    values_right = all(c.passed for c in checks)
+    # right values with wrong gradients: something inside is cut off from the graph (a .detach() on one input);
+    # wrong values: their gradients differ anyway, so only no gradient at all is named
+    if isinstance(got, dict) and got.get("grad_ok") is False and (values_right or not got.get("grad_flows")):
         checks.append(SubCheck(
             "a training loss",
             False,
