@@ -273,8 +273,24 @@ class EvaluatorNet(nn.Module):
         self.feature = nn.Sequential(nn.Linear(w2 * 4 * 4, feature_dim), nn.ReLU(inplace=True))
         self.head = nn.Linear(feature_dim, num_classes)
 
+    def check_input(self, x: torch.Tensor) -> None:
+        """A ValueError unless x is N×C×32×32 in the weights' dtype (any float under autocast): torch's own
+        errors ("mat1 and mat2 shapes cannot be multiplied", "expected scalar type Double") name neither."""
+        from .nn.blocks import autocast_enabled
+
+        weight = self.body[0].weight
+        c, h, w = self.image_shape
+        want = f"x must be N×{c}×{h}×{w} {str(weight.dtype).removeprefix('torch.')} (images in [-1, 1])"
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{want}, got a {type(x).__name__}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"{want}, got shape {tuple(x.shape)}: resize or pad images to {h}×{w} first")
+        if not x.is_floating_point() or (x.dtype != weight.dtype and not autocast_enabled(x.device.type)):
+            raise ValueError(f"{want}, got {x.dtype}: use x.to({weight.dtype})")
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate activations, N×feature_dim (after the ReLU)."""
+        self.check_input(x)
         return self.feature(self.body(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -96,6 +96,10 @@ class TextEmbedding:
 
     def __getitem__(self, index) -> TextEmbedding:
         if isinstance(index, int):
+            n = len(self)
+            if not -n <= index < n:  # the slice below would quietly give an empty embedding
+                raise IndexError(f"prompt index {index} is out of range for {n} prompt(s) "
+                                 f"(valid: 0..{n - 1}, or -{n}..-1 from the end)")
             index = slice(index, index + 1 if index != -1 else None)
         return TextEmbedding(self.tokens[index], self.mask[index])
 

@@ -125,3 +125,21 @@ def test_a_trained_controlnet_makes_samples_follow_the_edges():
     print(f"edge overlap: {follow:.2f} with the ControlNet, {chance:.2f} without")
     assert follow > chance + 0.15, (follow, chance)
 
+
+
+def test_dtypes_labels_and_sizes_are_checked_as_by_the_unet():
+    controlled = ControlledUNet(_trained_looking_unet())
+    x, t, hint = torch.randn(2, 1, 16, 16), torch.tensor([1, 2]), torch.randn(2, 1, 16, 16)
+    with pytest.raises(ValueError, match=r"x must be torch.float32 like the model's weights, got torch.float64"):
+        controlled(x.double(), t, hint)
+    with pytest.raises(ValueError, match=r"x must be a float tensor \(images or latents\), got torch.uint8"):
+        controlled((x.abs() * 10).to(torch.uint8), t, hint)
+    with pytest.raises(ValueError, match="labels must be integer class indices, got torch.float32"):
+        controlled(x, t, hint, torch.tensor([1.6, 2.9]))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert controlled(x, t, hint, torch.tensor([0, 3])).shape == x.shape
+    with pytest.raises(ValueError, match=r"hint_channels \(channels of the condition image\) must be a positive int, "
+                                         r"got 0"):
+        ControlNet(_trained_looking_unet(), hint_channels=0)
+    with pytest.raises(ValueError, match="hint_width must be a positive int, got 2.5"):
+        ControlNet(_trained_looking_unet(), hint_width=2.5)

@@ -119,3 +119,69 @@ def test_dit_drops_into_flow_matching():
     result = train_diffusion(DiT(SMALL), None, _squares(), config, device="cpu", progress=False, objective="flow")
     assert result.losses[-1] < result.losses[0]
     assert flow_sample(result.model, 3, steps=5).shape == (3, 1, 16, 16)
+
+
+LABELLED = DiTConfig(image_size=16, patch_size=4, width=32, depth=1, heads=2, num_classes=10)
+
+
+def test_bad_labels_get_the_unets_messages():
+    model, x, t = DiT(LABELLED).eval(), torch.randn(2, 1, 16, 16), torch.tensor([1, 2])
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\), got \(3,\)"):
+        model(x, t, torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\), got \(\)"):  # used to broadcast silently
+        model(x, t, torch.tensor(3))
+    with pytest.raises(ValueError, match=r"labels must lie in 0..10 \(10 = no class\), got 1..11"):
+        model(x, t, torch.tensor([1, 11]))
+    with pytest.raises(ValueError, match=r"labels must lie in 0..10 \(10 = no class\), got -1..1"):
+        model(x, t, torch.tensor([1, -1]))
+    with pytest.raises(ValueError, match="labels must be integer class indices, got torch.float32"):
+        model(x, t, torch.tensor([1.6, 2.9]))
+    with torch.no_grad():
+        assert torch.equal(model(x, t, torch.tensor([1, 10], dtype=torch.int32)), model(x, t, [1, 10]))
+
+
+def test_wrong_dtypes_are_named_but_autocast_runs():
+    model, x, t = DiT(SMALL).eval(), torch.randn(2, 1, 16, 16), torch.tensor([1, 2])
+    with pytest.raises(ValueError, match=r"x must be torch.float32 like the model's weights, got torch.float64: "
+                                         r"use x.float\(\)"):
+        model(x.double(), t)
+    with pytest.raises(ValueError, match=r"x must be a float tensor \(images or latents\), got torch.uint8"):
+        model((x.abs() * 10).to(torch.uint8), t)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert model(x, t).dtype == torch.bfloat16
+        assert DiT(SMALL).bfloat16()(x.bfloat16(), t).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(mlp_ratio=-1), r"mlp_ratio must be a positive number .* got -1"),
+    (dict(mlp_ratio=0), r"mlp_ratio must be a positive number"),
+    (dict(mlp_ratio="4"), r"mlp_ratio must be a positive number .* got '4'"),
+    (dict(mlp_ratio=float("nan")), r"mlp_ratio must be a positive number"),
+    (dict(num_classes=10.0), r"num_classes must be None or a positive int, got 10.0"),
+])
+def test_config_names_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        DiTConfig(**{**SMALL.to_dict(), **overrides})
+
+
+def test_unpatchify_checks_tokens_against_the_image_it_is_asked_for():
+    tokens = patchify(torch.randn(2, 1, 16, 16), 4)  # 2×16×16
+    with pytest.raises(ValueError, match=r"tokens must be N×64×4 .* from 2×2 patches: L = \(H/p\)·\(W/p\) = 64 "
+                                         r"tokens of p·p·C = 4 values; got N×16×16"):
+        unpatchify(tokens, 2, 1, 16, 16)  # used to scramble the image silently
+    with pytest.raises(ValueError, match=r"tokens must be N×16×48 to make 3×16×16 images"):
+        unpatchify(tokens, 4, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"unpatchify takes tokens N×L×\(p·p·C\), got \(16, 16\)"):
+        unpatchify(tokens[0], 4, 1, 16, 16)
+    with pytest.raises(ValueError, match="the patch side p must divide H and W = 16×16, got 3"):
+        unpatchify(tokens, 3, 1, 16, 16)
+    with pytest.raises(ValueError, match="unpatchify's c must be a positive int, got 0"):
+        unpatchify(tokens, 4, 0, 16, 16)
+
+
+def test_the_checks_trace_without_a_graph_break():
+    model, x, t = DiT(SMALL).eval(), torch.randn(2, 1, 16, 16), torch.tensor([1, 2])
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        assert torch.equal(compiled(x, t), model(x, t))

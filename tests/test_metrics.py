@@ -23,6 +23,7 @@ import torch
 from course_lib import metrics
 from course_lib.metrics import (
     EvalReport,
+    EvaluatorNet,
     EvaluatorRecipe,
     frechet_distance,
     gaussian_frechet_distance,
@@ -525,6 +526,24 @@ def test_features_bad_input(evaluator):
         evaluator.features(torch.zeros(2, 1, 16, 16))
     with pytest.raises(ValueError, match="batch_size"):
         evaluator.features(torch.zeros(2, 1, 32, 32), batch_size=0)
+
+
+def test_evaluator_net_called_directly_says_what_it_takes():
+    net = EvaluatorNet(widths=(4, 8, 8), feature_dim=8).eval()
+    x = torch.zeros(2, 1, 32, 32)
+    with pytest.raises(ValueError, match=r"x must be N×1×32×32 float32 \(images in \[-1, 1\]\), "
+                                         r"got shape \(2, 1, 28, 28\)"):
+        net(torch.zeros(2, 1, 28, 28))
+    with pytest.raises(ValueError, match=r"x must be N×1×32×32 float32 .*got shape \(1, 32, 32\)"):
+        net.features(torch.zeros(1, 32, 32))
+    with pytest.raises(ValueError, match=r"x must be N×1×32×32 float32 .*got torch.float64: use x.to\(torch.float32\)"):
+        net(x.double())
+    with pytest.raises(ValueError, match=r"x must be N×1×32×32 float32 .*got torch.uint8"):
+        net(x.to(torch.uint8))
+    with pytest.raises(ValueError, match=r"x must be N×1×32×32 float32 .*got a ndarray"):
+        net(x.numpy())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net(x).shape == (2, 10)
 
 
 def test_recipe_hash_is_stable_and_sensitive():

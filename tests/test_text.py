@@ -159,6 +159,16 @@ def test_text_embedding_checks_and_helpers():
         TextEmbedding(torch.randn(2, 3), torch.ones(2, 3, dtype=torch.bool))
 
 
+def test_text_embedding_index_out_of_range_is_an_index_error():
+    """emb[5] on 2 prompts used to return an empty embedding (a slice past the end)."""
+    emb = TextEmbedding(torch.randn(2, 3, 4), torch.ones(2, 3, dtype=torch.bool))
+    for bad in (2, 5, -3):
+        with pytest.raises(IndexError, match=rf"prompt index {bad} is out of range for 2 prompt\(s\)"):
+            emb[bad]
+    assert torch.equal(emb[-2].tokens, emb.tokens[:1]) and torch.equal(emb[-1].tokens, emb.tokens[1:])
+    assert [len(e) for e in emb] == [1, 1]  # iteration stops at the end (it never did)
+
+
 # --------------------------------------------------------------------------- the caption cache
 def _count_encodes(monkeypatch, encoder):
     calls = []

@@ -167,3 +167,94 @@ def test_blocks_say_what_they_expected_instead_of_failing_inside_torch():
 def test_config_round_trip():
     cfg = UNetConfig(channels=(8, 16), blocks=(1, 2), attention=(False, True), num_classes=3)
     assert UNetConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# --------------------------------------------------------------------------- dtypes, labels, config types
+SMALL_C = UNetConfig(channels=(8, 16), blocks=(1, 1), attention=(False, True), head_dim=8, groups=4, image_size=16,
+                     num_classes=10)
+
+
+def test_a_float64_or_int_batch_is_refused_by_name_but_autocast_and_converted_models_run():
+    m = UNet(SMALL_C).eval()
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([1, 2])
+    with pytest.raises(ValueError, match=r"x must be torch.float32 like the model's weights, got torch.float64: "
+                                         r"use x.float\(\)"):
+        m(x.double(), t)
+    with pytest.raises(ValueError, match=r"got torch.bfloat16: use x.float\(\)"):  # bf16 without autocast
+        m(x.bfloat16(), t)
+    with pytest.raises(ValueError, match=r"x must be a float tensor \(images or latents\), got torch.uint8: scale"):
+        m((x.abs() * 100).to(torch.uint8), t)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # float32 in, float32 weights: fine
+        assert m(x, t).dtype == torch.bfloat16
+    with torch.no_grad():
+        assert UNet(SMALL_C).bfloat16()(x.bfloat16(), t).dtype == torch.bfloat16
+        assert UNet(SMALL_C).double()(x.double(), t).dtype == torch.float64
+
+
+def test_the_blocks_name_a_dtype_mismatch_too():
+    res, attn = ResBlock(8, 8, emb_dim=32, groups=4), SelfAttention(8, head_dim=8, groups=4)
+    x, emb = torch.randn(2, 8, 4, 4), torch.randn(2, 32)
+    with pytest.raises(ValueError, match=r"x must be torch.float32 like this ResBlock's weights, got torch.float64"):
+        res(x.double(), emb.double())
+    with pytest.raises(ValueError, match=r"emb must be torch.float32 like this ResBlock's weights, got torch.float64"):
+        res(x, emb.double())
+    with pytest.raises(ValueError, match=r"x must be torch.float32 like this SelfAttention's weights"):
+        attn(x.double())
+    with pytest.raises(ValueError, match=r"like this Downsample's weights"):
+        Downsample(8)(x.double())
+    with pytest.raises(ValueError, match=r"like this Upsample's weights"):
+        Upsample(8)(x.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert res(x, emb).shape == attn(x).shape == (2, 8, 4, 4)
+
+
+def test_float_labels_are_refused_instead_of_truncated():
+    m = UNet(SMALL_C).eval()
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([1, 2])
+    with pytest.raises(ValueError, match="labels must be integer class indices, got torch.float32"):
+        m(x, t, torch.tensor([1.6, 2.9]))
+    with pytest.raises(ValueError, match="labels must be integer class indices, got torch.float32"):
+        m(x, t, [1.0, 2.0])
+    with pytest.raises(ValueError, match=r"labels must lie in 0..10 \(10 = no class\), got -1..1"):
+        m(x, t, torch.tensor([1, -1]))
+    with torch.no_grad():  # any integer dtype is a class index
+        assert torch.equal(m(x, t, torch.tensor([1, 2], dtype=torch.int32)), m(x, t, torch.tensor([1, 2])))
+        assert torch.equal(m(x, t, torch.tensor([1, 2], dtype=torch.uint8)), m(x, t, [1, 2]))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(channels=64), r"channels must be a tuple of positive ints, one per level, e.g. \(32, 64, 128\); got 64"),
+    (dict(channels=(8, 0)), r"channels must be a tuple of positive ints.*got \(8, 0\)"),
+    (dict(channels=()), r"channels must be a tuple of positive ints"),
+    (dict(attention=True), r"attention must be a tuple of bools, one per level, e.g. \(False, False, True\); got True"),
+    (dict(blocks=(1, 0)), r"blocks must be a tuple of positive ints"),
+    (dict(blocks=1.5), r"blocks must be a tuple of positive ints.*got 1.5"),
+    (dict(num_classes=10.0), r"num_classes must be None or a positive int \(≥ 1\), got 10.0"),
+    (dict(num_classes=0), r"num_classes must be None or a positive int"),
+    (dict(in_channels=0), r"in_channels must be a positive int, got 0"),
+    (dict(image_size=16.0), r"image_size must be a positive int, got 16.0"),
+    (dict(head_dim=0), r"head_dim must be a positive int, got 0"),
+    (dict(groups=-4), r"groups must be a positive int, got -4"),
+    (dict(out_channels=0), r"out_channels must be None or a positive int, got 0"),
+    (dict(context_dim=12.5), r"context_dim must be None or ≥ 1"),
+])
+def test_config_names_the_field_that_has_the_wrong_type(overrides, message):
+    base = dict(channels=(8, 16), blocks=(1, 1), attention=(False, True), head_dim=8, groups=4, image_size=16)
+    with pytest.raises(ValueError, match=message):
+        UNetConfig(**{**base, **overrides})
+
+
+def test_config_takes_lists_as_json_gives_them():
+    listed = UNetConfig(channels=[8, 16], blocks=[1, 2], attention=[False, True], num_classes=3)
+    assert listed == UNetConfig(channels=(8, 16), blocks=(1, 2), attention=(False, True), num_classes=3)
+    assert UNetConfig(channels=(8, 16), blocks=1, attention=(0, 1)).attention == (False, True)
+
+
+def test_the_checks_trace_without_a_graph_break():
+    """torch.compile sees plain Python on shapes and dtypes (fullgraph=True fails on any graph break)."""
+    m = UNet(UNetConfig(channels=(8, 16), blocks=(1, 1), attention=(False, True), head_dim=8, groups=4,
+                        image_size=16)).eval()
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([1, 2])
+    compiled = torch.compile(m, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        assert torch.equal(compiled(x, t), m(x, t))

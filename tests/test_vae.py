@@ -198,3 +198,63 @@ def test_bad_input_says_what_was_expected():
         kl_divergence(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="same shape"):
         psnr(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 5))
+
+
+SMALL16 = VAEConfig(channels=(8, 16), blocks=1, latent_channels=4, groups=4, image_size=16)
+
+
+def test_uint8_and_float64_are_named_but_autocast_and_converted_models_run():
+    m, x = VAE(SMALL16).eval(), torch.rand(2, 1, 16, 16) * 2 - 1
+    with pytest.raises(ValueError, match=r"x must be a float tensor \(images in \[-1, 1\]\), got torch.uint8: "
+                                         r"scale uint8 pixels to \[-1, 1\] first, x.float\(\) / 127.5 - 1"):
+        m.encode(((x + 1) * 127.5).to(torch.uint8))
+    for call in (lambda: m.encode(x.double()), lambda: m(x.double())):
+        with pytest.raises(ValueError, match=r"x must be torch.float32 like the model's weights, got torch.float64"):
+            call()
+    with pytest.raises(ValueError, match=r"z must be torch.float32 like the model's weights, got torch.float64: "
+                                         r"use z.float\(\)"):
+        m.decode(torch.randn(2, 4, 8, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"z must be a float tensor \(latents\), got torch.int64"):
+        m.decode(torch.zeros(2, 4, 8, 8, dtype=torch.long))
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert m(x).recon.shape == x.shape
+        bf16 = VAE(SMALL16).bfloat16()
+        assert bf16.decode(bf16.encode(x.bfloat16()).bfloat16()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, float("nan"), float("inf"), "0.2", True, None])
+def test_scaling_factor_must_be_a_positive_finite_number(bad):
+    with pytest.raises(ValueError, match="scaling_factor must be a positive finite number"):
+        VAE(SMALL16, scaling_factor=bad)
+    m = VAE(SMALL16)
+    with pytest.raises(ValueError, match="scaling_factor must be a positive finite number"):
+        m.scaling_factor = bad  # as train.cached_vae sets it after measuring
+    assert m.scaling_factor == 1.0
+
+
+def test_scaling_factor_takes_any_real_number():
+    assert VAE(SMALL16, scaling_factor=torch.tensor(0.5)).scaling_factor == 0.5
+    m = VAE(SMALL16, scaling_factor=2)
+    m.scaling_factor = 0.18215
+    assert isinstance(m.scaling_factor, float) and m.scaling_factor == 0.18215
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(channels=32), r"channels must be a tuple of positive ints, one per level, e.g. \(32, 64, 128\); got 32"),
+    (dict(blocks=(1, 0)), r"blocks must be a tuple of positive ints"),
+    (dict(in_channels=0), r"in_channels must be a positive int, got 0"),
+    (dict(latent_channels=4.0), r"latent_channels must be a positive int, got 4.0"),
+    (dict(groups=0), r"groups must be a positive int, got 0"),
+])
+def test_config_names_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        VAEConfig(**{**SMALL16.to_dict(), **overrides})
+    assert VAEConfig(**SMALL16.to_dict()) == SMALL16  # to_dict has lists: they are taken
+
+
+def test_a_bf16_vae_runs_its_training_pass_without_autocast():
+    """forward() hands the float32 sample to the decoder: a VAE converted to bf16 must take it in its own dtype."""
+    vae = VAE(VAEConfig(channels=(8, 16), blocks=1, latent_channels=2, groups=4, image_size=16)).to(torch.bfloat16)
+    out = vae(torch.zeros(2, 1, 16, 16, dtype=torch.bfloat16))
+    assert out.recon.dtype == torch.bfloat16 and out.mean.dtype == torch.float32

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,8 +57,97 @@ def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
     return nn.GroupNorm(g, channels, eps=1e-6)
 
 
-def check_feature_map(x, channels: int, block: str) -> None:
-    """A ValueError that names the expected shape unless x is a float N×channels×H×W tensor.
+# --------------------------------------------------------------------------- shared input checks
+# The models (U-Net, VAE, DiT, ControlNet) and the blocks below say the same thing about the same
+# mistake. Every check reads only types, shapes and dtypes, never values on a GPU: no host–device
+# sync, and torch.compile traces them as plain Python.
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` ("cpu", "cuda", …), on torch 2.4 … 2.13.
+
+    Under autocast a float32 input meets float32 weights and runs in bf16: dtypes then need not
+    match, so :func:`check_dtype` stays quiet."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # an older torch: no device argument
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_enabled()
+
+
+def check_float(x: torch.Tensor, name: str = "x", what: str = "images or latents") -> None:
+    """A ValueError unless ``x`` holds floats: uint8 pixels or int tensors would reach a convolution raw."""
+    if not x.is_floating_point():
+        hint = (": scale uint8 pixels to [-1, 1] first, x.float() / 127.5 - 1" if x.dtype == torch.uint8
+                else f": use {name}.float()")
+        raise ValueError(f"{name} must be a float tensor ({what}), got {x.dtype}{hint}")
+
+
+_CONVERT = {torch.float32: ".float()", torch.float64: ".double()", torch.bfloat16: ".bfloat16()",
+            torch.float16: ".half()"}
+
+
+def check_dtype(x: torch.Tensor, weight: torch.Tensor, name: str = "x", owner: str = "the model's") -> None:
+    """A ValueError unless ``x`` has the dtype of ``weight`` (a layer its value first meets), or autocast is on.
+
+    torch's own message ("mat1 and mat2 must have the same dtype", "Input type (double) and bias
+    type (float)") names neither the argument nor the fix."""
+    if x.dtype != weight.dtype and not autocast_enabled(x.device.type):
+        fix = f"{name}{_CONVERT.get(weight.dtype, f'.to({weight.dtype})')}"
+        raise ValueError(f"{name} must be {weight.dtype} like {owner} weights, got {x.dtype}: use {fix}")
+
+
+def check_class_labels(labels, n: int, num_classes: int, device: torch.device) -> torch.Tensor:
+    """Class labels as an int64 (n,) tensor on ``device``, or a ValueError that says what was expected.
+
+    Labels lie in 0..num_classes, ``num_classes`` being the "no class" label of classifier-free
+    guidance. Floats are refused (1.6 would silently be class 1). The range is checked where it
+    costs nothing: labels already on a GPU are left to the embedding, since reading them back
+    would stall the GPU at every sampling step."""
+    labels = torch.as_tensor(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices, got {labels.dtype}")
+    if labels.device.type == "cpu" and labels.numel():
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi > num_classes:
+            raise ValueError(f"labels must lie in 0..{num_classes} ({num_classes} = no class), got {lo}..{hi}")
+    return labels.to(device).long()
+
+
+def is_int(value) -> bool:
+    """An int (a numpy integer too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_positive_int(value, name: str, none_ok: bool = False):
+    """``value`` as an int ≥ 1 (or None when ``none_ok``), else a ValueError naming ``name``."""
+    if value is None and none_ok:
+        return None
+    if not is_int(value) or value < 1:
+        raise ValueError(f"{name} must be {'None or ' if none_ok else ''}a positive int, got {value!r}")
+    return int(value)
+
+
+def check_level_tuple(value, name: str, example: str, kind: str = "positive ints") -> tuple:
+    """A config's per-level tuple (a list too: configs come back from JSON with lists), else a ValueError.
+
+    ``kind``: "positive ints" or "bools"."""
+    ok = isinstance(value, (tuple, list)) and len(value) > 0
+    if ok and kind == "bools":
+        ok = all(isinstance(v, (bool, np.bool_)) or (is_int(v) and v in (0, 1)) for v in value)
+    elif ok:
+        ok = all(is_int(v) and v >= 1 for v in value)
+    if not ok:
+        raise ValueError(f"{name} must be a tuple of {kind}, one per level, e.g. {example}; got {value!r}")
+    return tuple(bool(v) for v in value) if kind == "bools" else tuple(int(v) for v in value)
+
+
+def check_feature_map(x, channels: int, block: str, weight: torch.Tensor | None = None) -> None:
+    """A ValueError that names the expected shape unless x is a float N×channels×H×W tensor
+    (with ``weight``: of that weight's dtype, unless autocast is on).
 
     Only shapes and dtypes are read (never values), so the check costs nothing on a GPU, and a
     learner who wires a block wrongly reads which block wanted what, not a GroupNorm or conv
@@ -65,6 +156,8 @@ def check_feature_map(x, channels: int, block: str) -> None:
     if (not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != channels
             or not x.is_floating_point()):
         raise ValueError(f"{block} takes x as a float N×{channels}×H×W tensor, got {_describe(x)}")
+    if weight is not None:
+        check_dtype(x, weight, "x", f"{block}'s")
 
 
 class ResBlock(nn.Module):
@@ -91,12 +184,14 @@ class ResBlock(nn.Module):
         self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        check_feature_map(x, self.in_ch, "this ResBlock")
+        check_feature_map(x, self.in_ch, "this ResBlock", self.conv1.weight)
         if self.emb is not None and (not isinstance(emb, torch.Tensor) or emb.dim() != 2
                                      or emb.shape != (x.shape[0], self.emb.in_features)):
             got = "None" if emb is None else _describe(emb)
             raise ValueError(f"this ResBlock takes a time embedding emb of shape N×{self.emb.in_features} "
                              f"with N = {x.shape[0]} (x's batch), got {got}")
+        if self.emb is not None:
+            check_dtype(emb, self.emb.weight, "emb", "this ResBlock's")
         h = self.conv1(F.silu(self.norm1(x)))
         if self.emb is not None:
             h = h + self.emb(F.silu(emb))[:, :, None, None]
@@ -124,7 +219,7 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.channels, "this SelfAttention")
+        check_feature_map(x, self.channels, "this SelfAttention", self.qkv.weight)
         n, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # N×HW×C
         q, k, v = self.qkv(tokens).view(n, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
@@ -317,7 +412,7 @@ class Downsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.conv.in_channels, "this Downsample")
+        check_feature_map(x, self.conv.in_channels, "this Downsample", self.conv.weight)
         return self.conv(x)
 
 
@@ -333,5 +428,5 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, out_channels or channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, self.conv.in_channels, "this Upsample")
+        check_feature_map(x, self.conv.in_channels, "this Upsample", self.conv.weight)
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

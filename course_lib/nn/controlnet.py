@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import check_positive_int
 from .unet import UNet
 
 
@@ -41,6 +42,8 @@ class ControlNet(nn.Module):
         super().__init__()
         if not isinstance(unet, UNet):
             raise ValueError(f"ControlNet copies a course UNet, got {type(unet).__name__}")
+        hint_channels = check_positive_int(hint_channels, "hint_channels (channels of the condition image)")
+        hint_width = check_positive_int(hint_width, "hint_width")
         self.copy = copy.deepcopy(unet).requires_grad_(True)
         for name in ("up", "norm_out", "conv_out"):  # the copy needs no decoder
             delattr(self.copy, name)

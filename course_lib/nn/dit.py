@@ -24,13 +24,15 @@ U-Net's convention: ``num_classes`` is the "no class" label used for guidance.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import timestep_embedding
+from .blocks import check_class_labels, check_dtype, check_float, check_positive_int, timestep_embedding
 
 #: Bump when the architecture changes in a way that invalidates saved weights.
 DIT_ARCHITECTURE = "dit-v1"
@@ -58,8 +60,11 @@ class DiTConfig:
             raise ValueError(f"width {self.width} must split into {self.heads} heads of an even size")
         if self.width % 4:
             raise ValueError(f"width must be divisible by 4 for the 2-D positional embedding, got {self.width}")
-        if self.num_classes is not None and (isinstance(self.num_classes, bool) or self.num_classes < 1):
-            raise ValueError(f"num_classes must be None or a positive int, got {self.num_classes!r}")
+        self.num_classes = check_positive_int(self.num_classes, "num_classes", none_ok=True)
+        r = self.mlp_ratio
+        if isinstance(r, bool) or not isinstance(r, numbers.Real) or not math.isfinite(r) or int(self.width * r) < 1:
+            raise ValueError(f"mlp_ratio must be a positive number (the MLP's hidden width ÷ width, e.g. 4.0) "
+                             f"with int(width · mlp_ratio) ≥ 1, got {r!r}")
 
     @property
     def tokens(self) -> int:
@@ -82,8 +87,22 @@ def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
 
 
 def unpatchify(tokens: torch.Tensor, p: int, c: int, h: int, w: int) -> torch.Tensor:
-    """The inverse of :func:`patchify`: N×L×(p·p·C) → N×C×H×W."""
-    n = tokens.shape[0]
+    """The inverse of :func:`patchify`: N×L×(p·p·C) → N×C×H×W, L = (H/p)·(W/p)."""
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3:
+        got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise ValueError(f"unpatchify takes tokens N×L×(p·p·C), got {got}")
+    for name, v in (("p", p), ("c", c), ("h", h), ("w", w)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"unpatchify's {name} must be a positive int, got {v!r}")
+    if h % p or w % p:
+        raise ValueError(f"the patch side p must divide H and W = {h}×{w}, got {p}")
+    n, length, width = tokens.shape
+    want_length, want_width = (h // p) * (w // p), p * p * c
+    if length != want_length or width != want_width:
+        raise ValueError(
+            f"tokens must be N×{want_length}×{want_width} to make {c}×{h}×{w} images from {p}×{p} patches: "
+            f"L = (H/p)·(W/p) = {want_length} tokens of p·p·C = {want_width} values; got N×{length}×{width}"
+        )
     x = tokens.reshape(n, h // p, w // p, p, p, c)
     return x.permute(0, 5, 1, 3, 2, 4).reshape(n, c, h, w)
 
@@ -158,17 +177,21 @@ class DiT(nn.Module):
                                                                                cfg.image_size):
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be N×{cfg.in_channels}×{cfg.image_size}×{cfg.image_size}, got {got}")
+        check_float(x)
+        check_dtype(x, self.embed.weight)
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(len(x)) if t.dim() == 0 else t
         if t.shape != (len(x),):
             raise ValueError(f"t must have shape ({len(x)},), got {tuple(t.shape)}")
+        if labels is not None:
+            if self.class_emb is None:
+                raise ValueError("this DiT has no num_classes, so it takes no labels")
+            labels = check_class_labels(labels, len(x), cfg.num_classes, x.device)  # the U-Net's rules
         c = self.time_mlp(timestep_embedding(t, cfg.width).to(x.dtype))
         if self.class_emb is not None:
             if labels is None:
                 labels = torch.full((len(x),), cfg.num_classes, dtype=torch.long, device=x.device)
-            c = c + self.class_emb(torch.as_tensor(labels, device=x.device).long())
-        elif labels is not None:
-            raise ValueError("this DiT has no num_classes, so it takes no labels")
+            c = c + self.class_emb(labels)
         h = self.embed(patchify(x, cfg.patch_size)) + self.pos.to(x.dtype)
         for block in self.blocks:
             h = block(h, c)

@@ -36,7 +36,13 @@ from .blocks import (
     ResBlock,
     SelfAttention,
     Upsample,
+    check_class_labels,
+    check_dtype,
+    check_float,
+    check_level_tuple,
+    check_positive_int,
     group_norm,
+    is_int,
     record_attention,
     timestep_embedding,
     token_heatmaps,
@@ -69,29 +75,31 @@ class UNetConfig:
     extra: dict = field(default_factory=dict)  # room for later lessons' options
 
     def __post_init__(self):
-        self.channels = tuple(int(c) for c in self.channels)
-        if isinstance(self.blocks, int):
-            self.blocks = (self.blocks,) * len(self.channels)
-        self.blocks = tuple(int(b) for b in self.blocks)
-        self.attention = tuple(bool(a) for a in self.attention)
+        # lists are taken too: a config read back from JSON (to_dict, from_dict) has lists
+        self.channels = check_level_tuple(self.channels, "channels", "(32, 64, 128)")
         levels = len(self.channels)
-        if levels < 1 or any(c < 1 for c in self.channels):
-            raise ValueError(f"channels must be a non-empty tuple of positive widths, got {self.channels}")
+        if is_int(self.blocks):
+            self.blocks = (self.blocks,) * levels
+        self.blocks = check_level_tuple(self.blocks, "blocks", "(1, 2, 2), or one int for every level")
+        self.attention = check_level_tuple(self.attention, "attention", "(False, False, True)", kind="bools")
         if len(self.blocks) != levels or len(self.attention) != levels:
             raise ValueError(
                 f"blocks and attention need one entry per level ({levels}); "
                 f"got {len(self.blocks)} and {len(self.attention)}"
             )
-        if any(b < 1 for b in self.blocks):
-            raise ValueError(f"every level needs at least one ResBlock, got blocks={self.blocks}")
+        for name in ("in_channels", "image_size", "head_dim", "groups"):
+            setattr(self, name, check_positive_int(getattr(self, name), name))
+        self.out_channels = check_positive_int(self.out_channels, "out_channels", none_ok=True)
         if self.image_size % 2 ** (levels - 1):
             raise ValueError(
                 f"image_size {self.image_size} must be divisible by 2^(levels−1) = {2 ** (levels - 1)}"
             )
-        if self.num_classes is not None and self.num_classes < 1:
-            raise ValueError(f"num_classes must be None or ≥ 1, got {self.num_classes}")
-        if self.context_dim is not None and (isinstance(self.context_dim, bool) or int(self.context_dim) < 1):
-            raise ValueError(f"context_dim must be None or ≥ 1 (the text encoder's width), got {self.context_dim}")
+        if self.num_classes is not None and (not is_int(self.num_classes) or self.num_classes < 1):
+            raise ValueError(f"num_classes must be None or a positive int (≥ 1), got {self.num_classes!r}")
+        if self.num_classes is not None:
+            self.num_classes = int(self.num_classes)
+        if self.context_dim is not None and (not is_int(self.context_dim) or self.context_dim < 1):
+            raise ValueError(f"context_dim must be None or ≥ 1 (the text encoder's width), got {self.context_dim!r}")
         if self.context_dim is not None:
             self.context_dim = int(self.context_dim)
 
@@ -188,8 +196,8 @@ class UNet(nn.Module):
             raise ValueError(f"x must be N×{cfg.in_channels}×H×W, got {got}")
         if x.shape[1] != cfg.in_channels:
             raise ValueError(f"x must have {cfg.in_channels} channel(s), got {x.shape[1]}")
-        if not x.is_floating_point():
-            raise ValueError(f"x must be a float tensor (images or latents), got {x.dtype}")
+        check_float(x)
+        check_dtype(x, self.conv_in.weight)
         if x.shape[2] % 2 ** (len(cfg.channels) - 1) or x.shape[3] % 2 ** (len(cfg.channels) - 1):
             raise ValueError(
                 f"H and W must be divisible by {2 ** (len(cfg.channels) - 1)}, got {tuple(x.shape[2:])}"
@@ -202,16 +210,7 @@ class UNet(nn.Module):
         if labels is not None:
             if self.class_emb is None:
                 raise ValueError("this U-Net has no num_classes, so it takes no labels")
-            labels = torch.as_tensor(labels)
-            if labels.shape != (len(x),):
-                raise ValueError(f"labels must have shape ({len(x)},), got {tuple(labels.shape)}")
-            # the range is checked where it costs nothing: labels already on a GPU are left to the
-            # embedding, since reading them back would stall the GPU at every sampling step
-            if labels.device.type == "cpu" and labels.numel() and (
-                int(labels.min()) < 0 or int(labels.max()) > cfg.num_classes
-            ):
-                raise ValueError(f"labels must lie in 0..{cfg.num_classes} ({cfg.num_classes} = no class)")
-            labels = labels.to(x.device).long()
+            labels = check_class_labels(labels, len(x), cfg.num_classes, x.device)
         context, context_mask = self.check_context(len(x), context, context_mask)
         return t, labels, context, context_mask
 

@@ -32,7 +32,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..device import randn
-from .blocks import Downsample, ResBlock, Upsample, group_norm
+from .blocks import (
+    Downsample,
+    ResBlock,
+    Upsample,
+    check_dtype,
+    check_float,
+    check_level_tuple,
+    check_positive_int,
+    group_norm,
+    is_int,
+)
 
 #: Bump when the module layout changes: cached VAE checkpoints are keyed by it.
 VAE_ARCHITECTURE = "vae-v1"
@@ -109,18 +119,16 @@ class VAEConfig:
     groups: int = 32
 
     def __post_init__(self):
-        self.channels = tuple(int(c) for c in self.channels)
-        if isinstance(self.blocks, int):
+        # lists are taken too: a config read back from JSON (to_dict, from_dict) has lists
+        self.channels = check_level_tuple(self.channels, "channels", "(32, 64, 128)")
+        if is_int(self.blocks):
             self.blocks = (self.blocks,) * len(self.channels)
-        self.blocks = tuple(int(b) for b in self.blocks)
-        if not self.channels or any(c < 1 for c in self.channels):
-            raise ValueError(f"channels must be a non-empty tuple of positive widths, got {self.channels}")
-        if len(self.blocks) != len(self.channels) or any(b < 1 for b in self.blocks):
+        self.blocks = check_level_tuple(self.blocks, "blocks", "(1, 1, 1), or one int for every level")
+        if len(self.blocks) != len(self.channels):
             raise ValueError(f"blocks needs one entry ≥ 1 per level ({len(self.channels)}), got {self.blocks}")
-        if self.in_channels < 1 or self.latent_channels < 1:
-            raise ValueError(f"in_channels and latent_channels must be ≥ 1, got {self.in_channels}, "
-                             f"{self.latent_channels}")
-        if self.image_size < 1 or self.image_size % self.factor:
+        for name in ("in_channels", "latent_channels", "image_size", "groups"):
+            setattr(self, name, check_positive_int(getattr(self, name), name))
+        if self.image_size % self.factor:
             raise ValueError(f"image_size {self.image_size} must be divisible by the factor 2^(levels−1) = "
                              f"{self.factor}")
 
@@ -238,9 +246,27 @@ class VAE(nn.Module):
         elif kwargs:
             raise ValueError("pass either a VAEConfig or keyword arguments, not both")
         self.config = config
-        self.scaling_factor = float(scaling_factor)
+        self.scaling_factor = scaling_factor
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
+
+    @property
+    def scaling_factor(self) -> float:
+        return self._scaling_factor
+
+    @scaling_factor.setter
+    def scaling_factor(self, value: float) -> None:
+        # checked when set (here or later, as train.cached_vae does): decode_latents divides by it
+        number = None
+        if not isinstance(value, (bool, str, bytes)):
+            try:
+                number = float(value)  # a Python or numpy float, or a one-element tensor as 1 / z.std()
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        if number is None or not math.isfinite(number) or number <= 0:
+            raise ValueError(f"scaling_factor must be a positive finite number (1 / std of the latents, "
+                             f"e.g. 0.18215 for Stable Diffusion's VAE), got {value!r}")
+        self._scaling_factor = number
 
     # ------------------------------------------------------------- checks
     def check_images(self, x: torch.Tensor, name: str = "x") -> None:
@@ -254,6 +280,11 @@ class VAE(nn.Module):
         if x.shape[2] % cfg.factor or x.shape[3] % cfg.factor:
             raise ValueError(f"{name} must be {want}, got size {x.shape[2]}×{x.shape[3]}")
 
+    def check_precision(self, x: torch.Tensor, name: str, what: str, weight: torch.Tensor) -> None:
+        """Floats of the weights' dtype (any float under autocast); shapes are checked by the callers."""
+        check_float(x, name, what)
+        check_dtype(x, weight, name)
+
     def check_latents(self, z: torch.Tensor, name: str = "z") -> None:
         c = self.config.latent_channels
         if not isinstance(z, torch.Tensor) or z.dim() != 4:
@@ -266,6 +297,7 @@ class VAE(nn.Module):
     def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: N×C×H×W → (mean, logvar), each N×c×H/f×W/f float32; logvar clamped to [−30, 20]."""
         self.check_images(x)
+        self.check_precision(x, "x", "images in [-1, 1]", self.encoder.conv_in.weight)
         mean, logvar = self.encoder(x).float().chunk(2, dim=1)
         return mean, logvar.clamp(*LOGVAR_RANGE)
 
@@ -278,13 +310,15 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z: N×c×h×w → reconstruction N×C×f·h×f·w (no tanh; about [−1, 1] once trained)."""
         self.check_latents(z)
+        self.check_precision(z, "z", "latents", self.decoder.conv_in.weight)
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
         """x → (x̂, μ, logvar, z) with z a reparameterised sample: one training pass."""
         mean, logvar = self.encode_distribution(x)
         z = reparameterize(mean, logvar, generator)
-        return VAEOutput(recon=self.decoder(z), mean=mean, logvar=logvar, z=z)
+        # μ and logvar come back float32 (the KL wants them so): a bf16 VAE's decoder takes its own dtype
+        return VAEOutput(recon=self.decoder(z.to(self.decoder.conv_in.weight.dtype)), mean=mean, logvar=logvar, z=z)
 
     # ------------------------------------------------------------- for latent diffusion
     def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
