@@ -535,3 +535,25 @@ def test_02_3_sorted_bands_are_named_as_an_order_slip():
 
     feedback = grade_answer("02.3", sorts_the_bands, 0).feedback()
     assert "in the order of `bands`" in feedback and "eps_mse is the mean" not in feedback, feedback
+
+
+def _steps_dividing_n_by_an_early_abar(betas, x0, noises):
+    """The route the task teaches (carry n_k, divide by sqrt(1 − abar_k)) with abar_k one step early."""
+    x, n = x0, torch.zeros_like(x0)
+    for t in range(len(noises)):
+        b = betas[t]
+        x = (1 - b).sqrt() * x + b.sqrt() * noises[t]
+        n = (1 - b).sqrt() * n + b.sqrt() * noises[t]
+    a = torch.prod(1 - betas[: len(noises) - 1])
+    return {"x_t": x, "eps_bar": n / (1 - a).sqrt()}
+
+
+def test_by_steps_an_early_abar_is_named_on_the_taught_route_too():
+    assert_wrong(grade("02.2", _steps_dividing_n_by_an_early_abar, seed=2), "your abar stops one step early", 3)
+
+
+@pytest.mark.parametrize("answer", [steps_unnormalised, steps_naive_eps_bar, _steps_dividing_n_by_an_early_abar])
+def test_by_steps_a_right_loop_with_a_wrong_eps_bar_keeps_about_half(answer):
+    """ε̄ is the exercise's new half: a right x_t alone kept 77% of the points before ε̄ weighed twice."""
+    result = grade("02.2", answer, seed=2)
+    assert 1.2 <= result.points <= 2.0, (answer.__name__, result.points, result.feedback())

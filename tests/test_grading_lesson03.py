@@ -215,6 +215,14 @@ def test_resblock_mistakes(flags, words, partial):
     assert words in result.feedback()
 
 
+@pytest.mark.parametrize("flags", [{"bias_after_conv2": True}, {"activation": "relu"}, {"residual": False}])
+def test_a_resblock_with_the_right_layers_but_a_wrong_forward_keeps_under_half(flags):
+    """Copying the layer table earns the structural checks; the forward pass is the exercise's other half and
+    more (a fresh-eyes learner's wrong orders kept 2.17/3 when the values weighed 2 of 7.25)."""
+    result = grade_answer("03.2", _variant(**flags), 4)
+    assert 0.9 < result.points < 1.5, (flags, result.points)
+
+
 @pytest.mark.parametrize(
     "flags, words",
     [

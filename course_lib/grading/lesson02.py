@@ -245,13 +245,26 @@ def _by_steps_diagnosis(case: Case, got) -> str:
         # all-steps case come close to: neither can be told apart there
         if float(1 - a) < 1e-12 or float(a) < 1e-6 or x_t.shape != x0d.shape:
             continue
-        if _matches(got["eps_bar"], (x_t - a.sqrt() * x0d) / (1 - a).sqrt()):
+        # two routes to eps_bar: solve x_t = sqrt(a)·x0 + sqrt(1 − a)·ε̄ with the slipped a, or carry the noise
+        # n_k along the loop (right) and divide by sqrt(1 − a) with the slipped a, as the task suggests
+        n_k = x_t - abar[k].sqrt() * x0d
+        if _matches(got["eps_bar"], (x_t - a.sqrt() * x0d) / (1 - a).sqrt()) or _matches(
+            got["eps_bar"], n_k / (1 - a).sqrt()
+        ):
             return f"It looks like {why}"
     return ""
 
 
+#: ε̄ is what this exercise adds to lesson 02's loop: its values weigh twice the loop's x_t, so a right loop with a
+#: wrong ε̄ keeps a little over half the points, not three quarters
+_EPS_BAR_WEIGHT = 4.0
+
+
 def _judge_by_steps(case: Case, got, expected) -> list[SubCheck]:
     checks = compare(got, expected, rtol=1e-4, atol=1e-6, label=case.label)
+    for c in checks:
+        if c.name == "eps_bar: values":
+            c.weight = _EPS_BAR_WEIGHT
     failed = {c.name.split(":")[0] for c in checks if not c.passed}
     named = _by_steps_diagnosis(case, got) if "eps_bar" in failed else ""
     tips = [tip for key, tip in _BY_STEPS_TIPS.items() if key in failed and not (key == "eps_bar" and named)]
