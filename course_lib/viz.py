@@ -558,7 +558,10 @@ def noising_slider(x0, schedules, seed: int = 0, t: int | None = None):
             f"SNR = {snr:.4g} ({snr_db:+.1f} dB) &nbsp; "
             f"x<sub>t</sub> = {math.sqrt(abar):.3f}·x<sub>0</sub> + {math.sqrt(1 - abar):.3f}·ε"
         )
-        image.value = _panels_png([(x0.float().numpy(), "$x_0$"), (x_t.float().numpy(), f"$x_{{{k}}}$")], (6, 3.2))
+        # "x_t at t = k", not "x_k": at t = 0 that would read x_0, the clean image's name, under a noised image
+        titles = ("$x_0$ (clean)", f"$x_t$ at $t = {k}$")
+        state["titles"] = titles
+        image.value = _panels_png([(x0.float().numpy(), titles[0]), (x_t.float().numpy(), titles[1])], (6, 3.2))
 
     dropdown.observe(update, names="value")
     slider.observe(update, names="value")

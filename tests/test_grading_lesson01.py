@@ -382,3 +382,34 @@ def test_renamed_keyword_parameters_are_told_to_keep_the_stubs_names():
         return reference(T, s_, mb)
 
     assert "keep its parameter names" in grade_answer("01.2", renamed, 0).feedback()
+
+
+def test_three_slips_a_fresh_eyes_learner_made_are_named():
+    """10·log10(abar) without the noise term; abar as the product of beta; argmax of an all-False mask (0 where the
+    schedule never reaches 0 dB) was told 'not T − 1'."""
+    result = grade_answer("01.1", lambda abar: 10 * torch.log10(torch.as_tensor(abar, dtype=torch.float64)), 0)
+    assert "10·log10(abar): the SNR divides" in result.feedback(), result.feedback()
+
+    reference = get_exercise("01.3").reference
+    schedules = {"linear": NoiseSchedule.linear, "cosine": NoiseSchedule.cosine}
+
+    def cumprod_of_betas(steps, num_steps=1000):
+        out = reference(steps, num_steps)
+        for name, make in schedules.items():
+            abar = torch.cumprod(make(num_steps).betas, 0)[torch.as_tensor(steps)]
+            out[name] = {**out[name], "abar": abar}
+        return out
+
+    result = grade_answer("01.3", cumprod_of_betas, 0)
+    assert "running product of 1 − beta, not of beta" in result.feedback(), result.feedback()
+
+    def argmax_of_mask(steps, num_steps=1000):
+        out = reference(steps, num_steps)
+        for name, make in schedules.items():
+            below = make(num_steps).alphas_cumprod <= 0.5
+            out[name] = {**out[name], "zero_db_step": int(torch.argmax(below.int()))}
+        return out
+
+    result = grade_answer("01.3", argmax_of_mask, 0)
+    assert "argmax of an all-False mask is 0" in result.feedback(), result.feedback()
+    assert "(not T − 1)" not in result.feedback()

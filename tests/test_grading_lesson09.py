@@ -238,6 +238,8 @@ def _rows(n, scale):
 cost_calls_doubled = _cost("cost_calls_doubled", lambda n, s: n, calls_of=lambda steps, cfg: steps * (2 if cfg else 1))
 cost_cfg_at_one = _cost("cost_cfg_at_one", lambda n, s: n * (2 if s >= 1 else 1))
 cost_no_batch = _cost("cost_no_batch", lambda n, s: 2 if s > 1 else 1)
+# the course pipeline's own rule (guide at every scale but 0 and 1), which the task says not to count
+cost_course_rule = _cost("cost_course_rule", lambda n, s: n * (1 if s in (0, 1) else 2))
 cost_hw_swapped = _cost("cost_hw_swapped", _rows, latent_of=lambda H, W, f, c: [c, W // f, H // f])
 cost_image_channels = _cost("cost_image_channels", _rows, latent_of=lambda H, W, f, c: [3, H // f, W // f])
 
@@ -276,6 +278,7 @@ WRONG = [
     ("09.3", cost_hw_swapped, "channels first, then height, then width", "partial"),
     ("09.3", cost_image_channels, "c = ", "partial"),
     ("09.3", cost_total_doubled_again, "count the doubling once", "partial"),
+    ("09.3", cost_course_rule, "counts diffusers' rule, guidance only above 1", "partial"),
 ]
 
 
@@ -396,3 +399,10 @@ def test_09_3_guiding_at_a_scale_of_0_or_counting_steps_plus_one_are_named():
     assert "at a scale ≤ 1 (0 included)" in zero, zero
     assert zero.find("count the doubling once") in (-1, *range(zero.index("at a scale ≤ 1") + 1, len(zero))), zero
     assert "not steps + 1" in grade_answer("09.3", one_call_too_many, 0).feedback()
+
+
+def test_09_3_doubling_the_calls_instead_of_the_rows_keeps_about_half():
+    """The exercise's one misconception (a fresh-eyes learner's kept 64%): calls and rows weigh most, and the
+    unguided cases, which it passes by construction, weigh half."""
+    for seed in (0, 3):
+        assert _grade("09.3", cost_calls_doubled, seed).points <= 1.7  # 1.91 before

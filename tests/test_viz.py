@@ -307,6 +307,11 @@ def test_noising_slider_constructs_and_updates():
     eps700 = (xt700.double() - math.sqrt(abar7) * x0.double()) / math.sqrt(1 - abar7)
     torch.testing.assert_close(eps10, eps700, atol=1e-5, rtol=1e-5)
 
+    # at t = 0 the noised panel is not titled x_0, the clean image's name (t = 0 is already one step of noise)
+    w.t_slider.value = 0
+    assert w.state["titles"] == ("$x_0$ (clean)", "$x_t$ at $t = 0$")
+    w.t_slider.value = 700
+
     # switching to a shorter schedule clamps t into its range
     w.schedule_dropdown.value = "steep"
     assert w.t_slider.max == 499 and w.state["t"] == 499

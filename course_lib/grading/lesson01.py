@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 
-from course_lib.grading.checks import with_diagnosis
+from course_lib.grading.checks import as_float_array, with_diagnosis
 from course_lib.grading.exercise import Case, Exercise, SubCheck, compare, register
 from course_lib.schedules import NoiseSchedule
 
@@ -69,6 +69,9 @@ def _db_diagnosis(got, exp) -> str:
         )
     if _ratio_close(got, exp, math.log(10) / math.log(2)):
         return "your values look like 10·log2(SNR): decibels use log10"
+    abar = 1.0 / (1.0 + 10.0 ** (-exp / 10.0))  # the abar behind each expected SNR
+    if np.allclose(got, 10.0 * np.log10(abar), rtol=1e-4, atol=1e-4):
+        return "your values look like 10·log10(abar): the SNR divides the signal by the noise, abar / (1 − abar)"
     return ""
 
 
@@ -426,6 +429,19 @@ def _as_step(x):
     return None
 
 
+def _product_of_betas(got, name: str, case: Case) -> bool:
+    """Whether the learner's abar is the running product of beta itself (at the case's steps)."""
+    T = int(case.kwargs.get("num_steps", 1000))
+    abar = _abar_table(name, T)
+    betas = 1 - abar / torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    wrong = torch.cumprod(betas, 0)[torch.as_tensor(case.args[0], dtype=torch.long)].numpy()
+    arr = as_float_array(got)
+    # most of that product underflows to 0: only a step where it is not (t small) tells it from zeros
+    return arr is not None and arr.shape == wrong.shape and bool((wrong > 0).any()) and bool(
+        np.allclose(arr, wrong, rtol=1e-5, atol=0.0)
+    )
+
+
 def _compare_judge(case: Case, got, expected) -> list[SubCheck]:
     where = f" ({case.label})" if case.label else ""
     if not isinstance(got, dict) or "__object__" in got:
@@ -460,6 +476,9 @@ def _compare_judge(case: Case, got, expected) -> list[SubCheck]:
                     c.message = f"{name}.{key}: {c.message}"
             if key == "snr_db":
                 part = with_diagnosis(part, _db_diagnosis(sub[key], exp[key]), f"{name}.snr_db: values")
+            elif not all(c.passed for c in part) and _product_of_betas(sub[key], name, case):
+                part = with_diagnosis(part, "abar_t is the running product of 1 − beta, not of beta: "
+                                      "torch.cumprod(1 - betas, 0)", f"{name}.abar: values")
             checks += part
         if "zero_db_step" in sub:
             step, want = _as_step(sub["zero_db_step"]), exp["zero_db_step"]
@@ -470,7 +489,10 @@ def _compare_judge(case: Case, got, expected) -> list[SubCheck]:
             elif not ok:
                 msg = f"{name}.zero_db_step: expected {want}, got {step}{where}"
                 T = case.kwargs.get("num_steps", 1000)
-                if want == T:  # first: T − 1 here is not "one step early", there is no t at or below 0 dB
+                if want == T and step == 0:  # argmax of an all-False mask
+                    msg += (f" — this schedule never reaches 0 dB within T = {T} steps, and argmax of an all-False "
+                            "mask is 0: check that some step qualifies, and return T when none does")
+                elif want == T:  # first: T − 1 here is not "one step early", there is no t at or below 0 dB
                     msg += f" — this schedule never reaches 0 dB within T = {T} steps: return T (not T − 1)"
                 elif step == want - 1:
                     msg += " — one step early: that is the last t above 0 dB; return the first t with abar_t ≤ 1/2"

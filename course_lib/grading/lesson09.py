@@ -396,8 +396,12 @@ def _cost_cases(seed: int) -> list[Case]:
             {"batch_size": 2},
             label="1024×768, an SD3-like 16-channel latent, 28 steps, scale 7, batch 2",
         ),
-        Case((768, 512, 8, 4, 30, 1.0), label="guidance scale 1: no guidance, 768×512, 30 steps"),
-        Case((256, 384, 8, 4, 20, 0.0), {"batch_size": 3}, label="guidance scale 0 (no guidance), batch 3"),
+        # the unguided cases weigh half: the exercise is about what guidance doubles (the rows, not the calls)
+        Case((768, 512, 8, 4, 30, 1.0), label="guidance scale 1: no guidance, 768×512, 30 steps", weight=0.5),
+        Case((256, 384, 8, 4, 20, 0.0), {"batch_size": 3}, label="guidance scale 0 (no guidance), batch 3",
+             weight=0.5),
+        Case((512, 512, 8, 4, 25, 0.5), {"batch_size": 2},
+             label="guidance scale 0.5: diffusers guides only above 1, batch 2", weight=0.5),
         Case((64, 64, 4, 4, 1, 3.0), label="a single step, 64×64, f = 4"),
     ]
 
@@ -410,6 +414,9 @@ def _cost_mistakes(case: Case, key: str) -> dict[str, Any]:
     cfg_ge = 2 if scale >= 1 else 1
     below = ("guidance is on only when guidance_scale > 1: at a scale ≤ 1 (0 included) pipelines run the N "
              "conditional rows alone")  # for an answer that guides at every scale but 1, or at every scale
+    if 0 < scale < 1:  # the course's own pipeline guides here (every scale but 0 and 1): not what is counted
+        below += ("; the course's pipeline guides between 0 and 1 too, but this exercise counts diffusers' rule, "
+                  "guidance only above 1")
     unguided = scale <= 1  # where guiding anyway (2N rows) is a slip of its own
     doubled = "CFG runs the unconditional and the conditional rows in the same call (a batch of 2N): the calls stay"
     if key == "latent_shape":
@@ -507,7 +514,8 @@ def _cost_judge(case: Case, got, expected) -> list[SubCheck]:
                 atol=0.0,
             )
             msg += f" — {diagnosis}" if diagnosis else ""
-        checks.append(SubCheck(key, ok, 2, msg))
+        # what guidance doubles, the rows of each call and not the calls, weighs most
+        checks.append(SubCheck(key, ok, 3 if key in ("unet_calls", "unet_batch") else 2, msg))
     return checks
 
 
