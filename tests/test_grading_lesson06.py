@@ -490,9 +490,8 @@ def test_lesson_notebook_lists_the_exercises():
 
 def _attention_slip(x_tokens, context, mask, w_q, w_k, w_v, slip):
     q, k, v = x_tokens @ w_q, context @ w_k, context @ w_v
-    width = {"scaled by the image width": x_tokens.shape[-1], "scaled by the value width": v.shape[-1]}.get(
-        slip, q.shape[-1]
-    )
+    width = {"scaled by the image width": x_tokens.shape[-1], "scaled by the value width": v.shape[-1],
+             "scaled by the text width": context.shape[-1]}.get(slip, q.shape[-1])
     hide = mask[:, None, :] if slip == "mask inverted" else ~mask[:, None, :]
     weights = ((q @ k.transpose(-2, -1)) / math.sqrt(width)).masked_fill(hide, float("-inf")).softmax(-1)
     return weights @ v, weights
@@ -503,6 +502,8 @@ def _attention_slip(x_tokens, context, mask, w_q, w_k, w_v, slip):
     [
         ("mask inverted", "hide the padded ones, where mask is False"),
         ("scaled by the image width", "not the image features' width"),
+        # after the lesson's "D = 384", a learner divides by the token states' width (a fresh-eyes review)
+        ("scaled by the text width", "not the token states' width D"),
     ],
 )
 def test_06_1_mask_polarity_and_the_scaling_width_are_named(slip, message):

@@ -141,12 +141,18 @@ def _xattn_mistakes(case: Case) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         "real ones",
         (raw / math.sqrt(d)).masked_fill(mask[:, None, :], float("-inf")),
     )
-    for width, name in ((x.shape[-1], "the image features' width"), (v.shape[-1], "the values' width")):
-        if width != d:
-            add(
-                f"d in 1/√d is the query/key width, {d}, not {name}, {width}",
-                (raw / math.sqrt(width)).masked_fill(hide, float("-inf")),
-            )
+    # the widths a learner might divide by instead; two equal ones are named together (one slip cannot be told
+    # from the other there)
+    others: dict[int, list[str]] = {}
+    for width, name in ((x.shape[-1], "the image features' width C_x"), (ctx.shape[-1], "the token states' width D"),
+                        (v.shape[-1], "the values' width")):
+        if width != d and name not in others.setdefault(width, []):
+            others[width].append(name)
+    for width, names in others.items():
+        add(
+            f"d in 1/√d is the query/key width, {d}, not {' (or '.join(names)}{')' * (len(names) - 1)}, {width}",
+            (raw / math.sqrt(width)).masked_fill(hide, float("-inf")),
+        )
     add(
         "set masked scores to −∞ (or a huge negative number), not to 0: a score of 0 still gets weight",
         (raw / math.sqrt(d)).masked_fill(hide, 0.0),

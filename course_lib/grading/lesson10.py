@@ -481,7 +481,7 @@ def _pair_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             what = f"a dict{' ' + got['__object__'] if '__object__' in got else ''}"
         return [
             SubCheck("type", False, 1, f"return a pair (x_t, v) of tensors, got {what}{where}"),
-            SubCheck("x_t: values", False, 2, ""),
+            SubCheck("x_t: values", False, 3, ""),
             SubCheck("v: values", False, 3, ""),
         ]
     checks = []
@@ -496,6 +496,8 @@ def _pair_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     for i, name in enumerate(("x_t", "v")):
         part = compare(got[i], expected[i], rtol=1e-4, atol=1e-5, label=case.label)
         for c in part:
+            if c.name == "values":  # the path and the velocity are the exercise's two halves, weighed alike
+                c.weight = 3.0
             c.name = f"{name}: {c.name}"
             if c.message:
                 c.message = f"{name}: {c.message}"
@@ -596,12 +598,15 @@ def _sampler_cases(seed: int) -> list[Case]:
     ]
     for shape, steps, shift, label in specs:
         kind, params = turning(shape)
-        cases.append(Case((_randn(g, *shape), steps, shift, kind, params), label=label))
+        # SD3's shift is what the exercise adds to plain Euler: the cases where it moves the times weigh double
+        weight = 2.0 if shift not in (None, 1.0) and steps > 1 else 1.0
+        cases.append(Case((_randn(g, *shape), steps, shift, kind, params), label=label, weight=weight))
     target = _randn(g, 1, 1, 4, 4)
     cases.append(
         Case(
             (_randn(g, 3, 1, 4, 4), s6, s6_shift, "exact", (target,)),
             label=f"the exact velocity of one image x*, (x − x*)/t: Euler lands on x* ({s6} steps, shift {s6_shift})",
+            weight=2.0,
         )
     )
     return cases
@@ -1034,7 +1039,10 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
     # 2. the block is frozen and left as it was
     frozen_ok = bool(got["frozen"]) and bool(got.get("block_unchanged"))
     msg = ""
-    if not got["frozen"]:
+    if not got["frozen"] and got.get("copy_is_block"):
+        msg = (f"self.copy is the block itself (self.copy = block), so it cannot train while the block stays "
+               f"frozen: self.copy = copy.deepcopy(block), then block.requires_grad_(False){where}")
+    elif not got["frozen"]:
         msg = f"the frozen block's parameters must not train: block.requires_grad_(False){where}"
     elif not got.get("block_unchanged"):
         msg = (
@@ -1063,7 +1071,8 @@ def _controlled_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
             msg += " — the zero convolutions need their biases (zeroed like the weights)"
         elif n in (P + 9 * hc * C + C + zout_p, P + zin_p + 9 * C * C + C, P + 9 * hc * C + C + 9 * C * C + C):
             msg += " — a zero convolution here is 3×3: they are 1×1 convolutions, nn.Conv2d(c_in, c_out, 1)"
-    checks.append(SubCheck("trainable parameters", n_ok, 1, msg))
+    # what trains (the copy and the zero convolutions) is ControlNet's point: a frozen copy kept 90% at weight 1
+    checks.append(SubCheck("trainable parameters", n_ok, 4, msg))
     # 4. the first step: the gradient reaches zero_out's weight and bias, and nothing behind them
     gn, gb, exp_n = got.get("grad_nonzero"), got.get("grad_block"), expected["grad_nonzero"]
     grad_ok = gn == exp_n and not gb
