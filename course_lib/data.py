@@ -233,7 +233,7 @@ def check_labels(labels, n: int, device=None) -> torch.Tensor | None:
     if labels is None:
         return None
     labels = torch.as_tensor(labels, device=device)
-    if labels.is_floating_point() or labels.dtype == torch.bool:
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be integer class indices, got {labels.dtype}")
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},), one class per image, got {tuple(labels.shape)}")

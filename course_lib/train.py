@@ -61,6 +61,7 @@ from .device import (
 from .distributed import is_main_process, rank_and_world
 from .flow import flow_matching_loss
 from .guidance import drop_condition
+from .nn.blocks import check_positive_int
 from .nn.controlnet import ControlledUNet
 from .nn.unet import ARCHITECTURE, UNet, UNetConfig
 from .nn.vae import VAE, VAE_ARCHITECTURE, VAEConfig, VAEOutput, kl_divergence, latent_scaling_factor
@@ -876,9 +877,7 @@ def train_controlnet(controlled: ControlledUNet, schedule, images: torch.Tensor,
                         f"{type(controlled).__name__}")
     if not isinstance(schedule, NoiseSchedule):
         raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
-    for key, v in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise ValueError(f"{key} must be an int ≥ 1, got {v!r}")
+    steps, batch_size = check_positive_int(steps, "steps"), check_positive_int(batch_size, "batch_size")
     _check_training_images(images)
     if not isinstance(hints, torch.Tensor) or hints.dim() != 4:
         got = f"shape {tuple(hints.shape)}" if isinstance(hints, torch.Tensor) else type(hints).__name__

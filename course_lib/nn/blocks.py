@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import check_labels
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
     r"""Sinusoidal embedding of integer time steps (Transformer positions, used by DDPM).
@@ -102,19 +104,15 @@ def check_class_labels(labels, n: int, num_classes: int, device: torch.device) -
     """Class labels as an int64 (n,) tensor on ``device``, or a ValueError that says what was expected.
 
     Labels lie in 0..num_classes, ``num_classes`` being the "no class" label of classifier-free
-    guidance. Floats are refused (1.6 would silently be class 1). The range is checked where it
-    costs nothing: labels already on a GPU are left to the embedding, since reading them back
-    would stall the GPU at every sampling step."""
-    labels = torch.as_tensor(labels)
-    if labels.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be integer class indices, got {labels.dtype}")
+    guidance. Shape and dtype as :func:`course_lib.data.check_labels` (floats are refused: 1.6 would
+    silently be class 1). The range is checked where it costs nothing: labels already on a GPU are left
+    to the embedding, since reading them back would stall the GPU at every sampling step."""
+    labels = check_labels(labels, n)
     if labels.device.type == "cpu" and labels.numel():
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi > num_classes:
             raise ValueError(f"labels must lie in 0..{num_classes} ({num_classes} = no class), got {lo}..{hi}")
-    return labels.to(device).long()
+    return labels.to(device)
 
 
 def is_int(value) -> bool:
