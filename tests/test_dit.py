@@ -128,7 +128,8 @@ def test_bad_labels_get_the_unets_messages():
     model, x, t = DiT(LABELLED).eval(), torch.randn(2, 1, 16, 16), torch.tensor([1, 2])
     with pytest.raises(ValueError, match=r"labels must have shape \(2,\), one class per image, got \(3,\)"):
         model(x, t, torch.tensor([1, 2, 3]))
-    with pytest.raises(ValueError, match=r"labels must have shape \(2,\), one class per image, got \(\)"):  # used to broadcast silently
+    # a 0-dim label used to broadcast silently
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\), one class per image, got \(\)"):
         model(x, t, torch.tensor(3))
     with pytest.raises(ValueError, match=r"labels must lie in 0..10 \(10 = no class\), got 1..11"):
         model(x, t, torch.tensor([1, 11]))
