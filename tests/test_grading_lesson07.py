@@ -655,3 +655,40 @@ def test_07_2_sorting_the_scales_in_place_is_caught_and_named():
 
     feedback = grade_answer("07.2", sorts_its_input, 0).feedback()
     assert "changed its input `scales` in place" in feedback and "in the order of `scales` given" in feedback, feedback
+
+
+def test_07_fresh_eyes_slips_are_named_and_cost_what_they_should():
+    """A pair-weighted mean kept 2.75/3 with no hint; the two traps 07.2 stresses (> not ≥; s = 0.0 can be the
+    answer) cost 4%; the (1 + s) form was credited to Imagen (Imagen's w is the course's s)."""
+    import torch
+
+    spread = get_exercise("07.3").reference
+
+    def pair_weighted(features, labels, k):
+        out = spread(features, labels, k)
+        f = features.to(torch.float64)
+        same = labels[:, None] == labels[None, :]
+        d = torch.cdist(f, f)
+        return {**out, "mean": float((d * same).sum() / (same.sum() - len(labels)))}
+
+    result = grade_answer("07.3", pair_weighted, 0)
+    assert "not the distances of all within-class pairs pooled" in result.feedback(), result.feedback()
+    assert result.points <= 2.6, result.points
+
+    simulate = get_exercise("07.2").reference
+
+    def greater_or_equal(signal, eps_uncond, eps_cond, scales):
+        out = simulate(signal, eps_uncond, eps_cond, scales)
+        limit = 3 * float(torch.linalg.vector_norm(eps_cond))
+        first = next((s for s, n in zip(scales, out["norm"]) if n >= limit - 1e-12), None)
+        return {**out, "first_over_3x": first}
+
+    assert grade_answer("07.2", greater_or_equal, 0).points <= 3.7
+
+    def one_plus_s(eps_uncond, eps_cond, scale):
+        s = torch.as_tensor(scale, dtype=eps_cond.dtype)
+        s = s.reshape(-1, *([1] * (eps_cond.dim() - 1))) if s.dim() else s
+        return eps_cond + s * (eps_cond - eps_uncond)
+
+    feedback = grade_answer("07.1", one_plus_s, 0).feedback()
+    assert "Imagen" not in feedback and "Ho & Salimans" in feedback, feedback

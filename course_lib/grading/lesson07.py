@@ -135,7 +135,7 @@ def _combine_mistakes(case: Case) -> dict[str, Any]:
     out = {
         "the scale multiplies (ε_c − ε_∅) and is added to ε_∅: ε_∅ + s·(ε_c − ε_∅); yours swaps the two "
         "predictions (s = 0 must give ε_∅)": c + sb * (u - c),
-        "this is the (1 + s) convention, ε_c + s·(ε_c − ε_∅) (Imagen's w); here s = 1 must give plain ε_c, "
+        "this is the (1 + s) convention, ε_c + s·(ε_c − ε_∅) (Ho & Salimans' w); here s = 1 must give plain ε_c, "
         "i.e. ε_∅ + s·(ε_c − ε_∅)": c + sb * (c - u),
         "the scale multiplies only ε_c: ε_∅ + s·(ε_c − ε_∅) also scales −ε_∅": u + sb * c,
         "ε_∅ + s·(ε_c − ε_∅), not s·ε_c + (1 − s)·… with the roles swapped": sb * u + (1 - sb) * c,
@@ -260,6 +260,12 @@ def _simulator_inputs(g: torch.Generator, d: int, strength: float, noise: float,
     return signal, eps_uncond, eps_cond
 
 
+#: the two cases of the traps 07.2's text stresses (s = 0.0 can be the answer; strictly greater): their
+#: first_over_3x weighs three times the others' (a ≥ for > or an `if not first` kept 96%)
+ZERO_IS_OVER = "‖ε_∅‖ > 3‖ε_c‖: already s = 0 is over"
+EQUAL_IS_NOT_OVER = "‖g(2)‖ = 15 = 3‖ε_c‖ exactly: equal is not over (strictly greater)"
+
+
 def _simulator_cases(seed: int) -> list[Case]:
     g = _gen(seed, 72)
 
@@ -288,7 +294,7 @@ def _simulator_cases(seed: int) -> list[Case]:
     )
     args = _simulator_inputs(g, 10, 0.3, 0.1, shared=4.0)
     u, c = args[1], args[1] * 0.1 + 0.3 * args[0]
-    cases.append(Case((args[0], u, c, list(SWEEP)), label="‖ε_∅‖ > 3‖ε_c‖: already s = 0 is over"))
+    cases.append(Case((args[0], u, c, list(SWEEP)), label=ZERO_IS_OVER))
     args = _simulator_inputs(g, 2, 0.5, 0.2)
     cases.append(Case((*settled(args, SWEEP), list(SWEEP)), label="D = 2"))
     args = _simulator_inputs(g, 12, 1.0, 0.1, shared=0.3)
@@ -302,7 +308,7 @@ def _simulator_cases(seed: int) -> list[Case]:
         torch.tensor([3.0, 4.0], dtype=f64),
     )
     cases.append(
-        Case((*tie, [0.0, 1.0, 2.0, 3.0]), label="‖g(2)‖ = 15 = 3‖ε_c‖ exactly: equal is not over (strictly greater)")
+        Case((*tie, [0.0, 1.0, 2.0, 3.0]), label=EQUAL_IS_NOT_OVER)
     )
     return cases
 
@@ -453,7 +459,7 @@ def _simulator_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
                 msg += f" (another slip gives the same scale here: {'; or '.join(named[1:])})"
             elif not named and zero_skipped and isinstance(got_first, (int, float)):
                 msg += zero
-    checks.append(SubCheck("first_over_3x", ok, 2, msg))
+    checks.append(SubCheck("first_over_3x", ok, 6 if case.label in (ZERO_IS_OVER, EQUAL_IS_NOT_OVER) else 2, msg))
     return checks
 
 
@@ -582,12 +588,17 @@ def _spread_mistakes(case: Case) -> dict[str, dict[str, Any]]:
     }
     right = _class_spread(features, labels, k)["per_class"]
     counts = torch.bincount(labels, minlength=k)
+    same = labels[:, None] == labels[None, :]
+    n_pairs = float(same.sum() - len(labels))  # the ordered pairs i ≠ j within a class, every class pooled
+    pairs_pooled = float((d * same).sum() / n_pairs) if n_pairs else nan
     weighted = float((right.nan_to_num() * counts).sum() / counts[~right.isnan()].sum())
     mean = {
         "the mean is over the classes that have a spread (skip the NaN ones), each class counting once": float(
             right.nan_to_num().mean()
         ),
         "average the per-class values, each class counting once (not weighted by its size)": weighted,
+        "each class counts once: average the per-class spreads, not the distances of all within-class pairs "
+        "pooled (that weighs a class by its number of pairs)": pairs_pooled,
         "average over distinct pairs only: leave out the zero distance of each sample to itself": nanmean(with_self),
     }
     return {"per_class": per_class, "mean": mean}
@@ -611,7 +622,7 @@ def _spread_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
                 "a dict", False, 1, f"return a dict with keys 'per_class' and 'mean', got {type(got).__name__}{where}"
             ),
             SubCheck("per_class", False, 2, ""),
-            SubCheck("mean", False, 1, ""),
+            SubCheck("mean", False, 2, ""),
         ]
     mistakes = _spread_mistakes(case)
     checks = []
@@ -655,7 +666,7 @@ def _spread_judge(case: Case, got: Any, expected: Any) -> list[SubCheck]:
                     "a plain mean over them is NaN"
                 )
             msg = f"mean: expected {exp_mean:.6g}, got {value:.6g}{where}" + (f": {diag}" if diag else "")
-    checks.append(SubCheck("mean", ok, 1, msg))
+    checks.append(SubCheck("mean", ok, 2, msg))  # the summary is half the task: a wrong mean kept 92% at weight 1
     return checks
 
 
