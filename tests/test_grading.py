@@ -615,7 +615,13 @@ def test_canvas_and_moodle_downloads_name_their_students(tmp_path):
     assert "smithjohn (02_x: 2 files)" in summary, summary
     late = summary.split("marked late by Canvas (2): ")[1].splitlines()[0]
     assert late == "doejane_late_98_76_02_forward_noising, smithjohn_LATE_1234_56790_02_forward_noising-1", late
-    assert student_table(canvas)[1] == [["doejane", "1", "1", "9", ""], ["smithjohn", "6", "6", "9", "02_x"]]
+    assert student_table(canvas)[1] == [["doejane", "1", "1", "9", "", "02_x"],
+                                        ["smithjohn", "6", "6", "9", "02_x", "02_x"]]
+    # a second download graded into the same gradebook lies in another folder: the Canvas names still hold (they
+    # became the two folders' names when a flat folder was decided for the whole gradebook)
+    later = [{**row("x.ipynb"), "submission": "late_one", "file": "/dl2/later/smithjohn_1234_56791_x.ipynb"}]
+    assert "lesson 02_x: 4 submissions from 2 students (by Canvas's file name)," in class_summary(canvas[:3] + later)
+    assert [r[0] for r in student_table(canvas[:3] + later)[1]] == ["doejane", "smithjohn"]
     write_gradebook(canvas, tmp_path)
     with open(tmp_path / "gradebook.csv") as f:
         book = {r["submission"]: r for r in csv.DictReader(f)}
@@ -667,8 +673,12 @@ def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):
     with open(out / "gradebook.csv") as f:
         table = {r["submission"]: r for r in csv.DictReader(f)}
     assert "an earlier row" in table[f"amy_{first}-2"]["notes"]
-    # the copy of the released solution is flagged for the teacher, whatever its score
+    # the copy of the released solution is flagged for the teacher, whatever its score, and not in the learner's .md
+    # (a teacher who sends the files on unread would tell the learner so)
     assert "the released solution's code" in table[f"amy_{first}-2"]["to look at"]
+    assert "released solution" not in (out / f"amy_{first}-2.md").read_text()
+    # the file column holds absolute paths: a later run from another directory reads the same folders
+    assert all(Path(r["file"]).is_absolute() for r in table.values())
     assert "the released solution's code" not in table[f"amy_{first}"]["to look at"]
     # the learner's feedback says which seed reproduces it
     assert f"course check --seed {row['seed']}" in (out / f"amy_{first}-2.md").read_text()
@@ -780,8 +790,9 @@ def test_the_class_by_student_takes_each_lessons_best_file_and_names_the_choice(
     rows = [row("alice/02.ipynb", "02_x", 3.0), row("late/alice/02.ipynb", "02_x", 7.0),
             row("alice/01.ipynb", "01_y", 5.0, 6.0), row("bob/02.ipynb", "02_x", 9.0)]
     header, table = student_table(rows)
-    assert header == ["student", "01_y", "02_x", "total", "max", "several files (best counted)"]
-    assert table == [["alice", "5", "7", "12", "15", "02_x"], ["bob", "", "9", "9", "15", ""]]
+    assert header == ["student", "01_y", "02_x", "total", "max", "several files (best counted)",
+                      "marked late by Canvas"]
+    assert table == [["alice", "5", "7", "12", "15", "02_x", ""], ["bob", "", "9", "9", "15", "", ""]]
     write_gradebook(rows, tmp_path)
     with open(tmp_path / "students.csv") as f:
         assert [r["student"] for r in csv.DictReader(f)] == ["alice", "bob"]

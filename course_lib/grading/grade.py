@@ -534,7 +534,7 @@ def grade_submission(
     seed = options.resolved_seed()
     row: dict[str, Any] = {
         "submission": name or path.stem,
-        "file": str(path),
+        "file": os.path.abspath(path),  # absolute: a later run from another directory reads the same folders
         "lesson": None,
         "status": "graded",
         "seed": seed,
@@ -736,9 +736,9 @@ def write_gradebook(rows: list[dict], out: Path) -> Path:
 def student_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the class by student, for a spreadsheet or a learning platform: a row per student (by
     folder name or Canvas's file name, :func:`_students`), each lesson's points, the total and the most there is.
-    Where a student handed in several files of a lesson, the highest score stands, and the last column names those
-    lessons (which file counts is the teacher's to say: the gradebook has each). Rows with no student (another flat
-    folder) are left out."""
+    Where a student handed in several files of a lesson, the highest score stands, and a column names those lessons
+    (which file counts is the teacher's to say: the gradebook has each); the last names the lessons with a file that
+    Canvas marked late. Rows with no student (another flat folder) are left out."""
     students = _students(rows)
     lessons = sorted({r["lesson"] for r in rows if r.get("lesson") and students.get(id(r))})
     best: dict[str, dict[str, list[dict]]] = {}
@@ -751,12 +751,13 @@ def student_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         mine = best[student]
         points = {lesson: max(r["total"] for r in mine[lesson]) for lesson in mine}
         several = [lesson for lesson in lessons if len(mine.get(lesson, [])) > 1]
+        late = [lesson for lesson in lessons if any(_marked_late(r) for r in mine.get(lesson, []))]
         table.append(
             [student]
             + [f"{points[lesson]:g}" if lesson in points else "" for lesson in lessons]
-            + [f"{sum(points.values()):g}", f"{sum(top.values()):g}", " ".join(several)]
+            + [f"{sum(points.values()):g}", f"{sum(top.values()):g}", " ".join(several), " ".join(late)]
         )
-    return ["student", *lessons, "total", "max", "several files (best counted)"], table
+    return ["student", *lessons, "total", "max", "several files (best counted)", "marked late by Canvas"], table
 
 
 def _write_students(rows: list[dict], out: Path) -> None:
@@ -787,13 +788,15 @@ def feedback_markdown(row: dict) -> str:
             hint = e["hint"] if e["status"] != "pass" else ""
             lines.append(f"| {e['id']} {e['title']} | {e['status']} | {e['points']:g}/{e['max_points']:g} | {hint} |")
         for e in row["exercises"]:
-            if e["status"] == "pass" and not e.get("flag") and not e["detail"]:
+            # the copy flag is the teacher's to raise (gradebook, summary), not a line in the learner's feedback
+            flags = [f for f in (e.get("flag") or "").split("; ") if f and f != COPY_FLAG]
+            if e["status"] == "pass" and not flags and not e["detail"]:
                 continue  # a pass with a note (its cell hung or raised after the answer) still shows the note
             lines += ["", f"## {e['id']}: {e['title']} ({e['status']})"]
             if e["detail"]:
                 lines.append(f"- {e['detail']}")
-            if e.get("flag"):
-                lines.append(f"- for your teacher: {e['flag']}")
+            if flags:
+                lines.append(f"- for your teacher: {'; '.join(flags)}")
             messages = _failed(e)
             lines += [f"- {m}" for m in messages[:8]]
             if len(messages) > 8:
@@ -937,7 +940,7 @@ def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=Non
         except Exception as e:  # never lose a submission, even to a grader bug
             row = {
                 "submission": name,
-                "file": str(path),
+                "file": os.path.abspath(path),
                 "lesson": None,
                 "status": "grader_error",
                 "seed": options.seed,
@@ -1030,7 +1033,8 @@ def class_summary(rows: list[dict]) -> str:
                      f"{'' if len(copies) == 1 else 's'}): " + ", ".join(copies))
     twice = sorted({f"{folder} ({r['lesson']}: {n} files)" for r, folder, n in _several_files_rows(rows)})
     if twice:
-        lines.append("several files for one student and lesson (each graded; which one counts is yours to say): "
+        lines.append("several files for one student and lesson (each graded; students.csv counts the best, but which "
+                     "one counts is yours to say): "
                      + ", ".join(twice))
     return "\n".join(lines)
 
@@ -1045,13 +1049,13 @@ _MOODLE_FOLDER = re.compile(r"^(?P<student>.+?)_\d+_assignsubmission_[a-z]+_?$",
 def _students(rows: list[dict], how: dict[int, str] | None = None) -> dict[int, str]:
     """``id(row) → student``, where the submissions say who handed each in:
 
+    - a file Canvas named: the name Canvas puts first (``smithjohn_1234_56789_02_x.ipynb`` → ``smithjohn``),
+      whatever folder it lies in (a second download graded into the same gradebook lies in another);
     - per-student folders: the name of the folder holding the file (``…/alice/02_x.ipynb`` → ``alice``, wherever
-      that folder lies; Moodle's ``Alice Smith_4242_assignsubmission_file_`` → ``Alice Smith``);
-    - a flat folder from Canvas: the name Canvas puts first in the file's name (``smithjohn_1234_56789_02_x.ipynb``
-      → ``smithjohn``).
+      that folder lies; Moodle's ``Alice Smith_4242_assignsubmission_file_`` → ``Alice Smith``).
 
-    A file in the folder common to all rows with no Canvas name has no student; rows without a ``file`` leave every
-    row without one. ``how``, if given, receives ``id(row) → "folder name"`` or ``"Canvas's file name"``."""
+    Any other file in the folder common to all rows has no student; rows without a ``file`` leave every row without
+    one. ``how``, if given, receives ``id(row) → "folder name"`` or ``"Canvas's file name"``."""
     how = {} if how is None else how
     parents = [Path(os.path.abspath(r["file"])).parent if r.get("file") else None for r in rows]
     if not rows or None in parents:
@@ -1059,11 +1063,11 @@ def _students(rows: list[dict], how: dict[int, str] | None = None) -> dict[int, 
     common = Path(os.path.commonpath([str(p) for p in parents]))
     students = {}
     for r, parent in zip(rows, parents):
-        if parent != common:
+        if canvas := _CANVAS_NAME.match(Path(r["file"]).name):
+            students[id(r)], how[id(r)] = canvas.group("student"), "Canvas's file name"
+        elif parent != common:
             moodle = _MOODLE_FOLDER.match(parent.name)
             students[id(r)], how[id(r)] = moodle.group("student") if moodle else parent.name, "folder name"
-        elif canvas := _CANVAS_NAME.match(Path(r["file"]).name):
-            students[id(r)], how[id(r)] = canvas.group("student"), "Canvas's file name"
     return students
 
 
