@@ -824,10 +824,11 @@ def _add_grade(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="device for the learners' code (default cpu)")
     p.add_argument("--exercises", type=Path, default=None, help="released exercises folder (default: the course's)")
     p.add_argument("--replace", action="store_true",
-                   help="a file from another folder whose row name DIR already holds (a resubmission) replaces "
-                   "that row instead of getting a '-2' row beside it")
+                   help="a resubmission (a file of a student and lesson DIR already holds, or of a row name it "
+                   "holds) replaces those rows instead of getting a row beside them")
     p.add_argument("--dry-run", action="store_true",
-                   help="list each submission's row name and lesson, grade nothing, write nothing")
+                   help="list each submission's row name, lesson and student, and what happens to earlier rows; "
+                   "grade nothing, write nothing")
     p.set_defaults(func=_cmd_grade)
 
 

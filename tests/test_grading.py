@@ -561,6 +561,9 @@ def test_names_keep_letters_of_any_script_and_mac_zip_junk_is_skipped(tmp_path, 
     from course_lib.grading.grade import _names
 
     assert _names([tmp_path / "zoë" / "01_x.ipynb", tmp_path / "zoé" / "01_x.ipynb"]) == ["zoë__01_x", "zoé__01_x"]
+    # Moodle's folders give short names, their ids kept (two Alice Smiths stay apart)
+    moodle = [tmp_path / f"Alice Smith_{i}_assignsubmission_file_" / "01_x.ipynb" for i in (42, 43)]
+    assert _names(moodle) == ["Alice_Smith_42__01_x", "Alice_Smith_43__01_x"]
     subs = tmp_path / "subs"
     (subs / "__MACOSX" / "alice").mkdir(parents=True)
     (subs / "alice").mkdir()
@@ -592,6 +595,9 @@ def test_several_files_of_one_student_and_lesson_are_pointed_out():
     assert "lesson 02_forward_noising: 4 submissions from 2 students (by folder name)," in summary, summary
     assert "alice (02_forward_noising: 2 files)" in summary
     assert "checked with different seeds (seed 5: 3 rows, seed 9: 1 row)" in summary, summary
+    by_lesson = {line.split(":")[0]: line for line in summary.splitlines() if line.startswith("lesson ")}
+    assert "checked with seed" not in by_lesson["lesson 02_forward_noising"]  # no one seed to name
+    assert by_lesson["lesson 01_x"].endswith("; checked with seed 5"), summary
     flat = [row("a.ipynb"), row("b.ipynb")]  # one folder for the class: no student has two files
     assert "several files" not in class_summary(flat)
     assert "lesson 02_forward_noising: 2 submissions, mean" in class_summary(flat)
@@ -641,15 +647,94 @@ def test_canvas_and_moodle_downloads_name_their_students(tmp_path):
     assert [r[0] for r in student_table(moodle)[1]] == ["Alice Smith", "Bob Lee"]
 
 
+@pytest.mark.parametrize("paths, expected", [
+    # a flat folder whose files carry names: those are the students; the released name and "Copy of" carry none
+    (["amy_02_x.ipynb", "Ben Lee - 02.ipynb", "02_x.ipynb", "Copy of 02_x.ipynb", "notes.ipynb"],
+     ["amy", "Ben Lee", None, None, None]),
+    # per-student folders, and a flat late/ folder beside them: the late files go to their names, not to "late"
+    (["alice/02_x.ipynb", "bob/02_x.ipynb", "late/bob_02_x.ipynb", "late/cat_02_x.ipynb"],
+     ["alice", "bob", "bob", "cat"]),
+    # one late file named after a student the gradebook knows by her folder
+    (["alice/02_x.ipynb", "bob/02_x.ipynb", "late/alice_02_x.ipynb"], ["alice", "bob", "alice"]),
+    # the same word before the number in every student's folder is not a name: the folders stand
+    (["alice/my_02_x.ipynb", "bob/my_02_x.ipynb"], ["alice", "bob"]),
+    # a class folder of named files, and a late and a resubmitted folder with one file each
+    (["class/amy_02_x.ipynb", "class/cat_02.ipynb", "late/ben_02_x.ipynb", "resubmitted/amy_02_x.ipynb"],
+     ["amy", "cat", "ben", "amy"]),
+    # Moodle's folder wins over the file's name, even graded alone
+    (["Alice Smith_4242_assignsubmission_file_/ally_02_x.ipynb"], ["Alice Smith"]),
+])
+def test_students_are_read_from_file_names_where_a_folder_holds_the_class(paths, expected):
+    from course_lib.grading.grade import _students
+
+    rows = [{"submission": p, "file": f"/dl/{p}", "lesson": "02_x"} for p in paths]
+    students = _students(rows)
+    assert [students.get(id(r)) for r in rows] == expected
+
+
+def test_a_folder_taken_as_the_student_against_the_files_name_is_pointed_out():
+    from course_lib.grading.grade import class_summary
+
+    def row(path):
+        return {"submission": path.replace("/", "__"), "file": f"/dl/{path}", "lesson": "02_x", "status": "graded",
+                "total": 1.0, "max_total": 9.0, "exercises": [], "seed": 4}
+
+    rows = [row(p) for p in ("alice/02_x.ipynb", "bob/02_x.ipynb", "late/dan_02_x.ipynb",
+                             "carol/Carol Smith 02.ipynb")]
+    summary = class_summary(rows)
+    doubt = summary.split("though the file names another")[1].splitlines()[0]
+    assert doubt.endswith(": late__dan_02_x.ipynb (late; the file names dan)"), doubt  # carol's own name is no doubt
+    assert "though the file names" not in class_summary(rows[:2] + rows[3:])
+    # summary.txt says which seed repeats the grade, as the terminal did
+    assert summary.splitlines()[0].endswith("; checked with seed 4"), summary
+
+
+def test_a_canvas_resubmission_replaces_the_students_earlier_row(tmp_path, capsys):
+    """Canvas names each submission anew (a new submission id), so a second download's file shares no name with the
+    first: --replace matches it by student and lesson instead."""
+    lesson = LESSONS[0]
+    out = tmp_path / "grades"
+    first, second = tmp_path / "download1", tmp_path / "download2"
+    first.mkdir()
+    second.mkdir()
+    for name in ("smithjohn_1234_500_", "doejane_98_501_"):
+        (first / f"{name}{lesson}.ipynb").write_text((EXERCISES / f"{lesson}.ipynb").read_text())
+    assert cli.main(["grade", str(first), "--out", str(out), "--seed", "3"]) == 0
+    again = second / f"smithjohn_LATE_1234_777_{lesson}.ipynb"
+    again.write_text((SOLUTIONS / f"{lesson}.ipynb").read_text())
+    capsys.readouterr()
+    # without --replace: a row beside the earlier one, said; with it, the earlier row goes
+    assert cli.main(["grade", str(again), "--out", str(out), "--dry-run"]) == 0
+    said = capsys.readouterr().out
+    assert (f"(lesson {lesson}): student smithjohn; marked late by Canvas; a new row beside the earlier row of "
+            f"smithjohn_1234_500_{lesson} (") in said, said
+    assert "(--replace would replace it)" in said
+    assert cli.main(["grade", str(again), "--out", str(out), "--replace", "--dry-run"]) == 0
+    assert f"replaces the earlier row of smithjohn_1234_500_{lesson} (" in capsys.readouterr().out
+    assert cli.main(["grade", str(again), "--out", str(out), "--replace"]) == 0
+    assert not (out / f"smithjohn_1234_500_{lesson}.json").exists()
+    assert not (out / f"smithjohn_1234_500_{lesson}.md").exists()
+    with open(out / "gradebook.csv") as f:
+        book = {r["submission"]: r for r in csv.DictReader(f)}
+    assert sorted(book) == [f"doejane_98_501_{lesson}", f"smithjohn_LATE_1234_777_{lesson}"]
+    row = book[f"smithjohn_LATE_1234_777_{lesson}"]
+    assert row["student"] == "smithjohn" and row["total"] == row["max"] and "(--replace)" in row["notes"]
+    with open(out / "students.csv") as f:
+        students = {r["student"]: r for r in csv.DictReader(f)}
+    assert students["smithjohn"]["several files (best counted)"] == ""  # one row left, not two
+    assert students["smithjohn"]["marked late by Canvas"] == lesson
+
+
 def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):
     """Lessons graded with different seeds into one folder: a late file of lesson 01 is checked with 01's seed."""
     first, second = LESSONS[0], LESSONS[1]
     out = tmp_path / "grades"
-    for lesson, seed in ((first, "5"), (second, "6")):
-        sub = tmp_path / "class" / f"amy_{lesson}.ipynb"
-        sub.parent.mkdir(exist_ok=True)
-        sub.write_text((EXERCISES / f"{lesson}.ipynb").read_text())
-        assert cli.main(["grade", str(sub), "--out", str(out), "--seed", seed]) == 0
+    for lesson, seed, who in ((first, "5", ("amy", "cat")), (second, "6", ("amy",))):
+        subs = [tmp_path / "class" / f"{name}_{lesson}.ipynb" for name in who]
+        for sub in subs:
+            sub.parent.mkdir(exist_ok=True)
+            sub.write_text((EXERCISES / f"{lesson}.ipynb").read_text())
+        assert cli.main(["grade", *map(str, subs), "--out", str(out), "--seed", seed]) == 0
     late = tmp_path / "late" / f"ben_{first}.ipynb"
     late.parent.mkdir()
     late.write_text((EXERCISES / f"{first}.ipynb").read_text())
@@ -659,8 +744,9 @@ def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):
     assert json.loads((out / f"ben_{first}.json").read_text())["seed"] == 5
     # the summary covers the whole gradebook, printed and kept in summary.txt, not only the late file
     summary = (out / "summary.txt").read_text()
-    assert f"lesson {first}: 2 submissions from 2 students (by folder name)," in summary, summary
-    assert f"lesson {second}: 1 submission from 1 student (by folder name)," in summary, summary
+    # the class folder holds files named after two students, so late/ben_… is ben's, not a student called "late"
+    assert f"lesson {first}: 3 submissions from 3 students (by file name)," in summary, summary
+    assert f"lesson {second}: 1 submission from 1 student (by file name)," in summary, summary
     # a resubmission of amy's lesson from another folder gets a row of its own, and a note saying which to drop
     again = tmp_path / "resubmitted" / f"amy_{first}.ipynb"
     again.parent.mkdir()
@@ -668,11 +754,11 @@ def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):
     assert cli.main(["grade", str(again), "--out", str(out)]) == 0
     row = json.loads((out / f"amy_{first}-2.json").read_text())
     # the note is the teacher's: in the gradebook, not in the learner's feedback
-    assert any(f"an earlier row, amy_{first}" in n and "--replace" in n for n in row["teacher_notes"]), row
-    assert "an earlier row" not in (out / f"amy_{first}-2.md").read_text()
+    assert any(f"the earlier row of amy_{first} (" in n and "--replace" in n for n in row["teacher_notes"]), row
+    assert "the earlier row" not in (out / f"amy_{first}-2.md").read_text()
     with open(out / "gradebook.csv") as f:
         table = {r["submission"]: r for r in csv.DictReader(f)}
-    assert "an earlier row" in table[f"amy_{first}-2"]["notes"]
+    assert "the earlier row of" in table[f"amy_{first}-2"]["notes"]
     # the copy of the released solution is flagged for the teacher, whatever its score, and not in the learner's .md
     # (a teacher who sends the files on unread would tell the learner so)
     assert "the released solution's code" in table[f"amy_{first}-2"]["to look at"]
@@ -686,7 +772,8 @@ def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):
     before = sorted(p.name for p in out.iterdir())
     capsys.readouterr()
     assert cli.main(["grade", str(again), "--out", str(out), "--replace", "--dry-run"]) == 0
-    assert f"→ amy_{first} (lesson {first}): replaces the earlier row of amy_{first}" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"→ amy_{first} (lesson {first}): student amy; replaces the earlier row of amy_{first} (" in said, said
     assert sorted(p.name for p in out.iterdir()) == before
     # --replace: the resubmission takes the row, and neither the earlier row nor the '-2' files stay
     assert cli.main(["grade", str(again), "--out", str(out), "--replace"]) == 0
@@ -696,8 +783,8 @@ def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):
     assert row["total"] == row["max_total"]  # the solution, where the first file was the bare exercise
     with open(out / "gradebook.csv") as f:
         table = {r["submission"]: r for r in csv.DictReader(f)}
-    assert sorted(table) == sorted([f"amy_{first}", f"amy_{second}", f"ben_{first}"])
-    assert table[f"ben_{first}"]["student"] == "late" and table[f"amy_{first}"]["student"] == "resubmitted"
+    assert sorted(table) == sorted([f"amy_{first}", f"amy_{second}", f"ben_{first}", f"cat_{first}"])
+    assert table[f"ben_{first}"]["student"] == "ben" and table[f"amy_{first}"]["student"] == "amy"
     header = (out / "gradebook.csv").read_text().splitlines()[0]
     assert header.endswith("notes,to look at")
 

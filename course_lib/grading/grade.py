@@ -662,6 +662,8 @@ def _names(paths: list[Path], taken: set[str] | None = None) -> list[str]:
         at = rel.name.lower().find(".ipynb")  # "x.ipynb", but also "x.ipynb.txt", "x.ipynb (1)"
         stem = rel.name[:at] if at > 0 else rel.stem
         folders = list(rel.parts[:-1]) or ([r.parent.name] if _LESSON_STEM.match(stem) and r.parent.name else [])
+        # Moodle's folder "Alice Smith_4242_assignsubmission_file_" → "Alice Smith_4242" (the id tells two apart)
+        folders = [f"{m.group('student')}_{m.group('user')}" if (m := _MOODLE_FOLDER.match(f)) else f for f in folders]
         raw = "__".join([*folders, stem])
         # letters of any script stay (zoë and zoé are two students); only what a file name cannot hold goes
         base = re.sub(r"[^\w.-]+", "_", unicodedata.normalize("NFC", raw)).strip("._") or "submission"
@@ -842,76 +844,106 @@ def _save(rows: list[dict], all_rows: list[dict], out: Path) -> str:
 
 @dataclass
 class _Naming:
-    """Who gets which row: ``names`` (one per path), the earlier rows ``kept``, the names whose row stands
-    ``beside`` an earlier one (name → the earlier name), the earlier rows ``replaced`` (name → their file) and
-    the names of ``stale`` rows of this run's files whose name changed."""
+    """Who gets which row: ``names`` and ``lessons`` (one per path), the earlier rows ``kept``, the names whose row
+    stands ``beside`` earlier rows of the same student and lesson, and those that ``replaced`` earlier rows (both:
+    name → [(earlier name, its file)]), the names of ``stale`` rows whose .json and .md must go, and each path's
+    ``student`` as the gradebook will read it (None where the files do not say)."""
 
     names: list[str]
+    lessons: list[str | None]
     kept: list[dict]
-    earlier_by_name: dict[str, str]
-    beside: dict[str, str]
-    replaced: dict[str, str]
+    beside: dict[str, list[tuple[str, str]]]
+    replaced: dict[str, list[tuple[str, str]]]
     stale: list[str]
+    student: list[str | None]
 
 
-def _naming(paths: list[Path], out: Path, options: GradeOptions) -> _Naming:
-    # rows from an earlier run into this folder stay in the gradebook; a file graded again replaces its own row
-    files = {str(Path(p).resolve()) for p in paths}
-    earlier = [(str(Path(r.get("file", "")).resolve()), r) for r in earlier_rows(out)]
-    kept = [r for f, r in earlier if f not in files]
-    regraded = {f: r["submission"] for f, r in earlier if f in files}
-    names = _names([Path(p) for p in paths], taken={r["submission"] for r in kept} | set(regraded.values()))
-    names = [regraded.get(str(Path(p).resolve()), n) for p, n in zip(paths, names)]
-    # a name that had to take -2 because an earlier row holds it: most likely the same student's resubmission from
-    # another folder; both rows stay, and the teacher is told which to drop
-    earlier_by_name = {r["submission"]: r.get("file", "") for r in kept}
-    beside = {
-        n: base for n in names
-        if (base := re.sub(r"-\d+$", "", n)) != n and base in earlier_by_name
-    }
-    replaced: dict[str, str] = {}
-    stale: list[str] = []
-    if options.replace and beside:
-        # --replace: the resubmission takes the earlier row's name, and that row (its .json and .md) goes
-        taken = set(names)
-        for n, base in list(beside.items()):
-            if base not in taken:
-                names[names.index(n)] = base
-                taken.add(base)
-                replaced[base] = earlier_by_name[base]
-                del beside[n]
-        kept = [r for r in kept if r["submission"] not in replaced]
-        # a file graded before under another name (its "-2" row) must leave no .json or .md behind
-        for path, name in zip(paths, names):
-            old = regraded.get(str(Path(path).resolve()))
-            if old and old != name:
-                stale.append(old)
-    return _Naming(names, kept, earlier_by_name, beside, replaced, stale)
-
-
-def plan_names(paths: list[Path], out: Path, options: GradeOptions) -> list[tuple[Path, str, str | None, str]]:
-    """What ``grade_many`` would do, without grading or writing: (path, row name, lesson, what happens to an
-    earlier row), for ``course grade --dry-run``."""
-    plan = _naming(paths, out, options)
+def _lessons(paths: list[Path], options: GradeOptions) -> list[str | None]:
+    """Each file's lesson, as grading will read it (None where it cannot be read)."""
     templates = _templates(options)
-    by_file = {str(Path(r.get("file", "")).resolve()) for r in earlier_rows(out)}
-    listed = []
-    for path, name in zip(paths, plan.names):
+    lessons = []
+    for path in paths:
         try:
             nb = nbformat.read(path, as_version=4)
         except Exception:
             nb = None
-        lesson = _lesson_of(nb, Path(path), templates, options.lesson)
+        try:
+            lessons.append(_lesson_of(nb, Path(path), templates, options.lesson))
+        except Exception:
+            lessons.append(None)
+    return lessons
+
+
+def _naming(paths: list[Path], out: Path, options: GradeOptions) -> _Naming:
+    # rows from an earlier run into this folder stay in the gradebook; a file graded again replaces its own row
+    files = [str(Path(p).resolve()) for p in paths]
+    earlier = [(str(Path(r.get("file", "")).resolve()), r) for r in earlier_rows(out)]
+    kept = [r for f, r in earlier if f not in set(files)]
+    regraded = {f: r["submission"] for f, r in earlier if f in set(files)}
+    names = _names([Path(p) for p in paths], taken={r["submission"] for r in kept} | set(regraded.values()))
+    names = [regraded.get(f, n) for f, n in zip(files, names)]
+    lessons = _lessons(paths, options)
+    # the same student's earlier rows of the same lesson: most likely a resubmission. Two ways to tell: a name that
+    # had to take -2 because an earlier row holds it (alice/02_x.ipynb graded again from another folder), and the
+    # student the gradebook reads from the files (Canvas names each resubmission anew: smithjohn_1234_<new id>_…)
+    new = [{"file": f, "lesson": lesson} for f, lesson in zip(files, lessons)]
+    students = _students(kept + new)
+    student = [students.get(id(q)) for q in new]
+    earlier_of: dict[str, list[dict]] = {}
+    for n, q, who in zip(names, new, student):
+        base = re.sub(r"-\d+$", "", n)
+        same = [r for r in kept if (base != n and r["submission"] == base)
+                or (who and q["lesson"] and students.get(id(r)) == who and r.get("lesson") == q["lesson"])]
+        if same:
+            earlier_of[n] = same
+    pairs = {n: [(r["submission"], r.get("file", "")) for r in rows] for n, rows in earlier_of.items()}
+    stale: list[str] = []
+    if not options.replace:
+        return _Naming(names, lessons, kept, pairs, {}, stale, student)
+    # --replace: those earlier rows go (their .json and .md too); a "-2" name takes its base back where it is free
+    gone = {r["submission"] for rows in earlier_of.values() for r in rows}
+    kept = [r for r in kept if r["submission"] not in gone]
+    stale += sorted(gone)
+    taken = set(names)
+    for i, n in enumerate(names):
+        base = re.sub(r"-\d+$", "", n)
+        if n in pairs and base != n and base in gone and base not in taken:
+            names[i] = base
+            taken.add(base)
+            pairs[base] = pairs.pop(n)
+    # a file graded before under another name (its "-2" row) must leave no .json or .md behind
+    for f, name in zip(files, names):
+        old = regraded.get(f)
+        if old and old != name:
+            stale.append(old)
+    stale = [s for s in dict.fromkeys(stale) if s not in names]
+    return _Naming(names, lessons, kept, {}, pairs, stale, student)
+
+
+def plan_names(paths: list[Path], out: Path, options: GradeOptions) -> list[tuple[Path, str, str | None, str]]:
+    """What ``grade_many`` would do, without grading or writing: (path, row name, lesson, what the gradebook will
+    read: the student, a Canvas late mark, and what happens to earlier rows), for ``course grade --dry-run``."""
+    plan = _naming(paths, out, options)
+    by_file = {str(Path(r.get("file", "")).resolve()) for r in earlier_rows(out)}
+    listed = []
+    for path, name, lesson, who in zip(paths, plan.names, plan.lessons, plan.student):
+        said = [f"student {who}" if who else "no student (the file and its folder do not say)"]
+        if _marked_late({"file": str(path)}):
+            said.append("marked late by Canvas")
         if name in plan.replaced:
-            action = f"replaces the earlier row of {name} ({plan.replaced[name]})"
+            said.append("replaces the earlier row of " + _listed(plan.replaced[name]))
         elif name in plan.beside:
-            action = f"a new row beside {plan.beside[name]} (--replace would replace it)"
+            said.append("a new row beside the earlier row of " + _listed(plan.beside[name])
+                        + " (--replace would replace it)")
         elif str(Path(path).resolve()) in by_file:
-            action = "graded again, its row replaced"
-        else:
-            action = ""
-        listed.append((Path(path), name, lesson, action))
+            said.append("graded again, its row replaced")
+        listed.append((Path(path), name, lesson, "; ".join(said)))
     return listed
+
+
+def _listed(pairs: list[tuple[str, str]]) -> str:
+    """``name (file), name (file)`` of earlier rows."""
+    return ", ".join(f"{n} ({f})" for n, f in pairs)
 
 
 def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=None) -> list[dict]:
@@ -920,7 +952,6 @@ def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=Non
     options.resolved_seed()
     plan = _naming(paths, out, options)
     names, kept, beside, replaced = plan.names, plan.kept, plan.beside, plan.replaced
-    earlier_by_name = plan.earlier_by_name
     for old in plan.stale:
         for suffix in (".json", ".md"):
             (out / f"{old}{suffix}").unlink(missing_ok=True)
@@ -954,13 +985,13 @@ def grade_many(paths: list[Path], out: Path, options: GradeOptions, progress=Non
             }
         if name in beside:
             row["teacher_notes"] = row.get("teacher_notes", []) + [
-                f"an earlier row, {beside[name]} ({earlier_by_name[beside[name]]}), is kept beside this one: if this "
-                "is a resubmission that replaces it, grade this file again with --replace (or delete "
-                f"{beside[name]}.json and {name}.json and grade it again)"
+                f"the earlier row of {_listed(beside[name])} is kept beside this one, from the same student and "
+                "lesson: if this is a resubmission that replaces it, grade this file again with --replace (or "
+                f"delete {beside[name][0][0]}.json and {name}.json and grade it again)"
             ]
         if name in replaced:
             row["teacher_notes"] = row.get("teacher_notes", []) + [
-                f"replaces the earlier row of {name}, from {replaced[name]} (--replace)"
+                f"replaces the earlier row of {_listed(replaced[name])}, the same student and lesson (--replace)"
             ]
         return row
 
@@ -991,7 +1022,8 @@ def class_summary(rows: list[dict]) -> str:
     submissions to look at and the students with several files of one lesson."""
     lines = []
     how: dict[int, str] = {}
-    students = _students(rows, how)
+    doubts: dict[int, str] = {}
+    students = _students(rows, how, doubts)
     for lesson in sorted({r["lesson"] or "?" for r in rows}):
         group = [r for r in rows if (r["lesson"] or "?") == lesson]
         graded = [r for r in group if r["status"] == "graded" and r["max_total"]]
@@ -1008,14 +1040,16 @@ def class_summary(rows: list[dict]) -> str:
         who = f" from {len(names)} student{'' if len(names) == 1 else 's'} (by {by})" if names else ""
         not_read = len(group) - len(graded)
         skipped = f"; {not_read} not graded (0 in the gradebook)" if not_read else ""
-        lines.append(
-            f"lesson {lesson}: {len(group)} submission{'' if len(group) == 1 else 's'}{who}, "
-            f"mean {mean:.2f}/{top:g} over the {len(graded)} graded{skipped}; "
-            f"exercise results: {by_status or 'none'}"
-        )
         seeds: dict[Any, int] = {}
         for r in group:
             seeds[r.get("seed")] = seeds.get(r.get("seed"), 0) + 1
+        # the seed repeats the grade: `course grade --seed K` (or `course check --seed K`) sees the same inputs
+        one_seed = f"; checked with seed {next(iter(seeds))}" if len(seeds) == 1 and None not in seeds else ""
+        lines.append(
+            f"lesson {lesson}: {len(group)} submission{'' if len(group) == 1 else 's'}{who}, "
+            f"mean {mean:.2f}/{top:g} over the {len(graded)} graded{skipped}; "
+            f"exercise results: {by_status or 'none'}{one_seed}"
+        )
         if len(seeds) > 1:
             shown = ", ".join(f"seed {k}: {v} row{'' if v == 1 else 's'}" for k, v in sorted(seeds.items(), key=str))
             lines.append(f"  checked with different seeds ({shown}): those rows saw different check inputs; "
@@ -1024,6 +1058,12 @@ def class_summary(rows: list[dict]) -> str:
     if attention:
         lines.append("to look at (not graded; an exercise that raised, timed out or went missing; or a flagged "
                      "answer): " + ", ".join(_why(r) for r in attention))
+    doubtful = sorted(f"{r['submission']} ({students[id(r)]}; the file names {doubts[id(r)]})"
+                      for r in rows if id(r) in doubts)
+    if doubtful:
+        lines.append("student taken from the folder's name, though the file names another (students.csv counts it "
+                     "under the folder; to count it under the student, move the file into a folder of the student's "
+                     "name, delete its row's .json and grade it again): " + ", ".join(doubtful))
     late = sorted(r["submission"] for r in rows if _marked_late(r))
     if late:
         lines.append(f"marked late by Canvas ({len(late)}): " + ", ".join(late))
@@ -1041,34 +1081,85 @@ def class_summary(rows: list[dict]) -> str:
 
 #: Canvas's "Download Submissions" names every file ``<student>[_LATE]_<user id>_<submission id>_<file name>`` in
 #: one flat folder (``smithjohn_LATE_1234_56789_02_forward_noising.ipynb``)
-_CANVAS_NAME = re.compile(r"^(?P<student>[^_]+?)(?P<late>_late)?_\d+_\d+_.", re.I)
+_CANVAS_NAME = re.compile(r"^(?P<student>[^_]+?)(?P<late>_late)?_(?P<user>\d+)_\d+_.", re.I)
 #: Moodle's gives every student a folder ``<full name>_<id>_assignsubmission_<plugin>_``
-_MOODLE_FOLDER = re.compile(r"^(?P<student>.+?)_\d+_assignsubmission_[a-z]+_?$", re.I)
+_MOODLE_FOLDER = re.compile(r"^(?P<student>.+?)_(?P<user>\d+)_assignsubmission_[a-z]+_?$", re.I)
+#: what a file name may carry before the lesson's number and is not a name (Google Drive's "Copy of …")
+_NOT_A_NAME = re.compile(r"^(copy( of)?|kopie( von)?|copie de|lesson|exercises?|homework|hw|notebook)$", re.I)
 
 
-def _students(rows: list[dict], how: dict[int, str] | None = None) -> dict[int, str]:
+def _name_in_file(row: dict) -> str | None:
+    """The text before the lesson's number in the file's name, where it could be who handed it in:
+    ``amy_02_forward_noising.ipynb`` → ``amy``, ``Ben Lee - 02.ipynb`` → ``Ben Lee``; None for the released name
+    (``02_forward_noising.ipynb``), for a name without the lesson's number, and for "Copy of" and the like."""
+    name = Path(row.get("file") or "").name
+    at = name.lower().find(".ipynb")
+    stem = name[:at] if at > 0 else Path(name).stem
+    lesson = row.get("lesson")
+    number = lesson[:2] if isinstance(lesson, str) and lesson[:2].isdigit() else r"\d\d"
+    found = re.match(rf"^(?P<name>.*?[^\W_])[\W_]+{number}(?!\d)", stem)
+    if not found or _NOT_A_NAME.match(found.group("name").strip()):
+        return None
+    return found.group("name").strip()
+
+
+def _students(rows: list[dict], how: dict[int, str] | None = None,
+              doubts: dict[int, str] | None = None) -> dict[int, str]:
     """``id(row) → student``, where the submissions say who handed each in:
 
     - a file Canvas named: the name Canvas puts first (``smithjohn_1234_56789_02_x.ipynb`` → ``smithjohn``),
       whatever folder it lies in (a second download graded into the same gradebook lies in another);
-    - per-student folders: the name of the folder holding the file (``…/alice/02_x.ipynb`` → ``alice``, wherever
-      that folder lies; Moodle's ``Alice Smith_4242_assignsubmission_file_`` → ``Alice Smith``).
+    - a Moodle folder (``Alice Smith_4242_assignsubmission_file_/``): the name before its id;
+    - a folder of the class, where the files carry the names (``late/amy_02_x.ipynb`` → ``amy``, see
+      :func:`_name_in_file`): the folder common to all rows, a folder holding files of two or more names, and, in a
+      gradebook whose files carry names and whose folders never hold a bare lesson file, every such folder;
+    - otherwise per-student folders: the name of the folder holding the file (``…/alice/02_x.ipynb`` → ``alice``,
+      wherever that folder lies). A named file in another folder still goes to its name where that name is a
+      student already (``late/bob_02_x.ipynb`` beside ``bob/01_x.ipynb``).
 
-    Any other file in the folder common to all rows has no student; rows without a ``file`` leave every row without
-    one. ``how``, if given, receives ``id(row) → "folder name"`` or ``"Canvas's file name"``."""
+    A file of the common folder whose name carries none has no student; rows without a ``file`` leave every row
+    without one. ``how``, if given, receives ``id(row) → "folder name"``, ``"file name"`` or
+    ``"Canvas's file name"``; ``doubts`` receives ``id(row) → the other name`` where a folder's name was taken but
+    the file names someone else (``late/dan_02_x.ipynb``, dan's only file: "late", or dan?)."""
     how = {} if how is None else how
+    doubts = {} if doubts is None else doubts
     parents = [Path(os.path.abspath(r["file"])).parent if r.get("file") else None for r in rows]
     if not rows or None in parents:
         return {}
     common = Path(os.path.commonpath([str(p) for p in parents]))
-    students = {}
+    students: dict[int, str] = {}
+    # the platforms first: their names are certain
+    rest = []
     for r, parent in zip(rows, parents):
         if canvas := _CANVAS_NAME.match(Path(r["file"]).name):
             students[id(r)], how[id(r)] = canvas.group("student"), "Canvas's file name"
-        elif parent != common:
-            moodle = _MOODLE_FOLDER.match(parent.name)
-            students[id(r)], how[id(r)] = moodle.group("student") if moodle else parent.name, "folder name"
+        elif moodle := _MOODLE_FOLDER.match(parent.name):
+            students[id(r)], how[id(r)] = moodle.group("student"), "folder name"
+        else:
+            rest.append((r, parent, _name_in_file(r)))
+    # which folders name their files' students in the file names, and which are a student's own
+    in_folder: dict[Path, list[str | None]] = {}
+    for _, parent, name in rest:
+        in_folder.setdefault(parent, []).append(name)
+    named = {f for f, names in in_folder.items() if f == common or len({n for n in names if n}) > 1}
+    bare = any(f != common and None in names for f, names in in_folder.items())
+    if not bare and any(any(in_folder[f]) for f in named):
+        named |= {f for f, names in in_folder.items() if all(names)}
+    known = {n for f in named for n in in_folder[f] if n} | {f.name for f in in_folder if f not in named}
+    known |= set(students.values())
+    for r, parent, name in rest:
+        if parent in named or (name and name in known and name != parent.name):
+            if name:
+                students[id(r)], how[id(r)] = name, "file name"
+        else:
+            students[id(r)], how[id(r)] = parent.name, "folder name"
+            if name and _letters(name) not in _letters(parent.name) and _letters(parent.name) not in _letters(name):
+                doubts[id(r)] = name
     return students
+
+
+def _letters(name: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFC", name).casefold() if c.isalnum())
 
 
 def _marked_late(row: dict) -> bool:
