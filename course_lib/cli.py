@@ -612,6 +612,8 @@ def format_run_table(rows: list[dict[str, Any]]) -> str:
             continue
         evalue = _first_line(e.get("evalue") or "")
         where = f"cell {e['cell']} `{e['first_line']}`: " if e.get("cell") else ""
+        if "full mode on a CPU" in (e.get("evalue") or ""):  # train.check_cpu_budget: say the fix, not its start
+            evalue = f"full mode on a CPU would train for hours to days; run it as `course run --quick {r['lesson']}`"
         notes.append(f"  {r['lesson']}: {where}{e['ename']}" + (f": {evalue}" if evalue else ""))
     if notes:
         lines += ["", "Failures:"] + notes
@@ -647,6 +649,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     paths = resolve_notebooks(args.notebooks, find_notebooks_dir())
+    from .device import pick_device
+    from .settings import get_settings
+
+    settings = get_settings()
+    if not args.quick and not settings.quick and not settings.full_on_cpu and pick_device().type == "cpu":
+        print("note: full mode on a CPU: a lesson that trains stops at its first training (it would take hours to "
+              "days); add --quick for the CPU-sized course", file=sys.stderr)
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
@@ -744,7 +753,9 @@ def _add_check(subparsers) -> None:
                    help="seed of the check inputs (default: random); the gradebook's seed repeats a teacher's run")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 unless every exercise passes (for a script or CI of your own)")
-    p.add_argument("--exercises", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--exercises", type=Path, default=None, metavar="FOLDER",
+                   help="the release your notebook came from, if your teacher handed out their own (default: the "
+                   "course's exercises/)")
     p.set_defaults(func=_cmd_check)
 
 
@@ -755,6 +766,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(f"no notebook at {args.notebook}")
     row = grade_submission(args.notebook, _grade_options(args))
     print(format_table(row))
+    if row["lesson"] is None:
+        # the grader's note says the teacher will look; here the learner can say which lesson it is
+        print(f"\nsay which lesson it is: course check --lesson NN {args.notebook} (NN as in the exercise "
+              "notebook's name, e.g. 03)")
     if row.get("seed") is not None and row["exercises"]:
         # the inputs are drawn from the seed: with it, the same notebook gets the same table again
         print(f"\nchecked on the inputs of seed {row['seed']} (`course check --seed {row['seed']}` repeats them)")
@@ -970,12 +985,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    results = args.results or root / "benchmarks" / "RESULTS.md"
     if args.list or args.dry_run:
         for b, argv in steps:
             cmd = "skipped (needs a GPU)" if argv is None else " ".join(["python", *argv[1:]])
-            print(f"{b.name:<11} {cmd}\n{'':<11} {b.what}")
+            took = f" ({b.cpu_time} on a 2-core CPU)" if b.cpu_time and not gpu and argv is not None else ""
+            print(f"{b.name:<11} {cmd}\n{'':<11} {b.what}{took}")
+        if args.dry_run:
+            print(f"\nwould run these one after the other, each appending a section to {results}")
         return 0
-    results = args.results or root / "benchmarks" / "RESULTS.md"
     machine = machine_line()
     failed = []
     for i, (b, argv) in enumerate(steps, 1):

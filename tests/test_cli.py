@@ -375,7 +375,9 @@ def test_bench_list_and_dry_run_write_nothing(tmp_path, monkeypatch, capsys):
     _fake_benchmarks(tmp_path, monkeypatch)
     results = tmp_path / "RESULTS.md"
     assert cli.main(["bench", "--dry-run", "good", "--results", str(results)]) == 0
-    assert "python benchmarks/good.py --on-cpu" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "python benchmarks/good.py --on-cpu" in out
+    assert f"each appending a section to {results}" in out  # where the results would go
     assert not results.exists()
     assert cli.main(["bench", "--list"]) == 0
     assert "skipped (needs a GPU)" in capsys.readouterr().out
@@ -393,3 +395,28 @@ def test_real_benchmark_registry_points_at_scripts_that_exist():
 
     for b in BENCHMARKS.values():
         assert (repo_root() / "benchmarks" / b.script).is_file(), b.script
+
+
+def test_run_in_full_mode_on_a_cpu_says_to_add_quick(lessons, tmp_path, monkeypatch, capsys):
+    """A learner who forgets --quick on a laptop is told before the first lesson, and the failure's line in the
+    table says the fix instead of the start of train.check_cpu_budget's message."""
+    monkeypatch.setenv("COURSE_QUICK", "0")
+    monkeypatch.delenv("COURSE_FULL_ON_CPU", raising=False)
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    message = ("full mode on a CPU: the U-Net ddpm-x would train 15,000 steps of 128 images, which takes many hours "
+               "to days on a CPU. Quick mode is meant for a CPU: restart Jupyter with COURSE_QUICK=1 …")
+
+    def fake_run(path, out_dir, quick=False, timeout=None):
+        return {"lesson": path.stem, "path": str(path), "output": None, "status": "error", "seconds": 1.0,
+                "error": {"ename": "RuntimeError", "evalue": message, "cell": 10,
+                          "first_line": "from course_lib.samplers import sample"}}
+
+    monkeypatch.setattr(cli, "run_notebook", fake_run)
+    assert cli.main(["run", "--out", str(tmp_path / "out"), "00"]) == 1
+    captured = capsys.readouterr()
+    assert "note: full mode on a CPU" in captured.err and "add --quick" in captured.err
+    failure = next(ln for ln in captured.out.splitlines() if ln.strip().startswith("00_ok:"))
+    assert "run it as `course run --quick 00_ok`" in failure, failure
+    # with --quick (or COURSE_QUICK=1) there is no such note
+    assert cli.main(["run", "--quick", "--out", str(tmp_path / "out"), "00"]) == 1
+    assert "note: full mode" not in capsys.readouterr().err

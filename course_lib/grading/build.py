@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import hashlib
 import re
 from pathlib import Path
 
@@ -34,6 +35,7 @@ __all__ = [
     "build_exercises",
     "stale_exercises",
     "repo_folder",
+    "release_id",
 ]
 
 EXERCISE_TAG = "exercise:"
@@ -91,17 +93,46 @@ def defines(source: str, name: str) -> bool:
     return False
 
 
+_CHECK_CALL = re.compile(r"""\bcheck\(\s*["']([^"']*)["']""")
+
+
+def release_id(nb: nbformat.NotebookNode) -> str:
+    """A fingerprint of a released notebook: every cell's kind and text (the stubs included), so that a submission
+    made from one release can tell it is graded against another (a teacher's edited copy, a later course)."""
+    digest = hashlib.sha256()
+    for cell in nb.cells:
+        source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+        digest.update(f"{cell.cell_type}\0{source}\0".encode())
+    return digest.hexdigest()[:16]
+
+
 def build_exercise_notebook(solution: nbformat.NotebookNode, lesson: str) -> nbformat.NotebookNode:
-    """The released exercise notebook for a solutions notebook of ``lesson`` (its stem)."""
+    """The released exercise notebook for a solutions notebook of ``lesson`` (its stem). A teacher's copy may leave
+    exercises out (the release then grades only those it holds), but never an answer in a cell without a tag."""
     nb = copy.deepcopy(solution)
     seen_ex: dict[str, int] = {}
     seen_check: dict[str, int] = {}
+    tagged = {exercise_id(c): i for i, c in enumerate(nb.cells) if exercise_id(c) is not None}
     for i, cell in enumerate(nb.cells):
         where = f"{lesson}, cell {i + 1}"
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
         ex_id, ck_id = exercise_id(cell), check_id(cell)
+        source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+        if ex_id is None and (BEGIN in source or END in source):
+            lost = [e for e in exercises_for(lesson) if e.id not in tagged and _defines_quietly(source, e.name)]
+            if lost:
+                raise BuildError(f"{where}: the cell defines {lost[0].name}, the answer of exercise {lost[0].id}, "
+                                 f"but is not tagged exercise:{lost[0].id}: give it that tag (View → Cell Toolbar → "
+                                 "Tags in Jupyter)")
+            raise BuildError(
+                f"{where}: a '{BEGIN}' block in a cell not tagged exercise:NN.k would be released with its answer; "
+                "tag the cell as a registered exercise, or keep an ungraded answer out of the solutions notebook"
+            )
         if ex_id is not None:
+            if cell.cell_type != "code":
+                raise BuildError(f"{where}: the cell of exercise {ex_id} is a {cell.cell_type} cell; make it a code "
+                                 "cell")
             if ex_id in seen_ex:
                 raise BuildError(f"{where}: exercise {ex_id} is tagged twice (first in cell {seen_ex[ex_id] + 1})")
             seen_ex[ex_id] = i
@@ -124,22 +155,55 @@ def build_exercise_notebook(solution: nbformat.NotebookNode, lesson: str) -> nbf
             if ck_id in seen_check:
                 raise BuildError(f"{where}: check {ck_id} is tagged twice")
             seen_check[ck_id] = i
+            if ck_id not in tagged:
+                raise BuildError(f"{where}: the check cell of {ck_id} has no exercise: no cell is tagged "
+                                 f"exercise:{ck_id}")
             if ck_id not in seen_ex:
-                raise BuildError(f"{where}: the check cell of {ck_id} must come after its exercise cell")
+                raise BuildError(f"{where}: the check cell of {ck_id} must come after its exercise cell (cell "
+                                 f"{tagged[ck_id] + 1})")
+            called = _CHECK_CALL.findall(source)
+            if cell.cell_type != "code" or called != [ck_id]:
+                raise BuildError(f"{where}: the cell tagged check:{ck_id} must be a code cell whose source is "
+                                 f"check({ck_id!r})" + (f", not check({called[0]!r})" if called else ""))
     registered = [e.id for e in exercises_for(lesson)]
-    if sorted(seen_ex) != sorted(registered):
-        raise BuildError(
-            f"{lesson}: the notebook's exercises {sorted(seen_ex)} differ from the registered ones {registered}"
-        )
+    if not seen_ex:
+        raise BuildError(f"{lesson}: no cell is tagged exercise:NN.k (the lesson registers {registered})")
     if sorted(seen_check) != sorted(seen_ex):
         raise BuildError(f"{lesson}: every exercise needs one check cell; checks found for {sorted(seen_check)}")
+    # exercises left out of a teacher's release: no kept cell may use their function, which is no longer defined
+    left_out = [e for e in exercises_for(lesson) if e.id not in seen_ex]
+    for e in left_out:
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code" and _uses(cell.source, e.name):
+                raise BuildError(f"{lesson}, cell {i + 1}: uses {e.name}, the answer of exercise {e.id}, which this "
+                                 f"release leaves out; keep {e.id}, or leave this cell out too")
     nb.metadata["course"] = {
         "lesson": lesson,
         "exercises": sorted(seen_ex, key=lambda s: [int(p) for p in s.split(".")]),
         "generated_from": f"solutions/{lesson}.ipynb",
         "note": "Generated by `course build-exercises`; edit the solutions notebook instead.",
     }
+    if left_out:
+        nb.metadata["course"]["left_out"] = [e.id for e in left_out]
+    nb.metadata["course"]["release"] = release_id(nb)
     return nb
+
+
+def _defines_quietly(source: str, name: str) -> bool:
+    try:
+        return defines(source, name)
+    except BuildError:
+        return False
+
+
+def _uses(source, name: str) -> bool:
+    """Whether a cell's code reads the global ``name`` (a cell that does not parse reads nothing we can see)."""
+    text = source if isinstance(source, str) else "".join(source)
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return name in text
+    return any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load) for n in ast.walk(tree))
 
 
 def repo_folder(name: str) -> Path:
@@ -155,14 +219,36 @@ def _render(solution_path: Path) -> str:
     return nbformat.writes(nb) + "\n"
 
 
+def solution_notebooks(solutions: Path) -> list[Path]:
+    """The solutions notebooks of a folder: ``NN_topic.ipynb``, named after a registered lesson. Any other
+    notebook there is an error that says what to do, rather than a file passed over in silence."""
+    from course_lib.grading.exercise import all_exercises
+
+    lessons = {e.lesson for e in all_exercises()}
+    found, odd = [], []
+    for path in sorted(Path(solutions).glob("*.ipynb")):
+        (found if path.stem in lessons else odd).append(path)
+    for path in odd:
+        near = [stem for stem in sorted(lessons) if path.stem.startswith(stem) or stem[:2] == path.stem[:2]]
+        hint = (f"a solutions notebook is named after its lesson, {near[0]}.ipynb (Jupyter's Duplicate adds "
+                "-Copy1): rename it, or move the copy out of the folder") if near else (
+                "a solutions notebook is named after its lesson (NN_topic.ipynb, as in the course's solutions/); "
+                "rename it, or move it out of the folder")
+        raise BuildError(f"{path.name} in {solutions}: {hint}")
+    if not found:
+        raise BuildError(f"no solutions notebooks (NN_topic.ipynb) in {solutions}")
+    return found
+
+
 def build_exercises(solutions: Path | None = None, exercises: Path | None = None) -> list[Path]:
-    """Write exercises/NN_topic.ipynb for every solutions/NN_topic.ipynb; returns those changed."""
+    """Write exercises/NN_topic.ipynb for every solutions/NN_topic.ipynb; returns those changed. Every notebook is
+    built before any is written, so a notebook that fails leaves the folder as it was."""
     solutions = Path(solutions or repo_folder("solutions"))
     exercises = Path(exercises or repo_folder("exercises"))
+    rendered = [(path, _render(path)) for path in solution_notebooks(solutions)]
     exercises.mkdir(parents=True, exist_ok=True)
     changed = []
-    for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb")):
-        text = _render(path)
+    for path, text in rendered:
         target = exercises / path.name
         if not target.exists() or target.read_text() != text:
             tmp = target.with_name(f".{target.name}.tmp")
@@ -177,7 +263,7 @@ def stale_exercises(solutions: Path | None = None, exercises: Path | None = None
     solutions = Path(solutions or repo_folder("solutions"))
     exercises = Path(exercises or repo_folder("exercises"))
     stale = []
-    for path in sorted(solutions.glob("[0-9][0-9]_*.ipynb")):
+    for path in solution_notebooks(solutions):
         target = exercises / path.name
         if not target.exists() or target.read_text() != _render(path):
             stale.append(path.name)

@@ -43,12 +43,13 @@ from typing import Any
 
 import nbformat
 
-from course_lib.grading.build import BuildError, check_id, defines, exercise_id, repo_folder
+from course_lib.grading.build import BuildError, check_id, defines, exercise_id, release_id, repo_folder
 from course_lib.grading.capture import WORKDIR_VARIABLE
 from course_lib.grading.encode import load_observations
 from course_lib.grading.exercise import (
     ExerciseResult,
     Outcome,
+    all_exercises,
     error_hint,
     exercises_for,
     failed_messages,
@@ -130,12 +131,16 @@ def _solution_lines(options: GradeOptions, lesson: str) -> dict[str, list[str]]:
 
 
 def _lesson_of(nb, path: Path, templates: dict[str, Path], default: str | None) -> str | None:
-    """The lesson stem a submission belongs to, or None if nothing says."""
-    by_number = {stem[:2]: stem for stem in templates}
+    """The lesson stem a submission belongs to, or None if nothing says: ``default`` (``--lesson``), the notebook's
+    metadata, its exercise tags, its file name, and last the exercise functions its cells define (a notebook whose
+    metadata and tags were stripped, saved as "Copy of notebook.ipynb"). A lesson the course registers is returned
+    even where ``templates`` lacks it, so the caller can say that its release is missing."""
+    lessons = {e.lesson for e in all_exercises()}
+    by_number = {stem[:2]: stem for stem in sorted(lessons)} | {stem[:2]: stem for stem in templates}
     if default:
         return by_number.get(default[:2], default) if default[:2].isdigit() else default
     meta = nb.metadata.get("course", {}) if nb is not None else {}
-    if isinstance(meta, dict) and isinstance(meta.get("lesson"), str) and meta["lesson"] in templates:
+    if isinstance(meta, dict) and isinstance(meta.get("lesson"), str) and meta["lesson"] in (lessons | set(templates)):
         return meta["lesson"]
     if nb is not None:
         numbers = {exercise_id(c).split(".")[0] for c in nb.cells if exercise_id(c)}
@@ -143,11 +148,34 @@ def _lesson_of(nb, path: Path, templates: dict[str, Path], default: str | None) 
             number = numbers.pop()
             if number in by_number:
                 return by_number[number]
-    stems = [stem for stem in templates if stem in path.name]
+    stems = [stem for stem in by_number.values() if stem in path.name]
     if len(stems) == 1:
         return stems[0]
     numbers = {m.group(1) for m in _LESSON_RE.finditer(path.name)} & set(by_number)
-    return by_number[numbers.pop()] if len(numbers) == 1 else None
+    if len(numbers) == 1:
+        return by_number[numbers.pop()]
+    return _lesson_by_functions(nb, set(by_number.values())) if nb is not None else None
+
+
+def _lesson_by_functions(nb, lessons: set[str]) -> str | None:
+    """The one lesson whose exercise functions the notebook's code cells define the most of (None on a tie)."""
+    import ast
+
+    defined: set[str] = set()
+    for cell in nb.cells:
+        try:
+            tree = ast.parse(_text(cell.get("source"))) if cell.get("cell_type") == "code" else None
+        except (SyntaxError, ValueError):
+            continue
+        for node in tree.body if tree else []:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            elif isinstance(node, ast.Assign):
+                defined |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    counts = {lesson: len({e.name for e in exercises_for(lesson)} & defined) for lesson in lessons}
+    best = max(counts.values(), default=0)
+    winners = [lesson for lesson, n in counts.items() if n == best]
+    return winners[0] if best and len(winners) == 1 else None
 
 
 def _text(source) -> str:
@@ -217,7 +245,8 @@ def rebuild(
     released solution as code lines, to flag an answer that is a copy of it."""
     nb = nbformat.v4.new_notebook(metadata=template.metadata)
     template_sources = {_text(c.source).strip() for c in template.cells if exercise_id(c) is None}
-    plan: dict[str, Any] = {"exercise_cells": {}, "captures": {}, "missing": [], "notes": {}, "flags": {}}
+    plan: dict[str, Any] = {"exercise_cells": {}, "captures": {}, "missing": [], "notes": {}, "flags": {},
+                            "released": [exercise_id(c) for c in template.cells if exercise_id(c) is not None]}
     for cell in template.cells:
         ex_id, ck_id = exercise_id(cell), check_id(cell)
         index = len(nb.cells)
@@ -402,6 +431,8 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
     killed_in = cell_of.get(last) if last is not None and by_index[last].get("status") == "timeout" else None
     results = []
     for ex in exercises_for(lesson):
+        if ex.id not in plan["released"]:
+            continue  # left out of this release
         res = ExerciseResult(ex.id, ex.title, "error", 0.0, float(ex.points), hint=ex.hint)
         results.append(res)
         if ex.id in plan["missing"]:
@@ -491,6 +522,38 @@ def _judge(lesson: str, plan: dict, log: list[dict], vault: Path, seed: int, run
     return results
 
 
+def _is_script(path: Path) -> bool:
+    """Whether the file is Python source rather than a notebook (``.py``, or jupytext's header)."""
+    if path.suffix == ".py":
+        return True
+    try:
+        head = path.read_bytes()[:200].decode("utf-8", "replace")
+    except OSError:
+        return False
+    return head.startswith("# ---") and "jupyter" in head or head.startswith("# %%")
+
+
+def _release_note(submission, template, options: GradeOptions) -> tuple[str, str] | None:
+    """(for the learner, for the teacher) where the submission was made from another release of the lesson than
+    the one it is graded against, as the fingerprint :func:`~course_lib.grading.build.release_id` stamped by
+    ``course build-exercises`` says; None where they agree or the submission's metadata lost it."""
+    mine = submission.metadata.get("course", {})
+    theirs = template.metadata.get("course", {})
+    if not isinstance(mine, dict) or not isinstance(theirs, dict):
+        return None
+    ours, released = mine.get("release"), theirs.get("release") or release_id(template)
+    if not isinstance(ours, str) or ours == released:
+        return None
+    where = f"the release in {options.exercises_dir}" if options.exercises_dir else "the course's own exercises/"
+    return (
+        f"this notebook was made from another release of the lesson's exercises than the one it was checked "
+        f"against ({where}): its other cells differ. If your teacher handed out their own version, check it against "
+        "that one (`course check --exercises FOLDER`)",
+        "made from another release than the one it was graded against: was --exercises forgotten, or did the "
+        "release change after it was handed out? A cell the release lacks is not run",
+    )
+
+
 def _inputs_differ(ex, seed: int, records: list[dict]) -> str:
     """'' when every recorded case was built from the same inputs as the grader's, else which cases were not."""
     cases = list(ex.cases(seed))
@@ -560,7 +623,9 @@ def grade_submission(
             ("not a readable notebook: the file is empty (0 bytes). " if empty else
              "not a readable notebook: the file is not valid notebook JSON (truncated, corrupt, or another kind of "
              f"file; {type(e).__name__}: {first}). ")
-            + "Save it again from Jupyter (File → Download) and hand it in again."
+            + ("It looks like a Python script (a jupytext .py?): open it in Jupyter and save it as a notebook "
+               "(.ipynb)." if _is_script(path) else
+               "Save it again from Jupyter (File → Download) and hand it in again.")
         )
     lesson = _lesson_of(submission, path, templates, options.lesson)
     row["lesson"] = lesson
@@ -572,13 +637,31 @@ def grade_submission(
                                 "look at it")
             row["teacher_notes"].append("grade it again with --lesson NN")
         else:
-            row["notes"].append(f"no released exercise notebook for lesson {lesson}")
+            folder = Path(options.exercises_dir or repo_folder("exercises"))
+            row["notes"].append(f"no released exercise notebook for lesson {lesson} in {folder}")
         if row["status"] != "unreadable":
             row["status"] = "grader_error" if lesson is not None else "unreadable"
         row["seconds"] = round(time.perf_counter() - start, 2)
         return row
-    exercises = exercises_for(lesson)
+    if options.exercises_dir:
+        row["exercises_dir"] = str(options.exercises_dir)  # the feedback's `course check` names it
+    try:
+        template = nbformat.read(templates[lesson], as_version=4)
+    except Exception as e:
+        row["status"] = "grader_error"
+        row["notes"].append(f"the released notebook {templates[lesson]} could not be read ({type(e).__name__}: "
+                            f"{str(e)[:200]})")
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        return row
+    released = {exercise_id(c) for c in template.cells} - {None}
+    # a teacher's release may leave exercises out: only those it holds are graded and counted
+    exercises = [e for e in exercises_for(lesson) if e.id in released]
     row["max_total"] = float(sum(e.points for e in exercises))
+    if submission is not None:
+        note = _release_note(submission, template, options)
+        if note:
+            row["notes"].append(note[0])
+            row["teacher_notes"].append(note[1])
     if submission is None:
         row["exercises"] = [
             ExerciseResult(
@@ -590,7 +673,6 @@ def grade_submission(
         return row
     work = Path(tempfile.mkdtemp(prefix="course-grade-"))
     try:
-        template = nbformat.read(templates[lesson], as_version=4)
         nb, plan = rebuild(template, submission, seed, secrets.token_hex(8), options.call_timeout,
                            _solution_lines(options, lesson))
         log, note = _run(nb, plan, options, work, worker)
@@ -804,8 +886,13 @@ def feedback_markdown(row: dict) -> str:
             if len(messages) > 8:
                 lines.append(f"- … and {len(messages) - 8} more")
     if row["exercises"] and isinstance(row.get("seed"), int):
-        lines += ["", f"_Checked on the inputs of seed {row['seed']}: `course check --seed {row['seed']} "
-                      "YOUR_NOTEBOOK.ipynb` shows this table again._"]
+        if row.get("exercises_dir"):  # a teacher's own release: the learner needs it to see the same table
+            lines += ["", f"_Checked on the inputs of seed {row['seed']}, against your teacher's release of the "
+                          f"exercises: `course check --seed {row['seed']} --exercises FOLDER YOUR_NOTEBOOK.ipynb`, "
+                          "FOLDER holding that release, shows this table again._"]
+        else:
+            lines += ["", f"_Checked on the inputs of seed {row['seed']}: `course check --seed {row['seed']} "
+                          "YOUR_NOTEBOOK.ipynb` shows this table again._"]
     return "\n".join(lines) + "\n"
 
 
@@ -1114,8 +1201,9 @@ def _students(rows: list[dict], how: dict[int, str] | None = None,
       :func:`_name_in_file`): the folder common to all rows, a folder holding files of two or more names, and, in a
       gradebook whose files carry names and whose folders never hold a bare lesson file, every such folder;
     - otherwise per-student folders: the name of the folder holding the file (``…/alice/02_x.ipynb`` → ``alice``,
-      wherever that folder lies). A named file in another folder still goes to its name where that name is a
-      student already (``late/bob_02_x.ipynb`` beside ``bob/01_x.ipynb``).
+      wherever that folder lies, and graded on its own too, where it holds one released file per lesson). A named
+      file in another folder still goes to its name where that name is a student already (``late/bob_02_x.ipynb``
+      beside ``bob/01_x.ipynb``).
 
     A file of the common folder whose name carries none has no student; rows without a ``file`` leave every row
     without one. ``how``, if given, receives ``id(row) → "folder name"``, ``"file name"`` or
@@ -1142,6 +1230,11 @@ def _students(rows: list[dict], how: dict[int, str] | None = None,
     for _, parent, name in rest:
         in_folder.setdefault(parent, []).append(name)
     named = {f for f, names in in_folder.items() if f == common or len({n for n in names if n}) > 1}
+    # one student's folder graded on its own (course grade subs/dan/): released names only, one file per lesson
+    mine = [r for r, parent, _ in rest if parent == common]
+    released = all(_LESSON_STEM.match(Path(r["file"]).name) for r in mine)
+    if mine and released and len({r.get("lesson") for r in mine}) == len(mine) and common.name:
+        named.discard(common)
     bare = any(f != common and None in names for f, names in in_folder.items())
     if not bare and any(any(in_folder[f]) for f in named):
         named |= {f for f, names in in_folder.items() if all(names)}
@@ -1216,9 +1309,11 @@ def format_table(row: dict) -> str:
     lines.append(f"{'total':<{w}}  {'':<15}  {row['total']:g}/{row['max_total']:g}".rstrip())
     details = []
     for e in exs:
-        if e["status"] == "pass" and not e.get("flag"):
+        # the copy flag is the teacher's (the gradebook's), as in the learner's .md
+        flags = [f for f in (e.get("flag") or "").split("; ") if f and f != COPY_FLAG]
+        if e["status"] == "pass" and not flags:
             continue
-        msgs = [f"for your teacher: {e['flag']}"] if e.get("flag") else []
+        msgs = [f"for your teacher: {'; '.join(flags)}"] if flags else []
         msgs += [e["detail"]] if e["detail"] else []
         msgs += _failed(e)
         msgs = [m for m in dict.fromkeys(msgs) if m]
