@@ -6,7 +6,8 @@ from the repository's root, and appends to ``benchmarks/RESULTS.md`` one section
 the date, the machine (CPU or GPU model, cores, memory), the versions (Python, torch,
 diffusers, course_lib), the exact command, the seconds it took, and the script's own output.
 A benchmark that fails is recorded as failed, with the end of its error output; the others
-still run. Nothing is written with ``--dry-run``.
+still run. Nothing is written with ``--dry-run``. These appended sections are the raw record; the
+sections written by hand above them in RESULTS.md compare runs, and cite the command that made each figure.
 
 The set differs by machine: the speed and quality figures the course states for a GPU need
 one (``needs_gpu``), and are skipped, saying so, on a CPU.
@@ -34,25 +35,26 @@ class Benchmark:
     gpu_args: tuple[str, ...] = ()
     needs_gpu: bool = False
     env: dict = field(default_factory=dict)
+    cpu_time: str = ""  # how long it took on the course's 2-core CPU, where measured (benchmarks/RESULTS.md)
 
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("unet-speed", "unet_speed.py",
               "training step of the course U-Net vs diffusers' UNet2DModel at matched parameters",
-              cpu_args=("--rounds", "5"), gpu_args=("--device", "cuda", "--rounds", "50")),
+              cpu_args=("--rounds", "5"), gpu_args=("--device", "cuda", "--rounds", "50"), cpu_time="about 3 min"),
     Benchmark("samplers", "sampler_table.py", "lesson 08's table: FD and seconds per 1000 images for every sampler",
-              cpu_args=("--quick",), gpu_args=()),
+              cpu_args=("--quick",), gpu_args=(), cpu_time="70–90 s"),
     Benchmark("vae", "vae_quality.py", "lesson 05's VAE: test PSNR and KL, U-Net step on pixels vs latents",
               cpu_args=("--quick", "--factors", "4", "--test-images", "2000", "--rounds", "3"),
               gpu_args=("--device", "cuda")),
     Benchmark("grading", "grading_speed.py", "grading 30 submissions of lesson 01 with 2 job slots",
               cpu_args=("--lesson", "01_noise_schedules", "--n", "30", "--jobs", "2"),
-              gpu_args=("--lesson", "01_noise_schedules", "--n", "30", "--jobs", "2")),
+              gpu_args=("--lesson", "01_noise_schedules", "--n", "30", "--jobs", "2"), cpu_time="under 2 min"),
     Benchmark("lessons", "lesson_runtimes.py", "every lesson's runtime: quick mode on a CPU, full mode on a GPU",
-              cpu_args=("--quick",), gpu_args=()),
+              cpu_args=("--quick",), gpu_args=(), cpu_time="6–11 min"),
     Benchmark("seeds", "seed_robustness.py",
               "each lesson's checks with every seed shifted (quick mode): do they hang on one random draw?",
-              cpu_args=("--shifts", "1,2,3"), gpu_args=("--shifts", "1")),
+              cpu_args=("--shifts", "1,2,3"), gpu_args=("--shifts", "1"), cpu_time="about 26 min"),
     Benchmark("gpu-suite", "gpu_suite.py",
               "the GPU figures in one timed pass: lesson 04's DDPM, speed ablation and MFU, VAE, guidance sweep, "
               "sampler table, latent pipeline, lesson 10's models",

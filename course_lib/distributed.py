@@ -56,19 +56,27 @@ def is_main_process() -> bool:
     return rank_and_world()[0] == 0
 
 
-def init_distributed(backend: str | None = None) -> DistInfo:
+def init_distributed(backend: str | None = None, device: str | None = None) -> DistInfo:
     """Join the process group torchrun describes in the environment, if any.
 
     The backend is NCCL on CUDA and gloo on the CPU (``backend`` overrides); with CUDA
-    each process takes GPU ``LOCAL_RANK``. Without ``WORLD_SIZE`` in the environment (a
-    plain ``python`` run) this returns rank 0 of 1 and starts nothing. Calling it again
-    once the group exists just describes it.
+    each process takes GPU ``LOCAL_RANK``. ``device`` ("cpu" or "cuda", e.g. from
+    ``COURSE_DEVICE``) chooses between them where both exist (default: CUDA if there is a
+    GPU); asking for CUDA without one is a ValueError. Without ``WORLD_SIZE`` in the
+    environment (a plain ``python`` run) this returns rank 0 of 1 and starts nothing.
+    Calling it again once the group exists just describes it.
     """
-    cuda = torch.cuda.is_available()
+    kind = torch.device(device).type if device else None
+    if kind not in (None, "cpu", "cuda"):
+        raise ValueError(f"training under torchrun runs on 'cpu' or 'cuda', got device {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    cuda = torch.cuda.is_available() and kind != "cpu"
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if not is_distributed():
         if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
-            return DistInfo(device=torch.device("cuda", torch.cuda.current_device()) if cuda else None)
+            here = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu") if kind else None
+            return DistInfo(device=here)
         if not dist.is_available():
             raise RuntimeError("WORLD_SIZE is set, but this PyTorch build has no torch.distributed")
         if cuda:

@@ -578,7 +578,7 @@ def train_latent_text_model(
     """
     from .data import load_images
     from .text import BUNDLED, caption_embeddings, dataset_captions
-    from .train import check_cpu_budget, config_hash, train_diffusion
+    from .train import check_cpu_budget, config_hash, seeded_init, train_diffusion
 
     if not isinstance(vae, VAE):
         raise ValueError(f"vae must be a course_lib VAE, got {type(vae).__name__}")
@@ -611,7 +611,8 @@ def train_latent_text_model(
     if captions.dim != unet_config.context_dim:
         raise ValueError(f"the text encoder gives {captions.dim}-wide tokens; "
                          f"the U-Net's context_dim is {unet_config.context_dim}")
-    result = train_diffusion(UNet(unet_config), schedule, latents, train_config, labels=labels, device=device,
+    unet = seeded_init(lambda: UNet(unet_config), train_config.seed)
+    result = train_diffusion(unet, schedule, latents, train_config, labels=labels, device=device,
                              progress=progress, captions=captions, caption_dataset=dataset,
                              compile=training_compile(device, train_config.steps))  # CUDA graphs: full mode, GPU
     pipe = LatentDiffusionPipeline(vae, result.model, schedule, None, defaults)

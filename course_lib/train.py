@@ -496,24 +496,35 @@ def load_checkpoint(folder: str | Path, device: torch.device | str | None = None
 CPU_FULL_MODE_IMAGES = 200_000
 
 
-def check_cpu_budget(device: torch.device | str, steps: int, batch_size: int, what: str) -> None:
+def check_cpu_budget(device: torch.device | str, steps: int, batch_size: int, what: str,
+                     fix: str | None = None) -> None:
     """Stop a full-mode training of ``steps`` × ``batch_size`` images on a CPU before it starts.
 
     A learner who opened the lessons without ``COURSE_QUICK=1`` on a laptop would otherwise
     wait a day for lesson 00's first cell that trains. Quick mode, a GPU, a small budget or
-    ``COURSE_FULL_ON_CPU=1`` pass through.
+    ``COURSE_FULL_ON_CPU=1`` pass through. ``fix`` replaces the advice for a notebook (a
+    command line says its own flag).
     """
     settings = get_settings()
     if torch.device(device).type != "cpu" or settings.quick or settings.full_on_cpu:
         return
     if steps * batch_size <= CPU_FULL_MODE_IMAGES:
         return
+    fix = fix or ("restart Jupyter with COURSE_QUICK=1 (or set os.environ['COURSE_QUICK'] = '1' and rerun the "
+                  "lesson from its first cell)")
     raise RuntimeError(
         f"full mode on a CPU: {what} would train {steps:,} steps of {batch_size} images, "
-        f"which takes many hours to days on a CPU. Quick mode is meant for a CPU: restart Jupyter with "
-        f"COURSE_QUICK=1 (or set os.environ['COURSE_QUICK'] = '1' and rerun the lesson from its first cell). "
+        f"which takes many hours to days on a CPU. Quick mode is meant for a CPU: {fix}. "
         f"On a GPU, check `course doctor`. To train in full mode on this CPU anyway, set COURSE_FULL_ON_CPU=1."
     )
+
+
+def seeded_init(build, seed: int):
+    """``build()`` under torch's global generator seeded with ``seed``, the caller's generator state kept: a
+    model's initial weights, the same in every run (torch's own starting seed differs from process to process)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
 
 
 def config_hash(*parts) -> str:
@@ -567,7 +578,7 @@ def cached_train(
     check_cpu_budget(device, train_config.steps, train_config.batch_size, f"the U-Net ddpm-{dataset}-{key}")
     data = load_images(dataset, "train")
     result = train_diffusion(
-        UNet(unet_config), schedule, data.images, train_config,
+        seeded_init(lambda: UNet(unet_config), train_config.seed), schedule, data.images, train_config,
         labels=data.labels if (class_conditional or text_model) else None, device=device, progress=progress,
         captions=captions, caption_dataset=dataset,
         compile=training_compile(device, train_config.steps),  # CUDA graphs for full-mode runs on a GPU
@@ -833,7 +844,8 @@ def cached_vae(
     check_cpu_budget(pick_device(device) if not isinstance(device, torch.device) else device,
                      train_config.steps, train_config.batch_size, f"the VAE vae-{dataset}-{key}")
     images = load_images(dataset, "train").images
-    result = train_vae(VAE(vae_config), images, train_config, device=device, progress=progress)
+    result = train_vae(seeded_init(lambda: VAE(vae_config), train_config.seed), images, train_config, device=device,
+                       progress=progress)
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:scaling_images]
     result.model.scaling_factor = result.scaling_factor = latent_scaling_factor(result.model, images[pick])
     meta = {"dataset": dataset, "train": asdict(train_config), "losses": result.losses,

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data import load_images
+from .device import pick_device, training_compile
 from .distributed import cleanup_distributed, init_distributed
 from .nn.unet import UNet
 from .settings import get_settings
-from .train import ddpm_recipe, save_checkpoint, train_diffusion
+from .train import check_cpu_budget, ddpm_recipe, save_checkpoint, seeded_init, train_diffusion
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,28 +33,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="the GLOBAL batch, split evenly across the processes (default: the recipe's)")
-    p.add_argument("--quick", action="store_true", help="the quick-mode recipe (small U-Net, short budget)")
+    p.add_argument("--quick", action="store_true",
+                   help="the quick-mode recipe (small U-Net, short budget); without it, the full recipe, which on a "
+                   "CPU is refused (it would take days)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    dataset = args.dataset or get_settings().dataset
+    settings = get_settings()
+    dataset = args.dataset or settings.dataset
     out = args.out or Path("checkpoints") / f"ddpm-{dataset}-ddp"
     if out.exists() and not args.overwrite:  # fail before training, not after
         print(f"{out} exists; pass --overwrite or another --out", file=sys.stderr)
         return 2
-    info = init_distributed()
+    try:
+        info = init_distributed(device=settings.device)  # COURSE_DEVICE=cpu trains on the CPU on a GPU machine too
+    except ValueError as e:
+        print(f"train_ddp: {e}", file=sys.stderr)
+        return 2
     try:
         unet_config, schedule, config = ddpm_recipe(quick=args.quick or None)
         changes = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size}.items() if v is not None}
         config = dataclasses.replace(config, **changes)
+        device = info.device or pick_device()
+        # the mistakes every rank would make alike: said once, by rank 0, before anything is loaded or trained
+        problem = None
+        if config.batch_size % info.world_size:
+            problem = (f"the global batch {config.batch_size} must divide by the {info.world_size} processes (each "
+                       "takes an equal share): pass --batch-size as a multiple of --nproc_per_node")
+        elif not args.quick:
+            try:
+                check_cpu_budget(device, config.steps, config.batch_size, "train_ddp's full recipe",
+                                 fix="pass --quick (or set COURSE_QUICK=1)")
+            except RuntimeError as e:
+                problem = str(e)
+        if problem:
+            if info.is_main:
+                print(f"train_ddp: {problem}", file=sys.stderr)
+            return 2
         if info.is_main:
-            print(f"training on {info.world_size} process(es), {info.device or 'auto'}; global batch "
-                  f"{config.batch_size} = {info.world_size} × {config.batch_size // max(1, info.world_size)}")
-        result = train_diffusion(UNet(unet_config), schedule, load_images(dataset, "train").images, config,
-                                 device=info.device, progress=info.is_main)
+            print(f"training on {info.world_size} process(es), {device}; global batch "
+                  f"{config.batch_size} = {info.world_size} × {config.batch_size // info.world_size}")
+        # the same initial weights in every run (DDP then copies rank 0's to the others)
+        model = seeded_init(lambda: UNet(unet_config), config.seed)
+        # one process: compiled as cached_train would (CUDA graphs on a GPU for a long run); several: only when
+        # COURSE_COMPILE asks, since compiling across DDP's gradient buckets has not been measured here
+        compile = training_compile(device, config.steps)
+        if info.world_size > 1 and settings.compile == "auto":
+            compile = False
+        result = train_diffusion(model, schedule, load_images(dataset, "train").images, config,
+                                 device=device, progress=info.is_main, compile=compile)
         if info.is_main:
             if out.exists():
                 shutil.rmtree(out)

@@ -97,3 +97,50 @@ def test_the_entry_point_trains_and_saves(tmp_path, monkeypatch):
     model, meta = load_checkpoint(out, device="cpu")
     assert meta["world_size"] == 1 and len(meta["losses"]) == 2 and meta["train"]["batch_size"] == 4
     assert main(args) == 2  # an existing checkpoint is not replaced without --overwrite
+
+
+def test_the_entry_point_refuses_what_would_fail_every_rank_alike(tmp_path, monkeypatch, capsys):
+    """Said once, before any data is loaded: the full recipe on a CPU (days of training), CUDA asked for on a
+    machine without it, and a global batch that the processes cannot share equally."""
+    from course_lib import train_ddp
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("COURSE_QUICK", "0")
+    monkeypatch.delenv("COURSE_FULL_ON_CPU", raising=False)
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    out = str(tmp_path / "ckpt")
+    assert train_ddp.main(["--dataset", "digits", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "train_ddp: full mode on a CPU" in err and "pass --quick" in err and "Jupyter" not in err, err
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("COURSE_DEVICE", "cuda")
+        assert train_ddp.main(["--dataset", "digits", "--quick", "--out", out]) == 2
+        assert "train_ddp: device 'cuda' asked for, but CUDA is not available here" in capsys.readouterr().err
+        monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    # three processes and a global batch of 32: rank 0 says so, the others stay quiet, nothing trains
+    monkeypatch.setattr(train_ddp, "load_images", lambda *a, **k: pytest.fail("loaded data before the check"))
+    for rank in (0, 1):
+        monkeypatch.setattr(train_ddp, "init_distributed",
+                            lambda r=rank, **k: DistInfo(rank=r, world_size=3, device=torch.device("cpu")))
+        assert train_ddp.main(["--dataset", "digits", "--quick", "--batch-size", "32", "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert ("must divide by the 3 processes" in err) == (rank == 0), err
+
+
+def test_the_entry_point_gives_the_same_model_twice(tmp_path, monkeypatch):
+    """The U-Net's initial weights are seeded: the same command twice gives the same losses and weights, which
+    is what lets a learner compare a DDP run with a single-process one."""
+    from course_lib.train import load_checkpoint
+    from course_lib.train_ddp import main
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    runs = []
+    for k in range(2):
+        torch.manual_seed(k)  # whatever state the global generator is in
+        out = tmp_path / f"run{k}"
+        assert main(["--dataset", "digits", "--quick", "--steps", "3", "--batch-size", "4", "--out", str(out)]) == 0
+        runs.append(load_checkpoint(out, device="cpu"))
+    (a, meta_a), (b, meta_b) = runs
+    assert meta_a["losses"] == meta_b["losses"]
+    for name, w in a.state_dict().items():
+        assert torch.equal(w, b.state_dict()[name]), name
