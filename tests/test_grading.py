@@ -663,6 +663,14 @@ def test_canvas_and_moodle_downloads_name_their_students(tmp_path):
      ["amy", "cat", "ben", "amy"]),
     # Moodle's folder wins over the file's name, even graded alone
     (["Alice Smith_4242_assignsubmission_file_/ally_02_x.ipynb"], ["Alice Smith"]),
+    # namesakes: two ids under one name in one lesson are two students (Canvas's user id, Moodle's folder id)
+    (["dl1/smithjohn_1234_500_02_x.ipynb", "dl2/smithjohn_5678_600_02_x.ipynb", "dl2/smithjohn_1234_700_02_x.ipynb"],
+     ["smithjohn (1234)", "smithjohn (5678)", "smithjohn (1234)"]),
+    (["Alice Smith_4242_assignsubmission_file_/02_x.ipynb", "Alice Smith_4343_assignsubmission_file_/02_x.ipynb"],
+     ["Alice Smith (4242)", "Alice Smith (4343)"]),
+    # per-student folders whose files carry their owners' names, however written: the folders stand
+    (["alice/alice_02_x.ipynb", "alice/Alice Smith_02_x (1).ipynb", "bob/Bob_Jones_02_x.ipynb"],
+     ["alice", "alice", "bob"]),
 ])
 def test_students_are_read_from_file_names_where_a_folder_holds_the_class(paths, expected):
     from course_lib.grading.grade import _students
@@ -680,10 +688,11 @@ def test_a_folder_taken_as_the_student_against_the_files_name_is_pointed_out():
                 "total": 1.0, "max_total": 9.0, "exercises": [], "seed": 4}
 
     rows = [row(p) for p in ("alice/02_x.ipynb", "bob/02_x.ipynb", "late/dan_02_x.ipynb",
-                             "carol/Carol Smith 02.ipynb")]
+                             "carol/Carol Smith 02.ipynb", "Zoë Müller/zoe_02_x.ipynb")]
     summary = class_summary(rows)
     doubt = summary.split("though the file names another")[1].splitlines()[0]
-    assert doubt.endswith(": late__dan_02_x.ipynb (late; the file names dan)"), doubt  # carol's own name is no doubt
+    # carol's and zoë's own names (accents aside) are no doubt
+    assert doubt.endswith(": late__dan_02_x.ipynb (late; the file names dan)"), doubt
     assert "though the file names" not in class_summary(rows[:2] + rows[3:])
     # summary.txt says which seed repeats the grade, as the terminal did
     assert summary.splitlines()[0].endswith("; checked with seed 4"), summary
@@ -723,6 +732,13 @@ def test_a_canvas_resubmission_replaces_the_students_earlier_row(tmp_path, capsy
         students = {r["student"]: r for r in csv.DictReader(f)}
     assert students["smithjohn"]["several files (best counted)"] == ""  # one row left, not two
     assert students["smithjohn"]["marked late by Canvas"] == lesson
+    # a namesake (another Canvas user id) is another student: --replace leaves the first smithjohn's row alone
+    namesake = second / f"smithjohn_5678_800_{lesson}.ipynb"
+    namesake.write_text((EXERCISES / f"{lesson}.ipynb").read_text())
+    capsys.readouterr()
+    assert cli.main(["grade", str(namesake), "--out", str(out), "--replace", "--dry-run"]) == 0
+    said = capsys.readouterr().out
+    assert "student smithjohn (5678)" in said and "replaces" not in said and "beside" not in said, said
 
 
 def test_a_late_submission_gets_its_own_lessons_seed(tmp_path, capsys):

@@ -80,17 +80,31 @@ def stub_source(source: str, message: str) -> str:
     return out.rstrip("\n")
 
 
-def defines(source: str, name: str) -> bool:
+def defined_names(source: str) -> set[str]:
+    """The globals a cell defines at its top level: functions, classes and plain assignments."""
     try:
         tree = ast.parse(source)
-    except SyntaxError as e:
+    except (SyntaxError, ValueError) as e:  # ValueError: a null byte, before Python 3.12
         raise BuildError(f"the cell does not parse: {e}") from None
+    names = set()
     for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
-            return True
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            return True
-    return False
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
+def defines(source: str, name: str) -> bool:
+    return name in defined_names(source)
+
+
+def defines_quietly(source: str, name: str) -> bool:
+    """:func:`defines`, with a cell that does not parse defining nothing."""
+    try:
+        return defines(source, name)
+    except BuildError:
+        return False
 
 
 _CHECK_CALL = re.compile(r"""\bcheck\(\s*["']([^"']*)["']""")
@@ -120,7 +134,7 @@ def build_exercise_notebook(solution: nbformat.NotebookNode, lesson: str) -> nbf
         ex_id, ck_id = exercise_id(cell), check_id(cell)
         source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
         if ex_id is None and (BEGIN in source or END in source):
-            lost = [e for e in exercises_for(lesson) if e.id not in tagged and _defines_quietly(source, e.name)]
+            lost = [e for e in exercises_for(lesson) if e.id not in tagged and defines_quietly(source, e.name)]
             if lost:
                 raise BuildError(f"{where}: the cell defines {lost[0].name}, the answer of exercise {lost[0].id}, "
                                  f"but is not tagged exercise:{lost[0].id}: give it that tag (View → Cell Toolbar → "
@@ -187,13 +201,6 @@ def build_exercise_notebook(solution: nbformat.NotebookNode, lesson: str) -> nbf
         nb.metadata["course"]["left_out"] = [e.id for e in left_out]
     nb.metadata["course"]["release"] = release_id(nb)
     return nb
-
-
-def _defines_quietly(source: str, name: str) -> bool:
-    try:
-        return defines(source, name)
-    except BuildError:
-        return False
 
 
 def _uses(source, name: str) -> bool:

@@ -43,7 +43,15 @@ from typing import Any
 
 import nbformat
 
-from course_lib.grading.build import BuildError, check_id, defines, exercise_id, release_id, repo_folder
+from course_lib.grading.build import (
+    BuildError,
+    check_id,
+    defined_names,
+    defines_quietly,
+    exercise_id,
+    release_id,
+    repo_folder,
+)
 from course_lib.grading.capture import WORKDIR_VARIABLE
 from course_lib.grading.encode import load_observations
 from course_lib.grading.exercise import (
@@ -159,19 +167,13 @@ def _lesson_of(nb, path: Path, templates: dict[str, Path], default: str | None) 
 
 def _lesson_by_functions(nb, lessons: set[str]) -> str | None:
     """The one lesson whose exercise functions the notebook's code cells define the most of (None on a tie)."""
-    import ast
-
     defined: set[str] = set()
     for cell in nb.cells:
-        try:
-            tree = ast.parse(_text(cell.get("source"))) if cell.get("cell_type") == "code" else None
-        except (SyntaxError, ValueError):
-            continue
-        for node in tree.body if tree else []:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                defined.add(node.name)
-            elif isinstance(node, ast.Assign):
-                defined |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        if cell.get("cell_type") == "code":
+            try:
+                defined |= defined_names(_text(cell.get("source")))
+            except BuildError:
+                continue
     counts = {lesson: len({e.name for e in exercises_for(lesson)} & defined) for lesson in lessons}
     best = max(counts.values(), default=0)
     winners = [lesson for lesson, n in counts.items() if n == best]
@@ -180,14 +182,6 @@ def _lesson_by_functions(nb, lessons: set[str]) -> str | None:
 
 def _text(source) -> str:
     return source if isinstance(source, str) else "".join(source) if isinstance(source, list) else ""
-
-
-def _defines(source: str, name: str) -> bool:
-    """Whether a cell's code defines ``name`` at its top level (build's check; a cell that does not parse does not)."""
-    try:
-        return defines(source, name)
-    except BuildError:
-        return False
 
 
 #: Code that reaches for the answer key: the grader's references live in course_lib.grading.
@@ -211,7 +205,7 @@ def _learner_cell(ex_id: str, stub: str, submission, template_sources: set[str])
     defining = [
         c for c in submission.cells
         if c.get("cell_type") == "code" and exercise_id(c) is None and check_id(c) is None
-        and _text(c.get("source")).strip() not in template_sources and _defines(_text(c.get("source")), name)
+        and _text(c.get("source")).strip() not in template_sources and defines_quietly(_text(c.get("source")), name)
     ]
     if code:
         answered = [c for c in code if _text(c.get("source")).strip() != stub.strip()]
@@ -1216,20 +1210,34 @@ def _students(rows: list[dict], how: dict[int, str] | None = None,
         return {}
     common = Path(os.path.commonpath([str(p) for p in parents]))
     students: dict[int, str] = {}
-    # the platforms first: their names are certain
+    # the platforms first: their names are certain, and their ids tell namesakes apart
+    platform: dict[int, tuple[str, str, str | None]] = {}  # id(row) → (name, platform's id, lesson)
     rest = []
     for r, parent in zip(rows, parents):
         if canvas := _CANVAS_NAME.match(Path(r["file"]).name):
-            students[id(r)], how[id(r)] = canvas.group("student"), "Canvas's file name"
+            platform[id(r)], how[id(r)] = (canvas["student"], canvas["user"], r.get("lesson")), "Canvas's file name"
         elif moodle := _MOODLE_FOLDER.match(parent.name):
-            students[id(r)], how[id(r)] = moodle.group("student"), "folder name"
+            platform[id(r)], how[id(r)] = (moodle["student"], moodle["user"], r.get("lesson")), "folder name"
         else:
             rest.append((r, parent, _name_in_file(r)))
-    # which folders name their files' students in the file names, and which are a student's own
+    # a name with two ids in one lesson is two people (Moodle's id is the assignment's, so only there it tells)
+    ids: dict[tuple[str, str | None], set[str]] = {}
+    for name, user, lesson in platform.values():
+        ids.setdefault((name, lesson), set()).add(user)
+    namesakes = {name for (name, _), users in ids.items() if len(users) > 1}
+    for key, (name, user, _) in platform.items():
+        students[key] = f"{name} ({user})" if name in namesakes else name
+    # which folders name their files' students in the file names, and which are a student's own: a folder holding
+    # files of two or more names is the class's, unless its name is one of theirs (alice/alice_01…, Alice Smith_02…)
     in_folder: dict[Path, list[str | None]] = {}
     for _, parent, name in rest:
         in_folder.setdefault(parent, []).append(name)
-    named = {f for f, names in in_folder.items() if f == common or len({n for n in names if n}) > 1}
+
+    def owned(folder: Path) -> bool:
+        return any(n and _same_person(n, folder.name) for n in in_folder[folder])
+
+    named = {f for f, names in in_folder.items()
+             if f == common or (len({n for n in names if n}) > 1 and not owned(f))}
     # one student's folder graded on its own (course grade subs/dan/): released names only, one file per lesson
     mine = [r for r, parent, _ in rest if parent == common]
     released = all(_LESSON_STEM.match(Path(r["file"]).name) for r in mine)
@@ -1237,22 +1245,30 @@ def _students(rows: list[dict], how: dict[int, str] | None = None,
         named.discard(common)
     bare = any(f != common and None in names for f, names in in_folder.items())
     if not bare and any(any(in_folder[f]) for f in named):
-        named |= {f for f, names in in_folder.items() if all(names)}
+        named |= {f for f, names in in_folder.items() if all(names) and not owned(f)}
     known = {n for f in named for n in in_folder[f] if n} | {f.name for f in in_folder if f not in named}
-    known |= set(students.values())
+    known |= {name for name, _, _ in platform.values()}
     for r, parent, name in rest:
-        if parent in named or (name and name in known and name != parent.name):
+        if parent in named or (name and name in known and not _same_person(name, parent.name)):
             if name:
                 students[id(r)], how[id(r)] = name, "file name"
         else:
             students[id(r)], how[id(r)] = parent.name, "folder name"
-            if name and _letters(name) not in _letters(parent.name) and _letters(parent.name) not in _letters(name):
+            if name and not _same_person(name, parent.name):
                 doubts[id(r)] = name
     return students
 
 
 def _letters(name: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFC", name).casefold() if c.isalnum())
+    """A name's letters and digits, lower case, without accents: "Zoë Müller" → "zoemuller"."""
+    decomposed = unicodedata.normalize("NFKD", name).casefold()
+    return "".join(c for c in decomposed if c.isalnum() and not unicodedata.combining(c))
+
+
+def _same_person(a: str, b: str) -> bool:
+    """Whether two names could be one person's: one's letters hold the other's ("alice" and "Alice Smith")."""
+    x, y = _letters(a), _letters(b)
+    return bool(x and y) and (x in y or y in x)
 
 
 def _marked_late(row: dict) -> bool:
