@@ -34,7 +34,8 @@ class Benchmark:
     cpu_args: tuple[str, ...] = ()  # the arguments on a CPU (None-equivalent: needs_gpu)
     gpu_args: tuple[str, ...] = ()
     needs_gpu: bool = False
-    env: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)  # set for the run (COURSE_QUICK=1 for a quick-mode benchmark)
+    gpu_env: dict | None = None  # on a GPU, instead of env (None: env)
     cpu_time: str = ""  # how long it took on the course's 2-core CPU, where measured (benchmarks/RESULTS.md)
 
 
@@ -55,6 +56,15 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("seeds", "seed_robustness.py",
               "each lesson's checks with every seed shifted (quick mode): do they hang on one random draw?",
               cpu_args=("--shifts", "1,2,3"), gpu_args=("--shifts", "1"), cpu_time="about 26 min"),
+    Benchmark("cpu-ten-minutes", "cpu_ten_minutes.py",
+              "lessons 06-07 side by side: ten minutes of class-conditional training, a public course's recipe vs "
+              "the course's, one judge", cpu_args=(), gpu_args=(), cpu_time="about 25 min"),
+    Benchmark("ddim-clamp", "ddim_clamp.py", "guided DDIM with three treatments of x̂_0 (the clamp experiment)",
+              cpu_args=(), gpu_args=("--n", "1000", "--scales", "1", "3", "5"), env={"COURSE_QUICK": "1"},
+              gpu_env={}),
+    Benchmark("quick-class", "quick_class_model.py",
+              "lesson 06's class model at quick mode's budget: does it follow its labels?",
+              cpu_args=(), gpu_args=(), env={"COURSE_QUICK": "1"}),
     Benchmark("gpu-suite", "gpu_suite.py",
               "the GPU figures in one timed pass: lesson 04's DDPM, speed ablation and MFU, VAE, guidance sweep, "
               "sampler table, latent pipeline, lesson 10's models",
@@ -102,6 +112,17 @@ def machine_line() -> str:
             f"{torch.__version__}, diffusers {_version('diffusers')}, course_lib {_version('diffusion-course')}")
 
 
+def env_for(b: Benchmark, gpu: bool) -> dict:
+    """The variables a benchmark runs with on this machine, beside the caller's environment."""
+    return dict(b.gpu_env if gpu and b.gpu_env is not None else b.env)
+
+
+def command_line(argv: list[str], env: dict) -> str:
+    """``VAR=value python benchmarks/x.py --flag``, as a person would type it."""
+    return " ".join([*(f"{k}={shlex.quote(str(v))}" for k, v in env.items()),
+                     *(shlex.quote(a) for a in ["python", *argv[1:]])])
+
+
 def plan(names: list[str] | None, gpu: bool) -> list[tuple[Benchmark, list[str] | None]]:
     """(benchmark, argv) for each chosen benchmark; argv None where it cannot run on this machine."""
     unknown = [n for n in names or [] if n not in BENCHMARKS]
@@ -117,12 +138,14 @@ def plan(names: list[str] | None, gpu: bool) -> list[tuple[Benchmark, list[str] 
     return out
 
 
-def run_benchmark(argv: list[str], root: Path, timeout: float | None = None) -> tuple[int, str, str, float]:
-    """Run one benchmark from ``root``: (exit status, stdout, stderr, seconds); 124 on timeout."""
+def run_benchmark(argv: list[str], root: Path, timeout: float | None = None,
+                  env: dict | None = None) -> tuple[int, str, str, float]:
+    """Run one benchmark from ``root`` with ``env`` added to the environment: (exit status, stdout, stderr,
+    seconds); 124 on timeout."""
     start = time.perf_counter()
     try:
         p = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                           env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
         return p.returncode, p.stdout, p.stderr, time.perf_counter() - start
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -130,15 +153,16 @@ def run_benchmark(argv: list[str], root: Path, timeout: float | None = None) -> 
         return 124, out, err + f"\n(stopped after {timeout:g} s)", time.perf_counter() - start
 
 
-def section(b: Benchmark, argv: list[str] | None, result: tuple[int, str, str, float] | None, machine: str) -> str:
-    """The Markdown section ``course bench`` appends for one benchmark."""
+def section(b: Benchmark, argv: list[str] | None, result: tuple[int, str, str, float] | None, machine: str,
+            env: dict | None = None) -> str:
+    """The Markdown section ``course bench`` appends for one benchmark (``env``: the variables it ran with)."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"## course bench: {b.name} ({stamp})", "", f"{b.what}.", "", f"Machine: {machine}.", ""]
     if argv is None:
         lines.append("Skipped: needs a CUDA GPU, and this machine has none.")
         return "\n".join(lines) + "\n"
     code, out, err, seconds = result
-    command = " ".join(shlex.quote(a) for a in ["python", *argv[1:]])
+    command = command_line(argv, env or {})
     lines += [f"Command: `{command}` ({seconds:.0f} s, exit status {code}).", ""]
     if code == 0:
         lines.append(out.strip() or "(no output)")

@@ -972,7 +972,7 @@ def _add_bench(subparsers) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from .bench import append_results, machine_line, plan, repo_root, run_benchmark, section
+    from .bench import append_results, command_line, env_for, machine_line, plan, repo_root, run_benchmark, section
 
     root = repo_root()
     if not (root / "benchmarks").is_dir():
@@ -988,7 +988,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     results = args.results or root / "benchmarks" / "RESULTS.md"
     if args.list or args.dry_run:
         for b, argv in steps:
-            cmd = "skipped (needs a GPU)" if argv is None else " ".join(["python", *argv[1:]])
+            cmd = "skipped (needs a GPU)" if argv is None else command_line(argv, env_for(b, gpu))
             took = f" ({b.cpu_time} on a 2-core CPU)" if b.cpu_time and not gpu and argv is not None else ""
             print(f"{b.name:<11} {cmd}\n{'':<11} {b.what}{took}")
         if args.dry_run:
@@ -998,8 +998,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     failed = []
     for i, (b, argv) in enumerate(steps, 1):
         print(f"[{i}/{len(steps)}] {b.name} ...", file=sys.stderr, flush=True)
-        result = run_benchmark(argv, root, args.timeout) if argv is not None else None
-        append_results(results, section(b, argv, result, machine))
+        env = env_for(b, gpu)
+        result = run_benchmark(argv, root, args.timeout, env) if argv is not None else None
+        append_results(results, section(b, argv, result, machine, env))
         status = "skipped (needs a GPU)" if result is None else ("ok" if result[0] == 0 else "FAILED")
         if result is not None and result[0] != 0:
             failed.append(b.name)

@@ -420,3 +420,21 @@ def test_run_in_full_mode_on_a_cpu_says_to_add_quick(lessons, tmp_path, monkeypa
     # with --quick (or COURSE_QUICK=1) there is no such note
     assert cli.main(["run", "--quick", "--out", str(tmp_path / "out"), "00"]) == 1
     assert "note: full mode" not in capsys.readouterr().err
+
+
+def test_bench_runs_a_quick_mode_benchmark_with_its_variables_and_says_so(tmp_path, monkeypatch, capsys):
+    """A benchmark registered with COURSE_QUICK=1 gets it in its process, and the section's command shows it, so
+    the command can be run again as written."""
+    from course_lib import bench
+
+    _fake_benchmarks(tmp_path, monkeypatch)
+    (tmp_path / "benchmarks" / "envy.py").write_text("import os\nprint('quick =', os.environ.get('COURSE_QUICK'))\n")
+    monkeypatch.setitem(bench.BENCHMARKS, "envy", bench.Benchmark("envy", "envy.py", "reads its variables",
+                                                                  env={"COURSE_QUICK": "1"}))
+    monkeypatch.setenv("COURSE_QUICK", "0")
+    results = tmp_path / "RESULTS.md"
+    assert cli.main(["bench", "envy", "--results", str(results)]) == 0
+    text = results.read_text()
+    assert "Command: `COURSE_QUICK=1 python benchmarks/envy.py`" in text and "quick = 1" in text, text
+    assert cli.main(["bench", "--list", "envy"]) == 0
+    assert "COURSE_QUICK=1 python benchmarks/envy.py" in capsys.readouterr().out
