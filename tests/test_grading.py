@@ -696,6 +696,11 @@ def test_a_folder_taken_as_the_student_against_the_files_name_is_pointed_out():
     assert "though the file names" not in class_summary(rows[:2] + rows[3:])
     # summary.txt says which seed repeats the grade, as the terminal did
     assert summary.splitlines()[0].endswith("; checked with seed 4"), summary
+    assert "different exercises" not in summary
+    # one row graded against a teacher's release that left an exercise out: the totals do not compare
+    rows[0]["max_total"] = 6.0
+    summary = class_summary(rows)
+    assert "graded against releases with different exercises (the most there is: 6, 9)" in summary, summary
 
 
 def test_a_canvas_resubmission_replaces_the_students_earlier_row(tmp_path, capsys):

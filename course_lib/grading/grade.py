@@ -1109,7 +1109,7 @@ def class_summary(rows: list[dict]) -> str:
         group = [r for r in rows if (r["lesson"] or "?") == lesson]
         graded = [r for r in group if r["status"] == "graded" and r["max_total"]]
         mean = sum(r["total"] for r in graded) / len(graded) if graded else 0.0
-        top = graded[0]["max_total"] if graded else 0.0
+        top = max(r["max_total"] for r in graded) if graded else 0.0
         counts: dict[str, int] = {}
         for r in group:
             for e in r["exercises"]:
@@ -1131,6 +1131,11 @@ def class_summary(rows: list[dict]) -> str:
             f"mean {mean:.2f}/{top:g} over the {len(graded)} graded{skipped}; "
             f"exercise results: {by_status or 'none'}{one_seed}"
         )
+        tops = sorted({r["max_total"] for r in graded})
+        if len(tops) > 1:  # a teacher's release that leaves exercises out, beside the whole lesson
+            lines.append(f"  graded against releases with different exercises (the most there is: "
+                         f"{', '.join(f'{t:g}' for t in tops)}): their totals do not compare; grade them again with "
+                         "one --exercises")
         if len(seeds) > 1:
             shown = ", ".join(f"seed {k}: {v} row{'' if v == 1 else 's'}" for k, v in sorted(seeds.items(), key=str))
             lines.append(f"  checked with different seeds ({shown}): those rows saw different check inputs; "
