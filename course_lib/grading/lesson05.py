@@ -776,7 +776,7 @@ register(
         judge=_psnr_judge,
         points=2,
         any_float=True,  # a measurement: a PSNR kept in float64 for float32 images is as right
-        hint="PSNR compares the squared data range (here 2², for [−1, 1]) with each image's mean squared "
-        "error, in decibels of a power ratio.",
+        hint="10·log10(R² / MSE) with R = 2, the width of [−1, 1], and one MSE per image (the mean over its "
+        "channels and pixels, not over the batch); identical images give +inf.",
     )
 )
