@@ -760,7 +760,10 @@ def _add_check(subparsers) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from course_lib.grading.grade import format_table, grade_submission
+    from course_lib.grading.grade import format_table, grade_submission, platform_problem
+
+    if problem := platform_problem():
+        raise UsageError(problem)
 
     if not args.notebook.is_file():
         raise UsageError(f"no notebook at {args.notebook}")
@@ -848,7 +851,10 @@ def _add_grade(subparsers) -> None:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from course_lib.grading.grade import class_summary, grade_many
+    from course_lib.grading.grade import class_summary, grade_many, platform_problem
+
+    if problem := platform_problem():
+        raise UsageError(problem)
 
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")

@@ -205,3 +205,10 @@ def test_course_check_tells_the_learner_what_to_do(tmp_path, capsys):
     assert any(COPY_FLAG in (e.get("flag") or "") for e in row["exercises"]), row  # the gradebook has it
     table = format_table(row)
     assert "released solution" not in table and "total" in table, table
+
+
+def test_grading_says_it_needs_a_posix_system_instead_of_failing_inside():
+    from course_lib.grading.grade import platform_problem
+
+    assert platform_problem("posix") is None
+    assert "needs a POSIX system (Linux, macOS, or WSL" in platform_problem("nt")

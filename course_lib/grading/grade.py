@@ -297,6 +297,16 @@ def _kernel_env(options: GradeOptions) -> dict[str, str]:
     return env
 
 
+def platform_problem(os_name: str = os.name) -> str | None:
+    """Why grading cannot run on this system, or None. The worker is watched through a pipe with ``select`` and
+    stopped with its process group (``os.killpg``): POSIX only. The check cells inside a notebook do not need
+    either, so a learner on Windows still gets them."""
+    if os_name == "posix":
+        return None
+    return ("grading runs each notebook in a worker process that needs a POSIX system (Linux, macOS, or WSL on "
+            "Windows); the check cells inside your notebook work here as they are")
+
+
 class Worker:
     """A ``course_lib.grading.worker --serve`` process: runs one job at a time, restarts if lost."""
 
