@@ -406,3 +406,20 @@ def test_09_3_doubling_the_calls_instead_of_the_rows_keeps_about_half():
     unguided cases, which it passes by construction, weigh half."""
     for seed in (0, 3):
         assert _grade("09.3", cost_calls_doubled, seed).points <= 1.7  # 1.91 before
+
+
+def test_09_1_says_each_case_in_one_line_and_its_slip_once():
+    """A pair answer read backwards: one line per case (the pair, not its two elements), and the diagnosis in full
+    on the first line only."""
+    from course_lib.grading.exercise import grade_answer
+
+    def img2img_start(steps, strength):
+        init = int(steps * strength)
+        return init, steps - init
+
+    lines = grade_answer("09.1", img2img_start, seed=1).feedback().splitlines()
+    cases = [ln for ln in lines if ln.strip().startswith("- expected (t_start, number of steps) = (")]
+    assert len(cases) >= 5 and not any(" at [0]" in ln or " at [1]" in ln for ln in lines), lines
+    assert "— strength is read backwards" in cases[0], lines
+    assert sum("— strength is read backwards" in ln for ln in cases) == 1, lines  # said in full once
+    assert sum(ln.endswith("— the same slip as above") for ln in cases) >= 4, lines

@@ -167,7 +167,22 @@ def failed_messages(detail: str, checks: Sequence[tuple[bool, str]], labels: Seq
     ``detail`` line that is shown above them. ``checks``: (passed, message) pairs; a failed sub-check without a
     message failed only because an earlier one did."""
     messages = dict.fromkeys(m for passed, m in checks if not passed and m)
-    return group_messages([m for m in messages if m != detail], labels)
+    return _said_once(group_messages([m for m in messages if m != detail], labels))
+
+
+def _said_once(messages: list[str]) -> list[str]:
+    """Each diagnosis (the text after " — ") in full the first time only; later lines that end in it say "the same
+    slip": seven cases of one slip read as seven mismatches and one explanation."""
+    seen: set[str] = set()
+    out = []
+    for m in messages:
+        body, dash, why = m.partition(" — ")
+        if dash and why in seen:
+            m = f"{body} — the same slip as above"
+        elif dash:
+            seen.add(why)
+        out.append(m)
+    return out
 
 
 def group_messages(messages: Sequence[str], labels: Sequence[str]) -> list[str]:

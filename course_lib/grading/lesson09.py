@@ -142,6 +142,14 @@ def _img2img_judge(case: Case, got, expected) -> list[SubCheck]:
     arr = as_float_array(got)
     diagnosis = ""
     if arr is not None and arr.shape == (2,):
+        # one line per case for the pair, not one per element: "expected 10, got 41 at [0]" and "… at [1]"
+        failed = [c for c in checks if not c.passed]
+        if failed and all(c.name.startswith(("[0]", "[1]")) for c in failed):
+            pair = ", ".join(f"{v:g}" for v in arr.tolist())
+            failed[0].message = (f"expected (t_start, number of steps) = ({expected[0]}, {expected[1]}), got ({pair}) "
+                                 f"({case.label})")
+            for c in failed[1:]:
+                c.message = ""
         diagnosis = diagnose(arr, _img2img_mistakes(case), expected=expected, rtol=0.0, atol=0.0)
         off = _one_step_off(case, arr, expected)
         # (the diagnosis may end "(another slip gives the same …)")
