@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from course_lib.grading.build import build_exercise_notebook, stub_source
-from course_lib.grading.exercise import all_exercises, exercises_for, get_exercise, grade_answer
+from course_lib.grading.exercise import all_exercises, exercises_for, get_exercise, grade_answer, house_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
@@ -126,11 +126,7 @@ def test_registry_entry_is_sane(exercise_id):
     assert ex.lesson in LESSONS and ex.lesson.startswith(f"{number}_")
     assert ex in exercises_for(ex.lesson)
     assert [e.id for e in exercises_for(number)] == [e.id for e in exercises_for(ex.lesson)]
-    assert ex.name.isidentifier()
-    assert ex.title and ex.hint
-    assert 2 <= ex.points <= 4
-    assert ex.reference.__doc__
-    assert 4 <= len(list(ex.cases(0))) <= 14  # enough inputs to show a slip on several, few enough to stay quick
+    assert not house_rules(ex), "\n".join(house_rules(ex))  # every broken rule at once, said as its fix
 
 
 # ---------------------------------------------------------------------------------------------
@@ -793,3 +789,20 @@ def test_an_error_names_the_line_of_the_learners_cell_it_came_from():
         torch.ones(2) * torch.ones(3)
     except RuntimeError as e:
         assert "your cell" not in error_text(e)
+
+
+def test_house_rules_name_every_broken_rule_as_its_fix():
+    """A new exercise with the defaults (1 point, 2 cases, no docstring) hears of all three at once."""
+    import dataclasses
+
+    from course_lib.grading.exercise import Case
+
+    ex = get_exercise("02.1")
+    assert house_rules(ex) == []
+    bare = dataclasses.replace(ex, id="02.9", points=1.0, reference=lambda x: x,
+                               cases=lambda seed: [Case((1,)), Case((2,))])
+    problems = house_rules(bare)
+    assert len(problems) == 3, problems
+    assert "points=1: an exercise is worth 2 to 4 points" in problems[0]
+    assert "the reference needs a docstring" in problems[1]
+    assert "cases(seed) gives 2 cases: give 4 to 14" in problems[2]

@@ -157,6 +157,7 @@ def test_a_teachers_release_grades_what_it_holds_and_says_when_a_submission_came
     assert any("made from another release" in n for n in row["notes"]), row["notes"]
     assert any("was --exercises forgotten" in n for n in row["teacher_notes"]), row["teacher_notes"]
     assert "--exercises FOLDER YOUR_NOTEBOOK.ipynb" in feedback_markdown(row)
+    assert any(n.startswith("cells tagged exercise:01.3 are not in the release") for n in row["notes"]), row["notes"]
     # against its own release: no such note, and the whole lesson is graded
     row = grade_submission(path, GradeOptions(seed=3, timeout=120))
     assert not any("another release" in n for n in row["notes"] + row["teacher_notes"])
@@ -212,3 +213,44 @@ def test_grading_says_it_needs_a_posix_system_instead_of_failing_inside():
 
     assert platform_problem("posix") is None
     assert "needs a POSIX system (Linux, macOS, or WSL" in platform_problem("nt")
+
+
+def test_an_authors_slips_are_named_with_their_fix(tmp_path, solution, monkeypatch):
+    """A course author adding exercise 01.9: a tag with a space, an exercise not registered yet, one that breaks
+    the house rules, and one registered but without cells in the course's own solutions."""
+    import dataclasses
+
+    from course_lib.grading import build
+    from course_lib.grading import exercise as registry
+
+    nb = _copy(solution)
+    i = _index(nb, "01.1")
+    nb.cells[i].metadata["tags"] = ["exercise: 01.1"]
+    with pytest.raises(BuildError, match=r"the tag 'exercise: 01.1' has a space in it: write exercise:01.1"):
+        build_exercise_notebook(nb, LESSON)
+    nb.cells[i].metadata["tags"] = ["exercise:01.9"]
+    with pytest.raises(BuildError, match=r"exercise 01.9 is not registered: register it in "
+                                         r"course_lib/grading/lesson01.py .*this lesson registers 01.1, 01.2, 01.3"):
+        build_exercise_notebook(nb, LESSON)
+    # registered with the dataclass's defaults: every broken rule is named at once
+    new = dataclasses.replace(registry.get_exercise("01.1"), id="01.9", points=1.0)
+    monkeypatch.setitem(registry._REGISTRY, "01.9", new)
+    with pytest.raises(BuildError, match=r"exercise 01.9 breaks the course's rules: points=1: an exercise is worth "
+                                         r"2 to 4 points"):
+        build_exercise_notebook(nb, LESSON)
+    # registered and sound, but the course's own solutions have no cell for it: the course's release refuses;
+    # a teacher's folder builds without it, and says so
+    monkeypatch.setitem(registry._REGISTRY, "01.9", dataclasses.replace(new, points=2.0))
+    own = tmp_path / "course"
+    (own / "solutions").mkdir(parents=True)
+    nbformat.write(solution, own / "solutions" / f"{LESSON}.ipynb")
+    monkeypatch.setattr(build, "repo_folder", lambda name: own / name)
+    with pytest.raises(BuildError, match=r"no cell is tagged exercise:01.9, which the course registers"):
+        build_exercises()
+    assert not (own / "exercises").exists()
+    notes: list[str] = []
+    mine = tmp_path / "mysol"
+    mine.mkdir()
+    nbformat.write(solution, mine / f"{LESSON}.ipynb")
+    build_exercises(mine, tmp_path / "myex", notes)
+    assert notes == [f"{LESSON} leaves out 01.9 (registered, no cell tagged): graded without it"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_lib.grading.exercise import exercises_for, get_exercise
+from course_lib.grading.exercise import exercises_for, get_exercise, house_rules
 
 __all__ = [
     "BuildError",
@@ -150,10 +150,18 @@ def build_exercise_notebook(solution: nbformat.NotebookNode, lesson: str) -> nbf
             if ex_id in seen_ex:
                 raise BuildError(f"{where}: exercise {ex_id} is tagged twice (first in cell {seen_ex[ex_id] + 1})")
             seen_ex[ex_id] = i
+            if ex_id != ex_id.strip():
+                raise BuildError(f"{where}: the tag 'exercise:{ex_id}' has a space in it: write "
+                                 f"exercise:{ex_id.strip()}")
             try:
                 ex = get_exercise(ex_id)
-            except KeyError as e:
-                raise BuildError(f"{where}: {e.args[0]}") from None
+            except KeyError:
+                module = f"course_lib/grading/lesson{ex_id[:2]}.py" if ex_id[:2].isdigit() else "course_lib/grading/"
+                known = ", ".join(e.id for e in exercises_for(lesson)) or "none"
+                raise BuildError(f"{where}: exercise {ex_id} is not registered: register it in {module} "
+                                 f"(see README, 'For course authors'); this lesson registers {known}") from None
+            if problems := house_rules(ex):
+                raise BuildError(f"{where}: exercise {ex_id} breaks the course's rules: " + "; ".join(problems))
             if ex.lesson != lesson:
                 raise BuildError(f"{where}: exercise {ex_id} belongs to lesson {ex.lesson}, not {lesson}")
             if not defines(cell.source, ex.name):
@@ -247,12 +255,25 @@ def solution_notebooks(solutions: Path) -> list[Path]:
     return found
 
 
-def build_exercises(solutions: Path | None = None, exercises: Path | None = None) -> list[Path]:
+def build_exercises(solutions: Path | None = None, exercises: Path | None = None,
+                    notes: list[str] | None = None) -> list[Path]:
     """Write exercises/NN_topic.ipynb for every solutions/NN_topic.ipynb; returns those changed. Every notebook is
-    built before any is written, so a notebook that fails leaves the folder as it was."""
+    built before any is written, so a notebook that fails leaves the folder as it was. The course's own release
+    must hold every registered exercise; a teacher's (other folders) may leave some out, and ``notes`` receives a
+    line per notebook that does."""
+    own = solutions is None or Path(solutions).resolve() == repo_folder("solutions").resolve()
     solutions = Path(solutions or repo_folder("solutions"))
     exercises = Path(exercises or repo_folder("exercises"))
     rendered = [(path, _render(path)) for path in solution_notebooks(solutions)]
+    for path, text in rendered:
+        left_out = nbformat.reads(text, as_version=4).metadata["course"].get("left_out", [])
+        if left_out and own:
+            raise BuildError(f"{path.name}: no cell is tagged exercise:{left_out[0]}, which the course registers "
+                             f"(every registered exercise of {path.stem}: tag its cell, or unregister it); a "
+                             "teacher's copy built with --solutions may leave exercises out")
+        if left_out and notes is not None:
+            notes.append(f"{path.stem} leaves out {', '.join(left_out)} (registered, no cell tagged): graded "
+                         "without it")
     exercises.mkdir(parents=True, exist_ok=True)
     changed = []
     for path, text in rendered:

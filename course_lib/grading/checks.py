@@ -20,7 +20,8 @@ from .exercise import SubCheck
 
 def case_generator(seed: int, salt: int, stride: int = 1013) -> torch.Generator:
     """The generator of one exercise's cases: seeded by ``seed · stride + salt``, one salt per exercise,
-    so that adding a case to one exercise leaves the others' inputs alone."""
+    so that adding a case to one exercise leaves the others' inputs alone. By convention the salt is the
+    exercise's id without its dot (62 for 06.2, 101 for 10.1), which keeps the salts distinct."""
     return torch.Generator().manual_seed(int(seed) * stride + salt)
 
 

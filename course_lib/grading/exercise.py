@@ -273,6 +273,33 @@ _REGISTRY: dict[str, Exercise] = {}
 _LOADED = False
 
 
+def house_rules(ex: Exercise) -> list[str]:
+    """What a registered exercise breaks of the course's rules, each said as the fix (empty: none). The tests and
+    ``course build-exercises`` hold every exercise to them, and name them all at once."""
+    problems = []
+    if not re.fullmatch(r"\d\d\.\d+", ex.id):
+        problems.append(f"the id {ex.id!r} must be NN.k, the lesson's number and the exercise's (02.4)")
+    elif not ex.lesson.startswith(ex.id[:3].replace(".", "_")):
+        problems.append(f"the lesson {ex.lesson!r} must be the notebook's stem and start with {ex.id[:2]}_")
+    if not ex.name.isidentifier():
+        problems.append(f"name {ex.name!r} must be the Python name the learner defines")
+    if not ex.title or not ex.hint:
+        problems.append("give a title (\"write snr_db\", the stub's message) and a hint (shown until it passes)")
+    if not 2 <= ex.points <= 4:
+        problems.append(f"points={ex.points:g}: an exercise is worth 2 to 4 points (Exercise.points defaults to 1)")
+    if not (ex.reference.__doc__ or "").strip():
+        problems.append("the reference needs a docstring: the equation, the shapes and the edge cases it handles")
+    try:
+        n = len(list(ex.cases(0)))
+    except Exception as e:  # noqa: BLE001 - said, not raised: the author sees every problem at once
+        problems.append(f"cases(0) raised {type(e).__name__}: {e}")
+    else:
+        if not 4 <= n <= 14:
+            problems.append(f"cases(seed) gives {n} cases: give 4 to 14 (enough inputs to show a slip on several, "
+                            "few enough to stay quick)")
+    return problems
+
+
 def register(exercise: Exercise) -> Exercise:
     if exercise.id in _REGISTRY and _REGISTRY[exercise.id] is not exercise:
         raise ValueError(f"exercise {exercise.id} is registered twice")

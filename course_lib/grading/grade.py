@@ -658,6 +658,11 @@ def grade_submission(
         row["seconds"] = round(time.perf_counter() - start, 2)
         return row
     released = {exercise_id(c) for c in template.cells} - {None}
+    if submission is not None:
+        extra = sorted({exercise_id(c) for c in submission.cells} - {None} - released)
+        if extra:  # an author's new exercise, or a notebook of a fuller release than the one it is checked against
+            row["notes"].append(f"cells tagged {', '.join('exercise:' + e for e in extra)} are not in the release "
+                                f"this notebook is checked against ({templates[lesson]}): not graded")
     # a teacher's release may leave exercises out: only those it holds are graded and counted
     exercises = [e for e in exercises_for(lesson) if e.id in released]
     row["max_total"] = float(sum(e.points for e in exercises))
