@@ -1,4 +1,4 @@
-"""Every lesson's runtime, each in a fresh kernel, as a Markdown table.
+"""Every lesson's runtime and its kernel's peak memory, each in a fresh kernel, as a Markdown table.
 
     python benchmarks/lesson_runtimes.py --quick            # quick mode (a CPU)
     python benchmarks/lesson_runtimes.py                    # full mode (a GPU)
@@ -71,11 +71,14 @@ def main(argv=None) -> int:
                 f.write(text_outputs(row))
     mode = "quick" if args.quick else "full"
     cache = "usual cache" if args.keep_cache else "empty cache"
-    print(f"| lesson | {mode} mode, {cache}: seconds | status |\n| --- | --- | --- |")
+    print(f"| lesson | {mode} mode, {cache}: seconds | kernel's peak memory (MiB) | status |\n"
+          "| --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['lesson']} | {r['seconds']:.1f} | {r['status']} |")
+        peak = "" if r.get("peak_mib") is None else f"{r['peak_mib']:.0f}"
+        print(f"| {r['lesson']} | {r['seconds']:.1f} | {peak} | {r['status']} |")
+    peaks = [r["peak_mib"] for r in rows if r.get("peak_mib") is not None]
     print(
-        f"| **all** | **{sum(r['seconds'] for r in rows):.1f}** "
+        f"| **all** | **{sum(r['seconds'] for r in rows):.1f}** | {f'max {max(peaks):.0f}' if peaks else ''} "
         f"| {sum(r['status'] == 'ok' for r in rows)}/{len(rows)} ok |"
     )
     return 0 if all(r["status"] == "ok" for r in rows) else 1

@@ -525,12 +525,36 @@ def _first_line(source: str) -> str:
     return line if len(line) <= 80 else line[:77] + "..."
 
 
+def _kernel_pid_of(client) -> int | None:
+    """The kernel process's id, from nbclient's kernel manager (None where it does not say)."""
+    km = getattr(client, "km", None)
+    provisioner = getattr(km, "provisioner", None)
+    pid = getattr(provisioner, "pid", None)
+    if pid is None:
+        pid = getattr(getattr(provisioner, "process", None), "pid", None)
+    return pid
+
+
+def _peak_mib(pid: int | None) -> float | None:
+    """A process's peak resident memory in MiB (VmHWM in /proc/PID/status; Linux only, else None)."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def run_notebook(
     path: Path, out_dir: Path, quick: bool = False, timeout: float | None = None
 ) -> dict[str, Any]:
     """Execute one notebook in a fresh ``python3`` kernel (cwd = its folder) and save the copy.
 
     Returns a summary row: lesson, path, output, status (ok / error / timeout), seconds,
+    peak_mib (the kernel's peak resident memory, where Linux's /proc tells it, else None),
     kernel_log (the kernel process's stderr), and for a failure ``error`` = {cell (1-based
     index among all cells), first_line, ename, evalue}.
     """
@@ -545,12 +569,19 @@ def run_notebook(
         "output": str(out_path),
         "status": "ok",
         "seconds": 0.0,
+        "peak_mib": None,
         "error": None,
     }
     current: dict[str, Any] = {"index": None, "source": ""}
 
     def on_cell_start(cell, cell_index, **_):
         current["index"], current["source"] = cell_index, cell.get("source", "")
+
+    def on_cell_executed(**_):
+        # the kernel's high-water mark so far (what a learner's laptop must hold); read while the kernel lives
+        peak = _peak_mib(_kernel_pid_of(client))
+        if peak is not None:
+            row["peak_mib"] = max(row["peak_mib"] or 0.0, peak)
 
     env = dict(os.environ)
     if quick:
@@ -571,6 +602,7 @@ def run_notebook(
             kernel_name="python3",
             resources={"metadata": {"path": str(path.resolve().parent)}},
             on_cell_start=on_cell_start,
+            on_cell_executed=on_cell_executed,
         )
         with open(log_path, "w") as log:
             client.execute(env=env, stdout=log, stderr=log)
@@ -600,8 +632,9 @@ def run_notebook(
 
 def format_run_table(rows: list[dict[str, Any]]) -> str:
     width = max([len("lesson")] + [len(r["lesson"]) for r in rows])
-    lines = [f"{'lesson':<{width}}  {'status':<7}  {'seconds':>8}"]
-    lines += [f"{r['lesson']:<{width}}  {r['status']:<7}  {r['seconds']:>8.1f}" for r in rows]
+    lines = [f"{'lesson':<{width}}  {'status':<7}  {'seconds':>8}  {'peak MiB':>8}"]
+    lines += [f"{r['lesson']:<{width}}  {r['status']:<7}  {r['seconds']:>8.1f}  "
+              f"{'' if r.get('peak_mib') is None else format(r['peak_mib'], '.0f'):>8}" for r in rows]
     total = sum(r["seconds"] for r in rows)
     n_ok = sum(r["status"] == "ok" for r in rows)
     lines.append(f"{f'{n_ok}/{len(rows)} ok':<{width}}  {'':<7}  {total:>8.1f}")
@@ -704,6 +737,9 @@ def _cmd_build_exercises(args: argparse.Namespace) -> int:
     solutions = args.solutions or repo_folder("solutions")
     if not Path(solutions).is_dir():
         raise UsageError(f"no solutions folder at {solutions}")
+    target = args.exercises or repo_folder("exercises")
+    # which checkout: an editable install reads and writes beside the course_lib it imports, wherever you stand
+    print(f"{'checking' if args.check else 'building'} {target} from {solutions}")
     try:
         if args.check:
             stale = stale_exercises(solutions, args.exercises)
@@ -712,13 +748,16 @@ def _cmd_build_exercises(args: argparse.Namespace) -> int:
             if stale:
                 print("run `course build-exercises` to regenerate exercises/")
             return 1 if stale else 0
-        changed = build_exercises(solutions, args.exercises)
+        notes: list[str] = []
+        changed = build_exercises(solutions, args.exercises, notes)
     except BuildError as e:
         raise UsageError(str(e)) from None
     for path in changed:
         print(f"wrote {path}")
+    for note in notes:
+        print(f"note: {note}")
     if not changed:
-        print("exercises/ is up to date")
+        print(f"{target} is up to date")
     return 0
 
 

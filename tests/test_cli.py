@@ -304,7 +304,12 @@ def test_run_exits_0_when_all_lessons_pass(lessons, tmp_path, capsys):
     assert status == 0, out
     assert "02_quick" in out and "1/1 ok" in out
     assert (out_dir / "02_quick.ipynb").is_file()
-    assert json.loads((out_dir / "summary.json").read_text())["ok"] is True
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["ok"] is True
+    if sys.platform.startswith("linux"):  # the kernel's peak memory, from /proc: a Python kernel holds tens of MiB
+        peak = summary["results"][0]["peak_mib"]
+        assert 20 < peak < 4096, peak
+        assert "peak MiB" in out and f"{peak:.0f}" in out
 
 
 # ---------------------------------------------------------------------------------------------
