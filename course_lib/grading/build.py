@@ -216,7 +216,7 @@ def _uses(source, name: str) -> bool:
     text = source if isinstance(source, str) else "".join(source)
     try:
         tree = ast.parse(text)
-    except SyntaxError:
+    except (SyntaxError, ValueError):
         return name in text
     return any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load) for n in ast.walk(tree))
 

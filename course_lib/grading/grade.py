@@ -973,9 +973,10 @@ def _lessons(paths: list[Path], options: GradeOptions) -> list[str | None]:
 def _naming(paths: list[Path], out: Path, options: GradeOptions) -> _Naming:
     # rows from an earlier run into this folder stay in the gradebook; a file graded again replaces its own row
     files = [str(Path(p).resolve()) for p in paths]
+    graded_now = set(files)
     earlier = [(str(Path(r.get("file", "")).resolve()), r) for r in earlier_rows(out)]
-    kept = [r for f, r in earlier if f not in set(files)]
-    regraded = {f: r["submission"] for f, r in earlier if f in set(files)}
+    kept = [r for f, r in earlier if f not in graded_now]
+    regraded = {f: r["submission"] for f, r in earlier if f in graded_now}
     names = _names([Path(p) for p in paths], taken={r["submission"] for r in kept} | set(regraded.values()))
     names = [regraded.get(f, n) for f, n in zip(files, names)]
     lessons = _lessons(paths, options)
