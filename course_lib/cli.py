@@ -737,6 +737,11 @@ def _cmd_build_exercises(args: argparse.Namespace) -> int:
     solutions = args.solutions or repo_folder("solutions")
     if not Path(solutions).is_dir():
         raise UsageError(f"no solutions folder at {solutions}")
+    own = Path(solutions).resolve() == repo_folder("solutions").resolve()
+    if not own and args.exercises is None:
+        # your own solutions built into the course's exercises/ would become the release that grading reads
+        raise UsageError(f"--solutions {args.solutions} needs --exercises FOLDER too: without it the build would "
+                         f"write over the course's own {repo_folder('exercises')}")
     target = args.exercises or repo_folder("exercises")
     # which checkout: an editable install reads and writes beside the course_lib it imports, wherever you stand
     print(f"{'checking' if args.check else 'building'} {target} from {solutions}")

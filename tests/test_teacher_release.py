@@ -132,6 +132,12 @@ def test_build_refuses_odd_notebook_names_before_writing_anything(tmp_path, solu
     # through the command: a usage error (exit 2) naming the file, not "exercises/ is up to date"
     nbformat.write(solution, sols / "lesson01.ipynb")
     assert cli.main(["build-exercises", "--solutions", str(sols), "--exercises", str(out)]) == 2
+    # a teacher's solutions without --exercises would write over the course's own release: refused
+    before = {p.name: p.read_text() for p in EXERCISES.glob("*.ipynb")}
+    (sols / "lesson01.ipynb").unlink()
+    nbformat.write(solution, sols / f"{LESSON}.ipynb")
+    assert cli.main(["build-exercises", "--solutions", str(sols)]) == 2
+    assert {p.name: p.read_text() for p in EXERCISES.glob("*.ipynb")} == before
 
 
 def test_a_teachers_release_grades_what_it_holds_and_says_when_a_submission_came_from_another(tmp_path, solution):
@@ -156,6 +162,9 @@ def test_a_teachers_release_grades_what_it_holds_and_says_when_a_submission_came
     assert row["total"] == row["max_total"] > 0, row
     assert any("made from another release" in n for n in row["notes"]), row["notes"]
     assert any("was --exercises forgotten" in n for n in row["teacher_notes"]), row["teacher_notes"]
+    from course_lib.grading.grade import class_summary
+
+    assert "made from another release" in class_summary([row]).split("to look at")[1]  # where a teacher reads
     assert "--exercises FOLDER YOUR_NOTEBOOK.ipynb" in feedback_markdown(row)
     assert any(n.startswith("cells tagged exercise:01.3 are not in the release") for n in row["notes"]), row["notes"]
     # against its own release: no such note, and the whole lesson is graded

@@ -671,6 +671,7 @@ def grade_submission(
         if note:
             row["notes"].append(note[0])
             row["teacher_notes"].append(note[1])
+            row["other_release"] = True  # for the summary and the "to look at" column
     if submission is None:
         row["exercises"] = [
             ExerciseResult(
@@ -1315,6 +1316,8 @@ def _look_at(row: dict, copies: bool = True) -> str:
     if row["status"] != "graded":
         return row["status"]
     odd = [f"{e['id']} {e['status']}" for e in row["exercises"] if e["status"] in _NEEDS_A_LOOK]
+    if row.get("other_release"):
+        odd.append("made from another release than the one it was graded against")
     for e in row["exercises"]:
         flags = [f for f in (e.get("flag") or "").split("; ") if f and (copies or f != COPY_FLAG)]
         if flags:
