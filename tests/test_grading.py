@@ -668,6 +668,8 @@ def test_canvas_and_moodle_downloads_name_their_students(tmp_path):
      ["smithjohn (1234)", "smithjohn (5678)", "smithjohn (1234)"]),
     (["Alice Smith_4242_assignsubmission_file_/02_x.ipynb", "Alice Smith_4343_assignsubmission_file_/02_x.ipynb"],
      ["Alice Smith (4242)", "Alice Smith (4343)"]),
+    # folders that sort the class by lesson are nobody's: the file names say who, or nothing does
+    (["02/amy_02_x.ipynb", "02/02_x.ipynb", "03_unet/ben_02_x.ipynb"], ["amy", None, "ben"]),
     # per-student folders whose files carry their owners' names, however written: the folders stand
     (["alice/alice_02_x.ipynb", "alice/Alice Smith_02_x (1).ipynb", "bob/Bob_Jones_02_x.ipynb"],
      ["alice", "alice", "bob"]),

@@ -551,8 +551,9 @@ def _release_note(submission, template, options: GradeOptions) -> tuple[str, str
     where = f"the release in {options.exercises_dir}" if options.exercises_dir else "the course's own exercises/"
     return (
         f"this notebook was made from another release of the lesson's exercises than the one it was checked "
-        f"against ({where}): its other cells differ. If your teacher handed out their own version, check it against "
-        "that one (`course check --exercises FOLDER`)",
+        f"against ({where}): its other cells differ. Your answers are graded all the same; if the course was "
+        "updated since you copied the notebook, nothing needs doing, and if your teacher handed out their own "
+        "version, check against that one (`course check --exercises FOLDER`)",
         "made from another release than the one it was graded against: was --exercises forgotten, or did the "
         "release change after it was handed out? A cell the release lacks is not run",
     )
@@ -1258,12 +1259,15 @@ def _students(rows: list[dict], how: dict[int, str] | None = None,
     def owned(folder: Path) -> bool:
         return any(n and _same_person(n, folder.name) for n in in_folder[folder])
 
-    named = {f for f, names in in_folder.items()
-             if f == common or (len({n for n in names if n}) > 1 and not owned(f))}
+    # a folder named after a lesson (02/, 02_forward_noising/) sorts the class by lesson: it is nobody's
+    by_lesson = {f for f in in_folder if re.match(r"\d\d(_|$)", f.name)}
+    named = by_lesson | {f for f, names in in_folder.items()
+                         if f == common or (len({n for n in names if n}) > 1 and not owned(f))}
     # one student's folder graded on its own (course grade subs/dan/): released names only, one file per lesson
     mine = [r for r, parent, _ in rest if parent == common]
     released = all(_LESSON_STEM.match(Path(r["file"]).name) for r in mine)
-    if mine and released and len({r.get("lesson") for r in mine}) == len(mine) and common.name:
+    if mine and released and len({r.get("lesson") for r in mine}) == len(mine) and common.name \
+            and common not in by_lesson:
         named.discard(common)
     bare = any(f != common and None in names for f, names in in_folder.items())
     if not bare and any(any(in_folder[f]) for f in named):
