@@ -144,3 +144,25 @@ def test_the_entry_point_gives_the_same_model_twice(tmp_path, monkeypatch):
     assert meta_a["losses"] == meta_b["losses"]
     for name, w in a.state_dict().items():
         assert torch.equal(w, b.state_dict()[name]), name
+
+
+def test_the_readmes_sampling_snippet_runs_on_a_train_ddp_checkpoint(tmp_path, monkeypatch):
+    """README's "Beyond one GPU" shows how to sample the checkpoint train_ddp saves: that Python block, run as
+    written on a checkpoint of the quick recipe, gives the images it says."""
+    import re
+    from pathlib import Path
+
+    from course_lib.train_ddp import main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Beyond one GPU", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert 'load_checkpoint("checkpoints/mine"' in block
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--dataset", "digits", "--quick", "--steps", "2", "--batch-size", "4",
+                 "--out", "checkpoints/mine"]) == 0
+    namespace: dict = {}
+    exec(compile(block.replace("n=16, seed=0)", "n=16, seed=0, progress=False)"), "README", "exec"), namespace)
+    images = namespace["images"]
+    assert tuple(images.shape) == (16, 1, 32, 32) and float(images.abs().max()) <= 1.0
