@@ -525,16 +525,6 @@ def _first_line(source: str) -> str:
     return line if len(line) <= 80 else line[:77] + "..."
 
 
-def _kernel_pid_of(client) -> int | None:
-    """The kernel process's id, from nbclient's kernel manager (None where it does not say)."""
-    km = getattr(client, "km", None)
-    provisioner = getattr(km, "provisioner", None)
-    pid = getattr(provisioner, "pid", None)
-    if pid is None:
-        pid = getattr(getattr(provisioner, "process", None), "pid", None)
-    return pid
-
-
 def _peak_mib(pid: int | None) -> float | None:
     """A process's peak resident memory in MiB (VmHWM in /proc/PID/status; Linux only, else None)."""
     if pid is None:
@@ -562,6 +552,8 @@ def run_notebook(
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
+    from .grading.worker import _kernel_pid
+
     out_path = out_dir / path.name
     row: dict[str, Any] = {
         "lesson": path.stem,
@@ -579,7 +571,7 @@ def run_notebook(
 
     def on_cell_executed(**_):
         # the kernel's high-water mark so far (what a learner's laptop must hold); read while the kernel lives
-        peak = _peak_mib(_kernel_pid_of(client))
+        peak = _peak_mib(_kernel_pid(client))
         if peak is not None:
             row["peak_mib"] = max(row["peak_mib"] or 0.0, peak)
 
