@@ -10,9 +10,9 @@
 #   fdcheck   lesson 04's full recipe trained once more, then DDPM with all 1000 steps (both variances) judged on
 #             5 sets of 1000 samples, the mean FD beside the 25-draw floor: the verdict on issue "Foundation"'s
 #             "FD ≤ 2× the floor" that one set of 1000 (±0.9 in FD) cannot give (RESULTS.md, "The FD floor, drawn
-#             25 times"); on the same sets DDIM 50 (leading, trailing) and DPM-Solver++ 20 (linspace, trailing, and
-#             diffusers' with Karras sigmas): issue "Lesson 08"'s "DPM++ 20 no worse than DDIM 50", set-averaged;
-#             about 9.5 min
+#             25 times"); on the same sets DDIM 50 (leading, trailing, logsnr) and DPM-Solver++ 20 (linspace,
+#             trailing, logsnr, and diffusers' with Karras sigmas) and 10 (logsnr): issue "Lesson 08"'s "DPM++ 20 no
+#             worse than DDIM 50", set-averaged; about 10 min
 #   ddpm      lesson 04's full recipe (15k steps of 128, CUDA graphs), judged with the posterior variance and
 #             with σ² = β_t, then lesson 08's whole sampler table on it (issues "Foundation" and "Lesson 08");
 #             about 8.5 min

@@ -26,7 +26,15 @@ import torch
 from torch import nn
 
 from .device import check_seed
-from .samplers import SPACINGS, _check_eta, _conditioned_eps_fn, _prepare, check_batch_size, check_schedule
+from .samplers import (
+    SPACINGS,
+    _check_eta,
+    _conditioned_eps_fn,
+    _prepare,
+    check_batch_size,
+    check_schedule,
+    timesteps,
+)
 from .schedules import NoiseSchedule
 
 SCHEDULER_NAMES = ("ddim", "dpm++2m", "euler", "ddpm")
@@ -82,7 +90,8 @@ def make_scheduler(name: str, schedule: NoiseSchedule, spacing: str | None = Non
     ``lambda_min_clipped=samplers.DPM_LAMBDA_MIN`` turns it on), "euler" (EulerDiscreteScheduler) or
     "ddpm" (DDPMScheduler, ``variance_type="fixed_small"``). spacing: the
     ``timestep_spacing`` ("leading", "trailing" or "linspace"; None keeps the scheduler's
-    default: "leading" for DDIM and DDPM, "linspace" for DPM-Solver and Euler). kwargs: any
+    default: "leading" for DDIM and DDPM, "linspace" for DPM-Solver and Euler; the course's "logsnr"
+    is no diffusers spacing, see :func:`sample_with_diffusers`). kwargs: any
     other config option of that scheduler, e.g. ``clip_sample=True``.
     """
     cls, fixed = _scheduler_class(name)
@@ -93,6 +102,12 @@ def make_scheduler(name: str, schedule: NoiseSchedule, spacing: str | None = Non
     if spacing is not None:
         if spacing not in SPACINGS:
             raise ValueError(f"unknown spacing {spacing!r}; expected one of {', '.join(map(repr, SPACINGS))}")
+        if spacing == "logsnr":
+            raise ValueError(
+                "diffusers has no 'logsnr' timestep_spacing: make the scheduler without it and pass the course's "
+                "grid, scheduler.set_timesteps(timesteps=samplers.timesteps(schedule, steps, 'logsnr').tolist()) "
+                "(sample_with_diffusers(..., spacing='logsnr') does this)"
+            )
         kwargs["timestep_spacing"] = spacing
     config = {k: v for k, v in to_diffusers_config(schedule).items() if k in accepted}
     return cls(**{**config, **fixed, **kwargs})
@@ -126,7 +141,8 @@ def sample_with_diffusers(
     (same seed, same device → same z), then for each t in ``scheduler.timesteps``:
     x = scheduler.step(ε_θ(scheduler.scale_model_input(x, t), t), t, x).prev_sample,
     passing the seeded generator to ``step`` for the stochastic schedulers and ``eta`` to DDIM.
-    model: ε_θ(x, t[, labels]); steps: ``set_timesteps(steps)``; shape (C, H, W) defaults to the
+    model: ε_θ(x, t[, labels]); steps: ``set_timesteps(steps)``, or with ``spacing="logsnr"``
+    ``set_timesteps(timesteps=<the course's logsnr grid>)``; shape (C, H, W) defaults to the
     model's. ``labels`` or ``prompt``/``negative_prompt``, ``guidance_scale`` and ``text_encoder``
     condition and guide exactly as in ``samplers.sample``. Returns N×C×H×W clamped to [-1, 1],
     like ``sample``: with "ddim" (eta = 0, the default "leading" spacing) it equals
@@ -141,8 +157,18 @@ def sample_with_diffusers(
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= schedule.num_steps:
         raise ValueError(f"steps must be an int in 1..{schedule.num_steps} (the schedule's T), got {steps!r}")
     shape, device, labels = _prepare(model, n, shape, labels, device)
-    scheduler = make_scheduler(scheduler_name, schedule, spacing=spacing, **scheduler_kwargs)
-    scheduler.set_timesteps(steps)  # kept on the CPU: reading t from it never waits for the GPU
+    if spacing == "logsnr":  # the course's grid, handed over as a list (diffusers has no such spacing)
+        if "timesteps" not in inspect.signature(cls.set_timesteps).parameters:
+            raise ValueError(
+                f"{cls.__name__} takes no list of timesteps, so it cannot visit the 'logsnr' grid; use "
+                f"'dpm++2m', 'euler' or 'ddpm', or the course's own sample(..., spacing='logsnr')"
+            )
+        scheduler = make_scheduler(scheduler_name, schedule, **scheduler_kwargs)
+        # kept on the CPU: reading t from it never waits for the GPU
+        scheduler.set_timesteps(timesteps=timesteps(schedule, steps, "logsnr").tolist())
+    else:
+        scheduler = make_scheduler(scheduler_name, schedule, spacing=spacing, **scheduler_kwargs)
+        scheduler.set_timesteps(steps)
 
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)

@@ -368,10 +368,15 @@ class LatentDiffusionPipeline:
                 save_file(state, tmp / name / WEIGHTS_NAME)
                 _write_json(tmp / name / "config.json", cfg)
             (tmp / "scheduler").mkdir()
+            spacing = self.defaults["spacing"] or DEFAULT_SPACING["ddim"]
+            extra = {}
+            if spacing == "logsnr":  # no diffusers spacing: DDIMScheduler gets its own default, and a note
+                spacing = DEFAULT_SPACING["ddim"]
+                extra["course_note"] = ("the pipeline samples on the course's 'logsnr' grid "
+                                        "(course_lib.samplers.logsnr_timesteps), which DDIMScheduler cannot visit")
             _write_json(tmp / "scheduler" / "scheduler_config.json",
                         {"_class_name": "DDIMScheduler", **to_diffusers_config(self.schedule),
-                         "timestep_spacing": self.defaults["spacing"] or DEFAULT_SPACING["ddim"],
-                         "course_schedule": self.schedule.config()})
+                         "timestep_spacing": spacing, "course_schedule": self.schedule.config(), **extra})
             encoder_name = self.text_encoder_name or get_settings().text_encoder or BUNDLED
             _write_json(tmp / "model_index.json", {
                 "_class_name": "LatentDiffusionPipeline",

@@ -113,6 +113,42 @@ def test_diffusers_ddpm_and_dpm_sampling_equal_the_course_samplers(tiny):
     assert (leading - ours).abs().max() > 1e-3
 
 
+class GaussianEps(torch.nn.Module):
+    """The exact ε̂ for data N(μ, diag(v)): samples that stay inside [-1, 1], unlike a random network's,
+    so two samplers that differ show it after the final clamp."""
+
+    def __init__(self, schedule):
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.register_buffer("abar", schedule.alphas_cumprod.float())
+        self.register_buffer("mu", 0.4 * (torch.rand(1, 1, 8, 8, generator=g) - 0.5))
+        self.register_buffer("v", torch.logspace(-4, -1, 64).view(1, 1, 8, 8))
+        self.unused = torch.nn.Parameter(torch.zeros(()))  # sample() reads the device from a parameter
+
+    def forward(self, x, t):
+        a = self.abar[t.long()].view(-1, 1, 1, 1)
+        return (1 - a).sqrt() * (x - a.sqrt() * self.mu) / (a * self.v + 1 - a)
+
+
+def test_the_logsnr_grid_reaches_diffusers_as_a_list_of_timesteps(tiny):
+    """diffusers has no "logsnr" spacing: the bridge hands DPMSolverMultistepScheduler (and DDPMScheduler) the
+    course's grid through set_timesteps(timesteps=...), and the two samplers agree; DDIMScheduler takes no list."""
+    s = NoiseSchedule.cosine()
+    model = GaussianEps(s)
+    kw = dict(seed=5, steps=6, shape=(1, 8, 8))
+    for sampler in ("dpm++2m", "ddpm"):
+        ours = sample(model, s, 4, sampler=sampler, spacing="logsnr", clip_x0=False, progress=False, **kw)
+        assert (ours.abs() < 1).float().mean() > 0.9  # a real comparison, not of clamped ±1s
+        theirs = sample_with_diffusers(model, s, sampler, 4, 6, seed=5, shape=(1, 8, 8), spacing="logsnr")
+        assert (ours - theirs).abs().max() < 1e-4, sampler
+        other = sample(model, s, 4, sampler=sampler, spacing="trailing", clip_x0=False, progress=False, **kw)
+        assert (ours - other).abs().max() > 1e-2, sampler  # the grid is really another one
+    with pytest.raises(ValueError, match="DDIMScheduler takes no list of timesteps"):
+        sample_with_diffusers(tiny, s, "ddim", 2, 6, spacing="logsnr")
+    with pytest.raises(ValueError, match="diffusers has no 'logsnr' timestep_spacing"):
+        make_scheduler("dpm++2m", s, spacing="logsnr")
+
+
 def test_each_sampler_defaults_to_its_diffusers_schedulers_spacing(tiny):
     """No spacing on either side: sample() and the diffusers scheduler visit the same grid. For DPM-Solver++
     that is "linspace", which starts at t = T − 1 (its "leading" grid starts a stride lower)."""

@@ -6,6 +6,8 @@ The U-Net's output conv starts at zero, so its weights are perturbed to make ÎµÌ
 on the input, the time and the prompt.
 """
 
+import json
+
 import pytest
 import torch
 
@@ -121,6 +123,22 @@ def test_negative_prompt_is_the_unconditional_branch(pipe, encoder):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert torch.equal(pipe(prompt, negative_prompt="", seed=seed), pipe(prompt, seed=seed))
     assert (got - pipe(prompt, seed=seed)).abs().max() > 1e-4
+
+
+def test_a_pipeline_on_the_logsnr_grid_saves_a_config_diffusers_can_read(pipe, tmp_path):
+    """"logsnr" is the course's grid, not a diffusers spacing: the saved DDIMScheduler config keeps one that
+    diffusers knows, says so in a note, and the course's own defaults (model_index.json) keep "logsnr"."""
+    diffusers = pytest.importorskip("diffusers")
+    logsnr = LatentDiffusionPipeline(pipe.vae, pipe.unet, pipe.schedule, pipe.text_encoder,
+                                     {**pipe.defaults, "spacing": "logsnr"})
+    folder = logsnr.save(tmp_path / "sd")
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert config["timestep_spacing"] == "leading" and "logsnr" in config["course_note"]
+    diffusers.DDIMScheduler.from_config(config).set_timesteps(STEPS)  # a config diffusers can use
+    loaded = LatentDiffusionPipeline.load(folder, device="cpu")
+    assert loaded.defaults["spacing"] == "logsnr"
+    assert torch.equal(loaded("a bag", seed=2, sampler="dpm++2m"), logsnr("a bag", seed=2, sampler="dpm++2m"))
+    assert (logsnr("a bag", seed=2, sampler="dpm++2m") - pipe("a bag", seed=2, sampler="dpm++2m")).abs().max() > 1e-4
 
 
 def test_each_sampler_takes_its_own_spacing_unless_the_pipeline_names_one(pipe):
