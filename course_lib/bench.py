@@ -45,6 +45,9 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
               cpu_args=("--rounds", "5"), gpu_args=("--device", "cuda", "--rounds", "50"), cpu_time="about 3 min"),
     Benchmark("samplers", "sampler_table.py", "lesson 08's table: FD and seconds per 1000 images for every sampler",
               cpu_args=("--quick",), gpu_args=(), cpu_time="70–90 s"),
+    Benchmark("solver-error", "solver_error.py",
+              "each sampler's own error on the exact ε̂ of a Gaussian fit of the data (no network): RMS to the "
+              "closed-form ODE solution, per grid and step count", cpu_args=(), gpu_args=(), cpu_time="about 30 s"),
     Benchmark("vae", "vae_quality.py", "lesson 05's VAE: test PSNR and KL, U-Net step on pixels vs latents",
               cpu_args=("--quick", "--factors", "4", "--test-images", "2000", "--rounds", "3"),
               gpu_args=("--device", "cuda")),

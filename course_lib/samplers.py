@@ -205,8 +205,9 @@ def logsnr_timesteps(schedule: NoiseSchedule, steps: int, sigma_max: float = LOG
 
     - move the first to t = T−1, so that sampling starts from pure noise (where x_T ~ N(0, I) is
       right) and the jump from there to σ/α = σ_max costs one step instead of a third of them;
-    - where two points fall on one timestep (low noise, where λ changes fast between timesteps), lift
-      the higher one to the next timestep up, so there are exactly ``steps`` distinct ones.
+    - where two points fall on one timestep (near either end of the cosine schedule λ changes fast from one
+      timestep to the next), lift the higher one to the next timestep up, so there are exactly ``steps``
+      distinct ones. Too many steps crowd the top against t = T−1: a clear error says how many fit.
 
     A solver that steps in λ (DPM-Solver) has its truncation error set by the step sizes h = Δλ, so even
     steps in λ suit it; its authors' code calls this the "logSNR" step schedule. On the cosine schedule with
@@ -227,7 +228,7 @@ def logsnr_timesteps(schedule: NoiseSchedule, steps: int, sigma_max: float = LOG
     lam, floor = _lambdas(schedule), -math.log(sigma_max)
     grid = _logsnr_grid(lam, steps, floor)
     if grid is None:
-        fit, too_many = 1, steps  # bisect for the message: more steps only crowd the clean end more
+        fit, too_many = 1, steps  # bisect for the message: more steps only crowd the ends more
         while too_many - fit > 1:
             mid = (fit + too_many) // 2
             fit, too_many = (mid, too_many) if _logsnr_grid(lam, mid, floor) is not None else (fit, mid)
