@@ -99,6 +99,8 @@ def make_scheduler(name: str, schedule: NoiseSchedule, spacing: str | None = Non
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise ValueError(f"{cls.__name__} has no option {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}")
+    if kwargs.get("timestep_spacing") == "logsnr":
+        spacing = "logsnr"  # refused below, as spacing="logsnr" is
     if spacing is not None:
         if spacing not in SPACINGS:
             raise ValueError(f"unknown spacing {spacing!r}; expected one of {', '.join(map(repr, SPACINGS))}")
@@ -162,6 +164,12 @@ def sample_with_diffusers(
             raise ValueError(
                 f"{cls.__name__} takes no list of timesteps, so it cannot visit the 'logsnr' grid; use "
                 f"'dpm++2m', 'euler' or 'ddpm', or the course's own sample(..., spacing='logsnr')"
+            )
+        ignored = sorted({"lambda_min_clipped", "timestep_spacing"} & set(scheduler_kwargs))
+        if ignored:
+            raise ValueError(
+                f"{', '.join(ignored)} would be ignored with spacing='logsnr': the course's grid is handed over as "
+                "a list (it starts its even steps at σ/α = 80, see samplers.logsnr_timesteps)"
             )
         scheduler = make_scheduler(scheduler_name, schedule, **scheduler_kwargs)
         # kept on the CPU: reading t from it never waits for the GPU

@@ -39,6 +39,8 @@ class GaussianData:
         if not isinstance(cov, torch.Tensor) or tuple(cov.shape) != (d, d):
             raise ValueError(f"cov must be a ({d}, {d}) tensor for a mean of shape {tuple(mean.shape)}, "
                              f"got {getattr(cov, 'shape', type(cov).__name__)}")
+        if not (torch.isfinite(mean).all() and torch.isfinite(cov).all()):
+            raise ValueError("mean and cov must be finite (no NaN or inf)")
         self.shape = tuple(mean.shape)
         self.mean = mean.detach().double().cpu().reshape(-1)
         cov = cov.detach().double().cpu()
@@ -55,11 +57,15 @@ class GaussianData:
         check_images(images, "images")
         if len(images) < 2:
             raise ValueError(f"fitting a covariance needs at least 2 images, got {len(images)}")
+        if not torch.isfinite(images).all():
+            raise ValueError("images must be finite (no NaN or inf)")
         flat = images.detach().double().cpu().reshape(len(images), -1)
         return cls(flat.mean(0).reshape(images.shape[1:]), torch.cov(flat.T))
 
     def _coords(self, x: torch.Tensor, a: float) -> torch.Tensor:
         check_images(x, "x")
+        if len(x) == 0:
+            raise ValueError("x must hold at least one image, got an empty batch")
         if tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"x must have images of shape {self.shape}, got {tuple(x.shape[1:])}")
         return (x.double().cpu().reshape(len(x), -1) - a**0.5 * self.mean) @ self.basis
@@ -83,8 +89,9 @@ class GaussianData:
         return lambda x, t: self.eps(schedule, x, t)
 
     def ode_solution(self, schedule: NoiseSchedule, x_t: torch.Tensor, t: int) -> torch.Tensor:
-        """Where the probability-flow ODE takes x_t (at timestep t) at the clean end: N×C×H×W, float64."""
+        """Where the probability-flow ODE takes x_t (at timestep t) at the clean end: N×C×H×W, float64 on
+        x_t's device."""
         a = self._abar(schedule, t)
         z = self._coords(x_t, a)
         x0 = self.mean + (z * (self.variances / (a * self.variances + 1 - a)).sqrt()) @ self.basis.T
-        return x0.reshape(x_t.shape)
+        return x0.reshape(x_t.shape).to(x_t.device)

@@ -488,6 +488,7 @@ def _check_defaults(d: dict, schedule: NoiseSchedule) -> dict:
     if d["spacing"] is not None and d["spacing"] not in SPACINGS:
         raise ValueError(f"unknown spacing {d['spacing']!r}; expected one of {', '.join(map(repr, SPACINGS))} "
                          "or None (the sampler's own)")
+    sampler_timesteps(schedule, steps, d["spacing"], d["sampler"])  # the grid fits: refused now, not at the first call
     return {"steps": steps, "guidance_scale": float(w), "sampler": d["sampler"], "eta": eta, "spacing": d["spacing"]}
 
 

@@ -188,8 +188,13 @@ def sampler_timesteps(
         lambda_min = -math.inf
     clip = None if lambda_min == -math.inf else lambda_min
     if steps is None:
+        if spacing == "logsnr":
+            raise ValueError(
+                "steps=None asks for all T timesteps, and the 'logsnr' grid is for a few: pass steps= (for "
+                "example 20), or take spacing='leading' for every timestep"
+            )
         steps = schedule.num_steps if clip is None else _kept_timesteps(schedule, clip)
-        if sampler == "dpm++2m" and spacing not in ("trailing", "logsnr"):
+        if sampler == "dpm++2m" and spacing != "trailing":
             steps -= 1
     if sampler == "dpm++2m":
         return dpm_timesteps(schedule, steps, spacing, clip).tolist()
@@ -226,6 +231,11 @@ def logsnr_timesteps(schedule: NoiseSchedule, steps: int, sigma_max: float = LOG
     if isinstance(sigma_max, bool) or not isinstance(sigma_max, (int, float)) or not 0 < sigma_max < math.inf:
         raise ValueError(f"sigma_max must be a positive number (σ/α where the even steps start), got {sigma_max!r}")
     lam, floor = _lambdas(schedule), -math.log(sigma_max)
+    if floor >= lam[0].item():
+        raise ValueError(
+            f"sigma_max must be above σ/α at t = 0 ({math.exp(-lam[0].item()):.3g} on this schedule), where the "
+            f"even steps end; got {sigma_max!r}"
+        )
     grid = _logsnr_grid(lam, steps, floor)
     if grid is None:
         fit, too_many = 1, steps  # bisect for the message: more steps only crowd the ends more
@@ -252,7 +262,10 @@ def _logsnr_grid(lam: torch.Tensor, steps: int, lam_floor: float) -> torch.Tenso
         return torch.tensor([T - 1])
     lam_hi = max(lam[-1].item(), lam_floor)
     points = torch.linspace(lam_hi, lam[0].item(), steps, dtype=torch.float64)
-    t = (lam.view(1, -1) - points.view(-1, 1)).abs().argmin(dim=1)  # the nearest timestep in λ
+    rising = lam.flip(0)  # λ by descending t, so rising: index j is t = T − 1 − j
+    j = torch.searchsorted(rising, points).clamp(1, T - 1)
+    j = torch.where((points - rising[j - 1]).abs() <= (rising[j] - points).abs(), j - 1, j)  # the nearer neighbour
+    t = T - 1 - j
     t[0] = T - 1
     for i in range(steps - 2, 0, -1):  # from the clean end up: lift repeats one timestep each
         t[i] = max(int(t[i]), int(t[i + 1]) + 1)

@@ -147,6 +147,11 @@ def test_the_logsnr_grid_reaches_diffusers_as_a_list_of_timesteps(tiny):
         sample_with_diffusers(tiny, s, "ddim", 2, 6, spacing="logsnr")
     with pytest.raises(ValueError, match="diffusers has no 'logsnr' timestep_spacing"):
         make_scheduler("dpm++2m", s, spacing="logsnr")
+    with pytest.raises(ValueError, match="diffusers has no 'logsnr' timestep_spacing"):
+        make_scheduler("dpm++2m", s, timestep_spacing="logsnr")
+    with pytest.raises(ValueError, match="lambda_min_clipped would be ignored with spacing='logsnr'"):
+        sample_with_diffusers(model, s, "dpm++2m", 2, 6, shape=(1, 8, 8), spacing="logsnr",
+                              lambda_min_clipped=DPM_LAMBDA_MIN)
 
 
 def test_each_sampler_defaults_to_its_diffusers_schedulers_spacing(tiny):

@@ -81,3 +81,11 @@ def test_bad_input():
         GaussianData(torch.zeros(1, 1, 2), torch.tensor([[1.0, 0.0], [0.0, -1.0]]))
     with pytest.raises(ValueError, match=r"cov must be a \(2, 2\)"):
         GaussianData(torch.zeros(1, 1, 2), torch.eye(3))
+    with pytest.raises(ValueError, match="must be finite"):
+        GaussianData(torch.full((1, 1, 2), float("nan")), torch.eye(2))
+    with pytest.raises(ValueError, match="must be finite"):
+        GaussianData(torch.zeros(1, 1, 2), torch.diag(torch.tensor([1.0, float("inf")])))
+    with pytest.raises(ValueError, match="images must be finite"):
+        GaussianData.fit(torch.tensor([[[[0.0, float("nan")]]], [[[1.0, 2.0]]]]))
+    with pytest.raises(ValueError, match="empty batch"):
+        g.eps(s, torch.zeros(0, 1, 4, 4), 5)

@@ -154,6 +154,10 @@ def test_each_sampler_takes_its_own_spacing_unless_the_pipeline_names_one(pipe):
     assert torch.equal(pipe("a bag", seed=2), leading("a bag", seed=2))
     with pytest.raises(ValueError, match="spacing"):
         LatentDiffusionPipeline(pipe.vae, pipe.unet, pipe.schedule, pipe.text_encoder, {"spacing": "middle"})
+    # a grid that cannot be laid is refused when the pipeline is made, not at its first call
+    with pytest.raises(ValueError, match="at most"):
+        LatentDiffusionPipeline(pipe.vae, pipe.unet, NoiseSchedule.cosine(1000), pipe.text_encoder,
+                                {"steps": 500, "spacing": "logsnr"})
 
 
 @pytest.mark.parametrize("call, match", [

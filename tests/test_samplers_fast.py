@@ -387,6 +387,10 @@ def test_logsnr_grid_lifts_repeats_and_says_how_many_steps_fit():
         timesteps(NoiseSchedule.cosine(), 20, "logsnr", lambda_min=DPM_LAMBDA_MIN)
     with pytest.raises(ValueError, match="sigma_max must be a positive number"):
         logsnr_timesteps(s, 10, sigma_max=0)
+    with pytest.raises(ValueError, match=r"sigma_max must be above σ/α at t = 0 \(0\.0"):
+        logsnr_timesteps(NoiseSchedule.cosine(), 6, sigma_max=1e-3)  # every point would pile up at t = 0
+    with pytest.raises(ValueError, match="steps=None asks for all T timesteps"):
+        sampler_timesteps(NoiseSchedule.cosine(), None, "logsnr", "dpm++2m")
     with pytest.raises(ValueError, match=r"steps must be an int in 1\.\.250"):
         logsnr_timesteps(s, 0)
     # a higher σ_max starts the even steps higher: the second timestep moves up
