@@ -159,6 +159,7 @@ def sample_with_diffusers(
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= schedule.num_steps:
         raise ValueError(f"steps must be an int in 1..{schedule.num_steps} (the schedule's T), got {steps!r}")
     shape, device, labels = _prepare(model, n, shape, labels, device)
+    # set_timesteps keeps the list on the CPU: reading t from it never waits for the GPU
     if spacing == "logsnr":  # the course's grid, handed over as a list (diffusers has no such spacing)
         if "timesteps" not in inspect.signature(cls.set_timesteps).parameters:
             raise ValueError(
@@ -172,7 +173,6 @@ def sample_with_diffusers(
                 "a list (it starts its even steps at σ/α = 80, see samplers.logsnr_timesteps)"
             )
         scheduler = make_scheduler(scheduler_name, schedule, **scheduler_kwargs)
-        # kept on the CPU: reading t from it never waits for the GPU
         scheduler.set_timesteps(timesteps=timesteps(schedule, steps, "logsnr").tolist())
     else:
         scheduler = make_scheduler(scheduler_name, schedule, spacing=spacing, **scheduler_kwargs)
