@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "course_lib"
 LAYERS = [
     {"settings", "device", "distributed", "progress"},
     {"data", "schedules"},
-    {"text", "nn", "flow", "guidance"},  # the models and what conditions them
+    {"text", "nn", "flow", "guidance", "oracle"},  # the models (an exact one too) and what conditions them
     {"train", "train_ddp"},  # training and checkpoints
     {"samplers", "diffusers_bridge"},
     {"pipeline", "metrics", "viz"},
