@@ -39,12 +39,14 @@ def main(argv=None) -> int:
     ap.add_argument("--train-steps", type=int, default=6000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--n", type=int, default=1000, help="samples per row (the FD's n)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the start noise's seed")
+    ap.add_argument("--train-seed", type=int, default=0, help="the training's seed (initial weights, batches)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     unet_cfg, _, quick_tc = ddpm_recipe(quick=True)
     schedule = NoiseSchedule.cosine(1000)  # full mode's schedule, with the quick U-Net
-    tc = replace(quick_tc, steps=args.train_steps, batch_size=args.batch_size, warmup_steps=100, ema_decay=0.999)
+    tc = replace(quick_tc, steps=args.train_steps, batch_size=args.batch_size, warmup_steps=100, ema_decay=0.999,
+                 seed=args.train_seed)
     res = cached_train(unet_cfg, schedule, tc, progress=False)
     model = res.model.eval()
     t_train = time.perf_counter() - t0
@@ -69,7 +71,8 @@ def main(argv=None) -> int:
         print(f"| {name} | {steps} | {spacing} | {fd:.2f} | {fd / floor:.2f} | {fd / ref:.2f} | {rec:.1%} "
               f"| {secs:.0f} |")
     print(f"\ncommand: `COURSE_FULL_ON_CPU=1 python benchmarks/grids_cpu_model.py --train-steps {args.train_steps} "
-          f"--batch-size {args.batch_size} --n {args.n} --seed {args.seed}`; {time.perf_counter() - t0:.0f} s in all")
+          f"--batch-size {args.batch_size} --n {args.n} --seed {args.seed} --train-seed {args.train_seed}`; "
+          f"{time.perf_counter() - t0:.0f} s in all")
     return 0
 
 
