@@ -20,7 +20,7 @@ import torch
 
 from course_lib.data import load_images
 from course_lib.oracle import GaussianData
-from course_lib.samplers import dpm_timesteps, sample_loop, timesteps
+from course_lib.samplers import DPM_LAMBDA_MIN, sample_loop, sampler_timesteps
 from course_lib.schedules import NoiseSchedule
 
 # (sampler, grid, steps): DDIM on DDIM's grids, DPM-Solver++ on its own (dpm_timesteps) and on the λ clip
@@ -33,14 +33,10 @@ ROWS = (
 
 
 def grid(schedule: NoiseSchedule, sampler: str, spacing: str, steps: int | None) -> list[int]:
-    if steps is None:
-        return timesteps(schedule, schedule.num_steps).tolist()
+    """The timesteps ``sampler`` visits (DPM-Solver++ on its own grids, as ``sample`` does); None = every step."""
     if spacing == "trailing, λ clip":
-        from course_lib.samplers import DPM_LAMBDA_MIN
-
-        return dpm_timesteps(schedule, steps, "trailing", DPM_LAMBDA_MIN).tolist()
-    fn = dpm_timesteps if sampler == "dpm++2m" else timesteps
-    return fn(schedule, steps, spacing).tolist()
+        return sampler_timesteps(schedule, steps, "trailing", sampler, DPM_LAMBDA_MIN)
+    return sampler_timesteps(schedule, steps, "leading" if steps is None else spacing, sampler)
 
 
 def main(argv=None) -> int:
